@@ -1,0 +1,125 @@
+/** lmtt-widgets front end: one anywidget module for FlowGraph, HeadHeatmap, NeuronView, VocabView and Explorer. */
+import "./style.css";
+import { DetailsClient } from "./details";
+import { createGraphPane } from "./panes/graph";
+import { createHeadsPane } from "./panes/heads";
+import { createNeuronsPane } from "./panes/neurons";
+import { createPromptPane } from "./panes/prompt";
+import { createVocabPane } from "./panes/vocab";
+import { h } from "./text";
+import type { Handler, Pane, PaneContext, WidgetModel } from "./types";
+
+export const PANES: Record<string, (ctx: PaneContext) => Pane> = {
+  prompt: createPromptPane,
+  graph: createGraphPane,
+  heads: createHeadsPane,
+  neurons: createNeuronsPane,
+  vocab: createVocabPane,
+};
+
+function errorBar(ctx: PaneContext): HTMLElement {
+  const text = h("span", { class: "lmtt-error-text" });
+  const close = h("button", { type: "button", class: "lmtt-close", "aria-label": "Dismiss error", title: "Dismiss" }, "×");
+  const bar = h("div", { class: "lmtt-errorbar", role: "alert" }, h("span", { class: "lmtt-error-icon", "aria-hidden": "true" }, "!"), text, close);
+  let dismissed = "";
+  const draw = () => {
+    const e = ctx.model.get("error");
+    const msg = typeof e === "string" ? e : e ? String(e) : "";
+    if (msg !== dismissed) dismissed = "";
+    text.textContent = msg;
+    bar.hidden = !msg || msg === dismissed;
+  };
+  close.addEventListener("click", () => {
+    dismissed = text.textContent ?? "";
+    bar.hidden = true;
+  });
+  ctx.listen("change:error", draw);
+  draw();
+  return bar;
+}
+
+export function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
+  const root = h("div", { class: "lmtt-root" });
+  const details = new DetailsClient(model);
+
+  function makeCtx(cleanups: (() => void)[]): PaneContext {
+    return {
+      model,
+      root,
+      details,
+      onCleanup: (fn) => cleanups.push(fn),
+      listen: (event: string, cb: Handler) => {
+        const wrapped: Handler = (...args) => {
+          try {
+            cb(...args);
+          } catch (e) {
+            console.error("lmtt-widgets:", e);
+          }
+        };
+        model.on(event, wrapped);
+        cleanups.push(() => model.off(event, wrapped));
+      },
+      commit: (changes) => {
+        for (const [k, v] of Object.entries(changes)) model.set(k, v);
+        model.save_changes();
+      },
+    };
+  }
+  const runAll = (fns: (() => void)[]) => {
+    while (fns.length) {
+      const fn = fns.pop()!;
+      try {
+        fn();
+      } catch (e) {
+        console.error("lmtt-widgets: cleanup", e);
+      }
+    }
+  };
+
+  const viewCleanups: (() => void)[] = [() => details.dispose()];
+  let paneCleanups: (() => void)[] = [];
+  const body = h("div", { class: "lmtt-body" });
+  root.append(errorBar(makeCtx(viewCleanups)), body);
+  el.replaceChildren(root);
+
+  function build() {
+    runAll(paneCleanups);
+    paneCleanups = [];
+    const ctx = makeCtx(paneCleanups);
+    const names = model.get("panes");
+    const list: string[] = Array.isArray(names) && names.length ? names.map(String) : ["graph"];
+    const explorer = list.length > 1 && list.includes("graph");
+    body.className = `lmtt-body lmtt-layout-${explorer ? "explorer" : "single"}`;
+    body.replaceChildren();
+    const side = h("div", { class: "lmtt-side" });
+    for (const name of list) {
+      const make = PANES[name];
+      if (!make) {
+        body.appendChild(h("div", { class: "lmtt-hint" }, `Unknown pane: ${name}`));
+        continue;
+      }
+      try {
+        const pane = make(ctx);
+        if (pane.destroy) paneCleanups.push(pane.destroy);
+        if (explorer && (name === "heads" || name === "neurons" || name === "vocab")) side.appendChild(pane.el);
+        else body.appendChild(pane.el);
+      } catch (e) {
+        console.error("lmtt-widgets: pane failed", name, e);
+        body.appendChild(h("div", { class: "lmtt-hint" }, `Pane ${name} failed: ${String(e)}`));
+      }
+    }
+    if (side.childElementCount) body.appendChild(side);
+  }
+  build();
+  const onPanes = () => build();
+  model.on("change:panes", onPanes);
+  viewCleanups.push(() => model.off("change:panes", onPanes));
+
+  return () => {
+    runAll(paneCleanups);
+    runAll(viewCleanups);
+    root.remove();
+  };
+}
+
+export default { render };

@@ -1,0 +1,258 @@
+/** HeadHeatmap pane: layers × heads importance at the focus token, head detail (pattern + contribution). */
+import { at, NDArray } from "../codec";
+import { importanceColor, readTheme, rgbString } from "../color";
+import { dims, focusToken, getGraph, getHeadImportance, getSelection, getTokens } from "../state";
+import { displayToken, fmt, h, pct, truncate } from "../text";
+import type { Pane, PaneContext } from "../types";
+import { edgeHeadShares } from "./graph";
+import { detailStatus, drawMatrix } from "./common";
+
+export interface HeatGeom {
+  cw: number;
+  ch: number;
+  left: number;
+  top: number;
+}
+
+export function heatGeom(L: number, H: number, availW = 320): HeatGeom {
+  const left = 30;
+  const cw = Math.max(8, Math.min(26, Math.floor((availW - left - 4) / Math.max(1, H))));
+  const ch = Math.max(6, Math.min(16, Math.floor(420 / Math.max(1, L))));
+  return { cw, ch, left, top: 16 };
+}
+
+export function heatCellAt(g: HeatGeom, L: number, H: number, x: number, y: number): { layer: number; head: number } | null {
+  const head = Math.floor((x - g.left) / g.cw);
+  const layer = Math.floor((y - g.top) / g.ch);
+  if (x < g.left || y < g.top || head < 0 || head >= H || layer < 0 || layer >= L) return null;
+  return { layer, head };
+}
+
+function findSelectedEdge(model: PaneContext["model"]): number {
+  const s = getSelection(model);
+  if (!s || s.kind !== "edge") return -1;
+  const g = getGraph(model);
+  for (let i = 0; i < g.e; i++) {
+    if (g.edgeKind[i] !== "attention") continue;
+    const d = g.edgeDst[i];
+    if (g.nodeLayer[d] === s.layer && g.nodeToken[d] === s.token && g.nodeToken[g.edgeSrc[i]] === s.source) return i;
+  }
+  return -1;
+}
+
+export function createHeadsPane(ctx: PaneContext): Pane {
+  const { model } = ctx;
+  const ac = new AbortController();
+  const sig = { signal: ac.signal };
+  ctx.onCleanup(() => ac.abort());
+
+  const title = h("div", { class: "lmtt-pane-title" });
+  const canvas = h("canvas", { class: "lmtt-heat", tabindex: 0, "aria-label": "Head importance heatmap (layers × heads)" });
+  const tip = h("div", { class: "lmtt-tooltip" });
+  tip.hidden = true;
+  const heatWrap = h("div", { class: "lmtt-heat-wrap" }, canvas, tip);
+  const edgeBox = h("div", { class: "lmtt-edge-heads" });
+  const detail = h("div", { class: "lmtt-head-detail" });
+  const el = h("div", { class: "lmtt-pane lmtt-heads" }, title, heatWrap, edgeBox, detail);
+
+  let geom: HeatGeom = heatGeom(1, 1);
+
+  function slice(hi: NDArray, t: number, L: number, H: number): Float32Array {
+    const out = new Float32Array(L * H);
+    if (t < 0 || t >= hi.shape[2]) return out;
+    for (let l = 0; l < L; l++) for (let hh = 0; hh < H; hh++) out[l * H + hh] = at(hi, l, hh, t);
+    return out;
+  }
+
+  function draw() {
+    const hi = getHeadImportance(model);
+    const t = focusToken(model);
+    const toks = getTokens(model);
+    title.textContent = `Head importance at “${truncate(displayToken(toks[t] ?? ""), 20)}” (#${t})`;
+    if (!hi || hi.shape.length !== 3) {
+      canvas.hidden = true;
+      title.textContent = "No head importance data";
+      return;
+    }
+    canvas.hidden = false;
+    const [L, H] = hi.shape;
+    geom = heatGeom(L, H, Math.max(200, Math.min(420, el.clientWidth || 320)));
+    const W = geom.left + H * geom.cw + 4;
+    const Hh = geom.top + L * geom.ch + 2;
+    const dpr = Math.max(1, Math.min(3, (globalThis as any).devicePixelRatio || 1));
+    canvas.width = Math.round(W * dpr);
+    canvas.height = Math.round(Hh * dpr);
+    canvas.style.width = `${W}px`;
+    canvas.style.height = `${Hh}px`;
+    const c = canvas.getContext("2d");
+    const theme = readTheme(ctx.root);
+    const vals = slice(hi, t, L, H);
+    let max = 0;
+    for (const v of vals) if (Math.abs(v) > max) max = Math.abs(v);
+    max = max || 1;
+    if (c) {
+      c.setTransform(dpr, 0, 0, dpr, 0, 0);
+      c.fillStyle = theme.bg;
+      c.fillRect(0, 0, W, Hh);
+      c.font = `9px ${theme.font}`;
+      c.fillStyle = theme.muted;
+      c.textBaseline = "middle";
+      c.textAlign = "center";
+      const hStep = geom.cw < 14 ? 2 : 1;
+      for (let hh = 0; hh < H; hh += hStep) c.fillText(`H${hh}`, geom.left + (hh + 0.5) * geom.cw, 8);
+      c.textAlign = "right";
+      const lStep = Math.max(1, Math.ceil(11 / geom.ch));
+      for (let l = 0; l < L; l += lStep) c.fillText(`L${l}`, geom.left - 4, geom.top + (l + 0.5) * geom.ch);
+      for (let l = 0; l < L; l++) {
+        for (let hh = 0; hh < H; hh++) {
+          const v = vals[l * H + hh];
+          c.fillStyle = rgbString(importanceColor(Math.abs(v) / max, theme.dark));
+          c.fillRect(geom.left + hh * geom.cw, geom.top + l * geom.ch, geom.cw - 1, geom.ch - 1);
+        }
+      }
+      const sel = getSelection(model);
+      const ei = findSelectedEdge(model);
+      if (ei >= 0 && sel && sel.kind === "edge") {
+        // edge: outline its layer row and mark each head's share
+        const y = geom.top + sel.layer * geom.ch;
+        c.strokeStyle = theme.accent;
+        c.lineWidth = 1.5;
+        c.strokeRect(geom.left - 1, y - 1, H * geom.cw + 1, geom.ch + 1);
+        const shares = edgeHeadShares(getGraph(model), ei);
+        const ms = Math.max(1e-9, ...shares.map(([, s]) => Math.abs(s)));
+        c.fillStyle = theme.fg;
+        for (const [hh, s] of shares) {
+          const r = Math.max(1, (Math.abs(s) / ms) * (Math.min(geom.cw, geom.ch) / 2 - 1));
+          c.beginPath();
+          c.arc(geom.left + (hh + 0.5) * geom.cw - 0.5, y + geom.ch / 2 - 0.5, r, 0, Math.PI * 2);
+          c.fill();
+        }
+      }
+      if (sel && sel.kind === "head") {
+        c.strokeStyle = theme.accent;
+        c.lineWidth = 2;
+        c.strokeRect(geom.left + sel.head * geom.cw - 1, geom.top + sel.layer * geom.ch - 1, geom.cw + 1, geom.ch + 1);
+      }
+    }
+    drawEdgeBox();
+    drawDetail();
+  }
+
+  function drawEdgeBox() {
+    const sel = getSelection(model);
+    const ei = findSelectedEdge(model);
+    if (!sel || sel.kind !== "edge") {
+      edgeBox.replaceChildren();
+      return;
+    }
+    const toks = getTokens(model);
+    const shares = edgeHeadShares(getGraph(model), ei);
+    const label = `Edge L${sel.layer}: “${truncate(displayToken(toks[sel.source] ?? ""), 14)}” → “${truncate(displayToken(toks[sel.token] ?? ""), 14)}”`;
+    if (ei < 0) {
+      edgeBox.replaceChildren(h("div", { class: "lmtt-subtitle" }, label), h("div", { class: "lmtt-empty" }, "edge not in the current graph"));
+      return;
+    }
+    edgeBox.replaceChildren(
+      h("div", { class: "lmtt-subtitle" }, `${label} · per-head share`),
+      h("div", { class: "lmtt-chips" }, ...shares.slice(0, 12).map(([hh, s]) => {
+        const b = h("button", { type: "button", class: "lmtt-chip", title: `select head L${sel.layer}.H${hh}` }, `H${hh} ${pct(s)}`);
+        b.addEventListener("click", () => ctx.commit({ selection: { kind: "head", layer: sel.layer, head: hh, token: sel.token } }));
+        return b;
+      })),
+    );
+  }
+
+  function drawDetail() {
+    const sel = getSelection(model);
+    if (!sel || sel.kind !== "head") {
+      detail.replaceChildren(h("div", { class: "lmtt-hint" }, "Click a cell to see that head's attention pattern and contribution map."));
+      return;
+    }
+    const key = `head:${sel.layer}:${sel.head}:${sel.token}`;
+    const st = ctx.details.get(key);
+    const what = `head L${sel.layer}.H${sel.head}`;
+    if (!detailStatus(detail, st, ctx.details, what) || !st || st.status !== "ok") return;
+    const r = st.result ?? {};
+    const pat = h("canvas", { class: "lmtt-matrix", "aria-label": `attention pattern of ${what}` });
+    const con = h("canvas", { class: "lmtt-matrix", "aria-label": `contribution map of ${what}` });
+    detail.replaceChildren(
+      h("div", { class: "lmtt-subtitle" }, `${what} at #${sel.token}${Number.isFinite(r.importance) ? ` · importance ${fmt(r.importance)}` : ""}`),
+      h(
+        "div",
+        { class: "lmtt-matrices" },
+        h("figure", null, pat, h("figcaption", null, "attention pattern (query ↓, key →)")),
+        h("figure", null, con, h("figcaption", null, "contribution map")),
+      ),
+    );
+    drawMatrix(pat, r.pattern ?? null, ctx.root, sel.token);
+    drawMatrix(con, r.contribution ?? null, ctx.root, sel.token);
+    if (!r.pattern && !r.contribution) detail.appendChild(h("div", { class: "lmtt-empty" }, "no matrices in this result"));
+  }
+
+  const local = (ev: MouseEvent): [number, number] => {
+    const r = canvas.getBoundingClientRect();
+    return [ev.clientX - r.left, ev.clientY - r.top];
+  };
+  canvas.addEventListener(
+    "click",
+    (ev) => {
+      const hi = getHeadImportance(model);
+      if (!hi) return;
+      const [x, y] = local(ev);
+      const cell = heatCellAt(geom, hi.shape[0], hi.shape[1], x, y);
+      if (cell) ctx.commit({ selection: { kind: "head", layer: cell.layer, head: cell.head, token: focusToken(model) } });
+    },
+    sig,
+  );
+  canvas.addEventListener(
+    "mousemove",
+    (ev) => {
+      const hi = getHeadImportance(model);
+      if (!hi) return;
+      const [x, y] = local(ev);
+      const cell = heatCellAt(geom, hi.shape[0], hi.shape[1], x, y);
+      if (!cell) {
+        tip.hidden = true;
+        return;
+      }
+      const t = focusToken(model);
+      tip.textContent = `L${cell.layer}.H${cell.head}: ${fmt(at(hi, cell.layer, cell.head, t))}`;
+      tip.hidden = false;
+      tip.style.left = `${x + 12}px`;
+      tip.style.top = `${y + 12}px`;
+    },
+    sig,
+  );
+  canvas.addEventListener("mouseleave", () => (tip.hidden = true), sig);
+  canvas.addEventListener(
+    "keydown",
+    (ev) => {
+      const hi = getHeadImportance(model);
+      if (!hi) return;
+      const [L, H] = hi.shape;
+      const s = getSelection(model);
+      let l = s && s.kind === "head" ? s.layer : 0;
+      let hh = s && s.kind === "head" ? s.head : 0;
+      if (ev.key === "ArrowUp") l--;
+      else if (ev.key === "ArrowDown") l++;
+      else if (ev.key === "ArrowLeft") hh--;
+      else if (ev.key === "ArrowRight") hh++;
+      else if (ev.key === "Escape") {
+        ctx.commit({ selection: null });
+        return;
+      } else return;
+      ev.preventDefault();
+      l = Math.max(0, Math.min(L - 1, l));
+      hh = Math.max(0, Math.min(H - 1, hh));
+      ctx.commit({ selection: { kind: "head", layer: l, head: hh, token: focusToken(model) } });
+    },
+    sig,
+  );
+
+  for (const n of ["head_importance", "selection", "target", "graph", "tokens", "meta"]) ctx.listen(`change:${n}`, draw);
+  const unsub = ctx.details.subscribe(() => drawDetail());
+  ctx.onCleanup(unsub);
+  draw();
+  void dims;
+  return { el, destroy: () => ac.abort() };
+}

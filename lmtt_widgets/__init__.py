@@ -1,0 +1,12 @@
+"""lmtt-widgets: see inside a Transformer LM's prediction, inline in a notebook."""
+
+from .errors import LmttError, ModelLoadError, PromptError, SelectionError, UnsupportedModelError
+from .models import ArchitectureAdapter, LoadedModel, load_model, register_adapter, supported_model_types
+from .tracing import Trace, trace
+from .explain import Explanation, explain, explain_many
+from .contributions.graph import FlowGraph
+
+__all__ = [
+    "ArchitectureAdapter", "Explanation", "FlowGraph", "explain", "explain_many", "LmttError", "LoadedModel", "ModelLoadError", "PromptError", "SelectionError", "Trace",
+    "UnsupportedModelError", "load_model", "register_adapter", "supported_model_types", "trace",
+]

@@ -1,0 +1,40 @@
+"""Command line: explain one prediction and print a summary (and write a shareable HTML report).
+
+    python -m lmtt_widgets "The capital of France is" [--model smollm2] [--html report.html]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import LmttError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lmtt_widgets", description=__doc__.splitlines()[0])
+    parser.add_argument("prompt", nargs="?", default="The capital of France is")
+    parser.add_argument("--model", default="smollm2", help="'smollm2' (embedded), a hub name or a local path")
+    parser.add_argument("--html", default="lmtt-report.html", help="where to write the report ('' to skip)")
+    parser.add_argument("--threshold", type=float, default=0.04)
+    args = parser.parse_args(argv)
+    try:
+        from . import explain, load_model
+        from .summary import text_summary
+
+        lm = load_model(args.model)
+        ex = explain(lm, args.prompt)
+        print(text_summary(ex))
+        if args.html:
+            from .report import write_report
+
+            path = write_report(ex, args.html, threshold=args.threshold)
+            print(f"Report written to {path} (open it in a browser; it works offline, no kernel needed)")
+    except LmttError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

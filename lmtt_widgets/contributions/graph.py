@@ -1,0 +1,285 @@
+"""The information-flow graph: typed nodes and edges over (layer, token), thresholding and route tracing.
+
+Nodes: the embedding of each token; per layer and token the residual after attention, the MLP block and the
+residual after the MLP (parallel blocks have no "after attention" state: their edges go straight from the block
+input to its output). Edges are typed: residual, attention (one per source token, with its per-head breakdown),
+MLP. Filtering reads the dense scores kept in :class:`ContributionScores`; nothing is recomputed when the target
+token, the threshold or the granularity changes.
+
+Thresholding of one update: a part is kept when its importance is > tau (per head in "head" granularity, per
+head-summed edge in "edge" granularity), and kept parts are renormalised to sum to 1. When no part of an update
+passes, the update keeps nothing (the route ends there): weights stay finite, never NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..errors import SelectionError
+from .scores import HEAD_FLOOR, ContributionScores
+
+NODE_KINDS = ("embedding", "after_attention", "mlp", "after_mlp")
+EDGE_KINDS = ("residual", "attention", "mlp")
+EMBEDDING, AFTER_ATTENTION, MLP, AFTER_MLP = range(4)
+RESIDUAL, ATTENTION, MLP_EDGE = range(3)
+Granularity = Literal["head", "edge"]
+DEFAULT_THRESHOLD = 0.04
+
+
+def node_id(kind: int, layer: int, token: int, n_tokens: int) -> int:
+    """Dense integer id: embeddings first, then per layer the three kinds, each a block of n_tokens."""
+    if kind == EMBEDDING:
+        return token
+    return n_tokens * (1 + 3 * layer + (kind - 1)) + token
+
+
+def node_of(nid: int, n_tokens: int) -> tuple[int, int, int]:
+    """(kind, layer, token) of a node id; layer is -1 for embeddings."""
+    block, token = divmod(nid, n_tokens)
+    if block == 0:
+        return EMBEDDING, -1, token
+    layer, kind = divmod(block - 1, 3)
+    return kind + 1, layer, token
+
+
+@dataclass
+class FlowGraph:
+    """A set of typed edges between graph nodes, as plain arrays (E edges, H heads)."""
+
+    n_layers: int
+    n_tokens: int
+    n_heads: int
+    src: np.ndarray  # [E] int64 node ids
+    dst: np.ndarray  # [E]
+    weight: np.ndarray  # [E] float32
+    kind: np.ndarray  # [E] uint8 index into EDGE_KINDS
+    layer: np.ndarray  # [E] int32 layer of the update the edge feeds
+    heads: np.ndarray  # [E, H] float32 per-head share of attention edges (0 for other kinds)
+    target: int | None = None
+    threshold: float | None = None
+    granularity: str | None = None
+
+    @property
+    def nodes(self) -> np.ndarray:
+        """Sorted ids of every node touched by an edge (plus the target's top node)."""
+        ids = np.concatenate([self.src, self.dst])
+        if self.target is not None:
+            ids = np.append(ids, node_id(AFTER_MLP, self.n_layers - 1, self.target, self.n_tokens))
+        return np.unique(ids)
+
+    def describe_node(self, nid: int) -> dict:
+        kind, layer, token = node_of(int(nid), self.n_tokens)
+        return {"id": int(nid), "kind": NODE_KINDS[kind], "layer": layer, "token": token}
+
+    def to_dataframes(self, tokens: list[str] | None = None):
+        """(nodes, edges) as pandas DataFrames."""
+        import pandas as pd
+
+        nodes = pd.DataFrame([self.describe_node(n) for n in self.nodes])
+        if tokens is not None and len(nodes):
+            nodes["text"] = [tokens[t] for t in nodes["token"]]
+        edges = pd.DataFrame({
+            "source": self.src, "target": self.dst, "layer": self.layer,
+            "kind": [EDGE_KINDS[k] for k in self.kind], "weight": self.weight,
+        })
+        src = [node_of(int(n), self.n_tokens) for n in self.src]
+        dst = [node_of(int(n), self.n_tokens) for n in self.dst]
+        edges["source_token"] = [s[2] for s in src]
+        edges["target_token"] = [d[2] for d in dst]
+        edges["source_kind"] = [NODE_KINDS[s[0]] for s in src]
+        edges["target_kind"] = [NODE_KINDS[d[0]] for d in dst]
+        for h in range(self.n_heads):
+            edges[f"head_{h}"] = self.heads[:, h]
+        return nodes, edges
+
+    def to_networkx(self, tokens: list[str] | None = None):
+        import networkx as nx
+
+        g = nx.MultiDiGraph(n_layers=self.n_layers, n_tokens=self.n_tokens, target=self.target,
+                            threshold=self.threshold, granularity=self.granularity)
+        for n in self.nodes:
+            attrs = self.describe_node(n)
+            if tokens is not None:
+                attrs["text"] = tokens[attrs["token"]]
+            g.add_node(int(n), **attrs)
+        for e in range(len(self.src)):
+            g.add_edge(int(self.src[e]), int(self.dst[e]), key=EDGE_KINDS[self.kind[e]], kind=EDGE_KINDS[self.kind[e]],
+                       weight=float(self.weight[e]), layer=int(self.layer[e]), heads=self.heads[e].tolist())
+        return g
+
+    def to_json(self, tokens: list[str] | None = None) -> dict:
+        return {
+            "n_layers": self.n_layers, "n_tokens": self.n_tokens, "n_heads": self.n_heads,
+            "target": self.target, "threshold": self.threshold, "granularity": self.granularity,
+            "tokens": tokens, "node_kinds": list(NODE_KINDS), "edge_kinds": list(EDGE_KINDS),
+            "nodes": [self.describe_node(n) for n in self.nodes],
+            "edges": [
+                {"source": int(s), "target": int(d), "kind": EDGE_KINDS[k], "layer": int(layer),
+                 "weight": float(w), "heads": h.tolist()}
+                for s, d, k, layer, w, h in zip(self.src, self.dst, self.kind, self.layer, self.weight, self.heads)
+            ],
+        }
+
+
+class _EdgeBuffer:
+    def __init__(self, n_heads: int):
+        self.rows: list[tuple] = []
+        self.heads: list[np.ndarray] = []
+        self.n_heads = n_heads
+
+    def add(self, src, dst, weight, kind, layer, heads=None):
+        self.rows.append((src, dst, weight, kind, layer))
+        self.heads.append(np.zeros(self.n_heads, np.float32) if heads is None else heads)
+
+    def build(self, scores: ContributionScores, **extra) -> FlowGraph:
+        if self.rows:
+            src, dst, w, k, layer = (np.array(c) for c in zip(*self.rows))
+            heads = np.stack(self.heads).astype(np.float32)
+        else:
+            src = dst = np.zeros(0, np.int64)
+            w, k, layer = np.zeros(0, np.float32), np.zeros(0, np.uint8), np.zeros(0, np.int32)
+            heads = np.zeros((0, self.n_heads), np.float32)
+        return FlowGraph(scores.n_layers, scores.n_tokens, scores.n_heads, src.astype(np.int64), dst.astype(np.int64),
+                         w.astype(np.float32), k.astype(np.uint8), layer.astype(np.int32), heads, **extra)
+
+
+def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float | None, granularity: str):
+    """Kept parts of the attention update at (layer, i): residual, bias and source weights, renormalised.
+
+    Returns (residual weight, {source: (weight, per-head [H])}, mlp weight for parallel blocks).
+    """
+    ls = scores.layers[layer]
+    H = scores.n_heads
+    resid = float(ls.resid_attn[i])
+    bias = float(ls.bias_attn[i])
+    mlp = float(ls.mlp[i]) if scores.topology == "parallel" else 0.0
+    if tau is None:
+        per_head = np.zeros((i + 1, H), np.float32)
+        cols, vals = ls.head_row(i)
+        per_head.reshape(-1)[cols.numpy()] = vals.numpy()
+        edge = ls.edge_row(i).numpy()
+        sources = {j: (float(edge[j]), per_head[j]) for j in range(i + 1)}
+        return resid, sources, mlp
+    keep = lambda v: v if v > tau else 0.0  # noqa: E731
+    resid, bias, mlp = keep(resid), keep(bias), keep(mlp)
+    sources: dict[int, tuple[float, np.ndarray]] = {}
+    if granularity == "head":
+        cols, vals = ls.head_row(i)
+        sel = vals > tau
+        for c, v in zip(cols[sel].tolist(), vals[sel].tolist()):
+            j, h = divmod(c, H)
+            w, hv = sources.get(j, (0.0, np.zeros(H, np.float32)))
+            hv[h] = v
+            sources[j] = (w + v, hv)
+    else:
+        edge = ls.edge_row(i)
+        for j in (edge > tau).nonzero(as_tuple=True)[0].tolist():
+            per_head = np.zeros(H, np.float32)
+            cols, vals = ls.head_row(i)
+            mine = (cols // H) == j
+            per_head[(cols[mine] % H).numpy()] = vals[mine].numpy()
+            sources[j] = (float(edge[j]), per_head)
+    total = resid + bias + mlp + sum(w for w, _ in sources.values())
+    if total <= 0:
+        return 0.0, {}, 0.0
+    return resid / total, {j: (w / total, hv / total) for j, (w, hv) in sources.items()}, mlp / total
+
+
+def _mlp_parts(scores: ContributionScores, layer: int, i: int, tau: float | None):
+    ls = scores.layers[layer]
+    resid, mlp = float(ls.resid_mlp[i]), float(ls.mlp[i])
+    if tau is None:
+        return resid, mlp
+    resid, mlp = (resid if resid > tau else 0.0), (mlp if mlp > tau else 0.0)
+    total = resid + mlp
+    return (resid / total, mlp / total) if total > 0 else (0.0, 0.0)
+
+
+def check_threshold(threshold: float, granularity: str) -> None:
+    if granularity not in ("head", "edge"):
+        raise ValueError(f"granularity must be 'head' or 'edge', not {granularity!r}")
+    if not (0 < threshold < 1):
+        raise ValueError(f"threshold must lie in (0, 1); got {threshold}. Useful values are 0.01 to 0.10.")
+    if granularity == "head" and threshold < HEAD_FLOOR:
+        raise ValueError(f"in 'head' granularity the threshold must be >= {HEAD_FLOOR} (per-head scores below it are not stored)")
+
+
+def route(scores: ContributionScores, target: int | None = None, threshold: float = DEFAULT_THRESHOLD,
+          granularity: Granularity = "head") -> FlowGraph:
+    """The important subgraph traced back from the top-layer node of ``target`` (default: the last token)."""
+    T, L = scores.n_tokens, scores.n_layers
+    target = T - 1 if target is None else int(target)
+    if not 0 <= target < T:
+        raise SelectionError(f"target token {target} is out of range: the prompt has {T} tokens (0..{T - 1}).")
+    check_threshold(threshold, granularity)
+    buf = _EdgeBuffer(scores.n_heads)
+    parallel = scores.topology == "parallel"
+    active = {target}  # tokens whose residual after layer `l` is on the route
+    for layer in range(L - 1, -1, -1):
+        below: set[int] = set()
+
+        def src_id(j):
+            return node_id(EMBEDDING, -1, j, T) if layer == 0 else node_id(AFTER_MLP, layer - 1, j, T)
+
+        attn_targets = set()
+        for i in sorted(active):
+            out = node_id(AFTER_MLP, layer, i, T)
+            if parallel:
+                attn_targets.add(i)
+                continue
+            mid = node_id(AFTER_ATTENTION, layer, i, T)
+            r, m = _mlp_parts(scores, layer, i, threshold)
+            if r > 0:
+                buf.add(mid, out, r, RESIDUAL, layer)
+            if m > 0:
+                mlp_node = node_id(MLP, layer, i, T)
+                buf.add(mlp_node, out, m, MLP_EDGE, layer)
+                buf.add(mid, mlp_node, m, MLP_EDGE, layer)
+            if r > 0 or m > 0:
+                attn_targets.add(i)
+        for i in sorted(attn_targets):
+            dst = node_id(AFTER_MLP if parallel else AFTER_ATTENTION, layer, i, T)
+            r, sources, m = _attention_parts(scores, layer, i, threshold, granularity)
+            if r > 0:
+                buf.add(src_id(i), dst, r, RESIDUAL, layer)
+                below.add(i)
+            for j, (w, hv) in sorted(sources.items()):
+                buf.add(src_id(j), dst, w, ATTENTION, layer, hv)
+                below.add(j)
+            if parallel and m > 0:
+                mlp_node = node_id(MLP, layer, i, T)
+                buf.add(mlp_node, dst, m, MLP_EDGE, layer)
+                buf.add(src_id(i), mlp_node, m, MLP_EDGE, layer)
+                below.add(i)
+        active = below
+    return buf.build(scores, target=target, threshold=threshold, granularity=granularity)
+
+
+def full_graph(scores: ContributionScores) -> FlowGraph:
+    """Every edge with its raw (unthresholded) importance, for all targets. Attention edges: all causal pairs."""
+    T, L = scores.n_tokens, scores.n_layers
+    parallel = scores.topology == "parallel"
+    buf = _EdgeBuffer(scores.n_heads)
+    for layer in range(L):
+        for i in range(T):
+            src = (lambda j: node_id(EMBEDDING, -1, j, T)) if layer == 0 else (lambda j: node_id(AFTER_MLP, layer - 1, j, T))
+            dst = node_id(AFTER_MLP if parallel else AFTER_ATTENTION, layer, i, T)
+            r, sources, m = _attention_parts(scores, layer, i, None, "head")
+            buf.add(src(i), dst, r, RESIDUAL, layer)
+            for j, (w, hv) in sources.items():
+                buf.add(src(j), dst, w, ATTENTION, layer, hv)
+            mlp_node = node_id(MLP, layer, i, T)
+            if parallel:
+                buf.add(src(i), mlp_node, m, MLP_EDGE, layer)
+                buf.add(mlp_node, dst, m, MLP_EDGE, layer)
+            else:
+                r2, m2 = _mlp_parts(scores, layer, i, None)
+                out = node_id(AFTER_MLP, layer, i, T)
+                buf.add(dst, out, r2, RESIDUAL, layer)
+                buf.add(dst, mlp_node, m2, MLP_EDGE, layer)
+                buf.add(mlp_node, out, m2, MLP_EDGE, layer)
+    return buf.build(scores)

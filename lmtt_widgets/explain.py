@@ -1,0 +1,292 @@
+"""One call from a prompt to everything the widgets show: trace, scores, routes, heads, neurons, projections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .contributions.graph import DEFAULT_THRESHOLD, FlowGraph, Granularity, full_graph, route
+from .contributions.proximity import CHUNK_BUDGET
+from .contributions.scores import ContributionScores, layer_scores, neuron_importance
+from .errors import SelectionError
+from .models.loading import load_model
+from .projections.vocab import Norm, project, rank_of, top_tokens
+from .tracing.tracer import Trace, trace
+
+
+@dataclass
+class TokenScore:
+    text: str
+    score: float
+    token_id: int
+
+
+@dataclass
+class LensEntry:
+    text: str
+    prob: float
+    token_id: int
+    rank: int  # 0-based rank at this node
+    previous_rank: int | None  # rank at the previous residual node (None for the embeddings)
+
+    @property
+    def rank_change(self) -> int | None:
+        """Positive when the token climbed since the previous node."""
+        return None if self.previous_rank is None else self.previous_rank - self.rank
+
+
+@dataclass
+class HeadScore:
+    layer: int
+    head: int
+    token: int
+    importance: float
+    attention: torch.Tensor  # [T] attention of this head from `token` to every source
+
+
+@dataclass
+class NeuronScore:
+    layer: int
+    neuron: int
+    token: int
+    importance: float
+    activation: float
+
+
+@dataclass
+class Projection:
+    promoted: list[TokenScore]
+    suppressed: list[TokenScore]
+
+
+@dataclass
+class Explanation:
+    """A traced prediction with the importance of every part. All indices are 0-based."""
+
+    trace: Trace
+    scores: ContributionScores
+
+    # ---- basics
+    @property
+    def tokens(self) -> list[str]:
+        return self.trace.tokens
+
+    @property
+    def n_layers(self) -> int:
+        return self.trace.n_layers
+
+    @property
+    def n_tokens(self) -> int:
+        return self.trace.n_tokens
+
+    @property
+    def n_heads(self) -> int:
+        return self.trace.n_heads
+
+    def predictions(self, token: int | None = None, k: int = 5) -> list[TokenScore]:
+        """Top-k next-token probabilities after ``token`` (default: the last)."""
+        token = self._token(token)
+        probs = self.trace.logits[token].float().softmax(-1)
+        return [TokenScore(t, p, i) for t, p, i in top_tokens(self.trace, probs, k)]
+
+    # ---- graph
+    def route(self, target: int | None = None, threshold: float = DEFAULT_THRESHOLD,
+              granularity: Granularity = "head") -> FlowGraph:
+        """The important subgraph for the prediction at ``target`` (default: last token)."""
+        return route(self.scores, target, threshold, granularity)
+
+    def full_graph(self) -> FlowGraph:
+        return full_graph(self.scores)
+
+    # ---- heads and neurons
+    def heads(self, layer: int, token: int | None = None) -> list[HeadScore]:
+        """Heads of ``layer`` ranked by importance in the attention update at ``token``."""
+        layer, token = self._layer(layer), self._token(token)
+        imp = self.scores.layers[layer].head_total[token]
+        attn = self.attention(layer)[:, token]
+        order = imp.argsort(descending=True).tolist()
+        return [HeadScore(layer, h, token, float(imp[h]), attn[h]) for h in order]
+
+    def top_heads(self, k: int = 10, token: int | None = None) -> list[HeadScore]:
+        """The k most important heads over all layers at ``token``."""
+        token = self._token(token)
+        imp = torch.stack([ls.head_total[token] for ls in self.scores.layers])  # [L, H]
+        flat = imp.flatten().topk(min(k, imp.numel()))
+        out = []
+        for v, idx in zip(flat.values.tolist(), flat.indices.tolist()):
+            layer, head = divmod(idx, self.n_heads)
+            out.append(HeadScore(layer, head, token, v, self.attention(layer)[head, token]))
+        return out
+
+    def neurons(self, layer: int, token: int | None = None, k: int = 10) -> list[NeuronScore]:
+        """The k neurons of ``layer``'s MLP most important for its change to the residual at ``token``."""
+        layer, token = self._layer(layer), self._token(token)
+        rec, w = self.trace.layers[layer], self.trace.weights[layer]
+        imp = neuron_importance(_one_row(rec, token), w)[0]
+        top = imp.topk(min(k, imp.numel()))
+        acts = rec.neurons[token]
+        return [NeuronScore(layer, n, token, v, float(acts[n])) for v, n in zip(top.values.tolist(), top.indices.tolist())]
+
+    def attention(self, layer: int) -> torch.Tensor:
+        """[H, T, T] attention probabilities of ``layer`` (re-traced when the trace did not keep them)."""
+        layer = self._layer(layer)
+        rec = self.trace.layers[layer]
+        if rec.attention is not None:
+            return rec.attention
+        again = {}
+
+        def grab(r, _w):
+            if r.index == layer:
+                again["a"] = r.attention
+
+        trace(self.trace.lm, self.trace.input_ids, on_layer=grab, keep_attention=False)
+        return again["a"]
+
+    def head_contributions(self, layer: int, head: int) -> torch.Tensor:
+        """[T, T] importance of head ``head`` for target i (rows) from source j (cols); values < 1e-3 read 0."""
+        layer, head = self._layer(layer), self._head(head)
+        ls = self.scores.layers[layer]
+        T, H = self.n_tokens, self.n_heads
+        out = torch.zeros(T, T)
+        rows = torch.repeat_interleave(torch.arange(T), ls.head_ptr.diff())
+        mine = (ls.head_col % H) == head
+        out[rows[mine], (ls.head_col[mine] // H).long()] = ls.head_val[mine]
+        return out
+
+    # ---- vocabulary projections
+    def residual(self, row: int, token: int) -> torch.Tensor:
+        """Residual state [d] at a graph row: 0 embeddings, 2l+1 after attention of layer l, 2l+2 after its MLP.
+
+        Parallel blocks have no state between attention and MLP: row 2l+1 is then the block input plus the
+        attention update alone.
+        """
+        token = self._token(token)
+        if not 0 <= row <= 2 * self.n_layers:
+            raise SelectionError(f"row {row} is out of range 0..{2 * self.n_layers}")
+        if row == 0:
+            return self.trace.layers[0].resid_pre[token]
+        layer, after_mlp = divmod(row - 1, 2)
+        rec = self.trace.layers[layer]
+        if after_mlp:
+            return rec.resid_post[token]
+        if rec.resid_mid is not None:
+            return rec.resid_mid[token]
+        return rec.resid_pre[token] + rec.attn_update[token]
+
+    def lens(self, row: int, token: int | None = None, k: int = 10, norm: Norm = "own") -> list[LensEntry]:
+        """Top-k tokens of a residual node, with their rank at the previous node."""
+        token = self._token(token)
+        logits = project(self.trace, self.residual(row, token), token, norm)
+        probs = logits.softmax(-1)
+        top = top_tokens(self.trace, probs, k)
+        ids = torch.tensor([i for _, _, i in top])
+        prev = rank_of(project(self.trace, self.residual(row - 1, token), token, norm), ids).tolist() if row > 0 else [None] * k
+        return [LensEntry(t, p, i, r, pr) for r, ((t, p, i), pr) in enumerate(zip(top, prev))]
+
+    def logit_lens(self, token: int | None = None, k: int = 5, norm: Norm = "own") -> list[list[LensEntry]]:
+        """The lens of every residual row at ``token``, bottom (embeddings) to top."""
+        return [self.lens(r, token, k, norm) for r in range(2 * self.n_layers + 1)]
+
+    def head_output(self, layer: int, head: int, token: int | None = None) -> torch.Tensor:
+        """What head ``head`` adds to the residual at ``token`` [d] (post-norm included)."""
+        layer, head, token = self._layer(layer), self._head(head), self._token(token)
+        rec, w = self.trace.layers[layer], self.trace.weights[layer]
+        dh = self.trace.head_dim
+        out = rec.head_signal[token, head] @ w.w_o[:, head * dh : (head + 1) * dh].t()
+        return out * self._post_scale(w.attn_post_norm, rec.attn_post_rstd, token)
+
+    def neuron_output(self, layer: int, neuron: int, token: int | None = None) -> torch.Tensor:
+        """activation x output row of one neuron at ``token`` [d] (sign included, post-norm included)."""
+        layer, token = self._layer(layer), self._token(token)
+        rec, w = self.trace.layers[layer], self.trace.weights[layer]
+        if not 0 <= neuron < rec.neurons.shape[1]:
+            raise SelectionError(f"neuron {neuron} is out of range: layer {layer} has {rec.neurons.shape[1]} neurons")
+        out = rec.neurons[token, neuron] * w.w_out[:, neuron]
+        return out * self._post_scale(w.mlp_post_norm, rec.mlp_post_rstd, token)
+
+    def mlp_output(self, layer: int, token: int | None = None) -> torch.Tensor:
+        layer, token = self._layer(layer), self._token(token)
+        return self.trace.layers[layer].mlp_update[token]
+
+    def project(self, vec: torch.Tensor, token: int | None = None, k: int = 10, norm: Norm = "final") -> Projection:
+        """Promoted (top-k) and suppressed (bottom-k) tokens of a vector written at ``token``."""
+        logits = project(self.trace, vec, self._token(token), norm)
+        up = [TokenScore(*t) for t in top_tokens(self.trace, logits, k)]
+        down = [TokenScore(*t) for t in top_tokens(self.trace, logits, k, largest=False)]
+        return Projection(up, down)
+
+    def head_tokens(self, layer, head, token=None, k=10, norm: Norm = "final") -> Projection:
+        return self.project(self.head_output(layer, head, token), token, k, norm)
+
+    def mlp_tokens(self, layer, token=None, k=10, norm: Norm = "final") -> Projection:
+        return self.project(self.mlp_output(layer, token), token, k, norm)
+
+    def neuron_tokens(self, layer, neuron, token=None, k=10, norm: Norm = "final") -> Projection:
+        return self.project(self.neuron_output(layer, neuron, token), token, k, norm)
+
+    # ---- index checks
+    def _token(self, token):
+        T = self.n_tokens
+        token = T - 1 if token is None else int(token)
+        if not 0 <= token < T:
+            raise SelectionError(f"token {token} is out of range: the prompt has {T} tokens (0..{T - 1})")
+        return token
+
+    def _layer(self, layer):
+        L = self.n_layers
+        layer = int(layer)
+        if not 0 <= layer < L:
+            raise SelectionError(f"layer {layer} is out of range: the model has {L} layers (0..{L - 1})")
+        return layer
+
+    def _head(self, head):
+        head = int(head)
+        if not 0 <= head < self.n_heads:
+            raise SelectionError(f"head {head} is out of range: the model has {self.n_heads} heads (0..{self.n_heads - 1})")
+        return head
+
+    @staticmethod
+    def _post_scale(norm, rstd, token):
+        if norm is None:
+            return 1.0
+        return rstd[token] * norm.weight
+
+
+def _one_row(rec, token):
+    """A view of a layer record restricted to one position (for per-node neuron scores)."""
+    import dataclasses
+
+    sl = slice(token, token + 1)
+    return dataclasses.replace(
+        rec, neurons=rec.neurons[sl], mlp_update=rec.mlp_update[sl],
+        mlp_post_rstd=None if rec.mlp_post_rstd is None else rec.mlp_post_rstd[sl],
+    )
+
+
+def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool | None = None) -> Explanation:
+    """Trace ``prompt`` through ``model`` and score every part of every update, in one forward pass.
+
+    ``model`` is anything :func:`load_model` accepts (``"smollm2"``, a hub name, a path, a LoadedModel).
+    Contributions are computed block by block while the forward pass runs, so long prompts never hold all
+    attention matrices at once.
+    """
+    lm = load_model(model)
+    n_heads_box = {}
+    layers = []
+
+    def on_layer(rec, w):
+        layers.append(layer_scores(rec, w, n_heads_box["H"], n_heads_box["topology"], budget=budget))
+
+    from .tracing.tracer import _n_heads
+
+    n_heads_box["H"] = _n_heads(lm.model.config)
+    n_heads_box["topology"] = lm.adapter.resolve_topology(lm.model.config)
+    tr = trace(lm, prompt, on_layer=on_layer, keep_attention=keep_attention)
+    return Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers))
+
+
+def explain_many(model, prompts, **kwargs) -> list[Explanation]:
+    """:func:`explain` over a list of prompts, one forward pass each (no padding)."""
+    lm = load_model(model)
+    return [explain(lm, p, **kwargs) for p in prompts]

@@ -1,0 +1,357 @@
+"""One forward pass with hooks on the user's own model, recording everything the decomposition needs.
+
+Nothing is converted and no weight is touched: hooks are added for the pass and removed after it, and the
+attention implementation is restored. Captured tensors are upcast to float32 for the maths that follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import PromptError, UnsupportedModelError
+from ..models.loading import LoadedModel, load_model
+from ..models.weights import linear_weight, upcast
+from .capture import interface_capture, module_attn_capture
+from .norms import NormSpec, identify_norm
+
+# Attention matrices of all layers are kept on the trace when L*H*T*T is at most this many numbers (256 MB);
+# longer prompts keep them only while their layer's contributions are computed.
+KEEP_ATTENTION_LIMIT = 64 * 2**20
+
+
+@dataclass
+class LayerRecord:
+    """What one block did at every position. Shapes: T tokens, d width, H heads, K kv heads, dh head width, F neurons."""
+
+    index: int
+    resid_pre: torch.Tensor  # [T, d] block input
+    resid_mid: torch.Tensor | None  # [T, d] after the attention update (None for parallel blocks)
+    resid_post: torch.Tensor  # [T, d] block output
+    attention: torch.Tensor  # [H, T, T] probabilities
+    values: torch.Tensor  # [K, T, dh] value states before GQA repetition
+    head_signal: torch.Tensor  # [T, H, dh] input of the attention output projection, split into heads
+    attn_out: torch.Tensor  # [T, d] output of the attention output projection
+    attn_update: torch.Tensor  # [T, d] what attention adds to the residual (after a post-norm, if any)
+    mlp_out: torch.Tensor  # [T, d] output of the MLP output projection
+    mlp_update: torch.Tensor  # [T, d] what the MLP adds to the residual
+    neurons: torch.Tensor  # [T, F] input of the MLP output projection (post-activation, post-gate)
+    attn_norm_rstd: torch.Tensor  # [T]
+    mlp_norm_rstd: torch.Tensor | None  # [T] (None where the attention norm is shared)
+    attn_post_rstd: torch.Tensor | None = None  # [T] post-norm statistics (Gemma 2/3)
+    mlp_post_rstd: torch.Tensor | None = None
+    model_dtype: torch.dtype = torch.float32  # what the model computed in (tolerances depend on it)
+
+
+@dataclass
+class LayerWeights:
+    """Float32 views of one block's projections, W in [out, in] layout."""
+
+    w_o: torch.Tensor  # [d, H*dh]
+    b_o: torch.Tensor | None
+    w_out: torch.Tensor  # [d, F]
+    b_out: torch.Tensor | None
+    attn_post_norm: NormSpec | None = None
+    mlp_post_norm: NormSpec | None = None
+
+
+@dataclass
+class Trace:
+    """The exact record of one forward pass (batch size 1)."""
+
+    lm: LoadedModel
+    prompt: str | None
+    input_ids: torch.Tensor  # [T]
+    tokens: list[str]  # decoded text of each token
+    topology: str
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    layers: list[LayerRecord] = field(default_factory=list)
+    weights: list[LayerWeights] = field(default_factory=list)
+    final_norm: NormSpec | None = None
+    final_rstd: torch.Tensor | None = None  # [T]
+    final_resid: torch.Tensor | None = None  # [T, d] input of the final norm
+    logits: torch.Tensor | None = None  # [T, V] exactly what the model returned (model dtype)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def attention_kept(self) -> bool:
+        return all(rec.attention is not None for rec in self.layers)
+
+
+def tokenize(lm: LoadedModel, prompt) -> tuple[torch.Tensor, str | None]:
+    """Token ids [T] of a prompt given as text, a list of ids or a [1, T] tensor, checked for length."""
+    text = None
+    if isinstance(prompt, str):
+        text = prompt
+        if not prompt.strip():
+            raise PromptError("The prompt is empty. Type some text to explain, e.g. 'The capital of France is'.")
+        ids = lm.tokenizer(prompt, return_tensors="pt").input_ids
+    elif isinstance(prompt, torch.Tensor):
+        ids = prompt
+    else:
+        ids = torch.tensor([list(prompt)], dtype=torch.long)
+    if ids.dim() == 2:
+        if ids.shape[0] != 1:
+            raise PromptError(
+                f"Got a batch of {ids.shape[0]} sequences; trace one prompt at a time (padding would change the "
+                "attention rows). For many prompts use lmtt_widgets.explain_many([...])."
+            )
+        ids = ids[0]
+    if ids.numel() == 0:
+        raise PromptError("The prompt has no tokens. Type some text to explain.")
+    limit = context_length(lm.model.config)
+    if limit is not None and ids.numel() > limit:
+        raise PromptError(
+            f"The prompt has {ids.numel()} tokens but {lm.name} reads at most {limit}. Shorten the prompt "
+            f"(e.g. keep its last {limit} tokens)."
+        )
+    vocab = lm.model.get_input_embeddings().weight.shape[0]
+    if int(ids.max()) >= vocab or int(ids.min()) < 0:
+        raise PromptError(f"Token ids must lie in [0, {vocab}); got {int(ids.min())}..{int(ids.max())}.")
+    return ids.long(), text
+
+
+def context_length(config) -> int | None:
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def token_texts(tokenizer, ids) -> list[str]:
+    """The text each token contributes, spaces and newlines kept (the widgets make them visible)."""
+    out = []
+    for i in ids.tolist():
+        text = tokenizer.decode([i], clean_up_tokenization_spaces=False)
+        if "\ufffd" in text:  # a byte-fallback piece of a multi-byte character: show the raw token instead
+            text = tokenizer.convert_ids_to_tokens(i)
+        out.append(text)
+    return out
+
+
+def _n_kv_heads(config, n_heads: int) -> int:
+    value = getattr(config, "num_key_value_heads", None)
+    return int(value) if value else n_heads
+
+
+def _n_heads(config) -> int:
+    for name in ("num_attention_heads", "n_head", "num_heads"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise UnsupportedModelError("cannot find the number of attention heads in the model config")
+
+
+def _first_tensor(x):
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
+        return x[0]
+    if hasattr(x, "last_hidden_state"):
+        return x.last_hidden_state
+    raise TypeError(f"cannot find a tensor in {type(x).__name__}")
+
+
+def _hidden_arg(args, kwargs):
+    if args:
+        return args[0]
+    return kwargs["hidden_states"]
+
+
+@torch.no_grad()
+def trace(
+    model,
+    prompt,
+    *,
+    on_layer: Callable[[LayerRecord, LayerWeights], None] | None = None,
+    keep_attention: bool | None = None,
+) -> Trace:
+    """Run ``prompt`` through ``model`` once and record every block.
+
+    Args:
+        model: a :class:`LoadedModel` or anything :func:`load_model` accepts.
+        prompt: text, a list of token ids, or a [1, T] id tensor.
+        on_layer: called with each block's record as soon as the block has run (streaming consumers such as the
+            contribution engine use it so long prompts never hold every layer's attention at once).
+        keep_attention: keep [H, T, T] attention of every layer on the trace; default: when it fits in 256 MB.
+    """
+    lm = load_model(model)
+    net, adapter, config = lm.model, lm.adapter, lm.model.config
+    ids, text = tokenize(lm, prompt)
+    T = ids.numel()
+    n_heads = _n_heads(config)
+    blocks = list(net.get_submodule(adapter.blocks))
+    L = len(blocks)
+    if keep_attention is None:
+        keep_attention = L * n_heads * T * T <= KEEP_ATTENTION_LIMIT
+    topology = adapter.resolve_topology(config)
+
+    final_norm_module = net.get_submodule(adapter.final_norm)
+    final_norm = identify_norm(final_norm_module)
+    attn_norms = [identify_norm(b.get_submodule(adapter.attn_norm)) for b in blocks]
+    mlp_norms = [identify_norm(b.get_submodule(adapter.mlp_norm)) if adapter.mlp_norm else None for b in blocks]
+    post = []
+    for b in blocks:
+        a = identify_norm(b.get_submodule(adapter.attn_post_norm)) if adapter.attn_post_norm else None
+        m = identify_norm(b.get_submodule(adapter.mlp_post_norm)) if adapter.mlp_post_norm else None
+        post.append((a, m))
+
+    weights = []
+    for i, b in enumerate(blocks):
+        w_o, b_o = linear_weight(b.get_submodule(adapter.attn_out_proj))
+        w_out, b_out = linear_weight(b.get_submodule(adapter.mlp_out_proj))
+        weights.append(LayerWeights(w_o, b_o, w_out, b_out, *post[i]))
+    head_dim = weights[0].w_o.shape[1] // n_heads
+
+    result = Trace(
+        lm=lm,
+        prompt=text,
+        input_ids=ids,
+        tokens=token_texts(lm.tokenizer, ids),
+        topology=topology,
+        n_heads=n_heads,
+        n_kv_heads=_n_kv_heads(config, n_heads),
+        head_dim=head_dim,
+        weights=weights,
+        final_norm=final_norm,
+    )
+
+    layer_of = {id(b.get_submodule(adapter.attention)): i for i, b in enumerate(blocks)}
+    scratch: list[dict] = [dict() for _ in blocks]
+
+    def f32(x):
+        x = x.detach()
+        return upcast(x[0] if x.dim() == 3 else x)  # OPT flattens [1, T, d] to [T, d] around its MLP
+
+    def record_attention(module, value, weights_):
+        i = layer_of.get(id(module))
+        if i is not None:
+            scratch[i]["attention"] = upcast(weights_.detach()[0])
+            scratch[i]["values"] = upcast(value.detach()[0])
+
+    hooks = []
+
+    def add(module, kind, fn):
+        register = module.register_forward_pre_hook if kind == "pre" else module.register_forward_hook
+        hooks.append(register(fn, with_kwargs=True))
+
+    for i, block in enumerate(blocks):
+        s = scratch[i]
+
+        def block_pre(mod, args, kwargs, s=s):
+            s["resid_pre"] = f32(_hidden_arg(args, kwargs))
+
+        def block_post(mod, args, kwargs, output, s=s, i=i):
+            s["resid_post"] = f32(_first_tensor(output))
+            emit(i)
+
+        def o_pre(mod, args, kwargs, s=s):
+            s["head_signal"] = f32(_hidden_arg(args, kwargs))
+
+        def o_post(mod, args, kwargs, output, s=s):
+            s["attn_out"] = f32(_first_tensor(output))
+
+        def mlp_pre(mod, args, kwargs, s=s):
+            s["neurons"] = f32(_hidden_arg(args, kwargs))
+
+        def mlp_post(mod, args, kwargs, output, s=s):
+            s["mlp_out"] = f32(_first_tensor(output))
+
+        def mid_pre(mod, args, kwargs, s=s):
+            s["resid_mid"] = f32(_hidden_arg(args, kwargs))
+
+        def post_norm_out(key):
+            def hook(mod, args, kwargs, output, s=s):
+                s[key] = f32(_first_tensor(output))
+
+            return hook
+
+        add(block, "pre", block_pre)
+        add(block, "post", block_post)
+        add(block.get_submodule(adapter.attn_out_proj), "pre", o_pre)
+        add(block.get_submodule(adapter.attn_out_proj), "post", o_post)
+        add(block.get_submodule(adapter.mlp_out_proj), "pre", mlp_pre)
+        add(block.get_submodule(adapter.mlp_out_proj), "post", mlp_post)
+        if topology != "parallel":
+            add(block.get_submodule(adapter.mlp_norm), "pre", mid_pre)
+        if adapter.attn_post_norm:
+            add(block.get_submodule(adapter.attn_post_norm), "post", post_norm_out("attn_update"))
+        if adapter.mlp_post_norm:
+            add(block.get_submodule(adapter.mlp_post_norm), "post", post_norm_out("mlp_update"))
+
+    def final_pre(mod, args, kwargs):
+        result.final_resid = f32(_hidden_arg(args, kwargs))
+        result.final_rstd = final_norm.rstd(result.final_resid)
+
+    add(final_norm_module, "pre", final_pre)
+
+    def emit(i: int) -> None:
+        s = scratch[i]
+        missing = {"resid_pre", "attention", "values", "head_signal", "attn_out", "mlp_out", "neurons"} - set(s)
+        if missing:
+            raise UnsupportedModelError(
+                f"layer {i}: the hooks saw no {', '.join(sorted(missing))}; the adapter for "
+                f"{config.model_type!r} does not match this model's modules."
+            )
+        T_ = s["resid_pre"].shape[0]
+        a_post, m_post = post[i]
+        attn_update = s.get("attn_update", s["attn_out"])
+        mlp_update = s.get("mlp_update", s["mlp_out"])
+        rec = LayerRecord(
+            index=i,
+            resid_pre=s["resid_pre"],
+            resid_mid=s.get("resid_mid"),
+            resid_post=s["resid_post"],
+            attention=s["attention"],
+            values=s["values"],
+            head_signal=s["head_signal"].reshape(T_, n_heads, -1),
+            attn_out=s["attn_out"],
+            attn_update=attn_update,
+            mlp_out=s["mlp_out"],
+            mlp_update=mlp_update,
+            neurons=s["neurons"],
+            attn_norm_rstd=attn_norms[i].rstd(s["resid_pre"]),
+            mlp_norm_rstd=mlp_norms[i].rstd(s.get("resid_mid", s["resid_pre"])) if mlp_norms[i] else None,
+            attn_post_rstd=a_post.rstd(s["attn_out"]) if a_post else None,
+            mlp_post_rstd=m_post.rstd(s["mlp_out"]) if m_post else None,
+            model_dtype=model_dtype,
+        )
+        if on_layer is not None:
+            on_layer(rec, weights[i])
+        if not keep_attention:
+            rec.attention = None
+        result.layers.append(rec)
+        scratch[i] = {}
+
+    if adapter.capture == "interface":
+        capture = interface_capture(net, record_attention)
+    else:
+        capture = module_attn_capture([b.get_submodule(adapter.attention) for b in blocks], record_attention)
+
+    was_training = net.training
+    device = next(net.parameters()).device
+    model_dtype = next(net.parameters()).dtype
+    try:
+        net.eval()
+        with capture:
+            out = net(input_ids=ids[None].to(device), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    result.logits = out.logits.detach()[0]
+    if len(result.layers) != L:
+        raise UnsupportedModelError(f"only {len(result.layers)} of {L} blocks ran; the adapter does not fit this model")
+    return result

@@ -1,0 +1,281 @@
+"""Issue 3: importances are exact, normalised, chunk-independent, and the routes follow them."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lmtt_widgets import explain, load_model
+from lmtt_widgets.contributions.graph import (
+    AFTER_ATTENTION, AFTER_MLP, EMBEDDING, MLP, full_graph, node_id, route,
+)
+from lmtt_widgets.contributions.proximity import l1_proximity, scaled_part_proximity
+from lmtt_widgets.contributions.scores import head_directions, post_norm_scale
+from tiny_models import FAMILIES, ToyTokenizer, build, loaded
+
+PROMPT = "the cat sat on the mat, the cat"
+
+
+def test_hand_computed_proximities():
+    y = torch.tensor([[1.0, 2.0]])
+    parts = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    prox = scaled_part_proximity(y, torch.ones(1, 2), parts)
+    assert prox.tolist() == [[1.0, 2.0]]  # |y|=3; |y-z1|=2 -> 1; |y-z2|=1 -> 2
+    # a part pointing away from y has proximity 0, never negative
+    assert scaled_part_proximity(y, torch.ones(1, 1), torch.tensor([[-5.0, 0.0]])).item() == 0.0
+
+
+@pytest.mark.parametrize("n_small", [1, 4, 16])
+@pytest.mark.parametrize("with_scale", [False, True])
+def test_fast_proximity_equals_direct(n_small, with_scale):
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(40, 48, generator=g, dtype=torch.float64)
+    y[:, 3] *= 50  # an outlier dimension, as LLM residuals have
+    y[5, 7] = 0.0
+    coef = torch.rand(40, 200, generator=g, dtype=torch.float64) ** 3
+    coef[:, ::7] = 0
+    coef[:, 1::5] *= -1
+    basis = torch.randn(200, 48, generator=g, dtype=torch.float64)
+    scale = torch.rand(40, 48, generator=g, dtype=torch.float64) + 0.2 if with_scale else None
+    fast = scaled_part_proximity(y, coef, basis, scale, n_small=n_small, budget=3000)
+    parts = coef[:, :, None] * basis[None] * (1 if scale is None else scale[:, None])
+    assert torch.allclose(fast, l1_proximity(y[:, None], parts), atol=1e-10)
+
+
+def brute_force_attention(tr, layer):
+    """Importances of the attention update from explicitly built parts, T x T x H x d (tiny models only)."""
+    rec, w = tr.layers[layer], tr.weights[layer]
+    u = head_directions(rec.values, w.w_o, tr.n_heads)  # [T, H, d]
+    scale = post_norm_scale(w.attn_post_norm, rec.attn_post_rstd)
+    parts = rec.attention.permute(1, 2, 0)[..., None] * u[None]  # [T_i, T_j, H, d]
+    if scale is not None:
+        parts = parts * scale[:, None, None]
+    bias = torch.zeros_like(rec.resid_pre) if w.b_o is None else w.b_o.expand_as(rec.resid_pre)
+    if scale is not None:
+        bias = bias * scale
+    y = rec.resid_post if tr.topology == "parallel" else rec.resid_mid
+    extras = [rec.resid_pre, bias] + ([rec.mlp_update] if tr.topology == "parallel" else [])
+    # exactness of the decomposition itself: the parts add up to what the model computed
+    total = parts.sum((1, 2)) + sum(extras)
+    assert torch.allclose(total, y, atol=1e-6)
+    prox_heads = l1_proximity(y[:, None, None], parts)  # [T, T, H]
+    prox_extra = torch.stack([l1_proximity(y, e) for e in extras], 1)
+    norm = prox_heads.sum((1, 2)) + prox_extra.sum(1)
+    return prox_heads / norm[:, None, None], prox_extra / norm[:, None]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_engine_matches_brute_force_and_sums_to_one(family):
+    ex = explain(loaded(family), PROMPT)
+    T = ex.n_tokens
+    for layer in range(ex.n_layers):
+        heads, extras = brute_force_attention(ex.trace, layer)
+        ls = ex.scores.layers[layer]
+        assert torch.allclose(ls.head_total, heads.sum(1).float(), atol=1e-5)
+        for i in range(T):
+            assert torch.allclose(ls.edge_row(i), heads[i, : i + 1].sum(-1).float(), atol=1e-5)
+        assert torch.allclose(ls.resid_attn, extras[:, 0].float(), atol=1e-5)
+        total = ls.resid_attn + ls.bias_attn + ls.head_total.sum(1)
+        if ex.trace.topology == "parallel":
+            total = total + ls.mlp
+        else:
+            assert torch.allclose(ls.resid_mlp + ls.mlp, torch.ones(T), atol=1e-5)
+            assert (ls.mlp >= 0).all() and (ls.resid_mlp >= 0).all()
+        assert torch.allclose(total, torch.ones(T), atol=1e-5)
+        assert (ls.edge >= 0).all() and (ls.head_val >= 0).all()
+
+
+def test_chunk_size_does_not_change_results():
+    lm = loaded("llama")
+    a, b = explain(lm, PROMPT), explain(lm, PROMPT, budget=2000)
+    for la, lb in zip(a.scores.layers, b.scores.layers):
+        assert torch.allclose(la.edge, lb.edge, atol=1e-6)
+        assert torch.allclose(la.head_total, lb.head_total, atol=1e-6)
+        assert torch.equal(la.head_ptr, lb.head_ptr)
+
+
+def test_zeroing_a_head_drives_its_importance_to_zero():
+    lm = loaded("llama")
+    layer, head, dh = 1, 2, 16
+    o_proj = lm.model.model.layers[layer].self_attn.o_proj
+
+    def ablate(module, args):
+        x = args[0].clone()
+        x[..., head * dh : (head + 1) * dh] = 0
+        return (x,)
+
+    before = explain(lm, PROMPT).scores.layers[layer].head_total[:, head]
+    handle = o_proj.register_forward_pre_hook(ablate)
+    try:
+        after = explain(lm, PROMPT).scores.layers[layer].head_total[:, head]
+    finally:
+        handle.remove()
+    assert before.max() > 0.01
+    assert after.abs().max() < 1e-6
+
+
+def reference_route(ex, target, tau):
+    """Plain depth-first search over the full graph, thresholding each update by hand ('edge' granularity)."""
+    g = full_graph(ex.scores)
+    T = ex.n_tokens
+    incoming = {}
+    for s, d, w, k in zip(g.src, g.dst, g.weight, g.kind):
+        incoming.setdefault(int(d), []).append((int(s), float(w), int(k)))
+    kept = set()
+    stack, seen = [node_id(AFTER_MLP, ex.n_layers - 1, target, T)], set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        edges = incoming.get(n, [])
+        kind = (n // T - 1) % 3 + 1 if n >= T else EMBEDDING
+        if kind == MLP:  # the MLP block reads its input whole
+            for s, w, k in edges:
+                kept.add((s, n))
+                stack.append(s)
+            continue
+        for s, w, k in edges:
+            if w > tau and not (kind == AFTER_MLP and k == 2 and s // T and (s // T - 1) % 3 + 1 == AFTER_ATTENTION):
+                kept.add((s, n))
+                stack.append(s)
+    return kept
+
+
+def test_route_equals_reference_search():
+    ex = explain(loaded("llama"), PROMPT)
+    for target in (ex.n_tokens - 1, 3):
+        for tau in (0.02, 0.05):
+            got = ex.route(target, tau, "edge")
+            assert {(int(s), int(d)) for s, d in zip(got.src, got.dst)} == reference_route(ex, target, tau)
+
+
+@pytest.mark.parametrize("granularity", ["head", "edge"])
+def test_thresholding_renormalises_and_never_nans(granularity):
+    ex = explain(loaded("gpt2"), PROMPT)
+    g = ex.route(threshold=0.04, granularity=granularity)
+    assert len(g.src) > 0 and np.isfinite(g.weight).all()
+    # kept parts of each update (edges into one node, MLP-input edges aside) sum to 1 after renormalisation
+    sums = {}
+    for s, d, w in zip(g.src, g.dst, g.weight):
+        if (int(d) // ex.n_tokens - 1) % 3 + 1 != MLP or int(d) < ex.n_tokens:
+            sums[int(d)] = sums.get(int(d), 0) + float(w)
+    assert all(math.isclose(v, 1.0, abs_tol=1e-5) or v < 1 for v in sums.values())
+    everything_below = ex.route(threshold=0.999, granularity=granularity)
+    assert np.isfinite(everything_below.weight).all()
+    assert len(everything_below.src) == 0
+
+
+def test_changing_target_or_threshold_does_not_recompute(monkeypatch):
+    ex = explain(loaded("llama"), PROMPT)
+    import lmtt_widgets.contributions.scores as scores
+
+    monkeypatch.setattr(scores, "layer_scores", lambda *a, **k: pytest.fail("recomputed"))
+    for tau in (0.01, 0.1):
+        ex.route(2, tau)
+        ex.route(None, tau, "edge")
+
+
+def test_bf16_agrees_with_fp32_twin():
+    fp32 = build("llama", dtype=torch.float32)
+    bf16 = build("llama", dtype=torch.float32).to(torch.bfloat16)
+    a = explain(load_model(fp32, ToyTokenizer()), PROMPT)
+    b = explain(load_model(bf16, ToyTokenizer()), PROMPT)
+    for la, lb in zip(a.scores.layers, b.scores.layers):
+        assert (la.edge - lb.edge).abs().max() < 1e-2
+        assert (la.head_total - lb.head_total).abs().max() < 1e-2
+        assert (la.mlp - lb.mlp).abs().max() < 1e-2
+
+
+def test_heads_and_neurons_ranked():
+    ex = explain(loaded("qwen2"), PROMPT)
+    heads = ex.heads(1)
+    assert [h.importance for h in heads] == sorted((h.importance for h in heads), reverse=True)
+    assert torch.allclose(heads[0].attention.sum(), torch.tensor(1.0, dtype=heads[0].attention.dtype), atol=1e-6)
+    neurons = ex.neurons(1, k=5)
+    assert len(neurons) == 5 and neurons[0].importance >= neurons[-1].importance > 0
+    rec = ex.trace.layers[1]
+    assert all(math.isclose(n.activation, float(rec.neurons[-1, n.neuron]), rel_tol=1e-6) for n in neurons)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_final_norm_projection_reproduces_logits(family):
+    ex = explain(loaded(family), PROMPT)
+    last = ex.n_tokens - 1
+    from lmtt_widgets.projections.vocab import project
+
+    own = project(ex.trace, ex.residual(2 * ex.n_layers, last), last, "own")
+    assert torch.allclose(own, ex.trace.logits[last].to(own.dtype), atol=1e-8)
+    assert ex.project(ex.residual(2 * ex.n_layers, last), last, norm="own", k=1).promoted[0].token_id == int(own.argmax())
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+def test_direct_logit_attribution_adds_up(family):
+    """In 'final' mode the projections of embeddings + every update add up to the logits minus bias terms."""
+    from lmtt_widgets.projections.vocab import project, unembedding
+
+    ex = explain(loaded(family), PROMPT)
+    i = ex.n_tokens - 1
+    pieces = [ex.trace.layers[0].resid_pre[i]]
+    for rec in ex.trace.layers:
+        pieces += [rec.attn_update[i], rec.mlp_update[i]]
+    total = sum(project(ex.trace, p, i, "final") for p in pieces)
+    W, b = unembedding(ex.trace)
+    expected = ex.trace.final_norm.apply(ex.trace.final_resid[i], with_bias=False) @ W.t()
+    assert torch.allclose(total, expected, atol=1e-8)
+    if family != "gemma2":  # gemma2 softcaps its logits: a non-linearity after the unembedding
+        norm_bias = 0 if ex.trace.final_norm.bias is None else ex.trace.final_norm.bias @ W.t()
+        assert torch.allclose(total + norm_bias + (0 if b is None else b), ex.trace.logits[i], atol=1e-8)
+
+
+def test_component_projections_and_lens():
+    ex = explain(loaded("gpt2"), PROMPT)
+    p = ex.head_tokens(1, 0, k=3)
+    assert len(p.promoted) == 3 and p.promoted[0].score >= p.promoted[-1].score
+    assert p.suppressed[0].score <= p.suppressed[-1].score
+    n = ex.neurons(1, k=1)[0]
+    up = ex.neuron_tokens(1, n.neuron, k=1).promoted[0]
+    raw = ex.trace.weights[1].w_out[:, n.neuron]
+    flipped = ex.project(-raw * abs(n.activation), k=1).promoted[0]
+    assert (up.token_id == flipped.token_id) == (n.activation < 0)
+    lens = ex.lens(3, k=4)
+    assert [e.rank for e in lens] == [0, 1, 2, 3] and all(e.previous_rank is not None for e in lens)
+    assert ex.lens(0, k=2)[0].previous_rank is None
+    assert len(ex.logit_lens(k=1)) == 2 * ex.n_layers + 1
+
+
+def test_exports():
+    ex = explain(loaded("llama"), PROMPT)
+    g = ex.route()
+    nodes, edges = g.to_dataframes(ex.tokens)
+    assert len(edges) == len(g.src) and {"source", "target", "weight", "kind", "head_0"} <= set(edges.columns)
+    assert set(nodes["id"]) == set(g.nodes.tolist())
+    nxg = g.to_networkx(ex.tokens)
+    assert nxg.number_of_edges() == len(g.src)
+    js = g.to_json(ex.tokens)
+    assert len(js["edges"]) == len(g.src) and js["tokens"] == ex.tokens
+    import json
+
+    json.dumps(js)
+    fg = ex.full_graph()
+    T, L = ex.n_tokens, ex.n_layers
+    assert (fg.kind == 1).sum() == L * T * (T + 1) // 2
+
+
+def test_explain_many():
+    from lmtt_widgets import explain_many
+
+    out = explain_many(loaded("gpt2"), ["ab", "abc"])
+    assert [e.n_tokens for e in out] == [2, 3]
+
+
+@pytest.mark.smollm2
+def test_smollm2_route_for_paris(smollm2_paris):
+    ex = smollm2_paris
+    assert ex.predictions(k=1)[0].text == " Paris"
+    g = ex.route()
+    assert len(g.src) > 10
+    # the route reaches the embeddings of the prompt's tokens
+    assert any(int(s) < ex.n_tokens for s in g.src)
+    assert ex.top_heads(5)[0].importance > 0

