@@ -4,9 +4,10 @@ from .errors import LmttError, ModelLoadError, PromptError, SelectionError, Unsu
 from .models import ArchitectureAdapter, LoadedModel, load_model, register_adapter, supported_model_types
 from .tracing import Trace, trace
 from .explain import Explanation, explain, explain_many
-from .contributions.graph import FlowGraph
+from .contributions.graph import Route
+from .widgets import Explorer, FlowGraph, HeadHeatmap, NeuronView, VocabView
 
 __all__ = [
-    "ArchitectureAdapter", "Explanation", "FlowGraph", "explain", "explain_many", "LmttError", "LoadedModel", "ModelLoadError", "PromptError", "SelectionError", "Trace",
+    "ArchitectureAdapter", "Explanation", "Explorer", "FlowGraph", "HeadHeatmap", "NeuronView", "Route", "VocabView", "explain", "explain_many", "LmttError", "LoadedModel", "ModelLoadError", "PromptError", "SelectionError", "Trace",
     "UnsupportedModelError", "load_model", "register_adapter", "supported_model_types", "trace",
 ]

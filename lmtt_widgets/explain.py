@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .contributions.graph import DEFAULT_THRESHOLD, FlowGraph, Granularity, full_graph, route
+from .contributions.graph import DEFAULT_THRESHOLD, Route, Granularity, full_graph, route
 from .contributions.proximity import CHUNK_BUDGET
 from .contributions.scores import ContributionScores, layer_scores, neuron_importance
 from .errors import SelectionError
@@ -92,11 +92,11 @@ class Explanation:
 
     # ---- graph
     def route(self, target: int | None = None, threshold: float = DEFAULT_THRESHOLD,
-              granularity: Granularity = "head") -> FlowGraph:
+              granularity: Granularity = "head") -> Route:
         """The important subgraph for the prediction at ``target`` (default: last token)."""
         return route(self.scores, target, threshold, granularity)
 
-    def full_graph(self) -> FlowGraph:
+    def full_graph(self) -> Route:
         return full_graph(self.scores)
 
     # ---- heads and neurons
@@ -264,25 +264,28 @@ def _one_row(rec, token):
     )
 
 
-def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool | None = None) -> Explanation:
+def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool | None = None,
+            on_layer=None) -> Explanation:
     """Trace ``prompt`` through ``model`` and score every part of every update, in one forward pass.
 
     ``model`` is anything :func:`load_model` accepts (``"smollm2"``, a hub name, a path, a LoadedModel).
     Contributions are computed block by block while the forward pass runs, so long prompts never hold all
-    attention matrices at once.
+    attention matrices at once. ``on_layer(record, weights)`` is called after each block is scored (progress bars).
     """
     lm = load_model(model)
     n_heads_box = {}
     layers = []
 
-    def on_layer(rec, w):
+    def score(rec, w):
         layers.append(layer_scores(rec, w, n_heads_box["H"], n_heads_box["topology"], budget=budget))
+        if on_layer is not None:
+            on_layer(rec, w)
 
     from .tracing.tracer import _n_heads
 
     n_heads_box["H"] = _n_heads(lm.model.config)
     n_heads_box["topology"] = lm.adapter.resolve_topology(lm.model.config)
-    tr = trace(lm, prompt, on_layer=on_layer, keep_attention=keep_attention)
+    tr = trace(lm, prompt, on_layer=score, keep_attention=keep_attention)
     return Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers))
 
 

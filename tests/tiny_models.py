@@ -40,10 +40,10 @@ EAGER_ONLY = {"gemma2", "gptj"}
 
 
 class ToyTokenizer:
-    """Maps characters to ids (offline stand-in for a real tokenizer; the model is random anyway)."""
+    """One token per ASCII character, id = code point (offline stand-in for a real tokenizer)."""
 
     def __call__(self, text, return_tensors="pt"):
-        ids = torch.tensor([[2 + (ord(c) % (V - 2)) for c in text]], dtype=torch.long)
+        ids = torch.tensor([[ord(c) if ord(c) < V else 1 for c in text]], dtype=torch.long)
         return type("Enc", (), {"input_ids": ids})()
 
     def decode(self, ids, **kwargs):

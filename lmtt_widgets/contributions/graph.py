@@ -47,7 +47,7 @@ def node_of(nid: int, n_tokens: int) -> tuple[int, int, int]:
 
 
 @dataclass
-class FlowGraph:
+class Route:
     """A set of typed edges between graph nodes, as plain arrays (E edges, H heads)."""
 
     n_layers: int
@@ -135,7 +135,7 @@ class _EdgeBuffer:
         self.rows.append((src, dst, weight, kind, layer))
         self.heads.append(np.zeros(self.n_heads, np.float32) if heads is None else heads)
 
-    def build(self, scores: ContributionScores, **extra) -> FlowGraph:
+    def build(self, scores: ContributionScores, **extra) -> Route:
         if self.rows:
             src, dst, w, k, layer = (np.array(c) for c in zip(*self.rows))
             heads = np.stack(self.heads).astype(np.float32)
@@ -143,7 +143,7 @@ class _EdgeBuffer:
             src = dst = np.zeros(0, np.int64)
             w, k, layer = np.zeros(0, np.float32), np.zeros(0, np.uint8), np.zeros(0, np.int32)
             heads = np.zeros((0, self.n_heads), np.float32)
-        return FlowGraph(scores.n_layers, scores.n_tokens, scores.n_heads, src.astype(np.int64), dst.astype(np.int64),
+        return Route(scores.n_layers, scores.n_tokens, scores.n_heads, src.astype(np.int64), dst.astype(np.int64),
                          w.astype(np.float32), k.astype(np.uint8), layer.astype(np.int32), heads, **extra)
 
 
@@ -209,7 +209,7 @@ def check_threshold(threshold: float, granularity: str) -> None:
 
 
 def route(scores: ContributionScores, target: int | None = None, threshold: float = DEFAULT_THRESHOLD,
-          granularity: Granularity = "head") -> FlowGraph:
+          granularity: Granularity = "head") -> Route:
     """The important subgraph traced back from the top-layer node of ``target`` (default: the last token)."""
     T, L = scores.n_tokens, scores.n_layers
     target = T - 1 if target is None else int(target)
@@ -259,7 +259,7 @@ def route(scores: ContributionScores, target: int | None = None, threshold: floa
     return buf.build(scores, target=target, threshold=threshold, granularity=granularity)
 
 
-def full_graph(scores: ContributionScores) -> FlowGraph:
+def full_graph(scores: ContributionScores) -> Route:
     """Every edge with its raw (unthresholded) importance, for all targets. Attention edges: all causal pairs."""
     T, L = scores.n_tokens, scores.n_layers
     parallel = scores.topology == "parallel"

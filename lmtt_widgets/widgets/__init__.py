@@ -1,0 +1,3 @@
+from .explorer import Explorer, FlowGraph, HeadHeatmap, NeuronView, VocabView
+
+__all__ = ["Explorer", "FlowGraph", "HeadHeatmap", "NeuronView", "VocabView"]

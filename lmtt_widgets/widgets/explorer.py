@@ -1,0 +1,240 @@
+"""The anywidget classes. One bundle draws every pane; a class only chooses which panes to show.
+
+Traits are the single source of truth (see docs/widget-protocol.md). Filtering on target / threshold /
+granularity changes reruns in the kernel without recomputing contributions; pane-to-pane selection sync happens
+in the browser.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import traceback
+
+import anywidget
+import traitlets as t
+
+from ..contributions.graph import DEFAULT_THRESHOLD, check_threshold
+from ..errors import LmttError, SelectionError
+from ..explain import Explanation, explain
+from ..models.loading import load_model
+from . import payload
+from .codec import to_message
+from .selection import check_selection
+
+STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
+log = logging.getLogger("lmtt_widgets")
+
+
+class _ExplanationWidget(anywidget.AnyWidget):
+    _esm = STATIC / "widget.js"
+    _css = STATIC / "widget.css"
+
+    panes = t.List(t.Unicode(), default_value=["graph"]).tag(sync=True)
+    tokens = t.List(t.Unicode()).tag(sync=True)
+    meta = t.Dict().tag(sync=True)
+    target = t.Int(0).tag(sync=True)
+    threshold = t.Float(DEFAULT_THRESHOLD).tag(sync=True)
+    granularity = t.Enum(["head", "edge"], default_value="head").tag(sync=True)
+    graph = t.Dict().tag(sync=True)
+    head_importance = t.Dict().tag(sync=True)
+    block_importance = t.Dict().tag(sync=True)
+    neurons = t.Dict().tag(sync=True)
+    lens = t.Dict().tag(sync=True)
+    selection = t.Dict(allow_none=True, default_value=None).tag(sync=True)
+    details = t.Dict().tag(sync=True)
+    status = t.Dict(default_value={"state": "idle", "message": "", "progress": 0.0}).tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    prompt = t.Unicode("").tag(sync=True)
+    static = t.Bool(False).tag(sync=True)
+
+    def __init__(self, explanation: Explanation | None = None, prompt: str | None = None, *, model=None,
+                 threshold: float = DEFAULT_THRESHOLD, granularity: str = "head", **kwargs):
+        """Build from an :class:`Explanation`, or from ``model`` (anything load_model takes) and ``prompt``.
+
+        ``Explorer("smollm2", "The capital of France is")`` is short for
+        ``Explorer(explain(load_model("smollm2"), "The capital of France is"))``.
+        """
+        if explanation is not None and not isinstance(explanation, Explanation):
+            model, explanation = explanation, None  # Explorer("smollm2", "prompt")
+        super().__init__(**kwargs)
+        self._lm = None if model is None else load_model(model)
+        self.explanation: Explanation | None = None
+        with self.hold_trait_notifications():
+            self.threshold, self.granularity = threshold, granularity
+        self.on_msg(self._on_message)
+        if explanation is None and prompt is not None:
+            explanation = explain(self._lm, prompt)
+        if explanation is not None:
+            self._lm = explanation.trace.lm
+            self.show(explanation)
+
+    # ---- state from an explanation
+    def show(self, ex: Explanation) -> None:
+        """Display a new explanation; the selection is cleared, the target is the last token."""
+        self.explanation = ex
+        target = ex.n_tokens - 1
+        with self.hold_sync():
+            self._updating = True
+            try:
+                self.selection = None
+                self.tokens = list(ex.tokens)
+                self.target = target
+                self.prompt = ex.trace.prompt or self.prompt
+                self.meta = payload.meta(ex, target)
+                self.head_importance = payload.head_importance(ex)
+                self.block_importance = payload.block_importance(ex)
+                self.details = {}
+                self.error = ""
+            finally:
+                self._updating = False
+            self._refilter()
+
+    def _refilter(self) -> None:
+        ex = self.explanation
+        if ex is None:
+            return
+        g = ex.route(self.target, self.threshold, self.granularity)
+        nodes = payload.mlp_nodes(g) | {(layer, self.target) for layer in range(ex.n_layers)}
+        with self.hold_sync():
+            self.graph = payload.graph_arrays(g)
+            self.neurons = payload.neuron_rows(ex, nodes)
+            self.lens = payload.lens_column(ex, self.target)
+            self.meta = payload.meta(ex, self.target)
+
+    @property
+    def route(self):
+        """The important subgraph currently shown (a Route: arrays, DataFrames, networkx, JSON)."""
+        return self.explanation.route(self.target, self.threshold, self.granularity)
+
+    # ---- validation: Python callers get an exception, browser changes get reverted with a visible error
+    def _limits(self) -> dict:
+        ex = self.explanation
+        if ex is None:
+            return dict(n_layers=0, n_tokens=0, n_heads=0, n_neurons=0)
+        return dict(n_layers=ex.n_layers, n_tokens=ex.n_tokens, n_heads=ex.n_heads,
+                    n_neurons=ex.trace.layers[0].neurons.shape[1])
+
+    @t.validate("selection")
+    def _valid_selection(self, proposal):
+        try:
+            return check_selection(proposal["value"], **self._limits())
+        except SelectionError as exc:
+            raise t.TraitError(str(exc)) from None
+
+    @t.validate("target")
+    def _valid_target(self, proposal):
+        n = self._limits()["n_tokens"]
+        value = proposal["value"]
+        if n and not 0 <= value < n:
+            raise t.TraitError(f"target token {value} is out of range 0..{n - 1}")
+        return value
+
+    @t.validate("threshold")
+    def _valid_threshold(self, proposal):
+        try:
+            check_threshold(proposal["value"], self.granularity)
+        except ValueError as exc:
+            raise t.TraitError(str(exc)) from None
+        return proposal["value"]
+
+    @t.observe("target", "threshold", "granularity")
+    def _on_filter_change(self, change):
+        if getattr(self, "_updating", False):
+            return
+        self._refilter()
+
+    def set_state(self, sync_data):
+        """Changes from the browser: an invalid one is refused, reverted in the browser and reported."""
+        try:
+            super().set_state(sync_data)
+        except t.TraitError as exc:
+            self.error = str(exc)
+            self.send_state(list(sync_data))  # put the browser back on the valid value
+        else:
+            if self.error and not any(k in sync_data for k in ("error",)):
+                self.error = ""
+
+    # ---- messages from the browser
+    def _on_message(self, _widget, content, buffers):
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "details":
+            self._reply_details(content)
+        elif kind == "run":
+            self.run(content.get("prompt", self.prompt))
+
+    def _reply_details(self, content) -> None:
+        key = str(content.get("key", ""))
+        reply = {"type": "details", "id": content.get("id"), "key": key}
+        try:
+            if self.explanation is None:
+                raise LmttError("nothing is explained yet: run a prompt first")
+            result, buffers = to_message(payload.details(self.explanation, key))
+            self.send({**reply, "ok": True, "result": result}, buffers)
+        except (LmttError, ValueError) as exc:
+            self.send({**reply, "ok": False, "error": str(exc)})
+        except Exception as exc:  # a bug must still answer the browser, which would otherwise wait
+            log.exception("details %s failed", key)
+            self.send({**reply, "ok": False, "error": f"internal error: {exc}"})
+
+    def run(self, prompt: str) -> None:
+        """Explain a new prompt with the same model (what the Run button does); progress shows in the widget."""
+        if self._lm is None:
+            self.error = "no model loaded: construct the widget with a model or an explanation"
+            return
+        self.prompt = prompt
+        self.status = {"state": "running", "message": "tracing…", "progress": 0.0}
+        n_layers = self._lm.model.config.num_hidden_layers if hasattr(self._lm.model.config, "num_hidden_layers") else 0
+        done = [0]
+
+        def progress(_rec, _w):
+            done[0] += 1
+            if n_layers:
+                self.status = {"state": "running", "message": f"layer {done[0]}/{n_layers}",
+                               "progress": done[0] / n_layers}
+
+        try:
+            ex = explain(self._lm, prompt, on_layer=progress)
+        except LmttError as exc:
+            self.status = {"state": "error", "message": str(exc), "progress": 0.0}
+            self.error = str(exc)
+            return
+        except Exception as exc:
+            log.error("run failed:\n%s", traceback.format_exc())
+            self.status = {"state": "error", "message": f"internal error: {exc}", "progress": 0.0}
+            self.error = f"internal error: {exc}"
+            return
+        self.show(ex)
+        self.status = {"state": "idle", "message": "", "progress": 1.0}
+
+
+class Explorer(_ExplanationWidget):
+    """All panes with one shared selection: prompt box, flow graph, head heatmap, neurons, vocabulary."""
+
+    panes = t.List(t.Unicode(), default_value=["prompt", "graph", "heads", "neurons", "vocab"]).tag(sync=True)
+
+
+class FlowGraph(_ExplanationWidget):
+    """The tokens x layers graph of the important subgraph, with target, threshold and granularity controls."""
+
+    panes = t.List(t.Unicode(), default_value=["graph"]).tag(sync=True)
+
+
+class HeadHeatmap(_ExplanationWidget):
+    """Layers x heads importance; click a head for its attention pattern and contribution map."""
+
+    panes = t.List(t.Unicode(), default_value=["heads"]).tag(sync=True)
+
+
+class NeuronView(_ExplanationWidget):
+    """Top neurons of the selected MLP block."""
+
+    panes = t.List(t.Unicode(), default_value=["neurons"]).tag(sync=True)
+
+
+class VocabView(_ExplanationWidget):
+    """Vocabulary projections of the selected node, head, MLP or neuron, and the logit lens of the target."""
+
+    panes = t.List(t.Unicode(), default_value=["vocab"]).tag(sync=True)

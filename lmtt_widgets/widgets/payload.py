@@ -1,0 +1,168 @@
+"""Turn an Explanation into the widget traits and detail replies of docs/widget-protocol.md."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..contributions.graph import EDGE_KINDS, MLP, NODE_KINDS, Route, node_of
+from ..explain import Explanation
+from ..projections.vocab import project, rank_of
+from .codec import encode_array
+
+TOP_K = 10
+
+
+def meta(ex: Explanation, target: int) -> dict:
+    preds = ex.predictions(target, k=5)
+    return {
+        "model": ex.trace.lm.name,
+        "n_layers": ex.n_layers,
+        "n_heads": ex.n_heads,
+        "n_tokens": ex.n_tokens,
+        "topology": ex.trace.topology,
+        "node_kinds": list(NODE_KINDS),
+        "edge_kinds": list(EDGE_KINDS),
+        "prediction": {"token": preds[0].text, "prob": preds[0].score, "top": [[p.text, p.score] for p in preds]},
+    }
+
+
+def graph_arrays(g: Route) -> dict:
+    nodes = g.nodes
+    index = {int(n): i for i, n in enumerate(nodes)}
+    decoded = [node_of(int(n), g.n_tokens) for n in nodes]
+    return {
+        "node_kind": encode_array([k for k, _, _ in decoded], "uint8"),
+        "node_layer": encode_array([layer for _, layer, _ in decoded], "int32"),
+        "node_token": encode_array([t for _, _, t in decoded], "uint32"),
+        "edge_src": encode_array([index[int(s)] for s in g.src], "uint32"),
+        "edge_dst": encode_array([index[int(d)] for d in g.dst], "uint32"),
+        "edge_weight": encode_array(g.weight),
+        "edge_kind": encode_array(g.kind, "uint8"),
+        "edge_heads": encode_array(g.heads.reshape(len(g.src), g.n_heads)),
+    }
+
+
+def head_importance(ex: Explanation) -> dict:
+    return encode_array(torch.stack([ls.head_total.t() for ls in ex.scores.layers]))  # [L, H, T]
+
+
+def block_importance(ex: Explanation) -> dict:
+    layers = ex.scores.layers
+    zeros = torch.zeros(ex.n_tokens)
+    return {
+        "attention": encode_array(torch.stack([ls.head_total.sum(1) for ls in layers])),
+        "mlp": encode_array(torch.stack([ls.mlp for ls in layers])),
+        "residual_attention": encode_array(torch.stack([ls.resid_attn for ls in layers])),
+        "residual_mlp": encode_array(torch.stack([zeros if ls.resid_mlp is None else ls.resid_mlp for ls in layers])),
+    }
+
+
+def neuron_rows(ex: Explanation, nodes: set[tuple[int, int]], k: int = TOP_K) -> dict:
+    """Top-k neurons of the MLP blocks in ``nodes`` ((layer, token) pairs); ``available`` marks them."""
+    L, T = ex.n_layers, ex.n_tokens
+    ids = np.zeros((L, T, k), np.uint32)
+    imp = np.zeros((L, T, k), np.float32)
+    act = np.zeros((L, T, k), np.float32)
+    available = np.zeros((L, T), np.uint8)
+    for layer, token in nodes:
+        for r, n in enumerate(ex.neurons(layer, token, k)):
+            ids[layer, token, r], imp[layer, token, r], act[layer, token, r] = n.neuron, n.importance, n.activation
+        available[layer, token] = 1
+    return {"ids": encode_array(ids, "uint32"), "importance": encode_array(imp), "activation": encode_array(act),
+            "available": encode_array(available, "uint8")}
+
+
+def mlp_nodes(g: Route) -> set[tuple[int, int]]:
+    out = set()
+    for n in g.nodes:
+        kind, layer, token = node_of(int(n), g.n_tokens)
+        if kind == MLP:
+            out.add((layer, token))
+    return out
+
+
+def lens_column(ex: Explanation, token: int, k: int = TOP_K) -> dict:
+    """Top-k tokens of every residual row at ``token``, with ranks at the previous row."""
+    rows = 2 * ex.n_layers + 1
+    vecs = torch.stack([ex.residual(r, token) for r in range(rows)])
+    logits = project(ex.trace, vecs, token, "own")
+    probs = logits.softmax(-1)
+    top = probs.topk(k, dim=-1)
+    rank_prev = np.full((rows, k), -1, np.int32)
+    for r in range(1, rows):
+        rank_prev[r] = rank_of(logits[r - 1], top.indices[r]).numpy()
+    ids = top.indices.numpy().astype(np.uint32)
+    tok = ex.trace.lm.tokenizer
+    strings = {str(i): tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in np.unique(ids)}
+    return {"rows": rows, "token": token, "ids": encode_array(ids, "uint32"), "probs": encode_array(top.values),
+            "rank_prev": encode_array(rank_prev, "int32"), "strings": strings}
+
+
+def lens_details(column: dict) -> dict:
+    """The ``lens:<row>:<token>`` detail results of a whole column from :func:`lens_column` (one batched pass)."""
+    from .codec import decode_array
+
+    ids, probs, prev = (decode_array(column[k]) for k in ("ids", "probs", "rank_prev"))
+    out = {}
+    for row in range(column["rows"]):
+        top = []
+        for r in range(ids.shape[1]):
+            change = 0 if prev[row, r] < 0 else int(prev[row, r]) - r
+            top.append([column["strings"][str(int(ids[row, r]))], float(probs[row, r]), change])
+        out[f"lens:{row}:{column['token']}"] = {"top": top}
+    return out
+
+
+def head_details(ex: Explanation, heads: list[tuple[int, int]], token: int, k: int = TOP_K) -> list[dict]:
+    """Details of many heads at one token, their vocabulary projections batched into one product."""
+    vecs = torch.stack([ex.head_output(layer, h, token) for layer, h in heads])
+    logits = project(ex.trace, vecs, token, "final")
+    up, down = logits.topk(k, dim=-1), logits.topk(k, dim=-1, largest=False)
+    tok = ex.trace.lm.tokenizer
+
+    def named(vals, ids):
+        return [[tok.decode([i], clean_up_tokenization_spaces=False), v] for v, i in zip(vals.tolist(), ids.tolist())]
+
+    attention = {}
+    out = []
+    for n, (layer, h) in enumerate(heads):
+        if layer not in attention:
+            attention[layer] = ex.attention(layer)
+        out.append({
+            "promoted": named(up.values[n], up.indices[n]), "suppressed": named(down.values[n], down.indices[n]),
+            "importance": float(ex.scores.layers[layer].head_total[token, h]),
+            "pattern": encode_array(attention[layer][h]),
+            "contribution": encode_array(ex.head_contributions(layer, h)),
+        })
+    return out
+
+
+def _pairs(tokens):
+    return [[t.text, t.score] for t in tokens]
+
+
+def details(ex: Explanation, key: str) -> dict:
+    """Compute one detail result (see the protocol's keys). Raises ValueError / SelectionError on bad keys."""
+    kind, *parts = key.split(":")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"malformed details key {key!r}") from None
+    if kind == "lens" and len(nums) == 2:
+        row, token = nums
+        entries = ex.lens(row, token, TOP_K)
+        return {"top": [[e.text, e.prob, e.rank_change or 0] for e in entries]}
+    if kind == "head" and len(nums) == 3:
+        layer, head, token = nums
+        return head_details(ex, [(layer, head)], token)[0]
+    if kind == "mlp" and len(nums) == 2:
+        layer, token = nums
+        proj = ex.mlp_tokens(layer, token)
+        neurons = [[n.neuron, n.importance, n.activation] for n in ex.neurons(layer, token, TOP_K)]
+        return {"promoted": _pairs(proj.promoted), "suppressed": _pairs(proj.suppressed), "neurons": neurons}
+    if kind == "neuron" and len(nums) == 3:
+        layer, neuron, token = nums
+        proj = ex.neuron_tokens(layer, neuron, token)
+        return {"promoted": _pairs(proj.promoted), "suppressed": _pairs(proj.suppressed)}
+    raise ValueError(f"unknown details key {key!r}")

@@ -1,0 +1,48 @@
+"""Validation of the shared selection, whether it comes from Python or from a click in the browser."""
+
+from __future__ import annotations
+
+from ..errors import SelectionError
+
+_FIELDS = {
+    "node": ("layer", "token", "node_kind"),
+    "edge": ("layer", "source", "token"),
+    "mlp": ("layer", "token"),
+    "head": ("layer", "head", "token"),
+    "neuron": ("layer", "neuron", "token"),
+}
+NODE_KINDS_SELECTABLE = ("embedding", "after_attention", "after_mlp")
+
+
+def check_selection(sel, *, n_layers: int, n_tokens: int, n_heads: int, n_neurons: int) -> dict | None:
+    """The selection normalised, or SelectionError saying what is wrong and what the valid ranges are."""
+    if sel is None or sel == {}:
+        return None
+    if not isinstance(sel, dict):
+        raise SelectionError(f"a selection is a dict or None, not {type(sel).__name__}")
+    kind = sel.get("kind")
+    if kind not in _FIELDS:
+        raise SelectionError(f"selection kind {kind!r} is unknown; use one of {', '.join(_FIELDS)}")
+    missing = [f for f in _FIELDS[kind] if f not in sel]
+    if missing:
+        raise SelectionError(f"a {kind!r} selection needs {', '.join(_FIELDS[kind])}; missing {', '.join(missing)}")
+    out = {"kind": kind}
+    ranges = {"token": n_tokens, "source": n_tokens, "head": n_heads, "neuron": n_neurons}
+    for field in _FIELDS[kind]:
+        value = sel[field]
+        if field == "node_kind":
+            if value not in NODE_KINDS_SELECTABLE:
+                raise SelectionError(f"node_kind {value!r} is unknown; use one of {', '.join(NODE_KINDS_SELECTABLE)}")
+            out[field] = value
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise SelectionError(f"{field} must be an integer, got {value!r}")
+        value = int(value)
+        low = -1 if field == "layer" and sel.get("node_kind") == "embedding" else 0
+        high = n_layers if field == "layer" else ranges[field]
+        if not low <= value < high:
+            raise SelectionError(f"{field} {value} is out of range {low}..{high - 1}")
+        out[field] = value
+    if kind == "edge" and out["source"] > out["token"]:
+        raise SelectionError(f"attention flows from earlier tokens only: source {out['source']} > token {out['token']}")
+    return out

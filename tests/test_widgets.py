@@ -1,0 +1,157 @@
+"""Issue 4 (Python side): traits, codec, selection validation and the browser's messages."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lmtt_widgets import Explorer, FlowGraph, HeadHeatmap, SelectionError, explain
+from lmtt_widgets.widgets.codec import decode_array, encode_array, to_base64, to_message
+from lmtt_widgets.widgets.selection import check_selection
+from tiny_models import loaded
+
+PROMPT = "the cat sat on the mat"
+
+
+@pytest.fixture(scope="module")
+def ex():
+    return explain(loaded("llama", seed=3), PROMPT)
+
+
+def messages(widget):
+    sent = []
+    widget.send = lambda content, buffers=None: sent.append((content, buffers or []))
+    return sent
+
+
+def test_codec_round_trips_every_carrier():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    enc = encode_array(torch.tensor(x))
+    assert isinstance(enc["data"], bytes) and enc["shape"] == [3, 4]
+    assert np.array_equal(decode_array(enc), x)
+    obj = {"a": enc, "b": [encode_array([1, 2], "uint32")], "c": 3}
+    msg, buffers = to_message(obj)
+    assert msg["a"]["data"] == 0 and msg["b"][0]["data"] == 1 and len(buffers) == 2
+    json.dumps(msg)
+    b64 = to_base64(obj)
+    json.dumps(b64)
+    assert np.array_equal(decode_array(b64["a"]), x)
+
+
+def test_traits_hold_binary_arrays_and_small_json(ex):
+    w = Explorer(ex)
+    assert w.panes == ["prompt", "graph", "heads", "neurons", "vocab"]
+    assert w.target == ex.n_tokens - 1 and w.tokens == ex.tokens
+    g = w.graph
+    assert all(isinstance(v["data"], bytes) for v in g.values())
+    n_edges = decode_array(g["edge_weight"]).shape[0]
+    assert n_edges == len(ex.route().src) > 0
+    assert decode_array(g["edge_heads"]).shape == (n_edges, ex.n_heads)
+    assert decode_array(w.head_importance).shape == (ex.n_layers, ex.n_heads, ex.n_tokens)
+    assert decode_array(w.lens["ids"]).shape[0] == 2 * ex.n_layers + 1
+    # the JSON part (everything but the buffers) stays small
+    json_part, _ = to_message({k: getattr(w, k) for k in ("graph", "head_importance", "block_importance", "neurons", "lens", "meta")})
+    assert len(json.dumps(json_part)) < 20_000
+
+
+def test_threshold_and_target_refilter_without_recompute(ex, monkeypatch):
+    w = Explorer(ex)
+    import lmtt_widgets.contributions.scores as scores
+
+    monkeypatch.setattr(scores, "layer_scores", lambda *a, **k: pytest.fail("recomputed"))
+    before = decode_array(w.graph["edge_weight"]).shape[0]
+    w.threshold = 0.01
+    assert decode_array(w.graph["edge_weight"]).shape[0] > before
+    w.target = 2
+    assert decode_array(w.graph["node_token"]).max() <= 2
+    w.granularity = "edge"
+    assert len(ex.route(2, 0.01, "edge").src) == decode_array(w.graph["edge_weight"]).shape[0]
+
+
+def test_selection_from_python_is_validated(ex):
+    w = Explorer(ex)
+    w.selection = {"kind": "head", "layer": 1, "head": 2, "token": 3}
+    assert w.selection == {"kind": "head", "layer": 1, "head": 2, "token": 3}
+    with pytest.raises(Exception, match="head 9 is out of range 0..3"):
+        w.selection = {"kind": "head", "layer": 1, "head": 9, "token": 3}
+    assert w.selection["head"] == 2
+    w.selection = None
+    assert w.selection is None
+
+
+def test_bad_selection_from_browser_is_reverted_with_message(ex):
+    w = Explorer(ex)
+    w.selection = {"kind": "mlp", "layer": 0, "token": 1}
+    w.set_state({"selection": {"kind": "edge", "layer": 1, "source": 4, "token": 2}})
+    assert "source 4 > token 2" in w.error
+    assert w.selection == {"kind": "mlp", "layer": 0, "token": 1}
+    w.set_state({"target": 999})
+    assert "out of range" in w.error and w.target == ex.n_tokens - 1
+    w.set_state({"selection": {"kind": "node", "layer": 0, "token": 1, "node_kind": "after_mlp"}})
+    assert w.error == "" and w.selection["kind"] == "node"
+
+
+def test_selection_rules():
+    limits = dict(n_layers=2, n_tokens=5, n_heads=4, n_neurons=8)
+    assert check_selection({"kind": "node", "layer": -1, "token": 0, "node_kind": "embedding"}, **limits)["layer"] == -1
+    for bad, msg in [
+        ({"kind": "nope"}, "unknown"),
+        ({"kind": "mlp", "layer": 0}, "missing token"),
+        ({"kind": "neuron", "layer": 0, "neuron": 8, "token": 0}, "neuron 8 is out of range"),
+        ({"kind": "mlp", "layer": 0.5, "token": 0}, "integer"),
+        ({"kind": "node", "layer": 0, "token": 0, "node_kind": "<img>"}, "node_kind"),
+    ]:
+        with pytest.raises(SelectionError, match=msg):
+            check_selection(bad, **limits)
+
+
+def test_details_messages_answer_with_buffers_or_errors(ex):
+    w = Explorer(ex)
+    sent = messages(w)
+    w._on_message(w, {"type": "details", "id": "a", "key": "head:1:0:3"}, [])
+    w._on_message(w, {"type": "details", "id": "b", "key": "neuron:0:7:2"}, [])
+    w._on_message(w, {"type": "details", "id": "c", "key": "head:7:0:3"}, [])
+    w._on_message(w, {"type": "details", "id": "d", "key": "garbage"}, [])
+    (a, abuf), (b, _), (c, _), (d, _) = sent
+    assert a["ok"] and a["id"] == "a" and len(abuf) == 2
+    pattern = np.frombuffer(abuf[a["result"]["pattern"]["data"]], np.float32).reshape(a["result"]["pattern"]["shape"])
+    assert np.allclose(pattern, ex.attention(1)[0].numpy(), atol=1e-6)
+    assert b["ok"] and len(b["result"]["promoted"]) == 10
+    assert not c["ok"] and "layer 7 is out of range" in c["error"]
+    assert not d["ok"] and "unknown details key" in d["error"]
+
+
+def test_run_message_explains_with_progress_and_reports_errors(ex):
+    w = Explorer(ex)
+    states = []
+    w.observe(lambda ch: states.append(dict(ch["new"])), names=["status"])
+    w._on_message(w, {"type": "run", "prompt": ""}, [])
+    assert w.status["state"] == "error" and "empty" in w.error
+    assert w.tokens == ex.tokens  # nothing lost
+    w._on_message(w, {"type": "run", "prompt": "a new prompt"}, [])
+    assert w.status["state"] == "idle" and w.error == ""
+    assert len(w.tokens) == len("a new prompt") and w.explanation is not ex
+    progress = [s["progress"] for s in states if s["state"] == "running"]
+    assert progress[-1] == 1.0 and progress == sorted(progress)
+
+
+def test_separate_widgets_link(ex):
+    import ipywidgets
+
+    g, h = FlowGraph(ex), HeadHeatmap(ex)
+    assert g.panes == ["graph"] and h.panes == ["heads"]
+    ipywidgets.link((g, "selection"), (h, "selection"))
+    g.selection = {"kind": "mlp", "layer": 1, "token": 2}
+    assert h.selection == g.selection
+    ipywidgets.jslink((g, "target"), (h, "target"))  # browser-side link: accepted for these traits
+
+
+def test_explorer_from_model_and_prompt():
+    w = Explorer(loaded("gpt2"), "abc")
+    assert w.tokens == ["a", "b", "c"] and w.prompt == "abc"
+
+
+def test_hostile_tokens_travel_as_plain_text(ex):
+    w = Explorer(loaded("gpt2"), "<img src=x onerror=alert(1)>")
+    assert "".join(w.tokens) == "<img src=x onerror=alert(1)>"
