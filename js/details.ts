@@ -59,6 +59,11 @@ export class DetailsClient {
     return raw;
   }
 
+  /** False in a static report (`static` trait): nothing can compute a missing key, so no Retry. */
+  canRetry(): boolean {
+    return this.model.get("static") !== true;
+  }
+
   /** Current state of `key`; starts a fetch when unknown (unless `fetch` is false). */
   get(key: string, fetch = true): DetailState | null {
     const t = this.fromTrait(key);

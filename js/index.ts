@@ -6,6 +6,7 @@ import { createHeadsPane } from "./panes/heads";
 import { createNeuronsPane } from "./panes/neurons";
 import { createPromptPane } from "./panes/prompt";
 import { createVocabPane } from "./panes/vocab";
+import { inflateState, StaticModel } from "./static";
 import { h } from "./text";
 import type { Handler, Pane, PaneContext, WidgetModel } from "./types";
 
@@ -120,6 +121,15 @@ export function render({ model, el }: { model: WidgetModel; el: HTMLElement }): 
     runAll(viewCleanups);
     root.remove();
   };
+}
+
+/**
+ * Kernel-less host for HTML reports: render the widget from a plain JSON state (array `data` as base64) with an
+ * in-memory model (`static` is forced to true). Returns the cleanup function.
+ */
+export function renderStatic(el: HTMLElement, state: object): () => void {
+  const model = new StaticModel(inflateState((state ?? {}) as Record<string, any>));
+  return render({ model, el });
 }
 
 export default { render };

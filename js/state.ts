@@ -154,6 +154,8 @@ export interface LensData {
   probs: NDArray | null;
   rankPrev: NDArray | null;
   strings: Record<string, string>;
+  /** Token position the column describes (`lens.token`), null when Python did not say (then: `target`). */
+  token: number | null;
 }
 
 export function getLens(model: WidgetModel): LensData | null {
@@ -168,6 +170,7 @@ export function getLens(model: WidgetModel): LensData | null {
       probs: d.probs ?? null,
       rankPrev: d.rank_prev ?? null,
       strings: r.strings && typeof r.strings === "object" ? r.strings : {},
+      token: Number.isInteger(r.token) ? Number(r.token) : null,
     };
   });
 }

@@ -179,6 +179,13 @@ export function makeState(opts: FakeOpts = {}) {
     for (let l = 0; l < L; l++) for (let t = 0; t < T; t++) a[l * T + t] = f(l, t);
     return encodeArray(a, [L, T]);
   };
+  const graph = buildGraph(dense, target, threshold, "head");
+  // like Python: top-K rows only for the MLP blocks of the initial graph (node kind 2), the rest via `mlp:` details
+  const available = new Uint8Array(L * T);
+  {
+    const nk = graph.node_kind.data as DataView, nl = graph.node_layer.data as DataView, nt = graph.node_token.data as DataView;
+    for (let i = 0; i < nk.byteLength; i++) if (nk.getUint8(i) === 2) available[nl.getInt32(4 * i, true) * T + nt.getUint32(4 * i, true)] = 1;
+  }
   const ids = new Uint32Array(L * T * K), imp = new Float32Array(L * T * K), act = new Float32Array(L * T * K);
   for (let i = 0; i < L * T; i++) {
     let v = 0.2 + r() * 0.3;
@@ -222,7 +229,7 @@ export function makeState(opts: FakeOpts = {}) {
     target,
     threshold,
     granularity: "head",
-    graph: buildGraph(dense, target, threshold, "head"),
+    graph,
     head_importance: encodeArray(hi, [L, H, T]),
     block_importance: {
       attention: blk((l, t) => 1 - dense.attn(l, t).res),
@@ -230,8 +237,13 @@ export function makeState(opts: FakeOpts = {}) {
       residual_attention: blk((l, t) => dense.attn(l, t).res),
       residual_mlp: blk((l, t) => dense.mlp(l, t).res),
     },
-    neurons: { ids: encodeArray(ids, [L, T, K]), importance: encodeArray(imp, [L, T, K]), activation: encodeArray(act, [L, T, K]) },
-    lens: { rows: R, ids: encodeArray(lids, [R, K]), probs: encodeArray(lp, [R, K]), rank_prev: encodeArray(lr, [R, K]), strings },
+    neurons: {
+      ids: encodeArray(ids, [L, T, K]),
+      importance: encodeArray(imp, [L, T, K]),
+      activation: encodeArray(act, [L, T, K]),
+      available: encodeArray(available, [L, T]),
+    },
+    lens: { rows: R, token: target, ids: encodeArray(lids, [R, K]), probs: encodeArray(lp, [R, K]), rank_prev: encodeArray(lr, [R, K]), strings },
     selection: null,
     details,
     status: { state: "idle", message: "", progress: 1 },
@@ -278,6 +290,50 @@ export function fakeDetailsReply(key: string, T: number): { msg: any; buffers: D
   if (parts[0] === "lens") {
     return { msg: { ok: true, result: { top: [[" the", 0.2, 3], [" a", 0.1, -2], ["<b>", 0.05, 0]] } }, buffers: [] };
   }
-  if (parts[0] === "mlp" || parts[0] === "neuron") return { msg: { ok: true, result: { promoted, suppressed } }, buffers: [] };
+  if (parts[0] === "mlp") return { msg: { ok: true, result: { promoted, suppressed, neurons: fakeNeurons(Number(parts[1]), Number(parts[2])) } }, buffers: [] };
+  if (parts[0] === "neuron") return { msg: { ok: true, result: { promoted, suppressed } }, buffers: [] };
   return { msg: { ok: false, error: `unknown key ${key}` }, buffers: [] };
+}
+
+/** Top-K `[neuron_id, importance, activation]` rows of an `mlp:` details result (by importance). */
+export function fakeNeurons(layer: number, token: number, K = 8): [number, number, number][] {
+  const r = rng(layer * 7717 + token * 131 + 3);
+  let v = 0.3 + r() * 0.2;
+  const out: [number, number, number][] = [];
+  for (let k = 0; k < K; k++) {
+    out.push([Math.floor(r() * 11008), Number(v.toFixed(4)), Number(((r() - 0.3) * 4).toFixed(3))]);
+    v *= 0.6 + r() * 0.35;
+  }
+  return out;
+}
+
+function bytesToBase64(dv: DataView): string {
+  const u8 = new Uint8Array(dv.buffer, dv.byteOffset, dv.byteLength);
+  let bin = "";
+  for (let i = 0; i < u8.length; i += 0x8000) bin += String.fromCharCode(...u8.subarray(i, i + 0x8000));
+  return btoa(bin);
+}
+
+/** Like Python's `to_base64`: every array dict's DataView `data` -> base64 text (a static report's state). */
+export function toBase64Tree(v: unknown): any {
+  if (v && typeof v === "object" && (v as any).data instanceof DataView && typeof (v as any).dtype === "string") {
+    return { ...(v as any), data: bytesToBase64((v as any).data) };
+  }
+  if (Array.isArray(v)) return v.map(toBase64Tree);
+  if (v && typeof v === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) out[k] = toBase64Tree(x);
+    return out;
+  }
+  return v;
+}
+
+/** Python-like `repr(float)` for the thresholds used in `graph_variants` keys. */
+export const reprFloat = (x: number) => (Number.isInteger(x) ? x.toFixed(1) : String(x));
+
+/** `graph_variants` for a static report: every (target, threshold, granularity) combination given. */
+export function makeVariants(d: Dense, targets: number[], thresholds: number[], grans: ("head" | "edge")[] = ["head", "edge"]) {
+  const out: Record<string, ReturnType<typeof buildGraph>> = {};
+  for (const t of targets) for (const tau of thresholds) for (const g of grans) out[`${t}|${reprFloat(tau)}|${g}`] = buildGraph(d, t, tau, g);
+  return out;
 }

@@ -1,6 +1,9 @@
-/** Dev harness: mounts the built bundle with a fake model + fake kernel. Query: ?panes=explorer|graph|heads|neurons|vocab&select=...&L=&T=&H= */
+/**
+ * Dev harness: mounts the built bundle with a fake model + fake kernel. Query: ?panes=explorer|graph|heads|neurons|vocab&select=...&L=&T=&H=
+ * `static=1` instead mounts it with `renderStatic` from a base64 JSON state with graph variants (an HTML report).
+ */
 import { FakeModel } from "./fake-model";
-import { buildGraph, fakeDetailsReply, makeState } from "./fake-data";
+import { buildGraph, fakeDetailsReply, makeState, makeVariants, toBase64Tree } from "./fake-data";
 
 const q = new URLSearchParams(location.search);
 const L = Number(q.get("L") ?? 30), H = Number(q.get("H") ?? 9), T = Number(q.get("T") ?? 128);
@@ -46,7 +49,14 @@ async function main() {
   const mod = await import(/* @vite-ignore */ url);
   const el = document.getElementById("app")!;
   const t0 = performance.now();
-  const cleanup = mod.default.render({ model, el });
+  const isStatic = !!q.get("static");
+  let cleanup: () => void;
+  if (isStatic) {
+    const report = { ...state, static: true, graph_variants: makeVariants(dense, [T - 1, T - 2], [0.01, 0.02, 0.04, 0.08, 0.16]) };
+    cleanup = mod.renderStatic(el, JSON.parse(JSON.stringify(toBase64Tree(report))));
+  } else {
+    cleanup = mod.default.render({ model, el });
+  }
   const waitPaint = () =>
     new Promise<number>((resolve) => {
       const check = () => {
@@ -57,7 +67,7 @@ async function main() {
       requestAnimationFrame(check);
     });
   const firstPaint = await waitPaint();
-  if (sel === "edge") {
+  if (sel === "edge" && !isStatic) {
     // pick the strongest attention edge into the target
     const g = state.graph;
     const dv = (d: any, C: any) => new C(d.data.buffer, d.data.byteOffset, d.data.byteLength / C.BYTES_PER_ELEMENT);

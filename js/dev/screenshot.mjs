@@ -38,6 +38,7 @@ const shots = [
   ["vocab-neurons-light", "theme=light&panes=vocab,neurons&select=mlp", "light"],
   ["error-running-dark", "theme=dark&panes=prompt,vocab&running=1&error=Selection%20refused:%20%3Cimg%20src=x%3E", "dark"],
   ["small-light", "theme=light&panes=explorer&L=6&H=4&T=12&select=node", "light"],
+  ["static-report-light", "theme=light&panes=explorer&static=1&select=mlp", "light"],
 ];
 const errors = [];
 for (const [name, query, scheme] of shots) {

@@ -15,9 +15,14 @@ export function detailStatus(box: HTMLElement, st: DetailState | null, details: 
     return false;
   }
   if (st.status === "error") {
+    const msg = h("span", null, `Could not load ${what}: ${st.error}`);
+    if (!details.canRetry()) {
+      box.replaceChildren(h("div", { class: "lmtt-detail-error", role: "alert" }, msg));
+      return false;
+    }
     const retry = h("button", { type: "button", class: "lmtt-btn" }, "Retry");
     retry.addEventListener("click", () => details.request(st.key), { once: true });
-    box.replaceChildren(h("div", { class: "lmtt-detail-error", role: "alert" }, h("span", null, `Could not load ${what}: ${st.error}`), retry));
+    box.replaceChildren(h("div", { class: "lmtt-detail-error", role: "alert" }, msg, retry));
     return false;
   }
   return true;

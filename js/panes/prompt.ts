@@ -15,7 +15,8 @@ export function createPromptPane(ctx: PaneContext): Pane {
   const progress = h("span", { class: "lmtt-progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100 }, bar);
   const msg = h("span", { class: "lmtt-status-msg", "aria-live": "polite" });
   const pred = h("span", { class: "lmtt-pred" });
-  const statusRow = h("div", { class: "lmtt-status" }, progress, msg, h("span", { class: "lmtt-spacer" }), pred);
+  const note = h("span", { class: "lmtt-hint lmtt-static-note" }, "Static report: the prompt is fixed (running a new one needs a notebook kernel).");
+  const statusRow = h("div", { class: "lmtt-status" }, progress, msg, note, h("span", { class: "lmtt-spacer" }), pred);
   const el = h("div", { class: "lmtt-pane lmtt-prompt-pane" }, h("div", { class: "lmtt-prompt-row" }, ta, run), statusRow);
 
   const status = (): Status => {
@@ -23,13 +24,19 @@ export function createPromptPane(ctx: PaneContext): Pane {
     return s && typeof s === "object" ? (s as Status) : { state: "idle" };
   };
 
+  const isStatic = () => model.get("static") === true;
+
   function draw() {
     const p = model.get("prompt");
     const text = typeof p === "string" ? p : "";
     if (document.activeElement !== ta && ta.value !== text) ta.value = text;
     const st = status();
     const running = st.state === "running";
-    run.disabled = running;
+    const stat = isStatic();
+    run.hidden = stat;
+    run.disabled = running || stat;
+    ta.readOnly = stat;
+    note.hidden = !stat;
     ta.setAttribute("aria-busy", String(running));
     progress.hidden = !running;
     const prog = Math.max(0, Math.min(1, Number(st.progress ?? 0)));
@@ -42,7 +49,7 @@ export function createPromptPane(ctx: PaneContext): Pane {
   }
 
   function doRun() {
-    if (status().state === "running") return;
+    if (status().state === "running" || isStatic()) return;
     const prompt = ta.value;
     if (model.get("prompt") !== prompt) ctx.commit({ prompt });
     model.send({ type: "run", prompt });
@@ -59,9 +66,9 @@ export function createPromptPane(ctx: PaneContext): Pane {
     sig,
   );
   ta.addEventListener("change", () => {
-    if (model.get("prompt") !== ta.value) ctx.commit({ prompt: ta.value });
+    if (!isStatic() && model.get("prompt") !== ta.value) ctx.commit({ prompt: ta.value });
   }, sig);
-  for (const n of ["prompt", "status", "meta"]) ctx.listen(`change:${n}`, draw);
+  for (const n of ["prompt", "status", "meta", "static"]) ctx.listen(`change:${n}`, draw);
   draw();
   return { el, destroy: () => ac.abort() };
 }

@@ -31,6 +31,8 @@ export function createVocabPane(ctx: PaneContext): Pane {
   ctx.onCleanup(() => ac.abort());
   const toks = () => getTokens(model);
   const tokText = (t: number) => `“${truncate(displayToken(toks()[t] ?? ""), 20)}”`;
+  /** Position that the `lens` trait and `meta.prediction` describe (normally `target`). */
+  const lensToken = () => getLens(model)?.token ?? getTarget(model);
 
   function drawSelection() {
     const s: Selection = getSelection(model);
@@ -42,7 +44,7 @@ export function createVocabPane(ctx: PaneContext): Pane {
         return;
       }
       const top = Array.isArray(pred.top) && pred.top.length ? pred.top : [[pred.token, pred.prob]];
-      body.replaceChildren(tokenList(`next token after #${getTarget(model)}`, top, "prob"));
+      body.replaceChildren(tokenList(`next token after #${lensToken()}`, top, "prob"));
       return;
     }
     const key = detailsKey(s);
@@ -51,7 +53,7 @@ export function createVocabPane(ctx: PaneContext): Pane {
       return;
     }
     let st = ctx.details.get(key, false);
-    if (!st && s.kind === "node" && s.token === getTarget(model)) {
+    if (!st && s.kind === "node" && s.token === lensToken()) {
       const row = Number(key.split(":")[1]);
       const fromLens = lensFromTrait(getLens(model), row);
       if (fromLens) st = { status: "ok", key, result: fromLens };
@@ -70,13 +72,13 @@ export function createVocabPane(ctx: PaneContext): Pane {
 
   function drawLens() {
     const lens = getLens(model);
-    const target = getTarget(model);
+    const target = lens?.token ?? getTarget(model);
     if (!lens || !lens.ids) {
       lensTitle.textContent = "";
       lensList.replaceChildren();
       return;
     }
-    lensTitle.textContent = `Logit lens at target ${tokText(target)} #${target} (top-1 per row, last layer first)`;
+    lensTitle.textContent = `Logit lens at ${target === getTarget(model) ? "target " : ""}${tokText(target)} #${target} (top-1 per row, last layer first)`;
     const R = lens.ids.shape[0];
     const s = getSelection(model);
     const selRow = s && s.kind === "node" && s.token === target ? Number(detailsKey(s)!.split(":")[1]) : -1;
@@ -106,7 +108,7 @@ export function createVocabPane(ctx: PaneContext): Pane {
     const li = (ev.target as HTMLElement).closest?.(".lmtt-lensrow") as HTMLElement | null;
     if (!li) return;
     const n = rowToNode(Number(li.dataset.row));
-    ctx.commit({ selection: { kind: "node", layer: n.layer, token: getTarget(model), node_kind: n.node_kind } });
+    ctx.commit({ selection: { kind: "node", layer: n.layer, token: lensToken(), node_kind: n.node_kind } });
   };
   lensList.addEventListener("click", pickRow, { signal: ac.signal });
   lensList.addEventListener("keydown", (ev) => {

@@ -87,14 +87,19 @@ def _chunk(y, coef, basis, basis_t, scale, m):
     y_eff = absy.scatter(1, idx, float("inf"))  # small coordinates are done
     if scale is not None:
         y_eff = y_eff / scale.abs()
-    groups = [g for g in y_eff.median(0).values.argsort().tensor_split(GROUPS) if g.numel()]
-    basis_abs = basis_t.abs()
-    b_group = torch.stack([basis_abs[g].amax(0) for g in groups], 1)  # [P, G]
-    y_group = torch.stack([y_eff[:, g].amin(1) for g in groups], 1).clamp_min(torch.finfo(y.dtype).tiny)  # [n, G]
+    order = y_eff.median(0).values.argsort()
+    size = -(-d // GROUPS)
+    pad = size * GROUPS - d  # pad to equal groups with a dummy coordinate (index d): |b| = 0, |y| = inf
+    groups = torch.cat([order, order.new_full((pad,), d)]).view(GROUPS, size)
+    basis_abs = torch.cat([basis_t.abs(), basis_t.new_zeros(1, basis_t.shape[1])])  # [d+1, P]
+    b_group = basis_abs[groups].amax(1).t()  # [P, G]
+    y_pad = torch.cat([y_eff, y_eff.new_full((n, 1), float("inf"))], 1)
+    y_group = y_pad[:, groups].amin(2).clamp_min(torch.finfo(y.dtype).tiny)  # [n, G]
     risky = coef.abs() * (b_group.unsqueeze(0) / y_group.unsqueeze(1)).amax(-1) > 1
     rows, cols = risky.nonzero(as_tuple=True)
     if rows.numel():
         P = basis.shape[0]
+        y_l1 = absy.sum(-1)
         flat = linear.view(-1)
         step = max(1, CHUNK_BUDGET // (4 * d))
         for s in range(0, rows.numel(), step):
@@ -103,6 +108,5 @@ def _chunk(y, coef, basis, basis_t, scale, m):
             part = basis.index_select(0, c) * coef.view(-1).index_select(0, at).unsqueeze(-1)
             if scale is not None:
                 part.mul_(scale.index_select(0, r))
-            yr = y.index_select(0, r)
-            flat.index_copy_(0, at, yr.abs().sum(-1) - (yr - part).abs().sum(-1))
+            flat.index_copy_(0, at, y_l1.index_select(0, r) - (y.index_select(0, r) - part).abs().sum(-1))
     return linear.clamp_min_(0)

@@ -1,0 +1,218 @@
+/**
+ * Kernel-less host for self-contained HTML reports (see docs/widget-protocol.md, "Report and neuron fallback").
+ * `renderStatic(el, state)` draws the same widget from a plain JSON state whose array dicts carry base64 `data`.
+ */
+import { isArrayDict } from "./codec";
+import type { Handler, WidgetModel } from "./types";
+
+export const STATIC_RUN_ERROR = "This is a static report: running a new prompt needs a notebook kernel";
+export const STATIC_DETAILS_ERROR = "not in this report: open it in a notebook with a kernel to compute it";
+
+/** Decode standard (or URL-safe) base64 into a fresh, aligned DataView. Whitespace is ignored. */
+export function base64ToDataView(s: string): DataView {
+  const clean = s.replace(/[\s=]/g, "").replace(/-/g, "+").replace(/_/g, "/");
+  let bin: string;
+  try {
+    bin = atob(clean + "===".slice((clean.length + 3) % 4));
+  } catch (e) {
+    throw new Error(`invalid base64 array data: ${String(e)}`);
+  }
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new DataView(bytes.buffer);
+}
+
+/** Recursively turn every array dict with base64 string `data` into one with DataView `data` (like a live trait). */
+export function inflateState<T = any>(v: T): T {
+  if (isArrayDict(v) && typeof (v as any).data === "string") return { ...(v as any), data: base64ToDataView((v as any).data) };
+  if (Array.isArray(v)) return v.map((x) => inflateState(x)) as any;
+  if (v && typeof v === "object" && !ArrayBuffer.isView(v) && !(v instanceof ArrayBuffer)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) out[k] = inflateState(x);
+    return out as T;
+  }
+  return v;
+}
+
+/** Deep equality for JSON-like trait values; binary views compare by identity (Backbone-like change detection). */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (!a || !b || typeof a !== "object" || typeof b !== "object") return Number.isNaN(a) && Number.isNaN(b);
+  if (ArrayBuffer.isView(a) || ArrayBuffer.isView(b) || a instanceof ArrayBuffer || b instanceof ArrayBuffer) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) {
+    const bb = b as unknown[];
+    return a.length === bb.length && a.every((x, i) => sameValue(x, bb[i]));
+  }
+  const ka = Object.keys(a as object);
+  const kb = Object.keys(b as object);
+  return ka.length === kb.length && ka.every((k) => k in (b as object) && sameValue((a as any)[k], (b as any)[k]));
+}
+
+export interface Variant {
+  target: number;
+  threshold: number;
+  granularity: string;
+  key: string;
+}
+
+/** Parse the `graph_variants` keys `"<target>|<threshold>|<granularity>"`; malformed keys are skipped. */
+export function parseVariants(variants: unknown): Variant[] {
+  if (!variants || typeof variants !== "object") return [];
+  const out: Variant[] = [];
+  for (const key of Object.keys(variants as object)) {
+    const parts = key.split("|");
+    if (parts.length !== 3) continue;
+    const target = Number(parts[0]);
+    const threshold = Number(parts[1]);
+    if (!Number.isInteger(target) || !Number.isFinite(threshold) || threshold <= 0) continue;
+    out.push({ target, threshold, granularity: parts[2].trim(), key });
+  }
+  return out;
+}
+
+/** Variant for (target, granularity) whose threshold is nearest to `threshold` (in log space), or null. */
+export function findVariant(variants: Variant[], target: number, threshold: number, granularity: string): Variant | null {
+  const tau = Number.isFinite(threshold) && threshold > 0 ? threshold : 0.04;
+  let best: Variant | null = null;
+  let bestD = Infinity;
+  for (const v of variants) {
+    if (v.target !== target || v.granularity !== granularity) continue;
+    const d = Math.abs(Math.log(v.threshold / tau));
+    // ties: prefer the lower threshold (the larger graph)
+    if (d < bestD - 1e-12 || (Math.abs(d - bestD) <= 1e-12 && best && v.threshold < best.threshold)) {
+      best = v;
+      bestD = d;
+    }
+  }
+  return best;
+}
+
+const ROUTE_KEYS = ["target", "threshold", "granularity"] as const;
+
+/**
+ * In-memory anywidget model for a static report. Trait changes stay in the page; a new target / threshold /
+ * granularity picks a precomputed graph from `graph_variants`; `details` requests are answered from the `details`
+ * trait; `run` is refused.
+ */
+export class StaticModel implements WidgetModel {
+  private state: Record<string, any>;
+  private handlers = new Map<string, Set<Handler>>();
+  private dirty = new Set<string>();
+  private lastError = "";
+  /** Route (target, threshold, granularity) that the current `graph` belongs to. */
+  private route: Record<(typeof ROUTE_KEYS)[number], unknown>;
+
+  constructor(state: Record<string, any>) {
+    this.state = { ...state, static: true };
+    this.route = { target: this.state.target, threshold: this.state.threshold, granularity: this.state.granularity };
+  }
+
+  get(name: string): any {
+    return this.state[name];
+  }
+
+  set(name: string, value: unknown): void {
+    const old = this.state[name];
+    this.state[name] = value;
+    this.dirty.add(name);
+    if (!sameValue(old, value)) this.emit(`change:${name}`, this, value);
+  }
+
+  on(event: string, cb: Handler): void {
+    let s = this.handlers.get(event);
+    if (!s) this.handlers.set(event, (s = new Set()));
+    s.add(cb);
+  }
+
+  off(event?: string | null, cb?: Handler | null): void {
+    if (!event) {
+      if (!cb) this.handlers.clear();
+      else for (const s of this.handlers.values()) s.delete(cb);
+      return;
+    }
+    if (!cb) this.handlers.delete(event);
+    else this.handlers.get(event)?.delete(cb);
+  }
+
+  /** Plays the kernel's part for the traits it would react to. */
+  save_changes(): void {
+    const changed = [...this.dirty];
+    this.dirty.clear();
+    if (changed.some((k) => (ROUTE_KEYS as readonly string[]).includes(k))) this.updateRoute();
+  }
+
+  send(content: unknown, _callbacks?: unknown, _buffers?: unknown[]): void {
+    const msg = content as any;
+    if (!msg || typeof msg !== "object") return;
+    if (msg.type === "run") {
+      this.setError(STATIC_RUN_ERROR);
+    } else if (msg.type === "details") {
+      const d = this.state.details;
+      const key = String(msg.key);
+      const has = !!d && typeof d === "object" && Object.prototype.hasOwnProperty.call(d, key);
+      const reply = has
+        ? { type: "details", id: msg.id, key: msg.key, ok: true, result: d[key] }
+        : { type: "details", id: msg.id, key: msg.key, ok: false, error: STATIC_DETAILS_ERROR };
+      // answer asynchronously, like a kernel would (no re-entrant redraws inside a pane's draw)
+      Promise.resolve().then(() => this.emit("msg:custom", reply, []));
+    }
+  }
+
+  /** Number of registered handlers (tests). */
+  listenerCount(): number {
+    let n = 0;
+    for (const s of this.handlers.values()) n += s.size;
+    return n;
+  }
+
+  private emit(event: string, ...args: unknown[]) {
+    for (const cb of [...(this.handlers.get(event) ?? [])]) {
+      try {
+        cb(...args);
+      } catch (e) {
+        console.error("lmtt-widgets:", e);
+      }
+    }
+  }
+
+  /** Kernel-side update: set without marking it dirty. */
+  private pySet(name: string, value: unknown) {
+    this.set(name, value);
+    this.dirty.delete(name);
+  }
+
+  private setError(msg: string) {
+    // re-show the bar even when the same message was dismissed before
+    if (this.state.error === msg) this.pySet("error", "");
+    this.lastError = msg;
+    this.pySet("error", msg);
+  }
+
+  private updateRoute() {
+    const target = Number(this.state.target);
+    const tau = Number(this.state.threshold);
+    const gran = String(this.state.granularity ?? "head");
+    const variants = this.state.graph_variants;
+    const v = findVariant(parseVariants(variants), target, tau, gran);
+    if (!v) {
+      // keep the graph and put the controls back on the route it shows
+      for (const k of ROUTE_KEYS) if (!sameValue(this.state[k], this.route[k])) this.pySet(k, this.route[k]);
+      const what = [
+        !sameValue(target, this.route.target) ? `target #${target}` : "",
+        !sameValue(gran, this.route.granularity) ? `granularity “${gran}”` : "",
+        !sameValue(tau, this.route.threshold) ? `threshold ${tau}` : "",
+      ].filter(Boolean);
+      this.setError(
+        `This report only holds precomputed routes: none for ${what.join(", ") || "this choice"}. Open it in a notebook with a kernel to compute it.`,
+      );
+      return;
+    }
+    if (v.threshold !== tau) this.pySet("threshold", v.threshold);
+    this.route = { target: v.target, threshold: v.threshold, granularity: v.granularity };
+    const graph = variants[v.key];
+    if (graph !== this.state.graph) this.pySet("graph", graph);
+    if (this.lastError && this.state.error === this.lastError) this.pySet("error", "");
+    this.lastError = "";
+  }
+}
