@@ -39,6 +39,7 @@ def scaled_part_proximity(
     *,
     n_small: int = SMALL_COORDS,
     budget: int = CHUNK_BUDGET,
+    signed_dot=None,
 ) -> torch.Tensor:
     """Proximities of parts z[n, p] = coef[n, p] * scale[n] * basis[p] to y[n].
 
@@ -47,6 +48,8 @@ def scaled_part_proximity(
         coef: [N, P] scalar coefficient of each part (0 for absent parts, e.g. future positions).
         basis: [P, d] the direction of each part.
         scale: [N, d] optional per-row coordinate scale (a frozen post-norm), or None.
+        signed_dot: optional fast product: given rows [n, d] and the row slice, returns rows @ basis.T [n, P]
+            (attention passes one that goes through W_O and the values, 1/H of the work).
     Returns:
         [N, P] exact proximities (>= 0).
     """
@@ -61,15 +64,16 @@ def scaled_part_proximity(
         out[start:stop] = _chunk(
             y[start:stop], coef[start:stop], basis, basis_t,
             None if scale is None else scale[start:stop], m,
+            None if signed_dot is None else (lambda rows, a=start, b=stop: signed_dot(rows, a, b)),
         )
     return out
 
 
-def _chunk(y, coef, basis, basis_t, scale, m):
+def _chunk(y, coef, basis, basis_t, scale, m, signed_dot=None):
     n, d = y.shape
     sign = torch.where(y >= 0, 1.0, -1.0).to(y.dtype)
     signed_scale = sign if scale is None else sign * scale
-    linear = coef * (signed_scale @ basis_t)  # [n, P]
+    linear = coef * (signed_scale @ basis_t if signed_dot is None else signed_dot(signed_scale))  # [n, P]
 
     absy = y.abs()
     small, idx = absy.topk(m + 1, dim=1, largest=False, sorted=True)  # [n, m+1]

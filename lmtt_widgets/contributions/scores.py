@@ -150,11 +150,15 @@ def layer_scores(rec: LayerRecord, w: LayerWeights, n_heads: int, topology: str,
     bias_attn = torch.empty_like(resid_attn)
     mlp_par = torch.empty_like(resid_attn)
     A_t = A.permute(1, 2, 0)  # [T_target, T_source, H]
+    dh = rec.values.shape[-1]
+    w_o_heads = w.w_o.view(d, H, dh)
+    v_heads = rec.values.repeat_interleave(H // rec.values.shape[0], dim=0)  # [H, T, dh]
     for i0 in range(0, T, rows_per_chunk):
         i1 = min(T, i0 + rows_per_chunk)
         coef = A_t[i0:i1, :i1].reshape(i1 - i0, i1 * H)
         basis = u[:i1].reshape(i1 * H, d)
-        prox = scaled_part_proximity(y[i0:i1], coef, basis, None if scale is None else scale[i0:i1], budget=budget)
+        prox = scaled_part_proximity(y[i0:i1], coef, basis, None if scale is None else scale[i0:i1], budget=budget,
+                                     signed_dot=lambda rows, a, b, j=i1: _through_heads(rows, w_o_heads, v_heads[:, :j]))
         full = normalise(torch.cat([extra_prox[i0:i1], prox], dim=1)).float()
         E = extra_prox.shape[1]
         resid_attn[i0:i1] = full[:, 0]
@@ -183,6 +187,12 @@ def layer_scores(rec: LayerRecord, w: LayerWeights, n_heads: int, topology: str,
         head_col=torch.cat(cols), head_val=torch.cat(vals), resid_attn=resid_attn, bias_attn=bias_attn,
         mlp=mlp, resid_mlp=resid_mlp,
     )
+
+
+def _through_heads(rows: torch.Tensor, w_o_heads: torch.Tensor, v_heads: torch.Tensor) -> torch.Tensor:
+    """rows @ u.T for u[j, h] = v_j^h W_O,h, without forming u: (rows W_O,h) . v_j^h. [n, J*H], order (j, h)."""
+    through = torch.einsum("nd,dhk->hnk", rows, w_o_heads)  # [H, n, dh]
+    return torch.bmm(through, v_heads.transpose(1, 2)).permute(1, 2, 0).reshape(rows.shape[0], -1)
 
 
 def neuron_importance(rec: LayerRecord, w: LayerWeights, *, budget: int = CHUNK_BUDGET) -> torch.Tensor:
