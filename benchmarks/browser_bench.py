@@ -1,0 +1,405 @@
+"""Browser benchmarks of the lmtt-widgets front end in headless Chromium (offline), on the real SmolLM2.
+
+    .venv/bin/python benchmarks/browser_bench.py [--clicks 20] [--reloads 7] [--tokens 128] [--no-lab] [--json out.json]
+
+1. First paint of the 30-layer x 128-token flow graph, in a static page that mounts the built bundle
+   (`lmtt_widgets/static/widget.js`, its `renderStatic` export) with traits computed in Python by the real Explorer
+   (arrays as base64, as in the HTML report). Timed in the page from the `renderStatic()` call (which includes
+   decoding the base64 arrays) to the first animation frame after the graph canvas was drawn, i.e. once the drawn
+   frame has been presented. Median over page reloads. Target 150 ms.
+2. In JupyterLab 4 with a live kernel (same 128-token prompt):
+   - first paint: `.lmtt-root` inserted by the widget view -> graph painted (same definition as above);
+   - click -> Python: a click on a head cell of the heatmap (a real `click` event on the canvas) until the kernel's
+     `selection` observer runs (kernel `time.time()` vs browser `Date.now()`, same host clock);
+   - round trip: the same click until that observer's echo (an ipywidgets Label it sets) shows in the page.
+     Target 100 ms;
+   - Python -> browser: `w.selection = ...` in a cell until the vocabulary pane's title shows it.
+   Median over --clicks.
+
+Every non-loopback request is aborted and counted (must be 0), as in the e2e tests. Prints a table; --json writes
+the raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+from nbdriver import (  # noqa: E402
+    CHROMIUM, CHROMIUM_ARGS, is_loopback, open_notebook, py_eval, run_all, run_code, start_server, stop_server,
+    write_notebook,
+)
+
+STATIC = REPO / "lmtt_widgets" / "static"
+TRAITS = ["panes", "tokens", "meta", "target", "threshold", "granularity", "graph", "head_importance",
+          "block_importance", "neurons", "lens", "selection", "details", "status", "error", "prompt"]
+TEXT = (
+    "The history of the city begins in the third century before the common era, when a small fishing village grew "
+    "around the mouth of the river. Merchants from the south brought wine, olive oil and pottery, and in return they "
+    "took salt, timber and furs back to their own ports. Over the following centuries the village became a town with "
+    "walls, a market square and a temple dedicated to the god of the sea. When the empire expanded to the north, the "
+    "town was chosen as the seat of a provincial governor, and roads were built to connect it with the capital. The "
+    "population grew quickly, and new quarters were laid out on the hills above the harbour, where wealthy families "
+    "built villas with gardens and fountains. In the late period the town suffered from raids and plague, and much "
+    "of it was abandoned. "
+) * 4
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="stylesheet" href="widget.css">
+<style>body { margin: 16px; font-family: system-ui, sans-serif; } #app { width: 1300px; }</style></head>
+<body><div id="app"></div><script type="module">
+const q = new URLSearchParams(location.search);
+const mod = await import("./widget.js");
+const state = await (await fetch(q.get("state"))).json();
+if (q.get("panes")) state.panes = q.get("panes").split(",");
+const frame = () => new Promise((r) => requestAnimationFrame(() => r(performance.now())));
+await frame(); await frame();  // let the page settle
+const el = document.getElementById("app");
+const t0 = performance.now();
+mod.renderStatic(el, state);
+const tMount = performance.now();
+const g = el.querySelector(".lmtt-graph");
+let tDrawn = 0;
+while (!tDrawn) { const t = await frame(); if (g.dataset.drawMs) tDrawn = t; }
+const tPainted = await frame();  // the frame with the drawn canvas has been presented
+window.__bench = { mount: tMount - t0, drawn: tDrawn - t0, painted: tPainted - t0, drawMs: Number(g.dataset.drawMs) };
+</script></body></html>"""
+
+# In a JupyterLab page, before the notebook runs: time from the widget's root element appearing to the graph painted.
+LAB_FIRST_PAINT_JS = """(n) => {
+  window.__fp = null;
+  const frame = () => new Promise((r) => requestAnimationFrame(() => r(performance.now())));
+  const mo = new MutationObserver(async () => {
+    const root = document.querySelectorAll('.lmtt-root')[n];
+    if (!root || window.__fp) return;
+    mo.disconnect();
+    const t0 = performance.now();
+    window.__fp = { pending: true };
+    let tDrawn = 0;
+    while (!tDrawn) {
+      const t = await frame();
+      const g = root.querySelector('.lmtt-graph');
+      if (g && g.dataset.drawMs) tDrawn = t;
+    }
+    const tPainted = await frame();
+    const g = root.querySelector('.lmtt-graph');
+    window.__fp = { drawn: tDrawn - t0, painted: tPainted - t0, drawMs: Number(g.dataset.drawMs) };
+  });
+  mo.observe(document.body, { childList: true, subtree: true });
+}"""
+
+
+# Click a heatmap cell with a real click event; resolve when the kernel's echo label shows it.
+CLICK_JS = """async ([layer, head, L, H, echo]) => {
+  const c = document.querySelector('.lmtt-root .lmtt-heads canvas.lmtt-heat');
+  const r = c.getBoundingClientRect();
+  const cw = (r.width - 34) / H, ch = (r.height - 18) / L;
+  const x = r.left + 30 + (head + 0.5) * cw, y = r.top + 16 + (layer + 0.5) * ch;
+  const label = document.querySelector('.lmtt-echo');
+  const seen = new Promise((resolve) => {
+    const done = () => { if (label.textContent.trim() === echo) { mo.disconnect(); resolve(Date.now()); } };
+    const mo = new MutationObserver(done);
+    mo.observe(label, { childList: true, subtree: true, characterData: true });
+  });
+  const tClick = Date.now();
+  c.dispatchEvent(new MouseEvent('click', { bubbles: true, cancelable: true, clientX: x, clientY: y, view: window }));
+  const tLocal = Date.now();  // the browser's own panes have redrawn synchronously by now
+  const timeout = new Promise((resolve) => setTimeout(() => resolve(null), 10000));
+  const tEcho = await Promise.race([seen, timeout]);
+  return { tClick, tLocal, tEcho };
+}"""
+
+VOCAB_LOG_JS = """() => {
+  window.__vocab = [];
+  const t = document.querySelector('.lmtt-root .lmtt-vocab .lmtt-pane-title');
+  new MutationObserver(() => window.__vocab.push([Date.now(), t.textContent]))
+    .observe(t, { childList: true, subtree: true, characterData: true });
+}"""
+
+SETUP_CELL = """import json, time
+import ipywidgets
+from lmtt_widgets import Explorer
+w = Explorer('smollm2', {prompt!r})
+_log, _sets, _base = [], [], []
+echo = ipywidgets.Label(value='')
+echo.add_class('lmtt-echo')
+def _observe(change):
+    s = change['new'] or {{}}
+    _log.append((time.time(), s))
+    echo.value = f"echo {{s.get('kind')}} {{s.get('layer')}} {{s.get('head')}}"
+w.observe(_observe, 'selection')
+display(echo)
+w"""
+
+
+def percentile(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    k = (len(xs) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def make_prompt(lm, n_tokens: int) -> str:
+    tok = lm.tokenizer
+    ids = tok(TEXT)["input_ids"][:n_tokens]
+    prompt = tok.decode(ids)
+    for _ in range(5):  # decoding and re-encoding may shift by a token
+        n = len(tok(prompt)["input_ids"])
+        if n == n_tokens:
+            return prompt
+        ids = ids[: len(ids) - (n - n_tokens)] if n > n_tokens else tok(TEXT)["input_ids"][: len(ids) + 1]
+        prompt = tok.decode(ids)
+    return prompt
+
+
+def static_states(lm, prompt: str) -> dict[str, dict]:
+    from lmtt_widgets import Explorer
+    from lmtt_widgets.widgets.codec import to_base64
+
+    w = Explorer(model=lm, prompt=prompt)
+    out = {"0.04": to_base64({k: getattr(w, k) for k in TRAITS})}
+    w.threshold = 0.005  # the densest graph the slider allows
+    out["0.005"] = to_base64({k: getattr(w, k) for k in TRAITS})
+    return out
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+
+def serve(directory: Path):
+    handler = functools.partial(_Quiet, directory=str(directory))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+def new_page(browser, blocked: list):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 2200}, device_scale_factor=1)
+
+    def route(r):
+        if is_loopback(r.request.url):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    ctx.route("**/*", route)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
+    return ctx, page
+
+
+def bench_static(browser, states: dict, reloads: int, blocked: list, work: Path) -> dict:
+    shutil.copy(STATIC / "widget.js", work / "widget.js")
+    shutil.copy(STATIC / "widget.css", work / "widget.css")
+    (work / "index.html").write_text(PAGE)
+    info = {}
+    for tau, st in states.items():
+        (work / f"state-{tau}.json").write_text(json.dumps(st))
+        info[tau] = {"edges": st["graph"]["edge_src"]["shape"][0], "nodes": st["graph"]["node_kind"]["shape"][0]}
+    srv, url = serve(work)
+    results = {}
+    try:
+        ctx, page = new_page(browser, blocked)
+        cases = [("explorer", "0.04", ""), ("graph", "0.04", "graph"), ("graph", "0.005", "graph")]
+        for name, tau, panes in cases:
+            runs = []
+            for i in range(reloads + 1):  # the first load warms the caches and is dropped
+                page.goto(f"{url}/index.html?state=state-{tau}.json&panes={panes}")
+                page.wait_for_function("() => window.__bench", timeout=60_000)
+                if i:
+                    runs.append(page.evaluate("() => window.__bench"))
+            assert not page.errors, page.errors
+            results[f"{name}|{tau}"] = {"runs": runs, **info[tau]}
+        page.screenshot(path=str(work / "static-graph-0.005.png"))
+        ctx.close()
+    finally:
+        srv.shutdown()
+    return results
+
+
+def bench_lab(browser, prompt: str, clicks: int, blocked: list, work: Path, L: int, H: int, redisplays: int) -> dict:
+    server = start_server("lab", work / "lab")
+    try:
+        ctx, page = new_page(browser, blocked)
+        name = write_notebook(server.root, [SETUP_CELL.format(prompt=prompt)], stem="bench")
+        open_notebook(page, server, name)
+        page.evaluate(LAB_FIRST_PAINT_JS, 0)
+        t0 = time.monotonic()
+        run_all(page)
+        page.wait_for_function("() => window.__fp && !window.__fp.pending", timeout=300_000, polling=100)
+        first_paint = page.evaluate("() => window.__fp")
+        cell_to_paint = time.monotonic() - t0
+        T = py_eval(page, "len(w.tokens)")
+        page.evaluate(VOCAB_LOG_JS)
+
+        # browser -> Python and back
+        cells = [((7 * i) % L, (5 * i + 1) % H) for i in range(clicks + 1)]
+        rounds = []
+        for layer, head in cells:
+            r = page.evaluate(CLICK_JS, [layer, head, L, H, f"echo head {layer} {head}"])
+            rounds.append({"layer": layer, "head": head, **r})
+            page.wait_for_timeout(50)
+        log = py_eval(page, "_log")
+        for r in rounds:
+            hits = [t for t, s in log if s and s.get("kind") == "head" and s.get("layer") == r["layer"]
+                    and s.get("head") == r["head"] and t * 1000 >= r["tClick"] - 5]
+            r["tPython"] = hits[0] * 1000 if hits else None
+        rounds = rounds[1:]  # the first click warms things up
+
+        # Python -> browser
+        sets = []
+        last = (rounds[-1]["layer"], rounds[-1]["head"]) if rounds else None
+        for i in range(clicks + 1):
+            layer, head = (3 * i + 2) % L, (2 * i) % H
+            if (layer, head) == last:  # setting the current selection again changes nothing
+                head = (head + 1) % H
+            last = (layer, head)
+            n_before = len(page.evaluate("() => window.__vocab"))
+            run_code(page, f"_sets.append(time.time()); w.selection = {{'kind': 'head', 'layer': {layer}, "
+                           f"'head': {head}, 'token': {T - 1}}}")
+            want = f"head L{layer}.H{head}"
+            page.wait_for_function("([n, want]) => window.__vocab.slice(n).some(([t, s]) => s.includes(want))",
+                                   arg=[n_before, want], timeout=30_000, polling=20)
+            seen = [t for t, s in page.evaluate("() => window.__vocab")[n_before:] if want in s][0]
+            sets.append({"layer": layer, "head": head, "tBrowser": seen})
+        t_sets = py_eval(page, "_sets")
+        for s, t in zip(sets, t_sets):
+            s["tSet"] = t * 1000
+        sets = sets[1:]
+
+        # baseline of the same path without lmtt-widgets: Python sets a plain ipywidgets Label -> shown
+        page.evaluate("""() => {
+          window.__echo = [];
+          const l = document.querySelector('.lmtt-echo');
+          new MutationObserver(() => window.__echo.push([Date.now(), l.textContent.trim()]))
+            .observe(l, { childList: true, subtree: true, characterData: true });
+        }""")
+        base = []
+        for i in range(clicks + 1):
+            want = f"base {i}"
+            run_code(page, f"_base.append(time.time()); echo.value = {want!r}")
+            page.wait_for_function("(want) => window.__echo.some(([t, s]) => s === want)", arg=want,
+                                   timeout=30_000, polling=20)
+            base.append([t for t, s in page.evaluate("() => window.__echo") if s == want][0])
+        t_base = py_eval(page, "_base")
+        baseline = [b - t * 1000 for b, t in zip(base, t_base)][1:]
+        # more views of the same model (display(w) again): mount -> graph painted with the state already in the page
+        views = []
+        for i in range(1, redisplays + 1):
+            page.evaluate(LAB_FIRST_PAINT_JS, i)
+            run_code(page, "display(w)")
+            page.wait_for_function("() => window.__fp && !window.__fp.pending", timeout=60_000, polling=50)
+            views.append(page.evaluate("() => window.__fp"))
+        page.screenshot(path=str(work / "lab-bench.png"))
+        assert not [e for e in page.errors if "reading 'schema'" not in e], page.errors
+        ctx.close()
+        return {"first_paint": first_paint, "cell_to_paint_s": cell_to_paint, "rounds": rounds, "sets": sets, "T": T,
+                "baseline": baseline, "views": views}
+    finally:
+        stop_server(server.proc)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clicks", type=int, default=20)
+    ap.add_argument("--reloads", type=int, default=7, help="static page reloads / extra views in JupyterLab")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--no-lab", action="store_true", help="only the static first-paint benchmark")
+    ap.add_argument("--no-static", action="store_true", help="only the JupyterLab benchmark")
+    ap.add_argument("--json", type=Path, help="write the raw numbers here")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (pages, screenshots)")
+    args = ap.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    from lmtt_widgets import load_model
+
+    lm = load_model("smollm2")
+    prompt = make_prompt(lm, args.tokens)
+    t = time.monotonic()
+    states = static_states(lm, prompt)
+    explain_s = time.monotonic() - t
+    meta = states["0.04"]["meta"]
+    L, H, T = meta["n_layers"], meta["n_heads"], meta["n_tokens"]
+    print(f"SmolLM2: {L} layers x {H} heads, prompt of {T} tokens (explained in {explain_s:.1f} s for two thresholds)")
+
+    work = Path(tempfile.mkdtemp(prefix="lmtt-bench-"))
+    blocked: list[str] = []
+    rows = []
+    raw: dict = {"L": L, "H": H, "T": T}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, chromium_sandbox=False, args=CHROMIUM_ARGS)
+        st = {} if args.no_static else bench_static(browser, states, args.reloads, blocked, work)
+        raw["static"] = st
+        for key, label in [("explorer|0.04", "Explorer (5 panes)"), ("graph|0.04", "FlowGraph"),
+                           ("graph|0.005", "FlowGraph")]:
+            if key not in st:
+                continue
+            d = st[key]
+            tau = key.split("|")[1]
+            painted = [r["painted"] for r in d["runs"]]
+            draw = [r["drawMs"] for r in d["runs"]]
+            rows.append((f"first paint, static {label}, τ={tau} ({d['edges']} edges)", painted, 150))
+            rows.append((f"  of which graph canvas draw", draw, None))
+        if not args.no_lab:
+            lab = bench_lab(browser, prompt, args.clicks, blocked, work, L, H, args.reloads)
+            raw["lab"] = lab
+            fp = lab["first_paint"]
+            rows.append(("first paint in JupyterLab (view mounted -> graph painted)", [fp["painted"]], 150))
+            rows.append(("  of which graph canvas draw", [fp["drawMs"]], None))
+            rows.append(("another view in JupyterLab (mounted -> graph painted)", [v["painted"] for v in lab["views"]], 150))
+            rows.append(("  of which graph canvas draw", [v["drawMs"] for v in lab["views"]], None))
+            rs = lab["rounds"]
+            missing = sum(1 for r in rs if r["tEcho"] is None or r["tPython"] is None)
+            rows.append(("click -> browser panes redrawn (local)", [r["tLocal"] - r["tClick"] for r in rs], None))
+            rows.append(("click -> Python observes selection", [r["tPython"] - r["tClick"] for r in rs if r["tPython"]], None))
+            rows.append(("click -> Python echo shown (round trip)", [r["tEcho"] - r["tClick"] for r in rs if r["tEcho"]], 100))
+            rows.append(("  of which Python observer -> echo shown", [r["tEcho"] - r["tPython"] for r in rs
+                                                                    if r["tEcho"] and r["tPython"]], None))
+            rows.append(("Python sets selection -> browser redrawn", [s["tBrowser"] - s["tSet"] for s in lab["sets"]], None))
+            rows.append(("  baseline: Python sets an ipywidgets Label -> shown", lab["baseline"], None))
+            if missing:
+                print(f"WARNING: {missing} of {len(rs)} clicks got no echo / no Python observation within 10 s")
+            print(f"(JupyterLab: run-all -> graph painted {lab['cell_to_paint_s']:.1f} s, incl. model load + explain)")
+        browser.close()
+
+    print()
+    print(f"{'metric':<66} {'median':>8} {'p90':>8} {'n':>4} {'target':>8}  ok")
+    print("-" * 102)
+    for name, xs, target in rows:
+        med = statistics.median(xs) if xs else float("nan")
+        ok = "" if target is None else ("yes" if med <= target else "NO")
+        tgt = "" if target is None else f"{target} ms"
+        print(f"{name:<66} {med:>6.1f}ms {percentile(xs, 0.9):>6.1f}ms {len(xs):>4} {tgt:>8}  {ok}")
+    print("-" * 102)
+    print(f"non-loopback requests aborted: {len(blocked)}" + (f" {blocked[:5]}" if blocked else ""))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": [(n, xs, t) for n, xs, t in rows], "raw": raw}, indent=1, default=str))
+    if args.keep:
+        print(f"work directory: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if blocked else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
