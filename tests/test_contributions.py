@@ -26,9 +26,9 @@ def test_hand_computed_proximities():
     assert scaled_part_proximity(y, torch.ones(1, 1), torch.tensor([[-5.0, 0.0]])).item() == 0.0
 
 
-@pytest.mark.parametrize("n_small", [1, 4, 16])
+@pytest.mark.parametrize("buckets", [(), (1,), (2, 8, 32, 96), (3, 5)])
 @pytest.mark.parametrize("with_scale", [False, True])
-def test_fast_proximity_equals_direct(n_small, with_scale):
+def test_fast_proximity_equals_direct(buckets, with_scale):
     g = torch.Generator().manual_seed(1)
     y = torch.randn(40, 48, generator=g, dtype=torch.float64)
     y[:, 3] *= 50  # an outlier dimension, as LLM residuals have
@@ -38,7 +38,7 @@ def test_fast_proximity_equals_direct(n_small, with_scale):
     coef[:, 1::5] *= -1
     basis = torch.randn(200, 48, generator=g, dtype=torch.float64)
     scale = torch.rand(40, 48, generator=g, dtype=torch.float64) + 0.2 if with_scale else None
-    fast = scaled_part_proximity(y, coef, basis, scale, n_small=n_small, budget=3000)
+    fast = scaled_part_proximity(y, coef, basis, scale, buckets=buckets, budget=3000)
     parts = coef[:, :, None] * basis[None] * (1 if scale is None else scale[:, None])
     assert torch.allclose(fast, l1_proximity(y[:, None], parts), atol=1e-10)
 

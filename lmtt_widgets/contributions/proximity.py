@@ -9,11 +9,13 @@ coordinate k, with s_k = sign(y_k) (sign(0) taken as +1):
 
     |y_k| - |y_k - z_k| = s_k z_k - 2 * relu(s_k z_k - |y_k|)
 
-The first term summed over k is a matrix product (cheap). The correction is non-zero only where |z_k| > |y_k|.
-For each row we take the m coordinates of y smallest in magnitude and compute the correction there for every
-part; for every other coordinate |y_k| >= theta (the (m+1)-th smallest), so the correction there vanishes unless
-|a| * max|b| > theta. Parts that fail that test are computed directly. Every proximity is exact; only the cost
-depends on the data. Nothing of shape [T, T, H, d] is ever allocated: work is chunked over target rows.
+The first term summed over k is a matrix product (cheap). The correction is non-zero only where |z_k| > |y_k|,
+which needs |a| * max|b| > |y_k|. Sorting a row's |y| ascending, a part whose bound |a| * max|b| does not exceed
+the (c+1)-th smallest |y_k| can only need the correction on the c smallest coordinates. Parts are bucketed by that
+count (0, a few, more, all) and each bucket computes its correction on exactly those coordinates; in the last
+bucket the part is computed directly. Residual updates are large against single head-source parts, so most parts
+land in the empty bucket. Every proximity is exact; only the cost depends on the data. Nothing of shape
+[T, T, H, d] is ever allocated: work is chunked over target rows and over selected parts.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 
 # Floats allowed in one chunk's temporary tensors (about 64 MB in float32).
 CHUNK_BUDGET = 16 * 2**20
-SMALL_COORDS = 16
-GROUPS = 16
+# How many of a row's smallest coordinates each bucket corrects; parts needing more are computed directly.
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 def l1_proximity(y: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
@@ -37,9 +39,10 @@ def scaled_part_proximity(
     basis: torch.Tensor,
     scale: torch.Tensor | None = None,
     *,
-    n_small: int = SMALL_COORDS,
+    buckets: tuple[int, ...] = BUCKETS,
     budget: int = CHUNK_BUDGET,
     signed_dot=None,
+    reach: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Proximities of parts z[n, p] = coef[n, p] * scale[n] * basis[p] to y[n].
 
@@ -48,69 +51,92 @@ def scaled_part_proximity(
         coef: [N, P] scalar coefficient of each part (0 for absent parts, e.g. future positions).
         basis: [P, d] the direction of each part.
         scale: [N, d] optional per-row coordinate scale (a frozen post-norm), or None.
+        buckets: increasing counts of smallest coordinates corrected per bucket (tuning only; results are exact).
         signed_dot: optional fast product: given rows [n, d] and the row slice, returns rows @ basis.T [n, P]
             (attention passes one that goes through W_O and the values, 1/H of the work).
+        reach: optional [P] = basis.abs().amax(1), when the caller already has it.
     Returns:
         [N, P] exact proximities (>= 0).
     """
     N, d = y.shape
     P = basis.shape[0]
     out = torch.empty(N, P, dtype=y.dtype, device=y.device)
-    m = min(n_small, d - 1)
-    rows = max(1, min(N, budget // max(1, (m + 2) * P)))
-    basis_t = basis.t().contiguous()  # [d, P]
+    levels = [c for c in buckets if c < d]
+    rows = max(1, min(N, budget // max(1, 4 * P)))
+    basis_t = basis.t().contiguous() if signed_dot is None else None  # [d, P]
+    if reach is None:
+        reach = basis.abs().amax(1)  # [P] the largest coordinate of each direction
     for start in range(0, N, rows):
         stop = min(N, start + rows)
-        out[start:stop] = _chunk(
-            y[start:stop], coef[start:stop], basis, basis_t,
-            None if scale is None else scale[start:stop], m,
-            None if signed_dot is None else (lambda rows, a=start, b=stop: signed_dot(rows, a, b)),
-        )
+        if signed_dot is None:
+            dot = lambda r: r @ basis_t  # noqa: E731
+        else:
+            dot = lambda r, a=start, b=stop: signed_dot(r, a, b)  # noqa: E731
+        out[start:stop] = _chunk(y[start:stop], coef[start:stop], basis, reach,
+                                 None if scale is None else scale[start:stop], levels, budget, dot)
     return out
 
 
-def _chunk(y, coef, basis, basis_t, scale, m, signed_dot=None):
+def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
     n, d = y.shape
+    P = basis.shape[0]
+    coef = coef.contiguous()  # parts are addressed by flat index (row * P + part) below
     sign = torch.where(y >= 0, 1.0, -1.0).to(y.dtype)
     signed_scale = sign if scale is None else sign * scale
-    linear = coef * (signed_scale @ basis_t if signed_dot is None else signed_dot(signed_scale))  # [n, P]
+    prox = coef * dot(signed_scale)  # [n, P] the linear term
 
     absy = y.abs()
-    small, idx = absy.topk(m + 1, dim=1, largest=False, sorted=True)  # [n, m+1]
-    small, idx = small[:, :m], idx[:, :m]
-    s_small = signed_scale.gather(1, idx)  # [n, m]
-    # s_k * z_k - |y_k| on the small coordinates, for every part, built in place: [n, m, P]
-    z_small = basis_t.index_select(0, idx.flatten()).view(n, m, -1)
-    z_small.mul_(s_small.unsqueeze(-1)).mul_(coef.unsqueeze(1)).sub_(small.unsqueeze(-1)).relu_()
-    linear -= 2 * z_small.sum(1)
-    del z_small
+    # A coordinate can need the correction only where |z_k| > |y_k|, i.e. |a| |b_k| > |y_k| / |scale_k|.
+    y_eff = absy if scale is None else absy / scale.abs()
+    width = min(d, levels[-1] + 1) if levels else 1
+    edges, order = y_eff.topk(width, dim=1, largest=False, sorted=True)  # [n, width] ascending
+    bound = coef.abs().mul_(reach)  # [n, P] the largest |z_k| a part can reach
+    at = (bound > edges[:, :1]).view(-1).nonzero().squeeze(1)  # parts below the smallest |y_k| need nothing
+    row = at.div(P, rounding_mode="floor")
+    reached = bound.view(-1).index_select(0, at)
+    for c in levels:
+        if not at.numel():
+            break
+        # parts that stay below the (c+1)-th smallest |y_k| can need the correction on the c smallest only
+        beyond = reached > edges[:, c].index_select(0, row)
+        here = (~beyond).nonzero().squeeze(1)
+        _correct(prox, at.index_select(0, here), row.index_select(0, here), coef, basis, signed_scale, absy,
+                 order[:, :c], budget)
+        on = beyond.nonzero().squeeze(1)
+        at, row, reached = at.index_select(0, on), row.index_select(0, on), reached.index_select(0, on)
+    _direct(prox, at, row, coef, basis, y, absy, scale, budget)
+    return prox.clamp_min_(0)
 
-    # The other coordinates, in groups of similar typical |y| (LLM residuals have a few huge "outlier"
-    # dimensions). A part can exceed |y_k| somewhere in group g only if |a| * max_g |b| > min_g |y_k| / |scale_k|;
-    # parts passing that test for some group are recomputed directly.
-    y_eff = absy.scatter(1, idx, float("inf"))  # small coordinates are done
-    if scale is not None:
-        y_eff = y_eff / scale.abs()
-    order = y_eff.median(0).values.argsort()
-    size = -(-d // GROUPS)
-    pad = size * GROUPS - d  # pad to equal groups with a dummy coordinate (index d): |b| = 0, |y| = inf
-    groups = torch.cat([order, order.new_full((pad,), d)]).view(GROUPS, size)
-    basis_abs = torch.cat([basis_t.abs(), basis_t.new_zeros(1, basis_t.shape[1])])  # [d+1, P]
-    b_group = basis_abs[groups].amax(1).t()  # [P, G]
-    y_pad = torch.cat([y_eff, y_eff.new_full((n, 1), float("inf"))], 1)
-    y_group = y_pad[:, groups].amin(2).clamp_min(torch.finfo(y.dtype).tiny)  # [n, G]
-    risky = coef.abs() * (b_group.unsqueeze(0) / y_group.unsqueeze(1)).amax(-1) > 1
-    rows, cols = risky.nonzero(as_tuple=True)
-    if rows.numel():
-        P = basis.shape[0]
-        y_l1 = absy.sum(-1)
-        flat = linear.view(-1)
-        step = max(1, CHUNK_BUDGET // (4 * d))
-        for s in range(0, rows.numel(), step):
-            r, c = rows[s : s + step], cols[s : s + step]
-            at = r * P + c
-            part = basis.index_select(0, c) * coef.view(-1).index_select(0, at).unsqueeze(-1)
-            if scale is not None:
-                part.mul_(scale.index_select(0, r))
-            flat.index_copy_(0, at, y_l1.index_select(0, r) - (y.index_select(0, r) - part).abs().sum(-1))
-    return linear.clamp_min_(0)
+
+def _correct(prox, at, row, coef, basis, signed_scale, absy, idx, budget):
+    """prox[r, p] -= 2 * sum over the coordinates idx[r] of relu(s_k z_k - |y_k|), for the parts at = r * P + p."""
+    if not at.numel():
+        return
+    P, d = basis.shape
+    c = idx.shape[1]
+    flat_basis, flat_prox, flat_coef = basis.reshape(-1), prox.view(-1), coef.view(-1)
+    s_small, y_small = signed_scale.gather(1, idx), absy.gather(1, idx)  # [n, c]
+    step = max(1, budget // (4 * c))
+    for s in range(0, at.numel(), step):
+        a, r = at[s : s + step], row[s : s + step]
+        where = idx.index_select(0, r).add_(((a - r * P) * d).unsqueeze(1))  # [k, c] flat positions in basis
+        z = flat_basis.take(where)  # the part's direction on those coordinates
+        z.mul_(s_small.index_select(0, r)).mul_(flat_coef.index_select(0, a).unsqueeze(1))
+        z.sub_(y_small.index_select(0, r)).relu_()
+        flat_prox.index_add_(0, a, z.sum(1), alpha=-2)
+
+
+def _direct(prox, at, row, coef, basis, y, absy, scale, budget):
+    """Proximity of the parts at = r * P + p from their full vectors."""
+    if not at.numel():
+        return
+    P, d = basis.shape
+    y_l1 = absy.sum(-1)
+    flat, flat_coef = prox.view(-1), coef.view(-1)
+    step = max(1, budget // (4 * d))
+    for s in range(0, at.numel(), step):
+        a, r = at[s : s + step], row[s : s + step]
+        part = basis.index_select(0, a - r * P) * flat_coef.index_select(0, a).unsqueeze(-1)
+        if scale is not None:
+            part.mul_(scale.index_select(0, r))
+        flat.index_copy_(0, a, y_l1.index_select(0, r) - (y.index_select(0, r) - part).abs().sum(-1))

@@ -24,6 +24,9 @@ from .proximity import CHUNK_BUDGET, l1_proximity, scaled_part_proximity
 # Per-head scores below this are not stored (the head sums and head-summed edges are kept exactly);
 # thresholds below it are refused in per-head granularity.
 HEAD_FLOOR = 1e-3
+ROW_BLOCK = 256
+# Rows on which an unhooked layer's attention identity is checked.
+CHECK_ROWS = 16
 
 
 def packed_offset(i: int | torch.Tensor):
@@ -72,7 +75,7 @@ def head_directions(values: torch.Tensor, w_o: torch.Tensor, n_heads: int) -> to
     """u[j, h] = v_j^{kv(h)} W_O,h: what head h writes per unit attention to source j. [T, H, d]."""
     n_kv, T, dh = values.shape
     v = values.repeat_interleave(n_heads // n_kv, dim=0)  # GQA: query head h reads kv head h // (H / n_kv)
-    return torch.einsum("htk,dhk->thd", v, w_o.view(w_o.shape[0], n_heads, dh))
+    return torch.einsum("htk,dhk->thd", v, w_o.view(w_o.shape[0], n_heads, dh)).contiguous()
 
 
 def head_signal_scale(rec: LayerRecord, n_heads: int) -> torch.Tensor:
@@ -80,17 +83,29 @@ def head_signal_scale(rec: LayerRecord, n_heads: int) -> torch.Tensor:
 
     A user's hook may scale or zero a head's slice of the output projection's input (an ablation); the parts
     are rescaled to what the model really used. Anything else that breaks the identity is an adapter mismatch.
+    Without such hooks the identity is checked on a sample of rows (it holds on all or none).
     """
+    T = rec.head_signal.shape[0]
+    rows = None if rec.signal_hooked or T <= CHECK_ROWS else torch.linspace(0, T - 1, CHECK_ROWS).round().long()
+    alpha = _signal_ratio(rec, n_heads, rows)
+    if rows is None:
+        return alpha
+    return torch.ones(T, n_heads, dtype=alpha.dtype, device=alpha.device)
+
+
+def _signal_ratio(rec: LayerRecord, n_heads: int, rows: torch.Tensor | None) -> torch.Tensor:
     n_kv = rec.values.shape[0]
     v = rec.values.repeat_interleave(n_heads // n_kv, dim=0)
-    recon = torch.einsum("hij,hjk->ihk", rec.attention, v)  # [T, H, dh]
-    z = rec.head_signal
+    A = rec.attention if rows is None else rec.attention[:, rows]
+    z = rec.head_signal if rows is None else rec.head_signal[rows]
+    recon = torch.einsum("hij,hjk->ihk", A, v)  # [rows, H, dh]
     denom = (recon * recon).sum(-1)
     alpha = torch.where(denom > 0, (z * recon).sum(-1) / denom.clamp_min(torch.finfo(z.dtype).tiny), 1.0)
     err = (z - alpha.unsqueeze(-1) * recon).norm(dim=-1)
     rel = max(1e-3, 8 * torch.finfo(rec.model_dtype).eps)  # bf16 rounds A and v before their product
     tol = rel * (z.norm(dim=-1) + recon.norm(dim=-1)) + 1e-6
-    if bool((err > tol).any()):
+    unhooked_but_scaled = rows is not None and bool(((alpha - 1).abs() > rel).any())
+    if bool((err > tol).any()) or unhooked_but_scaled:
         from ..errors import UnsupportedModelError
 
         raise UnsupportedModelError(
@@ -142,14 +157,16 @@ def layer_scores(rec: LayerRecord, w: LayerWeights, n_heads: int, topology: str,
     extra_prox = torch.stack([l1_proximity(y, e) for e in extras], dim=1)  # [T, E]
 
     # Head parts, chunked over targets; only sources j <= last target of the chunk enter.
-    rows_per_chunk = max(1, budget // max(1, T * H * 8))
+    # Row blocks keep the non-causal half of each block small; the budget caps its temporaries.
+    rows_per_chunk = max(1, min(ROW_BLOCK, budget // max(1, T * H * 8)))
     edge = torch.empty(T * (T + 1) // 2, dtype=torch.float32, device=x.device)
     head_total = torch.empty(T, H, dtype=torch.float32, device=x.device)
     cols, vals, counts = [], [], []
     resid_attn = torch.empty(T, dtype=torch.float32, device=x.device)
     bias_attn = torch.empty_like(resid_attn)
     mlp_par = torch.empty_like(resid_attn)
-    A_t = A.permute(1, 2, 0)  # [T_target, T_source, H]
+    A_t = A.permute(1, 2, 0).contiguous()  # [T_target, T_source, H]: each chunk's coefficients are a view
+    reach = u.abs().amax(-1).reshape(-1)  # [T * H] largest coordinate of each head-source direction
     dh = rec.values.shape[-1]
     w_o_heads = w.w_o.view(d, H, dh)
     v_heads = rec.values.repeat_interleave(H // rec.values.shape[0], dim=0)  # [H, T, dh]
@@ -158,21 +175,30 @@ def layer_scores(rec: LayerRecord, w: LayerWeights, n_heads: int, topology: str,
         coef = A_t[i0:i1, :i1].reshape(i1 - i0, i1 * H)
         basis = u[:i1].reshape(i1 * H, d)
         prox = scaled_part_proximity(y[i0:i1], coef, basis, None if scale is None else scale[i0:i1], budget=budget,
-                                     signed_dot=lambda rows, a, b, j=i1: _through_heads(rows, w_o_heads, v_heads[:, :j]))
-        full = normalise(torch.cat([extra_prox[i0:i1], prox], dim=1)).float()
-        E = extra_prox.shape[1]
-        resid_attn[i0:i1] = full[:, 0]
-        bias_attn[i0:i1] = full[:, 1]
+                                     reach=reach[: i1 * H], signed_dot=lambda rows, a, b, j=i1: _through_heads(rows, w_o_heads, v_heads[:, :j]))
+        # normalise over [extras | heads] without concatenating them (a row with no proximity goes to the residual)
+        ext = extra_prox[i0:i1]
+        total = ext.sum(1) + prox.sum(1)
+        empty = total <= 0
+        inv = 1 / total.clamp_min(torch.finfo(total.dtype).tiny)
+        ext = ext * inv[:, None]
+        if empty.any():
+            ext[empty] = 0
+            ext[empty, 0] = 1
+        heads = prox.mul_(inv[:, None]).float().view(i1 - i0, i1, H)
+        resid_attn[i0:i1] = ext[:, 0]
+        bias_attn[i0:i1] = ext[:, 1]
         if parallel:
-            mlp_par[i0:i1] = full[:, 2]
-        heads = full[:, E:].view(i1 - i0, i1, H)
+            mlp_par[i0:i1] = ext[:, 2]
         causal = torch.arange(i1, device=x.device)[None, :] <= torch.arange(i0, i1, device=x.device)[:, None]
         edge[packed_offset(i0) : packed_offset(i1)] = heads.sum(2)[causal]  # row-major = packed order
         head_total[i0:i1] = heads.sum(1)
-        keep = (heads >= HEAD_FLOOR) & causal.unsqueeze(-1)
-        r, c = keep.view(i1 - i0, -1).nonzero(as_tuple=True)
-        cols.append(c.to(torch.int32))
-        vals.append(heads.view(i1 - i0, -1)[r, c])
+        # future sources have coefficient 0, hence importance exactly 0: the floor alone keeps only causal pairs
+        flat = heads.view(-1)
+        kept = (flat >= HEAD_FLOOR).nonzero().squeeze(1)
+        r = kept.div(i1 * H, rounding_mode="floor")
+        cols.append((kept - r * (i1 * H)).to(torch.int32))
+        vals.append(flat.index_select(0, kept))
         counts.append(torch.bincount(r, minlength=i1 - i0))
 
     if parallel:

@@ -43,6 +43,9 @@ class LayerRecord:
     attn_post_rstd: torch.Tensor | None = None  # [T] post-norm statistics (Gemma 2/3)
     mlp_post_rstd: torch.Tensor | None = None
     model_dtype: torch.dtype = torch.float32  # what the model computed in (tolerances depend on it)
+    # Other forward pre-hooks sat on the attention output projection (e.g. a head ablation), so head_signal may
+    # differ from attention x values on any row.
+    signal_hooked: bool = True
 
 
 @dataclass
@@ -280,7 +283,9 @@ def trace(
 
         add(block, "pre", block_pre)
         add(block, "post", block_post)
-        add(block.get_submodule(adapter.attn_out_proj), "pre", o_pre)
+        o_proj = block.get_submodule(adapter.attn_out_proj)
+        s["signal_hooked"] = bool(o_proj._forward_pre_hooks) or bool(torch.nn.modules.module._global_forward_pre_hooks)
+        add(o_proj, "pre", o_pre)
         add(block.get_submodule(adapter.attn_out_proj), "post", o_post)
         add(block.get_submodule(adapter.mlp_out_proj), "pre", mlp_pre)
         add(block.get_submodule(adapter.mlp_out_proj), "post", mlp_post)
@@ -327,6 +332,7 @@ def trace(
             attn_post_rstd=a_post.rstd(s["attn_out"]) if a_post else None,
             mlp_post_rstd=m_post.rstd(s["mlp_out"]) if m_post else None,
             model_dtype=model_dtype,
+            signal_hooked=s["signal_hooked"],
         )
         if on_layer is not None:
             on_layer(rec, weights[i])
