@@ -115,6 +115,32 @@ def test_zeroing_a_head_drives_its_importance_to_zero():
     assert after.abs().max() < 1e-6
 
 
+def test_attention_identity_is_checked_with_or_without_hooks():
+    """A head signal that is not attention x values is refused: checked on every row when the output projection
+    was hooked, on a sample of rows otherwise; a hooked rescaling of one row is followed exactly."""
+    import dataclasses
+
+    from lmtt_widgets.contributions.scores import head_signal_scale
+    from lmtt_widgets.errors import UnsupportedModelError
+
+    tr = explain(loaded("llama"), PROMPT * 2).trace
+    rec = tr.layers[1]
+    T = rec.head_signal.shape[0]
+    assert not rec.signal_hooked and T > 16
+    ones = torch.ones(T, tr.n_heads, dtype=rec.head_signal.dtype)
+    assert torch.equal(head_signal_scale(rec, tr.n_heads), ones)
+    broken = rec.head_signal.clone()
+    broken[-1, 0] = torch.randn(broken.shape[-1], generator=torch.Generator().manual_seed(0), dtype=broken.dtype)  # last row: sampled
+    with pytest.raises(UnsupportedModelError, match="adapter"):
+        head_signal_scale(dataclasses.replace(rec, head_signal=broken), tr.n_heads)
+    scaled = rec.head_signal.clone()
+    scaled[5, 3] *= 0.25
+    alpha = head_signal_scale(dataclasses.replace(rec, head_signal=scaled, signal_hooked=True), tr.n_heads)
+    expected = ones.clone()
+    expected[5, 3] = 0.25
+    assert torch.allclose(alpha, expected, atol=1e-5)
+
+
 def reference_route(ex, target, tau):
     """Plain depth-first search over the full graph, thresholding each update by hand ('edge' granularity)."""
     g = full_graph(ex.scores)
