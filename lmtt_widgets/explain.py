@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -66,6 +66,8 @@ class Explanation:
 
     trace: Trace
     scores: ContributionScores
+    # per-node neuron importances, computed on first use: widgets and reports ask for the same nodes repeatedly
+    _neuron_rows: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- basics
     @property
@@ -122,11 +124,19 @@ class Explanation:
     def neurons(self, layer: int, token: int | None = None, k: int = 10) -> list[NeuronScore]:
         """The k neurons of ``layer``'s MLP most important for its change to the residual at ``token``."""
         layer, token = self._layer(layer), self._token(token)
-        rec, w = self.trace.layers[layer], self.trace.weights[layer]
-        imp = neuron_importance(_one_row(rec, token), w)[0]
+        imp = self.neuron_importance(layer, token)
         top = imp.topk(min(k, imp.numel()))
-        acts = rec.neurons[token]
+        acts = self.trace.layers[layer].neurons[token]
         return [NeuronScore(layer, n, token, v, float(acts[n])) for v, n in zip(top.values.tolist(), top.indices.tolist())]
+
+    def neuron_importance(self, layer: int, token: int | None = None) -> torch.Tensor:
+        """[F] importance of every neuron of ``layer``'s MLP in its change to the residual at ``token``."""
+        layer, token = self._layer(layer), self._token(token)
+        key = (layer, token)
+        if key not in self._neuron_rows:
+            rec, w = self.trace.layers[layer], self.trace.weights[layer]
+            self._neuron_rows[key] = neuron_importance(_one_row(rec, token), w)[0]
+        return self._neuron_rows[key]
 
     def attention(self, layer: int) -> torch.Tensor:
         """[H, T, T] attention probabilities of ``layer`` (re-traced when the trace did not keep them)."""

@@ -69,6 +69,35 @@ def test_threshold_and_target_refilter_without_recompute(ex, monkeypatch):
     assert len(ex.route(2, 0.01, "edge").src) == decode_array(w.graph["edge_weight"]).shape[0]
 
 
+def test_neurons_sent_with_the_graph_are_capped_and_computed_once(ex, monkeypatch):
+    """A low threshold puts many MLP blocks on the route: only the target column and the top `cap` route blocks
+    travel with the graph (the rest are fetched on selection), and no block's neurons are computed twice."""
+    import sys
+
+    from lmtt_widgets.contributions.graph import MLP, node_of
+    from lmtt_widgets.widgets import payload
+
+    explain_mod = sys.modules["lmtt_widgets.explain"]  # the package's `explain` attribute is the function
+    calls = []
+    real = explain_mod.neuron_importance
+    monkeypatch.setattr(explain_mod, "neuron_importance", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(payload.precomputed_mlp_nodes, "__defaults__", (2,))
+    fresh = explain(loaded("llama", seed=3), PROMPT)
+    w = Explorer(fresh)
+    w.threshold = 0.005
+    g = fresh.route(w.target, 0.005)
+    on_route = {(layer, tok) for kind, layer, tok in (node_of(int(n), g.n_tokens) for n in g.nodes) if kind == MLP}
+    available = decode_array(w.neurons["available"])
+    sent = {(int(a), int(b)) for a, b in zip(*np.nonzero(available))}
+    column = {(layer, w.target) for layer in range(fresh.n_layers)}
+    assert len(on_route - column) > 2  # the cap matters here
+    best = max(on_route, key=lambda lt: float(fresh.scores.layers[lt[0]].mlp[lt[1]]))
+    assert column <= sent and best in sent and len(sent - column) <= 2
+    assert len(calls) == len(fresh._neuron_rows)  # every node once, however often the graph was refiltered
+    w._on_message(w, {"type": "details", "id": "n", "key": f"mlp:{best[0]}:{best[1]}"}, [])
+    assert len(calls) == len(fresh._neuron_rows)
+
+
 def test_selection_from_python_is_validated(ex):
     w = Explorer(ex)
     w.selection = {"kind": "head", "layer": 1, "head": 2, "token": 3}

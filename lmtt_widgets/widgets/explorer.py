@@ -95,7 +95,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
         if ex is None:
             return
         g = ex.route(self.target, self.threshold, self.granularity)
-        nodes = payload.mlp_nodes(g) | {(layer, self.target) for layer in range(ex.n_layers)}
+        nodes = payload.precomputed_mlp_nodes(ex, g, self.target)
         with self.hold_sync():
             self.graph = payload.graph_arrays(g)
             self.neurons = payload.neuron_rows(ex, nodes)

@@ -11,6 +11,8 @@ from ..projections.vocab import project, rank_of
 from .codec import encode_array
 
 TOP_K = 10
+# Route MLP blocks whose neurons are sent with each graph; the rest are fetched on selection.
+NEURON_NODES = 64
 
 
 def meta(ex: Explanation, target: int) -> dict:
@@ -80,6 +82,14 @@ def mlp_nodes(g: Route) -> set[tuple[int, int]]:
         if kind == MLP:
             out.add((layer, token))
     return out
+
+
+def precomputed_mlp_nodes(ex: Explanation, g: Route, target: int, cap: int = NEURON_NODES) -> set[tuple[int, int]]:
+    """MLP blocks whose top neurons travel with the graph: the target's column and the route's most important
+    blocks, at most ``cap`` of those (a low threshold can put 1,000+ blocks on the route); the browser asks the
+    kernel for any other block's neurons when it is selected."""
+    on_route = sorted(mlp_nodes(g), key=lambda lt: -float(ex.scores.layers[lt[0]].mlp[lt[1]]))
+    return {(layer, target) for layer in range(ex.n_layers)} | set(on_route[:cap])
 
 
 def lens_column(ex: Explanation, token: int, k: int = TOP_K) -> dict:
