@@ -205,3 +205,24 @@ def test_embedded_smollm2_predicts(smollm2, prompt, expected):
     assert top == expected
     assert tr.n_layers == 30 and tr.n_heads == 9 and tr.n_kv_heads == 3
     assert smollm2.model.config.model_type == "llama"
+
+
+def test_streamed_trace_frees_each_layers_attention():
+    """With keep_attention=False a layer's [H, T, T] attention is freed once the layer is consumed, so long prompts
+    hold one layer's attention at a time, and no autograd graph is built."""
+    import gc
+    import weakref
+
+    lm = loaded("llama")
+    refs, alive_at_next = [], []
+
+    def on_layer(rec, _w):
+        if refs:
+            gc.collect()
+            alive_at_next.append(refs[-1]() is not None)
+        refs.append(weakref.ref(rec.attention))
+        assert not rec.resid_post.requires_grad
+
+    tr = trace(lm, "the cat sat on the mat", keep_attention=False, on_layer=on_layer)
+    assert alive_at_next == [False] * (len(tr.layers) - 1) and len(tr.layers) >= 2
+    assert all(rec.attention is None for rec in tr.layers)

@@ -144,7 +144,8 @@ def layer_scores(rec: LayerRecord, w: LayerWeights, n_heads: int, topology: str,
     y = rec.resid_post if parallel else rec.resid_mid
     scale = post_norm_scale(w.attn_post_norm, rec.attn_post_rstd)
     u = head_directions(rec.values, w.w_o, H)  # [T, H, d]
-    A = rec.attention * head_signal_scale(rec, H).t().unsqueeze(-1)  # [H, T, T]
+    alpha = head_signal_scale(rec, H)
+    A = rec.attention if bool((alpha == 1).all()) else rec.attention * alpha.t().unsqueeze(-1)  # [H, T, T]
 
     # Extra parts besides the heads, columns: residual, bias, (mlp).
     extras = [x]
@@ -165,14 +166,13 @@ def layer_scores(rec: LayerRecord, w: LayerWeights, n_heads: int, topology: str,
     resid_attn = torch.empty(T, dtype=torch.float32, device=x.device)
     bias_attn = torch.empty_like(resid_attn)
     mlp_par = torch.empty_like(resid_attn)
-    A_t = A.permute(1, 2, 0).contiguous()  # [T_target, T_source, H]: each chunk's coefficients are a view
     reach = u.abs().amax(-1).reshape(-1)  # [T * H] largest coordinate of each head-source direction
     dh = rec.values.shape[-1]
     w_o_heads = w.w_o.view(d, H, dh)
     v_heads = rec.values.repeat_interleave(H // rec.values.shape[0], dim=0)  # [H, T, dh]
     for i0 in range(0, T, rows_per_chunk):
         i1 = min(T, i0 + rows_per_chunk)
-        coef = A_t[i0:i1, :i1].reshape(i1 - i0, i1 * H)
+        coef = A[:, i0:i1, :i1].permute(1, 2, 0).reshape(i1 - i0, i1 * H)  # [rows, (source, head)]
         basis = u[:i1].reshape(i1 * H, d)
         prox = scaled_part_proximity(y[i0:i1], coef, basis, None if scale is None else scale[i0:i1], budget=budget,
                                      reach=reach[: i1 * H], signed_dot=lambda rows, a, b, j=i1: _through_heads(rows, w_o_heads, v_heads[:, :j]))

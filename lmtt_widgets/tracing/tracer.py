@@ -339,7 +339,7 @@ def trace(
         if not keep_attention:
             rec.attention = None
         result.layers.append(rec)
-        scratch[i] = {}
+        scratch[i].clear()  # the hooks hold this very dict: clearing it is what frees the attention
 
     if adapter.capture == "interface":
         capture = interface_capture(net, record_attention)
@@ -351,7 +351,8 @@ def trace(
     model_dtype = next(net.parameters()).dtype
     try:
         net.eval()
-        with capture:
+        # no autograd graph: it would hold every layer's attention until the pass ends (GBs on long prompts)
+        with capture, torch.no_grad():
             out = net(input_ids=ids[None].to(device), use_cache=False)
     finally:
         for h in hooks:
