@@ -44,6 +44,19 @@ export function importanceColor(t: number, dark: boolean): RGB {
   return viridis(dark ? 0.15 + 0.85 * t : 0.78 * (1 - t));
 }
 
+/**
+ * Heatmap colour (cells, matrices): the full viridis ramp, from the background's end to the foreground's:
+ * pale yellow -> dark purple on a light background, dark purple -> yellow on a dark one. `t` in [0,1].
+ */
+export function heatColor(t: number, dark: boolean): RGB {
+  t = clamp01(Number.isFinite(t) ? t : 0);
+  const c = viridis(dark ? t : 1 - t);
+  // fade the low end toward the page so a mostly-unimportant map reads as quiet, not as a wall of yellow
+  const page = dark ? 30 : 255;
+  const keep = 0.35 + 0.65 * t;
+  return c.map((v) => Math.round(page + (v - page) * keep)) as RGB;
+}
+
 export function rgbString(c: RGB, alpha = 1): string {
   return alpha >= 1 ? `rgb(${c[0]},${c[1]},${c[2]})` : `rgba(${c[0]},${c[1]},${c[2]},${alpha.toFixed(3)})`;
 }

@@ -1,6 +1,6 @@
 /** Small shared UI pieces: detail loading/error block, T×T matrix canvas, token lists. */
 import type { NDArray } from "../codec";
-import { importanceColor, readTheme } from "../color";
+import { heatColor, parseColor, readTheme } from "../color";
 import type { DetailsClient, DetailState } from "../details";
 import { displayToken, fmt, h, pct, truncate } from "../text";
 
@@ -51,12 +51,12 @@ export function drawMatrix(canvas: HTMLCanvasElement, m: NDArray | null, root: E
   }
   max = max || 1;
   const img = c.createImageData(w, hh);
-  const bg = importanceColor(0, theme.dark);
+  const bg = parseColor(theme.bg) ?? heatColor(0, theme.dark); // masked (future) cells show the background
   for (let r = 0; r < R; r++) {
     for (let col = 0; col < C; col++) {
       const v = m.data[r * C + col];
       const t = Math.abs(v) / max;
-      const rgb = v === 0 ? bg : importanceColor(Math.sqrt(t), theme.dark);
+      const rgb = v === 0 ? bg : heatColor(Math.sqrt(t), theme.dark);
       for (let dy = 0; dy < cell; dy++) {
         let o = ((r * cell + dy) * w + col * cell) * 4;
         for (let dx = 0; dx < cell; dx++) {

@@ -1,11 +1,14 @@
 /** HeadHeatmap pane: layers × heads importance at the focus token, head detail (pattern + contribution). */
 import { at, NDArray } from "../codec";
-import { importanceColor, readTheme, rgbString } from "../color";
+import { heatColor, readTheme, rgbString } from "../color";
 import { dims, focusToken, getGraph, getHeadImportance, getSelection, getTokens } from "../state";
 import { displayToken, fmt, h, pct, truncate } from "../text";
 import type { Pane, PaneContext } from "../types";
 import { edgeHeadShares } from "./graph";
 import { detailStatus, drawMatrix } from "./common";
+
+// Pattern and contribution maps sit side by side in the side column.
+const MATRIX_PX = 130;
 
 export interface HeatGeom {
   cw: number;
@@ -106,7 +109,7 @@ export function createHeadsPane(ctx: PaneContext): Pane {
       for (let l = 0; l < L; l++) {
         for (let hh = 0; hh < H; hh++) {
           const v = vals[l * H + hh];
-          c.fillStyle = rgbString(importanceColor(Math.abs(v) / max, theme.dark));
+          c.fillStyle = rgbString(heatColor(Math.abs(v) / max, theme.dark));
           c.fillRect(geom.left + hh * geom.cw, geom.top + l * geom.ch, geom.cw - 1, geom.ch - 1);
         }
       }
@@ -184,8 +187,8 @@ export function createHeadsPane(ctx: PaneContext): Pane {
         h("figure", null, con, h("figcaption", null, "contribution map")),
       ),
     );
-    drawMatrix(pat, r.pattern ?? null, ctx.root, sel.token);
-    drawMatrix(con, r.contribution ?? null, ctx.root, sel.token);
+    drawMatrix(pat, r.pattern ?? null, ctx.root, sel.token, MATRIX_PX);
+    drawMatrix(con, r.contribution ?? null, ctx.root, sel.token, MATRIX_PX);
     if (!r.pattern && !r.contribution) detail.appendChild(h("div", { class: "lmtt-empty" }, "no matrices in this result"));
   }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { importanceColor, luminance, parseColor, viridis } from "../color";
+import { heatColor, importanceColor, luminance, parseColor, viridis } from "../color";
 import { displayToken, truncate } from "../text";
 
 describe("colour scale", () => {
@@ -25,6 +25,19 @@ describe("colour scale", () => {
     expect(luminance(importanceColor(1, false))).toBeLessThan(luminance(importanceColor(0, false)));
     expect(luminance(importanceColor(1, true))).toBeGreaterThan(luminance(importanceColor(0, true)));
     expect(importanceColor(NaN, true)).toEqual(importanceColor(0, true));
+  });
+  it("heat cells: zero is the background's end of the ramp (near white / near black), weight goes to contrast", () => {
+    expect(luminance(heatColor(0, false))).toBeGreaterThan(0.7); // pale yellow on a light page
+    expect(luminance(heatColor(0, true))).toBeLessThan(0.05); // dark purple on a dark page
+    for (const dark of [false, true]) {
+      let prev = dark ? -1 : 2;
+      for (let i = 0; i <= 20; i++) {
+        const l = luminance(heatColor(i / 20, dark));
+        if (dark) expect(l).toBeGreaterThanOrEqual(prev - 1e-3);
+        else expect(l).toBeLessThanOrEqual(prev + 1e-3);
+        prev = l;
+      }
+    }
   });
   it("parses css colours", () => {
     expect(parseColor("#fff")).toEqual([255, 255, 255]);
