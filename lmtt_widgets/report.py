@@ -54,9 +54,7 @@ def report_state(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granular
         heads = [(h.layer, h.head) for h in top]
     for (layer, h), result in zip(heads, payload.head_details(ex, heads, target)):
         details[f"head:{layer}:{h}:{target}"] = result
-    for layer, tok in sorted(mlp_nodes):
-        key = f"mlp:{layer}:{tok}"
-        details[key] = payload.details(ex, key)
+    details.update(payload.mlp_details(ex, sorted(mlp_nodes)))
 
     default = ex.route(target, threshold, granularity)
     return {

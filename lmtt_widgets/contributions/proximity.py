@@ -60,6 +60,7 @@ def scaled_part_proximity(
     """
     N, d = y.shape
     P = basis.shape[0]
+    basis = basis.contiguous()  # parts are read by flat index (a transposed weight would be copied per bucket)
     out = torch.empty(N, P, dtype=y.dtype, device=y.device)
     levels = [c for c in buckets if c < d]
     rows = max(1, min(N, budget // max(1, 4 * P)))

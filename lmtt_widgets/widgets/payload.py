@@ -124,27 +124,48 @@ def lens_details(column: dict) -> dict:
     return out
 
 
-def head_details(ex: Explanation, heads: list[tuple[int, int]], token: int, k: int = TOP_K) -> list[dict]:
-    """Details of many heads at one token, their vocabulary projections batched into one product."""
-    vecs = torch.stack([ex.head_output(layer, h, token) for layer, h in heads])
-    logits = project(ex.trace, vecs, token, "final")
+def _named_top(ex: Explanation, logits: torch.Tensor, k: int) -> tuple[list, list]:
+    """Promoted and suppressed [[text, logit]] lists of each row of ``logits`` [n, V]."""
     up, down = logits.topk(k, dim=-1), logits.topk(k, dim=-1, largest=False)
     tok = ex.trace.lm.tokenizer
 
     def named(vals, ids):
         return [[tok.decode([i], clean_up_tokenization_spaces=False), v] for v, i in zip(vals.tolist(), ids.tolist())]
 
+    return ([named(up.values[n], up.indices[n]) for n in range(logits.shape[0])],
+            [named(down.values[n], down.indices[n]) for n in range(logits.shape[0])])
+
+
+def head_details(ex: Explanation, heads: list[tuple[int, int]], token: int, k: int = TOP_K) -> list[dict]:
+    """Details of many heads at one token, their vocabulary projections batched into one product."""
+    vecs = torch.stack([ex.head_output(layer, h, token) for layer, h in heads])
+    promoted, suppressed = _named_top(ex, project(ex.trace, vecs, token, "final"), k)
     attention = {}
     out = []
     for n, (layer, h) in enumerate(heads):
         if layer not in attention:
             attention[layer] = ex.attention(layer)
         out.append({
-            "promoted": named(up.values[n], up.indices[n]), "suppressed": named(down.values[n], down.indices[n]),
+            "promoted": promoted[n], "suppressed": suppressed[n],
             "importance": float(ex.scores.layers[layer].head_total[token, h]),
             "pattern": encode_array(attention[layer][h]),
             "contribution": encode_array(ex.head_contributions(layer, h)),
         })
+    return out
+
+
+def mlp_details(ex: Explanation, blocks: list[tuple[int, int]], k: int = TOP_K) -> dict[str, dict]:
+    """``mlp:<layer>:<token>`` details of many MLP blocks, projections batched per token."""
+    out = {}
+    by_token: dict[int, list[int]] = {}
+    for layer, token in blocks:
+        by_token.setdefault(token, []).append(layer)
+    for token, layers in by_token.items():
+        vecs = torch.stack([ex.mlp_output(layer, token) for layer in layers])
+        promoted, suppressed = _named_top(ex, project(ex.trace, vecs, token, "final"), k)
+        for n, layer in enumerate(layers):
+            neurons = [[x.neuron, x.importance, x.activation] for x in ex.neurons(layer, token, k)]
+            out[f"mlp:{layer}:{token}"] = {"promoted": promoted[n], "suppressed": suppressed[n], "neurons": neurons}
     return out
 
 
@@ -167,10 +188,7 @@ def details(ex: Explanation, key: str) -> dict:
         layer, head, token = nums
         return head_details(ex, [(layer, head)], token)[0]
     if kind == "mlp" and len(nums) == 2:
-        layer, token = nums
-        proj = ex.mlp_tokens(layer, token)
-        neurons = [[n.neuron, n.importance, n.activation] for n in ex.neurons(layer, token, TOP_K)]
-        return {"promoted": _pairs(proj.promoted), "suppressed": _pairs(proj.suppressed), "neurons": neurons}
+        return mlp_details(ex, [(nums[0], nums[1])])[key]
     if kind == "neuron" and len(nums) == 3:
         layer, neuron, token = nums
         proj = ex.neuron_tokens(layer, neuron, token)
