@@ -1,11 +1,14 @@
-"""Headless Debian Chromium for tests, launched as ../shared/reference/browser-tests.md prescribes (offline)."""
+"""Headless Debian Chromium for the tests, launched as ../shared/reference/browser-tests.md prescribes (offline).
+
+Playwright's sync API allows one instance per thread, so the whole session shares one browser (the `chromium`
+fixture in tests/conftest.py); report and notebook tests open their own pages in it.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
+import os
 
-CHROMIUM = "/usr/lib/chromium/chromium"
+CHROMIUM = os.environ.get("LMTT_CHROMIUM", "/usr/lib/chromium/chromium")
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
@@ -13,15 +16,9 @@ ARGS = [
 ]
 
 
-@contextlib.contextmanager
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.os.path.exists(CHROMIUM):
-        raise RuntimeError("Debian's chromium is missing: apt-get install -y chromium (scripts/test.sh does it)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, chromium_sandbox=False, args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+def launch(playwright):
+    """Debian's Chromium, headless; a clear error (never a skip) when it is missing."""
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (scripts/test.sh does it); "
+                           "never `playwright install`")
+    return playwright.chromium.launch(executable_path=CHROMIUM, chromium_sandbox=False, args=ARGS, headless=True)

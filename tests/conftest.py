@@ -22,6 +22,19 @@ def smollm2_paris(smollm2):
     return explain(smollm2, "The capital of France is")
 
 
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for the whole session (Playwright's sync API runs one instance per thread)."""
+    from playwright.sync_api import sync_playwright
+
+    from browser import launch
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        yield browser
+        browser.close()
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from browser import chromium
 from lmtt_widgets import explain
 from lmtt_widgets.report import render_html, write_report
 from tiny_models import loaded
@@ -48,11 +47,11 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
 
 @pytest.mark.smollm2
 @pytest.mark.browser
-def test_report_renders_offline_and_reacts_to_clicks(smollm2_paris, tmp_path):
+def test_report_renders_offline_and_reacts_to_clicks(smollm2_paris, tmp_path, chromium):
     path = write_report(smollm2_paris, tmp_path / "report.html")
     ARTIFACTS.mkdir(exist_ok=True)
-    with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page = chromium.new_page(viewport={"width": 1400, "height": 1100})
+    try:
         outside, errors, dialogs = [], [], []
         page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "blob:", "data:"))
                    else (outside.append(route.request.url), route.abort()))
@@ -75,4 +74,6 @@ def test_report_renders_offline_and_reacts_to_clicks(smollm2_paris, tmp_path):
                                ".querySelector('.lmtt-pane-title').textContent !== t", arg=before)
         assert "head" in vocab_title.inner_text().lower()
         page.screenshot(path=str(ARTIFACTS / "report-after-click.png"), full_page=True)
+    finally:
+        page.close()
     assert outside == [] and errors == [] and dialogs == []

@@ -60,7 +60,7 @@ export function createGraphPane(ctx: PaneContext): Pane {
   const granBtns = (["head", "edge"] as const).map((g) =>
     h("button", { type: "button", class: "lmtt-seg", "data-value": g, title: g === "head" ? "Threshold each head, then sum" : "Threshold the head-summed edge" }, g),
   );
-  const resetBtn = h("button", { type: "button", class: "lmtt-btn", title: "Reset zoom and pan (0)" }, "Reset view");
+  const resetBtn = h("button", { type: "button", class: "lmtt-btn", title: "Reset zoom and pan (0)" }, "Reset");
   const pngBtn = h("button", { type: "button", class: "lmtt-btn", title: "Download PNG" }, "PNG");
   const svgBtn = h("button", { type: "button", class: "lmtt-btn", title: "Download SVG" }, "SVG");
   const legend = h(
@@ -82,9 +82,7 @@ export function createGraphPane(ctx: PaneContext): Pane {
     h("label", { class: "lmtt-field" }, h("span", { class: "lmtt-lbl" }, "τ"), slider, tauOut),
     h("span", { class: "lmtt-segs", role: "group", "aria-label": "Granularity" }, ...granBtns),
     h("span", { class: "lmtt-spacer" }),
-    resetBtn,
-    pngBtn,
-    svgBtn,
+    h("span", { class: "lmtt-actions" }, resetBtn, pngBtn, svgBtn),
   );
 
   // ---- canvas area

@@ -13,12 +13,17 @@ export function neuronsAvailable(nr: Record<string, NDArray>, layer: number, tok
   return at(av, layer, token) !== 0;
 }
 
-/** Which MLP block the pane shows: selected mlp/neuron/node/head layer, else the most important block at the target. */
+/**
+ * Which MLP block the pane shows: the selected block, or the layer of a selected node or head, else the most
+ * important block at the target above layer 0 (layer 0's MLP rewrites the token embeddings, so it takes most of
+ * its update at every position in most models and would always win).
+ */
 export function neuronBlock(model: WidgetModel): { layer: number; token: number; reason: string } | null {
   const s = getSelection(model);
   const { L } = dims(model);
   if (s && (s.kind === "mlp" || s.kind === "neuron")) return { layer: s.layer, token: s.token, reason: "selected" };
   if (s && s.kind === "node" && s.layer >= 0) return { layer: s.layer, token: s.token, reason: "layer of the selected node" };
+  if (s && s.kind === "head") return { layer: s.layer, token: s.token, reason: "layer of the selected head" };
   const t = s && "token" in s ? s.token : getTarget(model);
   const mlp = getBlockImportance(model).mlp;
   if (mlp && mlp.shape.length === 2 && t < mlp.shape[1]) {
@@ -27,7 +32,7 @@ export function neuronBlock(model: WidgetModel): { layer: number; token: number;
     let best = -1;
     let bv = -Infinity;
     for (const onlyAvailable of [true, false]) {
-      for (let l = 0; l < mlp.shape[0]; l++) {
+      for (let l = mlp.shape[0] > 1 ? 1 : 0; l < mlp.shape[0]; l++) {
         if (onlyAvailable && !neuronsAvailable(nr, l, t)) continue;
         const v = at(mlp, l, t);
         if (v > bv) {
@@ -37,7 +42,7 @@ export function neuronBlock(model: WidgetModel): { layer: number; token: number;
       }
       if (best >= 0) break;
     }
-    return { layer: Math.max(0, best), token: t, reason: "most important MLP block" };
+    return { layer: Math.max(0, best), token: t, reason: mlp.shape[0] > 1 ? "most important MLP block above layer 0" : "most important MLP block" };
   }
   return L > 0 ? { layer: L - 1, token: t, reason: "last layer" } : null;
 }

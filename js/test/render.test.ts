@@ -315,3 +315,25 @@ describe("fake kernel graph builder", () => {
     expect(hi.edge_src.shape[0]).toBeLessThan(lo.edge_src.shape[0]);
   });
 });
+
+describe("neuron pane's default block", () => {
+  it("follows a selected head's layer, else skips layer 0 (the embedding rewrite) when ranking blocks", async () => {
+    const { neuronBlock } = await import("../panes/neurons");
+    const { encodeArray } = await import("../codec");
+    const model = smallModel();
+    const L = 4, T = 8;
+    const mlp = new Float32Array(L * T);
+    for (let t = 0; t < T; t++) {
+      mlp[0 * T + t] = 0.99; // layer 0 dominates, as in real models
+      mlp[2 * T + t] = 0.4;
+      mlp[3 * T + t] = 0.1;
+    }
+    const bi = { ...(model.get("block_importance") as Record<string, unknown>), mlp: encodeArray(mlp, [L, T]) };
+    model.set("block_importance", bi);
+    model.set("neurons", {}); // nothing precomputed: every block is a candidate
+    model.set("selection", null);
+    expect(neuronBlock(model as never)).toMatchObject({ layer: 2, reason: "most important MLP block above layer 0" });
+    model.set("selection", { kind: "head", layer: 3, head: 1, token: 5 });
+    expect(neuronBlock(model as never)).toMatchObject({ layer: 3, token: 5, reason: "layer of the selected head" });
+  });
+});
