@@ -5,7 +5,8 @@
 Every figure is measured in the same run on the same model (the embedded SmolLM2-135M unless --model is given):
 - forward: the model's own eager forward pass (no hooks), median of --repeats;
 - explain: trace + every update's importances (heads, sources, MLPs) + the route for the last token;
-- peak extra memory: the highest resident memory seen during explain minus the level just before it.
+- ratio: median over repeats of explain / the forward run just before it (they alternate);
+- peak extra memory: the highest resident memory seen during the first explain minus the level just before it.
 """
 
 from __future__ import annotations
@@ -60,32 +61,33 @@ def main() -> None:
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     print(f"model {lm.name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'tokens':>6} | {'forward s':>9} | {'explain s':>9} | {'ratio':>5} | {'peak extra MB':>13}")
-    rows = []
     for T in args.lengths:
         ids = torch.randint(100, vocab - 100, (1, T), generator=torch.Generator().manual_seed(T))
         with torch.no_grad():
             lm.model(ids)  # warm-up
-            fwd = []
-            for _ in range(args.repeats):
+        gc.collect()
+        base = rss_mb()
+        with PeakSampler() as sampler:  # memory: the first call, before the allocator keeps anything of it
+            explain(lm, ids).route()
+        extra = sampler.peak - base
+        gc.collect()
+        fwd, runs = [], []
+        repeats = args.repeats if T <= 512 else 1
+        # forward and explain alternate, so a change in the machine's speed hits both sides of each ratio alike
+        for _ in range(repeats):
+            with torch.no_grad():
                 t0 = time.perf_counter()
                 lm.model(ids)
                 fwd.append(time.perf_counter() - t0)
-        gc.collect()
-        base = rss_mb()
-        runs = []
-        repeats = args.repeats if T <= 512 else 1
-        with PeakSampler() as sampler:
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                ex = explain(lm, ids)
-                ex.route()
-                runs.append(time.perf_counter() - t0)
-                del ex
-                gc.collect()
-        extra = sampler.peak - base
+            t0 = time.perf_counter()
+            ex = explain(lm, ids)
+            ex.route()
+            runs.append(time.perf_counter() - t0)
+            del ex
+            gc.collect()
         f, e = statistics.median(fwd), statistics.median(runs)
-        rows.append((T, f, e))
-        print(f"{T:>6} | {f:>9.3f} | {e:>9.3f} | {e / f:>5.2f} | {extra:>13.0f}")
+        ratio = statistics.median(r / q for r, q in zip(runs, fwd))
+        print(f"{T:>6} | {f:>9.3f} | {e:>9.3f} | {ratio:>5.2f} | {extra:>13.0f}")
 
 
 if __name__ == "__main__":
