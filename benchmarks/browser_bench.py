@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
+sys.path[:0] = [str(REPO / "tests" / "e2e"), str(REPO / "tests")]
 
 from nbdriver import (  # noqa: E402
     CHROMIUM, CHROMIUM_ARGS, is_loopback, open_notebook, py_eval, run_all, run_code, start_server, stop_server,

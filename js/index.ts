@@ -39,7 +39,7 @@ function errorBar(ctx: PaneContext): HTMLElement {
   return bar;
 }
 
-export function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
+function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
   const root = h("div", { class: "lmtt-root" });
   const details = new DetailsClient(model);
 

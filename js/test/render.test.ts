@@ -1,6 +1,8 @@
 // @vitest-environment happy-dom
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import widget, { render } from "../index";
+import widget from "../index";
+
+const render = widget.render;
 import { FakeModel } from "../dev/fake-model";
 import { buildGraph, fakeDetailsReply, makeState } from "../dev/fake-data";
 import { DetailsClient, DETAILS_TIMEOUT_MS } from "../details";

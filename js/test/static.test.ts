@@ -1,6 +1,8 @@
 // @vitest-environment happy-dom
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { render, renderStatic } from "../index";
+import widget, { renderStatic } from "../index";
+
+const render = widget.render;
 import { decodeArray, decodeTree, encodeArray } from "../codec";
 import { FakeModel } from "../dev/fake-model";
 import { fakeDetailsReply, fakeNeurons, makeState, makeVariants, toBase64Tree } from "../dev/fake-data";

@@ -14,47 +14,23 @@ from urllib.parse import urlparse
 
 import pytest
 
-from nbdriver import (ALLOWED_PAGE_ERRORS, CHROMIUM, CHROMIUM_ARGS, LOOPBACK, REPO, JupyterServer, is_loopback,
-                      start_server, stop_server)
+from nbdriver import ALLOWED_PAGE_ERRORS, LOOPBACK, REPO, JupyterServer, is_loopback, start_server, stop_server
 
 ARTIFACTS = REPO / "test-artifacts"
-
-try:  # the suite needs the Python playwright package and a real Chromium binary
-    import playwright  # noqa: F401
-
-    _HAVE_PLAYWRIGHT = True
-except ImportError:  # pragma: no cover
-    _HAVE_PLAYWRIGHT = False
 
 
 def pytest_collection_modifyitems(config, items):
     here = Path(__file__).parent
-    reason = None
-    if not _HAVE_PLAYWRIGHT:
-        reason = "playwright is not installed"
-    elif not Path(CHROMIUM).exists():
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium; never `playwright install`)"
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 # ---------------------------------------------------------------- browser
-# Self-contained (no pytest-playwright needed): Debian's Chromium with the flags of the reference doc.
+# The browser is the session-wide `chromium` fixture of tests/conftest.py (one sync Playwright per thread):
+# Debian's Chromium with the flags of the reference doc, no pytest-playwright needed.
 
 VIEWPORT = {"width": 1400, "height": 2200}  # tall enough for the whole Explorer, so screenshots need no scrolling
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, chromium_sandbox=False, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 # ---------------------------------------------------------------- Jupyter servers
@@ -63,6 +39,18 @@ def chromium():
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory):
     srv = start_server("lab", tmp_path_factory.mktemp("jlab"))
+    yield srv
+    stop_server(srv.proc)
+
+
+# @jupyter-widgets/jupyterlab-manager's "Save Jupyter widget state in notebooks" (off by default)
+WIDGET_SAVE_STATE = {"@jupyter-widgets/jupyterlab-manager/plugin": {"saveState": True}}
+
+
+@pytest.fixture(scope="session")
+def lab_server_save_state(tmp_path_factory):
+    """A separate JupyterLab that writes the live widget state into the notebook on every save (saveState: true)."""
+    srv = start_server("lab", tmp_path_factory.mktemp("jlab-save"), user_settings=WIDGET_SAVE_STATE)
     yield srv
     stop_server(srv.proc)
 

@@ -20,24 +20,12 @@ from urllib.parse import urlparse
 
 import nbformat
 
+from browser import ARGS as CHROMIUM_ARGS, CHROMIUM  # noqa: F401 (one definition for all browser tests)
+
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("LMTT_CHROMIUM", "/usr/lib/chromium/chromium")
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # Notebook 7.6.5 logs this on every load (see the reference doc); any other page error fails the test.
 ALLOWED_PAGE_ERRORS = ("Cannot read properties of undefined (reading 'schema')",)
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-extensions",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
-]
-
 
 
 def is_loopback(url: str) -> bool:
@@ -67,7 +55,12 @@ class JupyterServer:
         return f"{self.url}/notebooks/{name}"
 
 
-def start_server(app: str, base: Path) -> JupyterServer:
+def start_server(app: str, base: Path, user_settings: dict[str, dict] | None = None) -> JupyterServer:
+    """Start `app` ("lab" or "notebook") with its own config/data/runtime dirs under `base`.
+
+    `user_settings` maps a settings id such as "@jupyter-widgets/jupyterlab-manager/plugin" to the JSON written to
+    `<config>/lab/user-settings/<id>.jupyterlab-settings` (only this server reads it).
+    """
     root = base / "root"
     cfg = base / "config"
     for d in (root, cfg, base / "data", base / "runtime", base / "ipython"):
@@ -75,6 +68,10 @@ def start_server(app: str, base: Path) -> JupyterServer:
     settings = cfg / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True, exist_ok=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    for sid, value in (user_settings or {}).items():
+        f = cfg / "lab" / "user-settings" / f"{sid}.jupyterlab-settings"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(value))
     port = _free_port()
     venv_bin = str(Path(sys.executable).parent)
     env = {
@@ -203,6 +200,42 @@ def open_notebook(page, server, name: str, timeout_ms: int = 60_000) -> None:
     page.wait_for_function(KERNEL_IDLE_JS, arg=name, timeout=timeout_ms, polling=100)
     n = page.locator(".jp-NotebookPanel").count()
     assert n == 1, f"expected exactly one .jp-NotebookPanel, found {n}"
+
+
+WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def save_notebook(page, server, name: str, timeout_s: float = 20.0) -> dict:
+    """Save the current notebook (docmanager:save, what Ctrl+S runs); return the .ipynb as written to disk."""
+    page.evaluate("async () => { await window.jupyterapp.commands.execute('docmanager:save'); }")
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=timeout_s * 1000)
+    return json.loads((Path(server.root) / name).read_text())
+
+
+def shutdown_kernel(page) -> str:
+    """Shut the current notebook's kernel down (ISessionContext.shutdown: Kernel > Shut Down Kernel, no dialog).
+
+    Returns the id of the kernel shut down."""
+    return page.evaluate(
+        """async () => { const sc = window.jupyterapp.shell.currentWidget.sessionContext;
+                         const id = sc.session.kernel.id; await sc.shutdown(); return id; }"""
+    )
+
+
+def _get(server, path: str):
+    with urllib.request.urlopen(f"{server.url}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def running_kernels(server) -> list[str]:
+    """Ids of the kernels the server runs (GET /api/kernels)."""
+    return [k["id"] for k in _get(server, "/api/kernels")]
+
+
+def notebook_sessions(server, name: str) -> list[dict]:
+    """The server's sessions (GET /api/sessions) for notebook `name`."""
+    return [s for s in _get(server, "/api/sessions") if s.get("path") == name]
 
 
 def run_all(page) -> None:
