@@ -171,6 +171,25 @@ def test_jupyterlab_explorer(lab_server, watched_page, artifacts):
     page.locator(".lmtt-root").screenshot(path=str(artifacts / "lab-4-after-python-set.png"))
     page.screenshot(path=str(artifacts / "lab-4-page.png"), full_page=True)
 
+    # the head's layer's MLP block lists its top neurons; a neuron click -> Python, and its vocabulary projection
+    # is fetched from the kernel
+    first = page.locator(".lmtt-root .lmtt-neurons .lmtt-neuron").first
+    first.wait_for(state="visible", timeout=20_000)
+    assert "MLP L23" in page.locator(".lmtt-root .lmtt-neurons-pane .lmtt-pane-title").inner_text()
+    neuron = int(first.get_attribute("data-neuron"))
+    first.click()
+    want = {"kind": "neuron", "layer": 23, "neuron": neuron, "token": T - 1}
+    got = wait_py(page, "w.selection", lambda v: v == want)
+    assert got == want, f"Python saw {got!r} after clicking neuron {neuron}"
+    page.wait_for_function(
+        "([sel, txt]) => (document.querySelector(sel) || {}).textContent?.includes(txt)",
+        arg=[".lmtt-root .lmtt-vocab .lmtt-pane-title", f"neuron L23.N{neuron}"], timeout=20_000,
+    )
+    promoted = page.locator(".lmtt-root .lmtt-vocab .lmtt-vocab-body .lmtt-tokrow")
+    promoted.first.wait_for(state="visible", timeout=30_000)
+    assert promoted.count() >= 10 and page.locator(".lmtt-root .lmtt-errorbar").is_hidden()
+    page.locator(".lmtt-root").screenshot(path=str(artifacts / "lab-5-after-neuron-click.png"))
+
 
 def test_notebook7_explorer(nb_server, watched_page, artifacts):
     page = watched_page
