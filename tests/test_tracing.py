@@ -226,3 +226,16 @@ def test_streamed_trace_frees_each_layers_attention():
     tr = trace(lm, "the cat sat on the mat", keep_attention=False, on_layer=on_layer)
     assert alive_at_next == [False] * (len(tr.layers) - 1) and len(tr.layers) >= 2
     assert all(rec.attention is None for rec in tr.layers)
+
+
+def test_norm_identification_is_cached_until_the_norm_changes():
+    from lmtt_widgets.tracing.norms import identify_norm
+
+    norm = loaded("gemma").model.model.norm
+    first = identify_norm(norm)
+    assert identify_norm(norm) is first  # probed once per module
+    with torch.no_grad():
+        norm.weight.add_(0.5)  # an in-place edit (fine-tuning step, user surgery) is seen
+    again = identify_norm(norm)
+    assert again is not first and again.kind == first.kind == "rms_plus_one"
+    assert torch.allclose(again.weight, norm.weight.detach() + 1)

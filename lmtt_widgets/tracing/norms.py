@@ -6,6 +6,7 @@ w - 1). ``rstd`` is 1 / sqrt(var + eps), var being the variance (layer) or the m
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -50,8 +51,28 @@ def _eps_of(module) -> float:
     return 1e-5
 
 
-@torch.no_grad()
+# module -> (state of its parameters when probed, spec): probing costs a forward of the module, every trace
+_identified: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _param_state(module: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter is replaced, moved, cast or modified in place (its version counter)."""
+    return tuple((p.data_ptr(), p.dtype, p.device, p._version) for p in module.parameters())
+
+
 def identify_norm(module: torch.nn.Module) -> NormSpec:
+    """The formula of a norm module, found by probing it once (again only if its parameters change)."""
+    state = _param_state(module)
+    hit = _identified.get(module)
+    if hit is not None and hit[0] == state:
+        return hit[1]
+    spec = _probe(module)
+    _identified[module] = (state, spec)
+    return spec
+
+
+@torch.no_grad()
+def _probe(module: torch.nn.Module) -> NormSpec:
     weight = getattr(module, "weight", None)
     if weight is None:
         raise TypeError(f"{type(module).__name__} has no weight; it is not a norm lmtt-widgets knows")
