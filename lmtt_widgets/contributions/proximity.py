@@ -11,10 +11,10 @@ coordinate k, with s_k = sign(y_k) (sign(0) taken as +1):
 
 The first term summed over k is a matrix product (cheap). The correction is non-zero only where |z_k| > |y_k|,
 which needs |a| * max|b| > |y_k|. Sorting a row's |y| ascending, a part whose bound |a| * max|b| does not exceed
-the (c+1)-th smallest |y_k| can only need the correction on the c smallest coordinates. Parts are bucketed by that
-count (0, a few, more, all) and each bucket computes its correction on exactly those coordinates; in the last
-bucket the part is computed directly. Residual updates are large against single head-source parts, so most parts
-land in the empty bucket. Every proximity is exact; only the cost depends on the data. Nothing of shape
+the (c+1)-th smallest |y_k| can only need the correction on the c smallest coordinates. Parts are grouped by that
+count (0, 1, 2, 4, ... 128, more) with one stable sort, and each group computes its correction on exactly those
+coordinates; the last group is computed directly. Residual updates are large against single head-source parts, so
+most parts need nothing. Every proximity is exact; only the cost depends on the data. Nothing of shape
 [T, T, H, d] is ever allocated: work is chunked over target rows and over selected parts.
 """
 
@@ -93,30 +93,41 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
     edges, order = y_eff.topk(width, dim=1, largest=False, sorted=True)  # [n, width] ascending
     bound = coef.abs().mul_(reach)  # [n, P] the largest |z_k| a part can reach
     at = (bound > edges[:, :1]).view(-1).nonzero().squeeze(1)  # parts below the smallest |y_k| need nothing
-    row = at.div(P, rounding_mode="floor")
-    reached = bound.view(-1).index_select(0, at)
-    for c in levels:
-        if not at.numel():
-            break
-        # parts that stay below the (c+1)-th smallest |y_k| can need the correction on the c smallest only
-        beyond = reached > edges[:, c].index_select(0, row)
-        here = (~beyond).nonzero().squeeze(1)
-        _correct(prox, at.index_select(0, here), row.index_select(0, here), coef, basis, signed_scale, absy,
-                 order[:, :c], budget)
-        on = beyond.nonzero().squeeze(1)
-        at, row, reached = at.index_select(0, on), row.index_select(0, on), reached.index_select(0, on)
-    _direct(prox, at, row, coef, basis, y, absy, scale, budget)
+    if at.numel():
+        row = at.div(P, rounding_mode="floor")
+        reached = bound.view(-1).index_select(0, at)
+        # level l: the part stays below the (levels[l]+1)-th smallest |y_k|, so only the levels[l] smallest
+        # coordinates can need the correction; level len(levels): computed directly. Parts are grouped by level
+        # with one stable sort (a handful of ops, however many levels).
+        level = torch.zeros_like(at)
+        for c in levels:  # level-by-level comparisons keep the temporaries at the size of `at`
+            level += reached > edges[:, c].index_select(0, row)
+        by_level = torch.argsort(level, stable=True)
+        at, row = at.index_select(0, by_level), row.index_select(0, by_level)
+        s_sorted, y_sorted = signed_scale.gather(1, order), absy.gather(1, order)  # [n, width], |y_eff| ascending
+        first = 0
+        for lv, count in enumerate(torch.bincount(level, minlength=len(levels) + 1).tolist()):
+            a, r = at[first : first + count], row[first : first + count]
+            first += count
+            if not count:
+                continue
+            if lv < len(levels):
+                c = levels[lv]
+                _correct(prox, a, r, coef, basis, s_sorted[:, :c], y_sorted[:, :c], order[:, :c], budget)
+            else:
+                _direct(prox, a, r, coef, basis, y, absy, scale, budget)
     return prox.clamp_min_(0)
 
 
-def _correct(prox, at, row, coef, basis, signed_scale, absy, idx, budget):
-    """prox[r, p] -= 2 * sum over the coordinates idx[r] of relu(s_k z_k - |y_k|), for the parts at = r * P + p."""
+def _correct(prox, at, row, coef, basis, s_small, y_small, idx, budget):
+    """prox[r, p] -= 2 * sum over the coordinates idx[r] of relu(s_k z_k - |y_k|), for the parts at = r * P + p.
+
+    s_small, y_small: [n, c] sign x scale and |y| at those coordinates."""
     if not at.numel():
         return
     P, d = basis.shape
     c = idx.shape[1]
     flat_basis, flat_prox, flat_coef = basis.reshape(-1), prox.view(-1), coef.view(-1)
-    s_small, y_small = signed_scale.gather(1, idx), absy.gather(1, idx)  # [n, c]
     step = max(1, budget // (4 * c))
     for s in range(0, at.numel(), step):
         a, r = at[s : s + step], row[s : s + step]
