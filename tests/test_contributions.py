@@ -117,14 +117,15 @@ def test_zeroing_a_head_drives_its_importance_to_zero():
 
 def test_attention_identity_is_checked_with_or_without_hooks():
     """A head signal that is not attention x values is refused: checked on every row when the output projection
-    was hooked, on a sample of rows otherwise; a hooked rescaling of one row is followed exactly."""
+    was hooked, on a sample of rows of every CHECK_EVERY-th layer otherwise; a hooked rescaling of one row is
+    followed exactly."""
     import dataclasses
 
     from lmtt_widgets.contributions.scores import head_signal_scale
     from lmtt_widgets.errors import UnsupportedModelError
 
     tr = explain(loaded("llama"), PROMPT * 2).trace
-    rec = tr.layers[1]
+    rec = tr.layers[0]  # unhooked layers are checked every CHECK_EVERY-th layer, from layer 0
     T = rec.head_signal.shape[0]
     assert not rec.signal_hooked and T > 16
     ones = torch.ones(T, tr.n_heads, dtype=rec.head_signal.dtype)
@@ -135,7 +136,8 @@ def test_attention_identity_is_checked_with_or_without_hooks():
         head_signal_scale(dataclasses.replace(rec, head_signal=broken), tr.n_heads)
     scaled = rec.head_signal.clone()
     scaled[5, 3] *= 0.25
-    alpha = head_signal_scale(dataclasses.replace(rec, head_signal=scaled, signal_hooked=True), tr.n_heads)
+    hooked = dataclasses.replace(rec, index=1, head_signal=scaled, signal_hooked=True)  # hooked: checked whatever the layer
+    alpha = head_signal_scale(hooked, tr.n_heads)
     expected = ones.clone()
     expected[5, 3] = 0.25
     assert torch.allclose(alpha, expected, atol=1e-5)

@@ -25,8 +25,9 @@ from .proximity import CHUNK_BUDGET, l1_proximity, scaled_part_proximity
 # thresholds below it are refused in per-head granularity.
 HEAD_FLOOR = 1e-3
 ROW_BLOCK = 256
-# Rows on which an unhooked layer's attention identity is checked.
+# Rows, and layers (every CHECK_EVERY-th), on which an unhooked layer's attention identity is checked.
 CHECK_ROWS = 16
+CHECK_EVERY = 8
 
 
 def packed_offset(i: int | torch.Tensor):
@@ -84,9 +85,13 @@ def head_signal_scale(rec: LayerRecord, n_heads: int) -> torch.Tensor:
 
     A user's hook may scale or zero a head's slice of the output projection's input (an ablation); the parts
     are rescaled to what the model really used. Anything else that breaks the identity is an adapter mismatch.
-    Without such hooks the identity is checked on a sample of rows (it holds on all or none).
+    Without such hooks the identity is checked on a sample of rows of every CHECK_EVERY-th layer (an adapter
+    mismatch breaks it everywhere).
     """
     T = rec.head_signal.shape[0]
+    if not rec.signal_hooked and rec.index % CHECK_EVERY:
+        # a wrong adapter breaks the identity in every layer: checking every CHECK_EVERY-th one finds it
+        return torch.ones(T, n_heads, dtype=rec.head_signal.dtype, device=rec.head_signal.device)
     rows = None if rec.signal_hooked or T <= CHECK_ROWS else torch.linspace(0, T - 1, CHECK_ROWS).round().long()
     alpha = _signal_ratio(rec, n_heads, rows)
     if rows is None:
@@ -149,14 +154,13 @@ def layer_scores(rec: LayerRecord, w: LayerWeights, n_heads: int, topology: str,
     A = rec.attention if bool((alpha == 1).all()) else rec.attention * alpha.t().unsqueeze(-1)  # [H, T, T]
 
     # Extra parts besides the heads, columns: residual, bias, (mlp).
-    extras = [x]
-    bias = torch.zeros(T, d, dtype=x.dtype, device=x.device)
+    extras = [x, None]  # no output bias: its column stays 0
     if w.b_o is not None:
-        bias = w.b_o.expand(T, d) if scale is None else w.b_o * scale
-    extras.append(bias)
+        extras[1] = w.b_o.expand(T, d) if scale is None else w.b_o * scale
     if parallel:
         extras.append(rec.mlp_update)
-    extra_prox = torch.stack([l1_proximity(y, e) for e in extras], dim=1)  # [T, E]
+    zero = torch.zeros(T, dtype=y.dtype, device=y.device)
+    extra_prox = torch.stack([zero if e is None else l1_proximity(y, e) for e in extras], dim=1)  # [T, E]
 
     # Head parts, chunked over targets; only sources j <= last target of the chunk enter.
     # Row blocks keep the non-causal half of each block small; the budget caps its temporaries.
