@@ -130,14 +130,18 @@ def post_norm_scale(norm, rstd: torch.Tensor | None) -> torch.Tensor | None:
     return rstd.unsqueeze(-1) * norm.weight.to(rstd.device)
 
 
-def normalise(prox: torch.Tensor, residual_col: int = 0) -> torch.Tensor:
-    """Proximities [N, parts] -> importances summing to 1 per row; an all-zero row goes to the residual."""
-    total = prox.sum(-1, keepdim=True)
-    out = prox / total.clamp_min(torch.finfo(prox.dtype).tiny)
-    empty = total.squeeze(-1) <= 0
+def normalise(*blocks: torch.Tensor, residual_col: int = 0) -> list[torch.Tensor]:
+    """Proximities of one update's parts, as column blocks [N, parts_b], -> importances summing to 1 per row across
+    the blocks (divided in place, no concatenation); a row with no proximity at all gives all its weight to the
+    residual, column ``residual_col`` of the first block."""
+    total = sum(block.sum(-1) for block in blocks)
+    inv = 1 / total.clamp_min(torch.finfo(total.dtype).tiny)
+    out = [block.mul_(inv.unsqueeze(-1)) for block in blocks]
+    empty = total <= 0
     if empty.any():
-        out[empty] = 0
-        out[empty, residual_col] = 1
+        for block in out:
+            block[empty] = 0
+        out[0][empty, residual_col] = 1
     return out
 
 
@@ -181,16 +185,8 @@ def layer_scores(rec: LayerRecord, w: LayerWeights, n_heads: int, topology: str,
         basis = u[:i1].reshape(i1 * H, d)
         prox = scaled_part_proximity(y[i0:i1], coef, basis, None if scale is None else scale[i0:i1], budget=budget,
                                      reach=reach[: i1 * H], signed_dot=lambda rows, a, b, j=i1: _through_heads(rows, w_o_heads, v_heads[:, :j]))
-        # normalise over [extras | heads] without concatenating them (a row with no proximity goes to the residual)
-        ext = extra_prox[i0:i1]
-        total = ext.sum(1) + prox.sum(1)
-        empty = total <= 0
-        inv = 1 / total.clamp_min(torch.finfo(total.dtype).tiny)
-        ext = ext * inv[:, None]
-        if empty.any():
-            ext[empty] = 0
-            ext[empty, 0] = 1
-        heads = prox.mul_(inv[:, None]).float().view(i1 - i0, i1, H)
+        ext, heads = normalise(extra_prox[i0:i1], prox)
+        heads = heads.float().view(i1 - i0, i1, H)
         resid_attn[i0:i1] = ext[:, 0]
         bias_attn[i0:i1] = ext[:, 1]
         if parallel:
@@ -210,7 +206,7 @@ def layer_scores(rec: LayerRecord, w: LayerWeights, n_heads: int, topology: str,
         mlp, resid_mlp = mlp_par, None
     else:
         two = torch.stack([l1_proximity(rec.resid_post, rec.resid_mid), l1_proximity(rec.resid_post, rec.mlp_update)], 1)
-        imp = normalise(two).float()
+        imp = normalise(two)[0].float()
         resid_mlp, mlp = imp[:, 0], imp[:, 1]
 
     return LayerScores(
@@ -237,5 +233,5 @@ def neuron_importance(rec: LayerRecord, w: LayerWeights, *, budget: int = CHUNK_
         bias = l1_proximity(y, b)
     else:
         bias = torch.zeros(T, dtype=y.dtype, device=y.device)
-    full = normalise(torch.cat([bias[:, None], prox], 1))
-    return full[:, 1:].float()
+    _, neurons = normalise(bias[:, None], prox)  # a row with nothing goes to the bias column, as to a residual
+    return neurons.float()
