@@ -96,6 +96,10 @@ def test_neurons_sent_with_the_graph_are_capped_and_computed_once(ex, monkeypatc
     assert len(calls) == len(fresh._neuron_rows)  # every node once, however often the graph was refiltered
     w._on_message(w, {"type": "details", "id": "n", "key": f"mlp:{best[0]}:{best[1]}"}, [])
     assert len(calls) == len(fresh._neuron_rows)
+    # a key spelled differently (leading zero) from the browser still gets its block's result
+    from lmtt_widgets.widgets.payload import details
+
+    assert details(fresh, f"mlp:0{best[0]}:{best[1]}") == details(fresh, f"mlp:{best[0]}:{best[1]}")
 
 
 def test_selection_from_python_is_validated(ex):

@@ -104,7 +104,8 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
             level += reached > edges[:, c].index_select(0, row)
         by_level = torch.argsort(level, stable=True)
         at, row = at.index_select(0, by_level), row.index_select(0, by_level)
-        s_sorted, y_sorted = signed_scale.gather(1, order), absy.gather(1, order)  # [n, width], |y_eff| ascending
+        s_sorted = signed_scale.gather(1, order)  # [n, width], in order of |y_eff| ascending
+        y_sorted = edges if scale is None else absy.gather(1, order)  # without a scale, |y_eff| is |y|
         first = 0
         for lv, count in enumerate(torch.bincount(level, minlength=len(levels) + 1).tolist()):
             a, r = at[first : first + count], row[first : first + count]
@@ -123,8 +124,6 @@ def _correct(prox, at, row, coef, basis, s_small, y_small, idx, budget):
     """prox[r, p] -= 2 * sum over the coordinates idx[r] of relu(s_k z_k - |y_k|), for the parts at = r * P + p.
 
     s_small, y_small: [n, c] sign x scale and |y| at those coordinates."""
-    if not at.numel():
-        return
     P, d = basis.shape
     c = idx.shape[1]
     flat_basis, flat_prox, flat_coef = basis.reshape(-1), prox.view(-1), coef.view(-1)
@@ -140,8 +139,6 @@ def _correct(prox, at, row, coef, basis, s_small, y_small, idx, budget):
 
 def _direct(prox, at, row, coef, basis, y, absy, scale, budget):
     """Proximity of the parts at = r * P + p from their full vectors."""
-    if not at.numel():
-        return
     P, d = basis.shape
     y_l1 = absy.sum(-1)
     flat, flat_coef = prox.view(-1), coef.view(-1)

@@ -188,7 +188,8 @@ def details(ex: Explanation, key: str) -> dict:
         layer, head, token = nums
         return head_details(ex, [(layer, head)], token)[0]
     if kind == "mlp" and len(nums) == 2:
-        return mlp_details(ex, [(nums[0], nums[1])])[key]
+        (result,) = mlp_details(ex, [(nums[0], nums[1])]).values()  # its key is canonical, `key` may not be
+        return result
     if kind == "neuron" and len(nums) == 3:
         layer, neuron, token = nums
         proj = ex.neuron_tokens(layer, neuron, token)
