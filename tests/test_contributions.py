@@ -43,6 +43,34 @@ def test_fast_proximity_equals_direct(buckets, with_scale):
     assert torch.allclose(fast, l1_proximity(y[:, None], parts), atol=1e-10)
 
 
+@pytest.mark.parametrize("int64_positions", [False, True])
+def test_fast_proximity_equals_direct_with_many_active_parts(int64_positions, monkeypatch):
+    """Enough parts needing a correction that their grouping takes the radix-sort path; both index widths."""
+    from lmtt_widgets.contributions import proximity
+
+    if int64_positions:
+        monkeypatch.setattr(proximity, "INT32_POSITIONS", 0)
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(120, 64, generator=g, dtype=torch.float64)
+    coef = torch.rand(120, 800, generator=g, dtype=torch.float64)
+    basis = torch.randn(800, 64, generator=g, dtype=torch.float64)
+    fast = scaled_part_proximity(y, coef, basis)
+    parts = coef[:, :, None] * basis[None]
+    assert torch.allclose(fast, l1_proximity(y[:, None], parts), atol=1e-10)
+    linear = coef * (torch.where(y >= 0, 1.0, -1.0).to(y.dtype) @ basis.T)
+    assert int((linear > 0).sum()) > proximity.RADIX_SORT_MIN  # the grouped path really ran on that many parts
+
+
+def test_group_order_is_stable_and_grouped():
+    from lmtt_widgets.contributions.proximity import RADIX_SORT_MIN, _group_order
+
+    g = torch.Generator().manual_seed(3)
+    for n in (0, 1, 1000, RADIX_SORT_MIN + 5):
+        level = torch.randint(0, 9, (n,), generator=g).to(torch.uint8)
+        expected = sorted(range(n), key=lambda i: (int(level[i]), i))
+        assert _group_order(level).tolist() == expected
+
+
 def brute_force_attention(tr, layer):
     """Importances of the attention update from explicitly built parts, T x T x H x d (tiny models only)."""
     rec, w = tr.layers[layer], tr.weights[layer]
