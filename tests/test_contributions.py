@@ -38,6 +38,8 @@ def test_fast_proximity_equals_direct(buckets, with_scale):
     coef[:, 1::5] *= -1
     basis = torch.randn(200, 48, generator=g, dtype=torch.float64)
     scale = torch.rand(40, 48, generator=g, dtype=torch.float64) + 0.2 if with_scale else None
+    if scale is not None:
+        scale[5, 7] = scale[6, 2] = 0.0  # a zeroed norm weight, where y is 0 (0/0) and where it is not
     fast = scaled_part_proximity(y, coef, basis, scale, buckets=buckets, budget=3000)
     parts = coef[:, :, None] * basis[None] * (1 if scale is None else scale[:, None])
     assert torch.allclose(fast, l1_proximity(y[:, None], parts), atol=1e-10)

@@ -93,9 +93,10 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
 
     absy = y.abs()
     # A coordinate can need the correction only where |z_k| > |y_k|, i.e. |a| |b_k| > |y_k| / |scale_k|.
-    y_eff = absy if scale is None else absy / scale.abs()
+    # (where scale_k = 0 no part reaches coordinate k: 0/0 is read as inf, which also keeps the bit order below)
+    y_eff = absy if scale is None else (absy / scale.abs()).nan_to_num_(nan=float("inf"))
     width = min(d, levels[-1] + 1) if levels else 1
-    edges, order = y_eff.topk(width, dim=1, largest=False, sorted=True)  # [n, width] ascending
+    edges, order = _smallest(y_eff, width)  # [n, width] ascending
     bound = coef.abs().mul_(reach)  # [n, P] the largest |z_k| a part can reach
     # The correction only lowers a proximity, which is clamped at 0: parts with a linear term <= 0 end at 0
     # whatever it is (about half of them). Parts below the smallest |y_k| need no correction either.
@@ -128,6 +129,19 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
             else:
                 _direct(prox, at[group], row[group], coef, basis, y, absy, scale, budget)
     return prox.clamp_min_(0)
+
+
+_SAME_WIDTH_INT = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
+                   torch.bfloat16: torch.int16}
+
+
+def _smallest(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest values of each row of x >= 0, ascending, and their indices.
+
+    Non-negative floats order exactly as their bit patterns read as integers, and PyTorch's integer topk is
+    about 40% faster than its float one."""
+    values, order = x.view(_SAME_WIDTH_INT[x.dtype]).topk(k, dim=1, largest=False, sorted=True)
+    return values.view(x.dtype), order
 
 
 def _group_order(level: torch.Tensor) -> torch.Tensor:
