@@ -35,6 +35,20 @@ def test_tracing_changes_no_logits_and_matches_stock_eager(family):
         assert torch.equal(lm.model(input_ids=ids).logits[0], plain)
 
 
+def test_training_mode_is_off_for_the_pass_and_restored_module_by_module():
+    lm = load_model(build("llama", config_overrides={"attention_dropout": 0.5}), ToyTokenizer())
+    ids = lm.tokenizer(PROMPT).input_ids
+    with torch.no_grad():
+        plain = lm.model.eval()(input_ids=ids).logits[0]
+    lm.model.train()
+    lm.model.model.layers[0].eval()  # a mixed state, as a user fine-tuning part of a model might leave it
+    before = {name: m.training for name, m in lm.model.named_modules()}
+    tr = trace(lm, PROMPT)
+    assert torch.equal(tr.logits, plain)  # dropout was off: the pass is the deterministic eval pass
+    assert {name: m.training for name, m in lm.model.named_modules()} == before
+    assert not all(before.values()) and any(before.values())
+
+
 @pytest.mark.parametrize("family", sorted(set(FAMILIES) - EAGER_ONLY))
 def test_sdpa_models_are_traced_exactly_and_restored(family):
     lm = load_model(build(family, attn="sdpa"), ToyTokenizer())

