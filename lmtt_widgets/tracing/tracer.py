@@ -38,8 +38,6 @@ class LayerRecord:
     mlp_out: torch.Tensor  # [T, d] output of the MLP output projection
     mlp_update: torch.Tensor  # [T, d] what the MLP adds to the residual
     neurons: torch.Tensor  # [T, F] input of the MLP output projection (post-activation, post-gate)
-    attn_norm_rstd: torch.Tensor  # [T]
-    mlp_norm_rstd: torch.Tensor | None  # [T] (None where the attention norm is shared)
     attn_post_rstd: torch.Tensor | None = None  # [T] post-norm statistics (Gemma 2/3)
     mlp_post_rstd: torch.Tensor | None = None
     model_dtype: torch.dtype = torch.float32  # what the model computed in (tolerances depend on it)
@@ -203,8 +201,6 @@ def trace(
 
     final_norm_module = net.get_submodule(adapter.final_norm)
     final_norm = identify_norm(final_norm_module)
-    attn_norms = [identify_norm(b.get_submodule(adapter.attn_norm)) for b in blocks]
-    mlp_norms = [identify_norm(b.get_submodule(adapter.mlp_norm)) if adapter.mlp_norm else None for b in blocks]
     post = []
     for b in blocks:
         a = identify_norm(b.get_submodule(adapter.attn_post_norm)) if adapter.attn_post_norm else None
@@ -327,8 +323,6 @@ def trace(
             mlp_out=s["mlp_out"],
             mlp_update=mlp_update,
             neurons=s["neurons"],
-            attn_norm_rstd=attn_norms[i].rstd(s["resid_pre"]),
-            mlp_norm_rstd=mlp_norms[i].rstd(s.get("resid_mid", s["resid_pre"])) if mlp_norms[i] else None,
             attn_post_rstd=a_post.rstd(s["attn_out"]) if a_post else None,
             mlp_post_rstd=m_post.rstd(s["mlp_out"]) if m_post else None,
             model_dtype=model_dtype,
