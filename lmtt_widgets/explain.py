@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 
 from .contributions.graph import DEFAULT_THRESHOLD, Route, Granularity, full_graph, route
 from .contributions.proximity import CHUNK_BUDGET
-from .contributions.scores import ContributionScores, layer_scores, neuron_importance
+from .contributions.scores import ContributionScores, layers_per_group, neuron_importance, score_layers
 from .errors import SelectionError
 from .models.loading import load_model
 from .projections.vocab import Norm, project, rank_of, top_tokens
@@ -265,8 +266,6 @@ class Explanation:
 
 def _one_row(rec, token):
     """A view of a layer record restricted to one position (for per-node neuron scores)."""
-    import dataclasses
-
     sl = slice(token, token + 1)
     return dataclasses.replace(
         rec, neurons=rec.neurons[sl], mlp_update=rec.mlp_update[sl],
@@ -282,20 +281,34 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     Contributions are computed block by block while the forward pass runs, so long prompts never hold all
     attention matrices at once. ``on_layer(record, weights)`` is called after each block is scored (progress bars).
     """
-    lm = load_model(model)
-    n_heads_box = {}
-    layers = []
-
-    def score(rec, w):
-        layers.append(layer_scores(rec, w, n_heads_box["H"], n_heads_box["topology"], budget=budget))
-        if on_layer is not None:
-            on_layer(rec, w)
-
     from .tracing.tracer import _n_heads
 
-    n_heads_box["H"] = _n_heads(lm.model.config)
-    n_heads_box["topology"] = lm.adapter.resolve_topology(lm.model.config)
+    lm = load_model(model)
+    n_heads = _n_heads(lm.model.config)
+    topology = lm.adapter.resolve_topology(lm.model.config)
+    n_layers = len(lm.model.get_submodule(lm.adapter.blocks))
+    layers, pending = [], []
+
+    def score_pending():
+        layers.extend(score_layers([rec for rec, _ in pending], [w for _, w in pending], n_heads, topology,
+                                   budget=budget))
+        if on_layer is not None:
+            for rec, w in pending:
+                on_layer(rec, w)
+        pending.clear()
+
+    def score(rec, w):
+        # Layers are scored in groups, which the tracer's own record of each layer outlives only without its
+        # attention (dropped on long prompts once this returns): the group holds a copy that keeps it.
+        pending.append((dataclasses.replace(rec), w))
+        T = rec.resid_pre.shape[0]
+        group = layers_per_group(T, n_heads, rec.resid_pre.shape[1], n_layers, budget)
+        if len(pending) == group or rec.index == n_layers - 1:
+            score_pending()
+
     tr = trace(lm, prompt, on_layer=score, keep_attention=keep_attention)
+    if pending:
+        score_pending()
     return Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers))
 
 

@@ -1,5 +1,6 @@
 """Issue 3: importances are exact, normalised, chunk-independent, and the routes follow them."""
 
+import importlib
 import math
 
 import numpy as np
@@ -61,6 +62,24 @@ def test_fast_proximity_equals_direct_with_many_active_parts(int64_positions, mo
     assert torch.allclose(fast, l1_proximity(y[:, None], parts), atol=1e-10)
     linear = coef * (torch.where(y >= 0, 1.0, -1.0).to(y.dtype) @ basis.T)
     assert int((linear > 0).sum()) > proximity.RADIX_SORT_MIN  # the grouped path really ran on that many parts
+
+
+@pytest.mark.parametrize("budget", [200_000, 3000, 300])  # several blocks per chunk, one, part of one
+def test_blocks_are_scored_against_their_own_parts(budget):
+    """A batch of blocks (layers) equals each block scored alone, whatever the chunking."""
+    g = torch.Generator().manual_seed(4)
+    B, N, P, d = 5, 12, 30, 24
+    y = torch.randn(B, N, d, generator=g, dtype=torch.float64)
+    coef = torch.rand(B, N, P, generator=g, dtype=torch.float64) ** 2
+    basis = torch.randn(B, P, d, generator=g, dtype=torch.float64) * 2
+    scale = torch.rand(B, N, d, generator=g, dtype=torch.float64) + 0.5
+    for sc in (None, scale):
+        batch = scaled_part_proximity(y, coef, basis, sc, budget=budget)
+        for blk in range(B):
+            alone = scaled_part_proximity(y[blk], coef[blk], basis[blk], None if sc is None else sc[blk])
+            parts = coef[blk, :, :, None] * basis[blk][None] * (1 if sc is None else sc[blk][:, None])
+            assert torch.allclose(alone, l1_proximity(y[blk][:, None], parts), atol=1e-10)
+            assert torch.allclose(batch[blk], alone, atol=1e-10)
 
 
 def test_group_order_is_stable_and_grouped():
@@ -227,9 +246,11 @@ def test_thresholding_renormalises_and_never_nans(granularity):
 
 def test_changing_target_or_threshold_does_not_recompute(monkeypatch):
     ex = explain(loaded("llama"), PROMPT)
-    import lmtt_widgets.contributions.scores as scores
+    explain_module = importlib.import_module("lmtt_widgets.explain")  # the package exports a function of that name
 
-    monkeypatch.setattr(scores, "layer_scores", lambda *a, **k: pytest.fail("recomputed"))
+    # the bindings explain() really calls: scoring the layers again, or tracing again
+    monkeypatch.setattr(explain_module, "score_layers", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(explain_module, "trace", lambda *a, **k: pytest.fail("re-traced"))
     for tau in (0.01, 0.1):
         ex.route(2, tau)
         ex.route(None, tau, "edge")

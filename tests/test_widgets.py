@@ -1,5 +1,6 @@
 """Issue 4 (Python side): traits, codec, selection validation and the browser's messages."""
 
+import importlib
 import json
 
 import numpy as np
@@ -57,9 +58,11 @@ def test_traits_hold_binary_arrays_and_small_json(ex):
 
 def test_threshold_and_target_refilter_without_recompute(ex, monkeypatch):
     w = Explorer(ex)
-    import lmtt_widgets.contributions.scores as scores
+    explain_module = importlib.import_module("lmtt_widgets.explain")  # the package exports a function of that name
 
-    monkeypatch.setattr(scores, "layer_scores", lambda *a, **k: pytest.fail("recomputed"))
+    # the bindings explain() really calls: scoring the layers again, or tracing again
+    monkeypatch.setattr(explain_module, "score_layers", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(explain_module, "trace", lambda *a, **k: pytest.fail("re-traced"))
     before = decode_array(w.graph["edge_weight"]).shape[0]
     w.threshold = 0.01
     assert decode_array(w.graph["edge_weight"]).shape[0] > before

@@ -48,56 +48,73 @@ def scaled_part_proximity(
     signed_dot=None,
     reach: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Proximities of parts z[n, p] = coef[n, p] * scale[n] * basis[p] to y[n].
+    """Proximities of parts z[b, n, p] = coef[b, n, p] * scale[b, n] * basis[b, p] to y[b, n].
+
+    B independent blocks (e.g. the layers of a model) are scored in one pass, each block's rows against its own
+    parts: one pass over many small blocks costs far fewer tensor operations than a pass per block. The leading
+    block axis is optional (2-D inputs give a 2-D result).
 
     Args:
-        y: [N, d] the updates.
-        coef: [N, P] scalar coefficient of each part (0 for absent parts, e.g. future positions).
-        basis: [P, d] the direction of each part.
-        scale: [N, d] optional per-row coordinate scale (a frozen post-norm), or None.
+        y: [B, N, d] the updates.
+        coef: [B, N, P] scalar coefficient of each part (0 for absent parts, e.g. future positions).
+        basis: [B, P, d] the direction of each part.
+        scale: [B, N, d] optional per-row coordinate scale (a frozen post-norm), or None.
         buckets: increasing counts of smallest coordinates corrected per bucket (tuning only; results are exact).
-        signed_dot: optional fast product: given rows [n, d] and the row slice, returns rows @ basis.T [n, P]
-            (attention passes one that goes through W_O and the values, 1/H of the work).
-        reach: optional [P] = basis.abs().amax(1), when the caller already has it.
+        signed_dot: optional fast product: given signed rows [b, n, d] and the blocks and rows they are
+            (b0, b1, r0, r1), returns rows @ basis[b0:b1].T [b, n, P] (attention passes one that goes through W_O
+            and the values, 1/H of the work).
+        reach: optional [B, P] = basis.abs().amax(-1), when the caller already has it.
     Returns:
-        [N, P] exact proximities (>= 0).
+        [B, N, P] exact proximities (>= 0).
     """
-    N, d = y.shape
-    P = basis.shape[0]
+    if y.dim() == 2:
+        return scaled_part_proximity(
+            y[None], coef[None], basis[None], None if scale is None else scale[None], buckets=buckets,
+            budget=budget, reach=None if reach is None else reach[None], signed_dot=signed_dot,
+        )[0]
+    B, N, d = y.shape
+    P = basis.shape[1]
     basis = basis.contiguous()  # parts are read by flat index (a transposed weight would be copied per bucket)
-    out = torch.empty(N, P, dtype=y.dtype, device=y.device)
+    out = torch.empty(B, N, P, dtype=y.dtype, device=y.device)
     levels = [c for c in buckets if c < d]
-    rows = max(1, min(N, budget // max(1, 4 * P)))
-    basis_t = basis.t().contiguous() if signed_dot is None else None  # [d, P]
     if reach is None:
-        reach = basis.abs().amax(1)  # [P] the largest coordinate of each direction
-    for start in range(0, N, rows):
-        stop = min(N, start + rows)
-        if signed_dot is None:
-            dot = lambda r: r @ basis_t  # noqa: E731
-        else:
-            dot = lambda r, a=start, b=stop: signed_dot(r, a, b)  # noqa: E731
-        out[start:stop] = _chunk(y[start:stop], coef[start:stop], basis, reach,
-                                 None if scale is None else scale[start:stop], levels, budget, dot)
+        reach = basis.abs().amax(-1)  # [B, P] the largest coordinate of each direction
+    if signed_dot is None:
+        signed_dot = lambda r, b0, b1, r0, r1: torch.bmm(r, basis[b0:b1].transpose(1, 2))  # noqa: E731
+    rows = max(1, budget // max(1, 4 * P))  # rows of [*, P] temporaries one chunk may hold
+    if rows >= N:  # whole blocks per chunk
+        spans = [(b0, min(B, b0 + rows // N), 0, N) for b0 in range(0, B, rows // N)]
+    else:
+        spans = [(b, b + 1, r0, min(N, r0 + rows)) for b in range(B) for r0 in range(0, N, rows)]
+    for b0, b1, r0, r1 in spans:
+        out[b0:b1, r0:r1] = _chunk(
+            y[b0:b1, r0:r1], coef[b0:b1, r0:r1], basis[b0:b1], reach[b0:b1],
+            None if scale is None else scale[b0:b1, r0:r1], levels, budget,
+            lambda r, span=(b0, b1, r0, r1): signed_dot(r, *span),
+        )
     return out
 
 
 def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
-    n, d = y.shape
-    P = basis.shape[0]
-    coef = coef.contiguous()  # parts are addressed by flat index (row * P + part) below
+    """Proximities of one chunk: y [b, m, d], coef [b, m, P], basis [b, P, d] (contiguous), reach [b, P]."""
+    b, m, d = y.shape
+    P = basis.shape[1]
+    M = b * m  # rows are addressed flat below: row R belongs to block R // m
+    coef = coef.contiguous()  # parts are addressed by flat index (row * P + part)
     # any sign with |s| = 1 works where y_k = 0 (both sides are -|z_k| there), so copysign's sign of -0.0 is fine
     sign = torch.copysign(torch.ones((), dtype=y.dtype, device=y.device), y)
     signed_scale = sign if scale is None else sign * scale
-    prox = coef * dot(signed_scale)  # [n, P] the linear term
+    prox = coef * dot(signed_scale)  # [b, m, P] the linear term
 
+    y, coef, prox, signed_scale = y.reshape(M, d), coef.view(M, P), prox.view(M, P), signed_scale.reshape(M, d)
+    scale = None if scale is None else scale.reshape(M, d)
     absy = y.abs()
     # A coordinate can need the correction only where |z_k| > |y_k|, i.e. |a| |b_k| > |y_k| / |scale_k|.
     # (where scale_k = 0 no part reaches coordinate k: 0/0 is read as inf, which also keeps the bit order below)
     y_eff = absy if scale is None else (absy / scale.abs()).nan_to_num_(nan=float("inf"))
     width = min(d, levels[-1] + 1) if levels else 1
-    edges, order = _smallest(y_eff, width)  # [n, width] ascending
-    bound = coef.abs().mul_(reach)  # [n, P] the largest |z_k| a part can reach
+    edges, order = _smallest(y_eff, width)  # [M, width] ascending
+    bound = coef.view(b, m, P).abs().mul_(reach.unsqueeze(1)).view(M, P)  # the largest |z_k| a part can reach
     # The correction only lowers a proximity, which is clamped at 0: parts with a linear term <= 0 end at 0
     # whatever it is (about half of them). Parts below the smallest |y_k| need no correction either.
     at = ((bound > edges[:, :1]) & (prox > 0)).view(-1).nonzero().squeeze(1)
@@ -109,13 +126,18 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
         level = (bound.view(-1).index_select(0, at).unsqueeze(1) > steps).sum(1, dtype=torch.uint8)
         by_level = _group_order(level)
         at, row = at.index_select(0, by_level), row.index_select(0, by_level)
+        # the part's direction, as a row of the chunk's basis [b * P, d]: its block's rows, then its own
+        part = at - row * P
+        if b > 1:
+            part += row.div(m, rounding_mode="floor").mul_(P)
         # flat positions in the basis, in int32 where they fit (half the memory traffic of the gathers)
-        pos = torch.int32 if P * d < INT32_POSITIONS else torch.int64
-        offset = (at - row * P).mul_(d).to(pos)  # where each part's direction starts
+        pos = torch.int32 if b * P * d < INT32_POSITIONS else torch.int64
+        offset = (part * d).to(pos)  # where each part's direction starts
         coords = order.to(pos)
         a_coef = coef.view(-1).index_select(0, at)
-        s_sorted = signed_scale.gather(1, order)  # [n, width] sign x scale, in order of |y_eff| ascending
+        s_sorted = signed_scale.gather(1, order)  # [M, width] sign x scale, in order of |y_eff| ascending
         y_sorted = edges if scale is None else absy.gather(1, order)  # without a scale, |y_eff| is |y|
+        flat_basis = basis.view(-1)
         first = 0
         for lv, count in enumerate(torch.bincount(level, minlength=len(levels) + 1).tolist()):
             group = slice(first, first + count)
@@ -124,11 +146,12 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
                 continue
             if lv < len(levels):
                 c = levels[lv]
-                _correct(prox, at[group], row[group], offset[group], a_coef[group], basis,
+                _correct(prox, at[group], row[group], offset[group], a_coef[group], flat_basis,
                          s_sorted[:, :c], y_sorted[:, :c], coords[:, :c], budget)
             else:
-                _direct(prox, at[group], row[group], coef, basis, y, absy, scale, budget)
-    return prox.clamp_min_(0)
+                _direct(prox, at[group], row[group], part[group], a_coef[group], basis.view(b * P, d), y, absy,
+                        scale, budget)
+    return prox.clamp_min_(0).view(b, m, P)
 
 
 _SAME_WIDTH_INT = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
@@ -155,13 +178,13 @@ def _group_order(level: torch.Tensor) -> torch.Tensor:
     return torch.argsort(level, stable=True)[:n]
 
 
-def _correct(prox, at, row, offset, a_coef, basis, s_small, y_small, idx, budget):
+def _correct(prox, at, row, offset, a_coef, flat_basis, s_small, y_small, idx, budget):
     """prox[r, p] -= 2 * sum over the coordinates idx[r] of relu(s_k z_k - |y_k|), for the parts at = r * P + p.
 
-    offset: p * d, where each part starts in the flat basis; a_coef: coef[r, p];
-    s_small, y_small: [n, c] sign x scale and |y| at those coordinates."""
+    offset: where each part's direction starts in the flat basis; a_coef: coef[r, p];
+    s_small, y_small: [M, c] sign x scale and |y| at those coordinates."""
     c = idx.shape[1]
-    flat_basis, flat_prox = basis.reshape(-1), prox.view(-1)
+    flat_prox = prox.view(-1)
     step = max(1, budget // (4 * c))
     for s in range(0, at.numel(), step):
         part = slice(s, s + step)
@@ -173,15 +196,16 @@ def _correct(prox, at, row, offset, a_coef, basis, s_small, y_small, idx, budget
         flat_prox.index_add_(0, at[part], z.sum(1), alpha=-2)
 
 
-def _direct(prox, at, row, coef, basis, y, absy, scale, budget):
-    """Proximity of the parts at = r * P + p from their full vectors."""
-    P, d = basis.shape
+def _direct(prox, at, row, part, a_coef, basis_rows, y, absy, scale, budget):
+    """Proximity of the parts at = r * P + p from their full vectors, basis_rows[part] [k, d]."""
+    d = basis_rows.shape[1]
     y_l1 = absy.sum(-1)
-    flat, flat_coef = prox.view(-1), coef.view(-1)
+    flat = prox.view(-1)
     step = max(1, budget // (4 * d))
     for s in range(0, at.numel(), step):
-        a, r = at[s : s + step], row[s : s + step]
-        part = basis.index_select(0, a - r * P) * flat_coef.index_select(0, a).unsqueeze(-1)
+        sl = slice(s, s + step)
+        r = row[sl]
+        z = basis_rows.index_select(0, part[sl]).mul_(a_coef[sl].unsqueeze(-1))
         if scale is not None:
-            part.mul_(scale.index_select(0, r))
-        flat.index_copy_(0, a, y_l1.index_select(0, r) - (y.index_select(0, r) - part).abs().sum(-1))
+            z.mul_(scale.index_select(0, r))
+        flat.index_copy_(0, at[sl], y_l1.index_select(0, r) - (y.index_select(0, r) - z).abs().sum(-1))
