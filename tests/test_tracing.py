@@ -242,6 +242,45 @@ def test_streamed_trace_frees_each_layers_attention():
     assert all(rec.attention is None for rec in tr.layers)
 
 
+def test_long_traces_hand_freed_memory_back_after_each_layer(monkeypatch):
+    import importlib
+
+    from lmtt_widgets.tracing.memory import release_freed_memory
+
+    tracer = importlib.import_module("lmtt_widgets.tracing.tracer")
+    assert release_freed_memory()  # glibc here: a real malloc_trim, not the no-op fallback
+    calls = []
+    monkeypatch.setattr(tracer, "release_freed_memory", lambda: calls.append(1))
+    lm = loaded("llama")
+    n_layers = trace(lm, "the cat", keep_attention=False).n_layers
+    assert calls == []  # short prompts: not worth ~10 ms a layer
+    monkeypatch.setattr(tracer, "TRIM_ATTENTION_LIMIT", 1)
+    trace(lm, "the cat", keep_attention=False)
+    assert len(calls) == n_layers
+    trace(lm, "the cat", keep_attention=True)  # every attention is kept: nothing large was freed
+    assert len(calls) == n_layers
+
+
+def test_explain_streams_long_prompts_layer_by_layer():
+    """explain() scores layers in groups on short prompts; when the budget allows one layer at a time, each
+    layer's attention is gone before the next layer runs."""
+    import gc
+    import weakref
+
+    from lmtt_widgets import explain
+
+    refs, alive_at_next = [], []
+
+    def on_layer(rec, _w):
+        if refs:
+            gc.collect()
+            alive_at_next.append(refs[-1]() is not None)
+        refs.append(weakref.ref(rec.attention))
+
+    ex = explain(loaded("llama"), "the cat sat on the mat", keep_attention=False, budget=2000, on_layer=on_layer)
+    assert alive_at_next == [False] * (ex.n_layers - 1) and ex.n_layers >= 2
+
+
 def test_norm_identification_is_cached_until_the_norm_changes():
     from lmtt_widgets.tracing.norms import identify_norm
 

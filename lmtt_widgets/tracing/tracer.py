@@ -15,11 +15,15 @@ from ..errors import PromptError, UnsupportedModelError
 from ..models.loading import LoadedModel, load_model
 from ..models.weights import linear_weight, upcast
 from .capture import interface_capture, module_attn_capture
+from .memory import release_freed_memory
 from .norms import NormSpec, identify_norm
 
 # Attention matrices of all layers are kept on the trace when L*H*T*T is at most this many numbers (256 MB);
 # longer prompts keep them only while their layer's contributions are computed.
 KEEP_ATTENTION_LIMIT = 64 * 2**20
+# From this many attention numbers per layer (64 MB) on, freed memory is handed back to the system after each
+# layer (see memory.py); below it the ~10 ms per layer would cost more than the fragmentation.
+TRIM_ATTENTION_LIMIT = 16 * 2**20
 
 
 @dataclass
@@ -334,6 +338,8 @@ def trace(
             rec.attention = None
         result.layers.append(rec)
         scratch[i].clear()  # the hooks hold this very dict: clearing it is what frees the attention
+        if not keep_attention and n_heads * T_ * T_ >= TRIM_ATTENTION_LIMIT:
+            release_freed_memory()
 
     if adapter.capture == "interface":
         capture = interface_capture(net, record_attention)
