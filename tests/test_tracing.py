@@ -221,13 +221,11 @@ def test_embedded_smollm2_predicts(smollm2, prompt, expected):
     assert smollm2.model.config.model_type == "llama"
 
 
-def test_streamed_trace_frees_each_layers_attention():
-    """With keep_attention=False a layer's [H, T, T] attention is freed once the layer is consumed, so long prompts
-    hold one layer's attention at a time, and no autograd graph is built."""
+def attention_lifetimes():
+    """An on_layer callback, and the list it fills: whether the previous layer's attention was still alive."""
     import gc
     import weakref
 
-    lm = loaded("llama")
     refs, alive_at_next = [], []
 
     def on_layer(rec, _w):
@@ -237,6 +235,14 @@ def test_streamed_trace_frees_each_layers_attention():
         refs.append(weakref.ref(rec.attention))
         assert not rec.resid_post.requires_grad
 
+    return on_layer, alive_at_next
+
+
+def test_streamed_trace_frees_each_layers_attention():
+    """With keep_attention=False a layer's [H, T, T] attention is freed once the layer is consumed, so long prompts
+    hold one layer's attention at a time, and no autograd graph is built."""
+    lm = loaded("llama")
+    on_layer, alive_at_next = attention_lifetimes()
     tr = trace(lm, "the cat sat on the mat", keep_attention=False, on_layer=on_layer)
     assert alive_at_next == [False] * (len(tr.layers) - 1) and len(tr.layers) >= 2
     assert all(rec.attention is None for rec in tr.layers)
@@ -264,19 +270,9 @@ def test_long_traces_hand_freed_memory_back_after_each_layer(monkeypatch):
 def test_explain_streams_long_prompts_layer_by_layer():
     """explain() scores layers in groups on short prompts; when the budget allows one layer at a time, each
     layer's attention is gone before the next layer runs."""
-    import gc
-    import weakref
-
     from lmtt_widgets import explain
 
-    refs, alive_at_next = [], []
-
-    def on_layer(rec, _w):
-        if refs:
-            gc.collect()
-            alive_at_next.append(refs[-1]() is not None)
-        refs.append(weakref.ref(rec.attention))
-
+    on_layer, alive_at_next = attention_lifetimes()
     ex = explain(loaded("llama"), "the cat sat on the mat", keep_attention=False, budget=2000, on_layer=on_layer)
     assert alive_at_next == [False] * (ex.n_layers - 1) and ex.n_layers >= 2
 
