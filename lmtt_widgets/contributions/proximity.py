@@ -9,13 +9,17 @@ coordinate k, with s_k = sign(y_k) (sign(0) taken as +1):
 
     |y_k| - |y_k - z_k| = s_k z_k - 2 * relu(s_k z_k - |y_k|)
 
-The first term summed over k is a matrix product (cheap). The correction is non-zero only where |z_k| > |y_k|,
-which needs |a| * max|b| > |y_k|. Sorting a row's |y| ascending, a part whose bound |a| * max|b| does not exceed
-the (c+1)-th smallest |y_k| can only need the correction on the c smallest coordinates. Parts are grouped by that
-count (0, 1, 2, 4, ... 128, more) with one stable sort, and each group computes its correction on exactly those
+The first term summed over k is a matrix product (cheap). The correction only lowers a proximity, which is clamped
+at 0, so parts whose linear term is <= 0 are done. Elsewhere it is non-zero only where |z_k| > |y_k|, which needs
+|a| * max|b| > |y_k|. Sorting a row's |y| ascending, a part whose bound |a| * max|b| does not exceed the (c+1)-th
+smallest |y_k| can only need the correction on the c smallest coordinates. Parts are grouped by that count
+(0, 1, 2, 4, ... 128, more) with one stable sort, and each group computes its correction on exactly those
 coordinates; the last group is computed directly. Residual updates are large against single head-source parts, so
 most parts need nothing. Every proximity is exact; only the cost depends on the data. Nothing of shape
 [T, T, H, d] is ever allocated: work is chunked over target rows and over selected parts.
+
+Several independent blocks of rows (the layers of a short prompt), each with its own parts, go through one pass:
+on short prompts a layer's cost is mostly the number of tensor operations, not their size.
 """
 
 from __future__ import annotations
