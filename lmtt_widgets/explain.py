@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -298,9 +299,9 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
         pending.clear()
 
     def score(rec, w):
-        # Layers are scored in groups, which the tracer's own record of each layer outlives only without its
-        # attention (dropped on long prompts once this returns): the group holds a copy that keeps it.
-        pending.append((dataclasses.replace(rec), w))
+        # Layers are scored in groups. On long prompts the tracer drops a record's attention once this returns,
+        # so the group holds a shallow copy of the record, which keeps the attention alive until it is scored.
+        pending.append((copy.copy(rec), w))
         T = rec.resid_pre.shape[0]
         group = layers_per_group(T, n_heads, rec.resid_pre.shape[1], n_layers, budget)
         if len(pending) == group or rec.index == n_layers - 1:

@@ -82,6 +82,25 @@ def test_blocks_are_scored_against_their_own_parts(budget):
             assert torch.allclose(batch[blk], alone, atol=1e-10)
 
 
+@pytest.mark.parametrize("family, unlike", [("gpt2", "b_o"), ("gemma2", "attn_post_norm")])
+def test_a_group_of_unlike_layers_scores_as_each_alone(family, unlike):
+    """Hybrid stacks: a layer without an output bias (or a post-norm) grouped with layers that have one."""
+    import dataclasses
+
+    from lmtt_widgets.contributions.scores import score_layers
+
+    tr = explain(loaded(family), PROMPT).trace
+    weights = [dataclasses.replace(tr.weights[0], **{unlike: None})] + tr.weights[1:]
+    together = score_layers(tr.layers, weights, tr.n_heads, tr.topology)
+    for rec, w, ls in zip(tr.layers, weights, together):
+        alone = score_layers([rec], [w], tr.n_heads, tr.topology)[0]
+        for name in ("edge", "head_total", "head_ptr", "head_col", "head_val", "resid_attn", "bias_attn", "mlp"):
+            assert torch.allclose(getattr(ls, name).double(), getattr(alone, name).double(), atol=1e-6), name
+    assert getattr(weights[0], unlike) is None and getattr(weights[1], unlike) is not None
+    if unlike == "b_o":
+        assert float(together[0].bias_attn.abs().sum()) == 0 and float(together[1].bias_attn.sum()) > 0
+
+
 def test_group_order_is_stable_and_grouped():
     from lmtt_widgets.contributions.proximity import RADIX_SORT_MIN, _group_order
 

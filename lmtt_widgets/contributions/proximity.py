@@ -5,7 +5,7 @@ proximity over the sum of proximities of all parts of that update.
 
 The expensive case is attention: one part per (source j <= target i, head h), z = a * b with a = A_h[i, j] a scalar
 and b = v_j W_O,h a vector, so a direct computation costs T^2 * H * d. We use an exact identity instead. Per
-coordinate k, with s_k = sign(y_k) (sign(0) taken as +1):
+coordinate k, with s_k = sign(y_k) (either sign where y_k = 0: both sides are then -|z_k|):
 
     |y_k| - |y_k - z_k| = s_k z_k - 2 * relu(s_k z_k - |y_k|)
 

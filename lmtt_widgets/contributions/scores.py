@@ -150,7 +150,7 @@ def normalise(*blocks: torch.Tensor, residual_col: int = 0) -> list[torch.Tensor
 
 
 def layers_per_group(n_tokens: int, n_heads: int, d_model: int, n_layers: int, budget: int = CHUNK_BUDGET) -> int:
-    """How many layers :func:`score_layers` takes at once, balanced over the groups.
+    """How many layers :func:`score_layers` takes at once (the fewest groups that fit, of equal size but the last).
 
     Layers scored together share one pass of tensor operations (on short prompts a layer's cost is mostly their
     number), but the gathers want the group's head directions and coefficients cache-resident: about
@@ -176,7 +176,9 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     _, T, d = x.shape
     y = _stack([rec.resid_post if parallel else rec.resid_mid for rec in records])
     scales = [post_norm_scale(w.attn_post_norm, rec.attn_post_rstd) for rec, w in zip(records, weights)]
-    scale = None if scales[0] is None else _stack(scales)  # [B, T, d]
+    # a layer without a post-norm among layers with one (hybrid stacks) takes scale 1, which changes nothing
+    scale = None if all(sc is None for sc in scales) else _stack([torch.ones_like(x[0]) if sc is None else sc
+                                                                    for sc in scales])  # [B, T, d]
     u = torch.empty(B, T, H, d, dtype=x.dtype, device=dev)
     attention = []
     for b, (rec, w) in enumerate(zip(records, weights)):
@@ -187,8 +189,9 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     # Extra parts besides the heads, columns: residual, bias, (mlp).
     extra_prox = torch.zeros(B, T, 3 if parallel else 2, dtype=y.dtype, device=dev)
     extra_prox[..., 0] = l1_proximity(y, x)
-    if weights[0].b_o is not None:  # without an output bias its column stays 0
-        b_o = _stack([w.b_o for w in weights]).unsqueeze(1)  # [B, 1, d]
+    if any(w.b_o is not None for w in weights):  # without an output bias its column stays 0
+        # (a layer without one among layers with one gets a zero bias, whose proximity is exactly 0)
+        b_o = _stack([torch.zeros_like(x[0, 0]) if w.b_o is None else w.b_o for w in weights]).unsqueeze(1)
         extra_prox[..., 1] = l1_proximity(y, b_o if scale is None else b_o * scale)
     if parallel:
         extra_prox[..., 2] = l1_proximity(y, _stack([rec.mlp_update for rec in records]))
@@ -205,7 +208,7 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     w_o_heads = [w.w_o.view(d, H, dh) for w in weights]
     v_heads = [rec.values.repeat_interleave(H // rec.values.shape[0], dim=0) for rec in records]  # [H, T, dh]
 
-    def signed_dot(rows, b0, b1, r0, r1, j):
+    def signed_dot(rows, b0, b1, j):  # rows: the chunk's own rows already, [b1 - b0, rows, d]
         dots = [_through_heads(rows[b - b0], w_o_heads[b], v_heads[b][:, :j]) for b in range(b0, b1)]
         return _stack(dots)
 
@@ -218,7 +221,7 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         prox = scaled_part_proximity(
             y[:, i0:i1], coef.view(B, m, i1 * H), u[:, :i1].reshape(B, i1 * H, d),
             None if scale is None else scale[:, i0:i1], budget=budget, reach=reach[:, : i1 * H],
-            signed_dot=lambda rows, b0, b1, r0, r1, j=i1: signed_dot(rows, b0, b1, r0, r1, j),
+            signed_dot=lambda rows, b0, b1, _r0, _r1, j=i1: signed_dot(rows, b0, b1, j),
         )
         ext, heads = normalise(extra_prox[:, i0:i1], prox)
         heads = heads.float().view(B, m, i1, H)

@@ -10,12 +10,11 @@ SmolLM2 the resident memory grew ~2.2 GB for ~1.6 GB of live tensors. malloc_tri
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 
 def _malloc_trim():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    try:  # the C library the process already runs on (find_library would spawn ldconfig at import)
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError, TypeError):
         return None
 

@@ -338,7 +338,7 @@ def trace(
             rec.attention = None
         result.layers.append(rec)
         scratch[i].clear()  # the hooks hold this very dict: clearing it is what frees the attention
-        if not keep_attention and n_heads * T_ * T_ >= TRIM_ATTENTION_LIMIT:
+        if not keep_attention and device.type == "cpu" and n_heads * T_ * T_ >= TRIM_ATTENTION_LIMIT:
             release_freed_memory()
 
     if adapter.capture == "interface":
@@ -346,22 +346,26 @@ def trace(
     else:
         capture = module_attn_capture([b.get_submodule(adapter.attention) for b in blocks], record_attention)
 
-    # modules in training mode (dropout) run in eval mode for the pass and are put back exactly as they were;
-    # a model already in eval mode is not walked twice (net.eval()/net.train() cost ~5 ms per pass on 30 blocks)
-    training = [m for m in net.modules() if m.training]
+    # Modules in training mode (dropout) run in eval mode for the pass, through the model's own train() (Hugging
+    # Face models re-select their kernels there), and are put back exactly as they were, a mixed state included.
+    # A model already in eval mode is left alone (net.eval()/net.train() cost ~5 ms per pass on 30 blocks).
+    training = {m for m in net.modules() if m.training}
+    was_training = net.training
     device = next(net.parameters()).device
     model_dtype = next(net.parameters()).dtype
     try:
-        for m in training:
-            m.training = False
+        if training:
+            net.eval()
         # no autograd graph: it would hold every layer's attention until the pass ends (GBs on long prompts)
         with capture, torch.no_grad():
             out = net(input_ids=ids[None].to(device), use_cache=False)
     finally:
         for h in hooks:
             h.remove()
-        for m in training:
-            m.training = True
+        if training:
+            net.train(was_training)
+            for m in net.modules():
+                m.training = m in training
     result.logits = out.logits.detach()[0]
     if len(result.layers) != L:
         raise UnsupportedModelError(f"only {len(result.layers)} of {L} blocks ran; the adapter does not fit this model")
