@@ -64,9 +64,9 @@ def scaled_part_proximity(
         basis: [B, P, d] the direction of each part.
         scale: [B, N, d] optional per-row coordinate scale (a frozen post-norm), or None.
         buckets: increasing counts of smallest coordinates corrected per bucket (tuning only; results are exact).
-        signed_dot: optional fast product: given signed rows [b, n, d] and the blocks and rows they are
-            (b0, b1, r0, r1), returns rows @ basis[b0:b1].T [b, n, P] (attention passes one that goes through W_O
-            and the values, 1/H of the work).
+        signed_dot: optional fast product: given signed rows [b, n, d] of the blocks b0:b1, returns
+            rows @ basis[b0:b1].T [b, n, P] (attention passes one that goes through W_O and the values, 1/H of the
+            work).
         reach: optional [B, P] = basis.abs().amax(-1), when the caller already has it.
     Returns:
         [B, N, P] exact proximities (>= 0).
@@ -84,7 +84,7 @@ def scaled_part_proximity(
     if reach is None:
         reach = basis.abs().amax(-1)  # [B, P] the largest coordinate of each direction
     if signed_dot is None:
-        signed_dot = lambda r, b0, b1, r0, r1: torch.bmm(r, basis[b0:b1].transpose(1, 2))  # noqa: E731
+        signed_dot = lambda r, b0, b1: torch.bmm(r, basis[b0:b1].transpose(1, 2))  # noqa: E731
     rows = max(1, budget // max(1, 4 * P))  # rows of [*, P] temporaries one chunk may hold
     if rows >= N:  # whole blocks per chunk
         spans = [(b0, min(B, b0 + rows // N), 0, N) for b0 in range(0, B, rows // N)]
@@ -94,7 +94,7 @@ def scaled_part_proximity(
         out[b0:b1, r0:r1] = _chunk(
             y[b0:b1, r0:r1], coef[b0:b1, r0:r1], basis[b0:b1], reach[b0:b1],
             None if scale is None else scale[b0:b1, r0:r1], levels, budget,
-            lambda r, span=(b0, b1, r0, r1): signed_dot(r, *span),
+            lambda r, b0=b0, b1=b1: signed_dot(r, b0, b1),
         )
     return out
 

@@ -208,10 +208,6 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     w_o_heads = [w.w_o.view(d, H, dh) for w in weights]
     v_heads = [rec.values.repeat_interleave(H // rec.values.shape[0], dim=0) for rec in records]  # [H, T, dh]
 
-    def signed_dot(rows, b0, b1, j):  # rows: the chunk's own rows already, [b1 - b0, rows, d]
-        dots = [_through_heads(rows[b - b0], w_o_heads[b], v_heads[b][:, :j]) for b in range(b0, b1)]
-        return _stack(dots)
-
     for i0 in range(0, T, rows_per_chunk):
         i1 = min(T, i0 + rows_per_chunk)
         m = i1 - i0
@@ -221,7 +217,8 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         prox = scaled_part_proximity(
             y[:, i0:i1], coef.view(B, m, i1 * H), u[:, :i1].reshape(B, i1 * H, d),
             None if scale is None else scale[:, i0:i1], budget=budget, reach=reach[:, : i1 * H],
-            signed_dot=lambda rows, b0, b1, _r0, _r1, j=i1: signed_dot(rows, b0, b1, j),
+            signed_dot=lambda rows, b0, b1, j=i1: _stack(
+                [_through_heads(rows[b - b0], w_o_heads[b], v_heads[b][:, :j]) for b in range(b0, b1)]),
         )
         ext, heads = normalise(extra_prox[:, i0:i1], prox)
         heads = heads.float().view(B, m, i1, H)
