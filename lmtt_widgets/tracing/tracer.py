@@ -286,9 +286,10 @@ def trace(
         o_proj = block.get_submodule(adapter.attn_out_proj)
         s["signal_hooked"] = bool(o_proj._forward_pre_hooks) or bool(torch.nn.modules.module._global_forward_pre_hooks)
         add(o_proj, "pre", o_pre)
-        add(block.get_submodule(adapter.attn_out_proj), "post", o_post)
-        add(block.get_submodule(adapter.mlp_out_proj), "pre", mlp_pre)
-        add(block.get_submodule(adapter.mlp_out_proj), "post", mlp_post)
+        add(o_proj, "post", o_post)
+        mlp_out_proj = block.get_submodule(adapter.mlp_out_proj)
+        add(mlp_out_proj, "pre", mlp_pre)
+        add(mlp_out_proj, "post", mlp_post)
         if topology != "parallel":
             add(block.get_submodule(adapter.mlp_norm), "pre", mid_pre)
         if adapter.attn_post_norm:
