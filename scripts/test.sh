@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything (Python package, JS toolchain, Debian's Chromium) and runs the whole test suite.
+# Installs everything (Python package, JS toolchain, Debian's Chromium) and runs the whole test suite on the newest
+# transformers pyproject allows, then the engine's tests on the oldest (scripts/test-oldest.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then
@@ -13,3 +14,5 @@ npm run typecheck
 npm test
 # pytest exits 5 when it collects nothing: that must fail, and does, since set -e sees any non-zero code.
 .venv/bin/python -m pytest -q "$@"
+# The other end of the supported transformers range: the engine's tests on the oldest release pyproject allows.
+scripts/test-oldest.sh

@@ -29,7 +29,7 @@ CONFIGS = {
     "gpt_neox": lambda: tf.GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=D,
                                          intermediate_size=128, rotary_pct=0.25, max_position_embeddings=P, **COMMON),
     "phi": lambda: tf.PhiConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=D, intermediate_size=128,
-                                partial_rotary_factor=0.5, max_position_embeddings=P, **COMMON),
+                                partial_rotary_factor=0.5, max_position_embeddings=P, pad_token_id=0, **COMMON),
     "phi3": lambda: tf.Phi3Config(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=D,
                                   intermediate_size=128, max_position_embeddings=P, pad_token_id=0, bos_token_id=1,
                                   eos_token_id=2, **COMMON),

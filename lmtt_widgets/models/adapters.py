@@ -28,8 +28,9 @@ class ArchitectureAdapter:
         attn_post_norm / mlp_post_norm: norms applied ON the attention / MLP output (Gemma 2/3 sandwich).
         final_norm: the final norm, from the root.
         topology: how a block adds its updates; a callable receives the config (GPT-NeoX decides per config).
-        capture: "interface" registers an attention function through transformers' AttentionInterface;
-            "module_attn" wraps the attention module's own ``_attn`` method (GPT-J has no interface).
+        capture: how attention weights are recorded. "auto" (default) decides per attention module from what its
+            class does in the installed transformers (tracing/capture.py: a release may move a family between
+            the two); "interface" forces transformers' AttentionInterface, "module_attn" the module's ``_attn``.
     """
 
     blocks: str
@@ -42,7 +43,7 @@ class ArchitectureAdapter:
     topology: Topology | Callable[[object], Topology] = "sequential"
     attn_post_norm: str | None = None
     mlp_post_norm: str | None = None
-    capture: Literal["interface", "module_attn"] = "interface"
+    capture: Literal["auto", "interface", "module_attn"] = "auto"
 
     def resolve_topology(self, config) -> Topology:
         return self.topology(config) if callable(self.topology) else self.topology
@@ -121,7 +122,6 @@ _REGISTRY: dict[str, ArchitectureAdapter] = {
         mlp_norm=None,
         final_norm="transformer.ln_f",
         topology="parallel",
-        capture="module_attn",
     ),
 }
 

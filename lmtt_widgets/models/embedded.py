@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from ..errors import ModelLoadError
@@ -60,8 +62,19 @@ def converted_dir() -> Path:
     config = AutoConfig.for_model(**{k: v for k, v in quantised.config.to_dict().items() if k != "quantization_config"})
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
-    tmp = target.with_name(target.name + ".tmp")
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(target)  # atomic: a half-written cache is never picked up
+    # A private temporary directory, renamed into place: a half-written cache is never picked up, and two processes
+    # converting at once (parallel kernels, test workers) do not write into each other's files.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.replace(target)
+        except OSError:
+            if not (target / "model.safetensors").is_file():
+                raise
+            # another process finished first: its copy is the same conversion
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target

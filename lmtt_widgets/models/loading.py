@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,9 @@ class LoadedModel:
     tokenizer: object
     adapter: ArchitectureAdapter
     name: str
+    # how each block's attention weights are recorded ("interface" or "module_attn"), decided from the model's own
+    # classes when it is loaded (tracing/capture.py)
+    capture_routes: tuple[str, ...] = ()
 
     @property
     def config(self):
@@ -66,13 +70,58 @@ def load_model(
             f"load_model expects 'smollm2', a hub name, a local path or a transformers model, not {type(source).__name__}."
         )
     _check_causal_lm(model)
+    _check_transformers_version()
     adapter = adapter_for(model)
     if device is not None:
         model.to(device)
     if dtype is not None and isinstance(source, torch.nn.Module):
         model.to(_as_dtype(dtype))
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, name=name)
+    return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, name=name,
+                       capture_routes=_capture_routes(model, adapter))
+
+
+def _capture_routes(model, adapter: ArchitectureAdapter) -> tuple[str, ...]:
+    from ..tracing.capture import capture_route
+
+    blocks = model.get_submodule(adapter.blocks)
+    if adapter.capture != "auto":
+        return (adapter.capture,) * len(blocks)
+    return tuple(capture_route(b.get_submodule(adapter.attention)) for b in blocks)
+
+
+def _check_transformers_version() -> None:
+    """Warn, once, when the installed transformers lies outside the range this package declares (and CI tests)."""
+    global _version_checked
+    if _version_checked:
+        return
+    _version_checked = True
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    try:
+        reqs = [Requirement(r) for r in requires("lmtt-widgets") or ()]
+    except PackageNotFoundError:  # running from a source tree that was never installed: nothing declared
+        return
+    spec = next((r.specifier for r in reqs if r.name == "transformers" and not r.marker), None)
+    installed = _installed_transformers()
+    if spec is not None and installed not in spec:
+        warnings.warn(
+            f"transformers {installed} is outside the range lmtt-widgets is tested with "
+            f"(transformers{spec}). Its internals change between releases: tracing checks its own identities and "
+            f"raises when they break, but install a tested release to be safe: pip install 'transformers{spec}'.",
+            RuntimeWarning, stacklevel=3,
+        )
+
+
+_version_checked = False
+
+
+def _installed_transformers() -> str:
+    from importlib.metadata import version
+
+    return version("transformers")
 
 
 def _as_dtype(dtype) -> torch.dtype:

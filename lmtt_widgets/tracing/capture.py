@@ -1,24 +1,59 @@
 """Record attention probabilities and value states while running the model's OWN eager attention.
 
-Families with transformers' AttentionInterface get a registered attention function ("lmtt_capture") that calls the
-modeling file's ``eager_attention_forward`` (so softcapping, sliding windows and scaling stay exactly the model's)
-and registers the eager mask function under the same name, so the causal mask is kept (without it attention
-silently becomes bidirectional). GPT-J has no interface: its attention module's ``_attn`` is wrapped on the instance.
+Two routes, chosen per attention module by what its class does in the installed transformers (a release may move a
+family from one to the other: GPT-J moved to the AttentionInterface in 5.24):
+- "interface": the module's forward looks its attention function up in transformers' AttentionInterface. A
+  registered function ("lmtt_capture") calls the modeling file's ``eager_attention_forward`` (so softcapping,
+  sliding windows and scaling stay exactly the model's); the eager mask function is registered under the same name,
+  so the causal mask is kept (without it attention silently becomes bidirectional).
+- "module_attn": the module computes attention in its own ``_attn(query, key, value, mask)`` method, which is
+  wrapped on the instance for the pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import sys
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
+
+from ..errors import UnsupportedModelError
 
 CAPTURE_NAME = "lmtt_capture"
 Recorder = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], None]
 _recorder: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("lmtt_recorder", default=None)
 _registered = False
+
+
+Route = Literal["interface", "module_attn"]
+
+
+def capture_route(module: torch.nn.Module) -> Route:
+    """How the attention weights of ``module`` can be recorded, read off its class (no forward pass needed).
+
+    The names a function's code refers to (``co_names``) say whether its forward looks the attention function up
+    in ``ALL_ATTENTION_FUNCTIONS`` or calls ``self._attn``; this holds without the source files being installed.
+    Decorators (transformers wraps some forwards to rename keyword arguments) are looked through.
+    """
+    cls = type(module)
+    forward = inspect.unwrap(cls.forward)
+    names = set(getattr(getattr(forward, "__code__", None), "co_names", ()))
+    file_globals = vars(sys.modules.get(cls.__module__, object()))
+    if "ALL_ATTENTION_FUNCTIONS" in names and callable(file_globals.get("eager_attention_forward")):
+        return "interface"
+    if "_attn" in names and callable(getattr(module, "_attn", None)):
+        return "module_attn"
+    import transformers
+
+    raise UnsupportedModelError(
+        f"{cls.__module__}.{cls.__name__} (transformers {transformers.__version__}) neither looks its attention "
+        "function up in transformers' AttentionInterface (with an eager_attention_forward in its modeling file) nor "
+        "computes attention in an _attn method, so its attention weights cannot be recorded. Use a transformers "
+        "release within the range lmtt-widgets declares, or report the model class."
+    )
 
 
 def _capture_attention(module, query, key, value, attention_mask, **kwargs):
@@ -81,14 +116,7 @@ def module_attn_capture(attention_modules, record: Recorder):
     wrapped = []
     try:
         for module in attention_modules:
-            original = getattr(module, "_attn", None)
-            if original is None:
-                from ..errors import UnsupportedModelError
-
-                raise UnsupportedModelError(
-                    f"{type(module).__name__} exposes no attention weights. Load the model with "
-                    "attn_implementation='eager', e.g. AutoModelForCausalLM.from_pretrained(name, attn_implementation='eager')."
-                )
+            original = module._attn  # capture_route checked it exists
 
             def _attn(query, key, value, attention_mask=None, *args, __orig=original, __module=module, **kwargs):
                 out, weights = __orig(query, key, value, attention_mask, *args, **kwargs)
@@ -101,3 +129,15 @@ def module_attn_capture(attention_modules, record: Recorder):
     finally:
         for module in wrapped:
             del module._attn  # the class method shows through again
+
+
+@contextlib.contextmanager
+def attention_capture(model, attention_modules, routes: list[Route], record: Recorder):
+    """Record every attention module through its own route (both routes may mix in one model)."""
+    wrapped = [m for m, r in zip(attention_modules, routes) if r == "module_attn"]
+    with contextlib.ExitStack() as stack:
+        if len(wrapped) < len(attention_modules):
+            stack.enter_context(interface_capture(model, record))
+        if wrapped:
+            stack.enter_context(module_attn_capture(wrapped, record))
+        yield

@@ -12,9 +12,9 @@ from typing import Callable
 import torch
 
 from ..errors import PromptError, UnsupportedModelError
-from ..models.loading import LoadedModel, load_model
+from ..models.loading import LoadedModel, _capture_routes, load_model
 from ..models.weights import linear_weight, upcast
-from .capture import interface_capture, module_attn_capture
+from .capture import attention_capture
 from .memory import release_freed_memory
 from .norms import NormSpec, identify_norm
 
@@ -306,6 +306,13 @@ def trace(
     def emit(i: int) -> None:
         s = scratch[i]
         missing = {"resid_pre", "attention", "values", "head_signal", "attn_out", "mlp_out", "neurons"} - set(s)
+        if missing & {"attention", "values"} and not missing - {"attention", "values"}:
+            attn = blocks[i].get_submodule(adapter.attention)
+            raise UnsupportedModelError(
+                f"layer {i}: {type(attn).__name__} ran but its attention weights never reached the "
+                f"{routes[i]!r} capture route; this transformers release computes attention in a way lmtt-widgets "
+                "does not recognise for this class."
+            )
         if missing:
             raise UnsupportedModelError(
                 f"layer {i}: the hooks saw no {', '.join(sorted(missing))}; the adapter for "
@@ -342,10 +349,8 @@ def trace(
         if not keep_attention and device.type == "cpu" and n_heads * T_ * T_ >= TRIM_ATTENTION_LIMIT:
             release_freed_memory()
 
-    if adapter.capture == "interface":
-        capture = interface_capture(net, record_attention)
-    else:
-        capture = module_attn_capture([b.get_submodule(adapter.attention) for b in blocks], record_attention)
+    routes = lm.capture_routes or _capture_routes(net, adapter)
+    capture = attention_capture(net, [b.get_submodule(adapter.attention) for b in blocks], routes, record_attention)
 
     # Modules in training mode (dropout) run in eval mode for the pass, through the model's own train() (Hugging
     # Face models re-select their kernels there), and are put back exactly as they were, a mixed state included.

@@ -1,0 +1,63 @@
+"""Turn what a user says ("the prediction", " John", a token id) into a :class:`Metric` of a traced prompt."""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import SelectionError
+from .base import Metric
+
+
+def token_id(ex, token, *, what: str) -> int:
+    """A vocabulary id from an int id or a text that is exactly one token."""
+    vocab = ex.trace.logits.shape[-1]
+    if isinstance(token, bool) or (isinstance(token, float) and not token.is_integer()):
+        raise SelectionError(f"The {what} must be a token id or a token's text, not {token!r}.")
+    if isinstance(token, (int, float)) or hasattr(token, "__index__"):
+        tid = int(token)
+        if not 0 <= tid < vocab:
+            raise SelectionError(f"The {what} id {tid} is out of range: the vocabulary has {vocab} tokens (0..{vocab - 1}).")
+        return tid
+    if isinstance(token, str):
+        if not token:
+            raise SelectionError(f"The {what} is an empty text; give a token such as ' Paris' (mind the leading space).")
+        ids = _encode(ex.trace.lm.tokenizer, token)
+        if len(ids) != 1:
+            pieces = [ex.trace.lm.tokenizer.decode([i]) for i in ids]
+            raise SelectionError(
+                f"The {what} {token!r} is {len(ids)} tokens {pieces}, not one. Give a single token (mind the leading "
+                f"space: ' Paris', not 'Paris') or its id."
+            )
+        return ids[0]
+    raise SelectionError(f"The {what} must be a token id or a token's text, not {type(token).__name__}.")
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    try:
+        return list(tokenizer(text, add_special_tokens=False).input_ids)
+    except TypeError:  # tokenizers without add_special_tokens (test stand-ins) return a [1, n] tensor
+        ids = tokenizer(text).input_ids
+        return [int(i) for i in (ids[0] if hasattr(ids, "dim") and ids.dim() == 2 else ids)]
+
+
+def make_metric(ex, target=None, foil=None, position=None) -> Metric:
+    """The metric at ``position`` (default: the last token): logit(target) - logit(foil), or log p(target).
+
+    ``target`` defaults to the model's top prediction there; both accept a token id or a one-token text.
+    """
+    pos = ex._token(position)
+    logits = ex.trace.logits[pos].float()
+    if not bool(logits.isfinite().all()):
+        raise SelectionError(f"The model's logits at token {pos} are not finite; no metric can be read there.")
+    tid = int(logits.argmax()) if target is None else token_id(ex, target, what="target")
+    fid = None if foil is None else token_id(ex, foil, what="foil")
+    if fid is not None and fid == tid:
+        raise SelectionError("The foil is the target itself; pick another token to contrast with.")
+    text = lambda i: ex.trace.lm.tokenizer.decode([i], clean_up_tokenization_spaces=False)  # noqa: E731
+    return Metric(pos, tid, fid, text(tid), "" if fid is None else text(fid))
+
+
+def finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise SelectionError(f"{what} is not finite ({value}).")
+    return value
