@@ -237,6 +237,63 @@ class Explanation:
     def neuron_tokens(self, layer, neuron, token=None, k=10, norm: Norm = "final") -> Projection:
         return self.project(self.neuron_output(layer, neuron, token), token, k, norm)
 
+    # ---- signed and causal scores (lmtt_widgets.methods): every one returns a ScoreTable in the metric's units
+    def metric(self, target=None, foil=None, position=None):
+        """logit(target) - logit(foil) at ``position`` (default: last token, target: the prediction), or
+        log p(target) without a foil. Targets and foils are token ids or one-token texts (' John')."""
+        from .methods.targets import make_metric
+
+        return make_metric(self, target, foil, position)
+
+    def score(self, method: str, **options):
+        """Any registered method by name (``lmtt_widgets.methods.available_methods()``)."""
+        from .methods import get_method
+
+        return get_method(method).fn(self, **options)
+
+    def logit_attribution(self, target=None, foil=None, position=None, *, neurons: bool = False):
+        """Signed direct logit attribution of the embeddings, every head, attention bias and MLP (or neuron)."""
+        return self.score("logit_attribution", target=target, foil=foil, position=position, neurons=neurons)
+
+    def attribution_patching(self, corrupted=None, *, ablation=None, target=None, foil=None, position=None,
+                             neurons: bool = False, edges=None):
+        """First-order causal effect of every head and MLP (and neurons, route edges) vs ``corrupted`` (a prompt of
+        the same length) or ``ablation='mean'`` / ``'zero'``: one forward and one backward pass."""
+        return self.score("attribution_patching", target=target, foil=foil, position=position, corrupted=corrupted,
+                          ablation=ablation, neurons=neurons, edges=edges)
+
+    def patch(self, components, corrupted=None, *, ablation=None, target=None, foil=None, position=None,
+              together: bool = False):
+        """Exact activation patching: the effect of each component alone (a ScoreTable), or of all of them at once
+        (``together=True``: a dict with clean, patched and effect). Ids: 'L23.H3', 'L5.MLP', 'L5.N12', 'L5.R@7',
+        'L3.H2 5>7' (an edge), or Component values."""
+        from .methods import causal
+
+        if isinstance(components, str):
+            components = [components]
+        if together:
+            return causal.patch_together(self, components, target=target, foil=foil, position=position,
+                                         corrupted=corrupted, ablation=ablation)
+        return self.score("activation_patching", components=components, target=target, foil=foil,
+                          position=position, corrupted=corrupted, ablation=ablation)
+
+    def faithfulness(self, thresholds=(0.01, 0.02, 0.04, 0.08, 0.16), corrupted=None, *, ablation=None, target=None,
+                     foil=None, position=None):
+        """The fraction of the metric the route keeps at each tau when everything off it is ablated."""
+        from .methods import causal
+
+        return causal.faithfulness(self, thresholds, target=target, foil=foil, position=position,
+                                   corrupted=corrupted, ablation=ablation)
+
+    def agreement(self, corrupted=None, *, ablation=None, target=None, foil=None, position=None, k: int = 10,
+                  exact: bool = True):
+        """Rank agreement over the heads of importance, logit attribution and attribution patching with exact
+        patching (``exact=False``: with attribution patching), as a DataFrame."""
+        from .methods.compare import agreement
+
+        return agreement(self, corrupted=corrupted, ablation=ablation, target=target, foil=foil,
+                         position=position, k=k, exact=exact)
+
     # ---- index checks
     def _token(self, token):
         T = self.n_tokens

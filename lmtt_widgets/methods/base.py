@@ -98,7 +98,7 @@ class Metric:
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """The metric of logits [..., T, V] (or [..., V] already at the position) -> [...]."""
         row = logits[..., self.position, :] if logits.dim() >= 2 and logits.shape[-2] > self.position else logits
-        row = row.float()
+        row = row.double()  # differences of nearby logits: keep every bit the model gave
         if self.foil is None:
             return row.log_softmax(-1)[..., self.target]
         return row[..., self.target] - row[..., self.foil]

@@ -32,8 +32,7 @@ def _direction(ex, metric) -> tuple[torch.Tensor, float, float]:
     if metric.foil is not None:
         r = r - W[metric.foil].double()
     fn = ex.trace.final_norm
-    s = ex.trace.final_rstd[metric.position].double() * fn.weight.double().to(r.device)
-    w = s * r
+    w = _frozen_scale(ex, metric.position).to(r.device) * r
     if fn.kind == "layer":
         w = w - w.mean()
     norm_bias = 0.0 if fn.bias is None else float(fn.bias.double().to(r.device) @ r)
@@ -43,9 +42,43 @@ def _direction(ex, metric) -> tuple[torch.Tensor, float, float]:
     return w, norm_bias, unembed_bias
 
 
-def _post(norm, rstd, p, w):
-    """w seen through a frozen post-norm at position p (identity without one)."""
-    return w if norm is None else w * (rstd[p].double() * norm.weight.double().to(w.device))
+@torch.no_grad()
+def _frozen_scale(ex, p: int) -> torch.Tensor:
+    """The final norm's per-coordinate scale at position p, as the model applied it: (y - beta) / centre(x) [d].
+
+    In exact arithmetic this is rstd_p * gamma. Reading it off the norm's own output also keeps the rounding the
+    model did (Hugging Face computes RMSNorm in float32 even in float64 models), so the parts add up to the
+    model's logits to the last bits instead of to float32's precision.
+    """
+    tr = ex.trace
+    fn, x = tr.final_norm, tr.final_resid[p]
+    y = _final_norm_output(ex, p)
+    if fn.bias is not None:
+        y = y - fn.bias.double().cpu()
+    centred = fn.center(x.double().cpu())
+    default = tr.final_rstd[p].double().cpu() * fn.weight.double().cpu()
+    return torch.where(centred != 0, y / torch.where(centred != 0, centred, 1), default)
+
+
+@torch.no_grad()
+def _final_norm_output(ex, p: int) -> torch.Tensor:
+    """The model's own final norm applied to the final residual at p, in the model's dtype -> float64 [d]."""
+    tr = ex.trace
+    x = tr.final_resid[p]
+    module = tr.lm.model.get_submodule(tr.lm.adapter.final_norm)
+    param = next(module.parameters(), None)
+    like = x if param is None else param
+    return module(x.to(dtype=tr.layers[0].model_dtype, device=like.device)[None])[0].double().cpu()
+
+
+def _post(norm, out, update, p, w):
+    """w seen through a frozen post-norm at position p (identity without one). The scale is read off what the
+    norm really did (update / out, per coordinate), for the same reason as :func:`_frozen_scale`."""
+    if norm is None:
+        return w
+    o, u = out[p].double().to(w.device), update[p].double().to(w.device)
+    default = norm.weight.double().to(w.device) * norm.rstd(out[p]).double().to(w.device)
+    return w * torch.where(o != 0, u / torch.where(o != 0, o, 1), default)
 
 
 def logit_attribution_parts(ex, metric, *, neurons: bool = False) -> tuple[list[Component], torch.Tensor, dict]:
@@ -57,7 +90,7 @@ def logit_attribution_parts(ex, metric, *, neurons: bool = False) -> tuple[list[
     prev = tr.layers[0].resid_pre[p].double()
     for rec, lw in zip(tr.layers, tr.weights):
         l = rec.index
-        wa = _post(lw.attn_post_norm, rec.attn_post_rstd, p, w)
+        wa = _post(lw.attn_post_norm, rec.attn_out, rec.attn_update, p, w)
         through = (lw.w_o.double().view(-1, H, dh) * wa.view(-1, 1, 1)).sum(0)  # [H, dh]: W_O,h^T w per head
         heads = (rec.head_signal[p].double() * through).sum(-1)
         comps += [Component("head", l, h) for h in range(H)]
@@ -67,7 +100,7 @@ def logit_attribution_parts(ex, metric, *, neurons: bool = False) -> tuple[list[
             comps.append(Component("attn_bias", l))
             vals.append(lw.b_o.double() @ wa)
             written = written + vals[-1]
-        wm = _post(lw.mlp_post_norm, rec.mlp_post_rstd, p, w)
+        wm = _post(lw.mlp_post_norm, rec.mlp_out, rec.mlp_update, p, w)
         if neurons:
             per = rec.neurons[p].double() * (wm @ lw.w_out.double())
             comps += [Component("neuron", l, n) for n in range(per.numel())]
@@ -116,8 +149,8 @@ def _model_value(ex, metric) -> float:
         logits = tr.logits[metric.position].double()
         return float(logits[metric.target] - (0 if metric.foil is None else logits[metric.foil]))
     W, b = unembedding(tr)
-    h = tr.final_norm.apply(tr.final_resid[metric.position]).double()
-    logits = h @ W.double().t() + (0 if b is None else b.double())
+    h = _final_norm_output(ex, metric.position)
+    logits = h @ W.double().t().cpu() + (0 if b is None else b.double().cpu())
     value = logits[metric.target]
     return float(value - (0 if metric.foil is None else logits[metric.foil]))
 

@@ -1,0 +1,282 @@
+"""Run the model with components replaced: what exact patching, faithfulness and attribution patching share.
+
+An intervention replaces a component's clean value by a *reference*: its value on a corrupted prompt of the same
+length, zero, or its mean over the prompt's positions. Where each component lives in the forward pass:
+- head h of layer l: its slice of the attention output projection's input (A_h v_h, before W_O);
+- MLP of layer l: the output of its output projection (before a post-norm, which then runs on the new value);
+- neuron n: its activation, the input of the MLP output projection;
+- residual node after layer l: the block's output;
+- edge j -> i through head h of layer l: the message A_h[i, j] v_j^h inside head h's signal at target i. It is an
+  additive part of the update, so removing it (``zero``) subtracts it exactly; ``corrupted`` puts the corrupted
+  prompt's message in its place. Messages are taken from the clean and corrupted traces.
+Hooks are added for the run and removed after it; no weight is touched, so the model is left bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..errors import PromptError, SelectionError
+from .base import Component
+
+Ablation = Literal["corrupted", "zero", "mean"]
+ABLATIONS = ("corrupted", "zero", "mean")
+# Copies of the prompt run at once: at most this many numbers of attention per batch (~64 MB in float32).
+BATCH_NUMBERS = 16 * 2**20
+MAX_BATCH = 16
+
+
+@dataclass
+class Reference:
+    """What patched components take instead of their clean values (per layer, float32, T positions)."""
+
+    ablation: str
+    head_signal: list[torch.Tensor]  # [T, H, dh]
+    mlp_out: list[torch.Tensor]  # [T, d]
+    neurons: list[torch.Tensor]  # [T, F]
+    resid_post: list[torch.Tensor]  # [T, d]
+    trace: object | None = None  # the corrupted prompt's Trace (edges read their messages from it)
+    prompt: str | None = None
+
+
+def reference(ex, corrupted=None, ablation: str | None = None) -> Reference:
+    """The reference values: a corrupted prompt's (same number of tokens), zero, or the mean over positions."""
+    ablation = ablation or ("corrupted" if corrupted is not None else "mean")
+    if ablation not in ABLATIONS:
+        raise SelectionError(f"ablation must be one of {ABLATIONS}, not {ablation!r}.")
+    if ablation == "corrupted":
+        return _corrupted_reference(ex, corrupted)
+    if corrupted is not None:
+        raise SelectionError(f"A corrupted prompt was given with ablation={ablation!r}; drop one of them.")
+    tr = ex.trace
+
+    def ref(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x) if ablation == "zero" else x.mean(0, keepdim=True).expand_as(x)
+
+    return Reference(ablation, [ref(r.head_signal) for r in tr.layers], [ref(r.mlp_out) for r in tr.layers],
+                     [ref(r.neurons) for r in tr.layers], [ref(r.resid_post) for r in tr.layers])
+
+
+def _corrupted_reference(ex, corrupted) -> Reference:
+    from ..tracing.tracer import trace
+
+    if corrupted is None:
+        raise SelectionError("ablation='corrupted' needs a corrupted prompt (same number of tokens as the clean one).")
+    if isinstance(corrupted, Reference):
+        return corrupted
+    tr = trace(ex.trace.lm, corrupted)
+    if tr.n_tokens != ex.n_tokens:
+        raise PromptError(
+            f"The corrupted prompt has {tr.n_tokens} tokens but the clean one has {ex.n_tokens}; patching pairs "
+            "positions one to one, so they must be equally long. Change names or words for ones of the same token "
+            "count (check with ex.tokens), or use ablation='mean'."
+        )
+    return Reference("corrupted", [r.head_signal for r in tr.layers], [r.mlp_out for r in tr.layers],
+                     [r.neurons for r in tr.layers], [r.resid_post for r in tr.layers], tr,
+                     corrupted if isinstance(corrupted, str) else None)
+
+
+def check_component(ex, c: Component) -> Component:
+    """The component, or a clear error when it does not exist in this model or prompt."""
+    if c.kind in ("token", "external", "attn_bias", "mlp_bias"):
+        raise SelectionError(f"{c.id}: components of kind {c.kind!r} cannot be patched here.")
+    if c.kind == "embed":
+        raise SelectionError("EMB: patch the residual after a layer (e.g. 'L0.R') or input tokens instead.")
+    ex._layer(c.layer)
+    if c.position is not None:
+        ex._token(c.position)
+    if c.kind in ("head", "edge") and c.index is not None:
+        ex._head(c.index)
+    if c.kind == "neuron":
+        F = ex.trace.layers[c.layer].neurons.shape[1]
+        if not 0 <= c.index < F:
+            raise SelectionError(f"{c.id}: layer {c.layer} has {F} neurons (0..{F - 1}).")
+    if c.kind == "edge" and not 0 <= c.source <= c.position:
+        raise SelectionError(f"{c.id}: an edge goes from a source at or before its target (causal attention).")
+    return c
+
+
+class Plan:
+    """The interventions of one batch: B runs, each a set of components, as masks per layer."""
+
+    def __init__(self, ex, runs: list[list[Component]]):
+        tr = ex.trace
+        B, T, H, L = len(runs), tr.n_tokens, tr.n_heads, tr.n_layers
+        self.heads = torch.zeros(L, B, T, H, dtype=torch.bool)
+        self.mlp = torch.zeros(L, B, T, dtype=torch.bool)
+        self.resid = torch.zeros(L, B, T, dtype=torch.bool)
+        self.neurons: list[list[tuple[int, slice, int]]] = [[] for _ in range(L)]
+        self.edges: list[list[tuple[int, int | None, int, int]]] = [[] for _ in range(L)]
+        for b, run in enumerate(runs):
+            for c in run:
+                pos = slice(None) if c.position is None else slice(c.position, c.position + 1)
+                if c.kind == "head":
+                    self.heads[c.layer, b, pos, c.index] = True
+                elif c.kind == "mlp":
+                    self.mlp[c.layer, b, pos] = True
+                elif c.kind == "resid":
+                    self.resid[c.layer, b, pos] = True
+                elif c.kind == "neuron":
+                    self.neurons[c.layer].append((b, pos, c.index))
+                elif c.kind == "edge":
+                    self.edges[c.layer].append((b, c.index, c.source, c.position))
+        self.size = B
+
+    @classmethod
+    def from_masks(cls, ex, heads: torch.Tensor, mlp: torch.Tensor) -> "Plan":
+        """A plan from boolean ablation masks: heads [B, L, T, H], mlp [B, L, T]."""
+        plan = cls(ex, [[] for _ in range(heads.shape[0])])
+        plan.heads, plan.mlp = heads.transpose(0, 1).clone(), mlp.transpose(0, 1).clone()
+        return plan
+
+
+def _as_batch(x: torch.Tensor, B: int) -> torch.Tensor:
+    """[B, T, ...] view of a tensor some modules flatten to [B*T, ...] (OPT around its MLP)."""
+    return x if x.dim() == 3 else x.view(B, -1, x.shape[-1])
+
+
+def _edge_message(tr, layer: int, head: int, src: int, dst: int) -> torch.Tensor:
+    """A_h[dst, src] * v_src^h [dh] of a trace (the attention kept, or recomputed for that layer)."""
+    rec = tr.layers[layer]
+    A = rec.attention if rec.attention is not None else tr_attention(tr, layer)
+    kv = head // (tr.n_heads // rec.values.shape[0])
+    return A[head, dst, src] * rec.values[kv, src]
+
+
+def tr_attention(tr, layer: int) -> torch.Tensor:
+    from ..explain import Explanation
+
+    return Explanation(tr, None).attention(layer)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def patched(ex, plan: Plan, ref: Reference):
+    """Hooks that apply ``plan`` to a batch of copies of the clean prompt, removed afterwards."""
+    tr, adapter = ex.trace, ex.trace.lm.adapter
+    net = tr.lm.model
+    blocks = list(net.get_submodule(adapter.blocks))
+    H, dh, B = tr.n_heads, tr.head_dim, plan.size
+    handles = []
+
+    def cast(x, like):
+        return x.to(dtype=like.dtype, device=like.device)
+
+    for l, block in enumerate(blocks):
+        heads, mlp, resid = plan.heads[l], plan.mlp[l], plan.resid[l]
+        neurons, edges = plan.neurons[l], plan.edges[l]
+        if heads.any() or edges:
+            deltas = _edge_deltas(tr, ref, l, edges) if edges else []
+
+            def o_pre(mod, args, kwargs, l=l, heads=heads, deltas=deltas):
+                x = args[0] if args else kwargs["hidden_states"]
+                z = x.view(B, x.shape[1], H, dh)
+                if heads.any():
+                    z = torch.where(heads.to(x.device)[..., None], cast(ref.head_signal[l], x), z)
+                if deltas:
+                    z = z.clone()
+                    for b, h, i, d in deltas:
+                        z[b, i, h] += cast(d, x)
+                x = z.reshape(x.shape)
+                return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+
+            handles.append(block.get_submodule(adapter.attn_out_proj).register_forward_pre_hook(o_pre, with_kwargs=True))
+        out_proj = block.get_submodule(adapter.mlp_out_proj)
+        if neurons:
+            def n_pre(mod, args, l=l, neurons=neurons):
+                x = args[0]
+                xb = _as_batch(x, B).clone()
+                for b, pos, n in neurons:
+                    xb[b, pos, n] = cast(ref.neurons[l][pos, n], x)
+                return (xb.view(x.shape), *args[1:])
+
+            handles.append(out_proj.register_forward_pre_hook(n_pre))
+        if mlp.any():
+            def m_post(mod, args, out, l=l, mlp=mlp):
+                ob = _as_batch(out, B)
+                return torch.where(mlp.to(out.device)[..., None], cast(ref.mlp_out[l], out), ob).view(out.shape)
+
+            handles.append(out_proj.register_forward_hook(m_post))
+        if resid.any():
+            def r_post(mod, args, out, l=l, resid=resid):
+                h = out[0] if isinstance(out, tuple) else out
+                h = torch.where(resid.to(h.device)[..., None], cast(ref.resid_post[l], h), h)
+                return (h, *out[1:]) if isinstance(out, tuple) else h
+
+            handles.append(block.register_forward_hook(r_post))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _edge_deltas(tr, ref: Reference, layer: int, edges) -> list[tuple[int, int, int, torch.Tensor]]:
+    """(batch, head, target, change of that head's signal at the target) for each edge run."""
+    if edges and ref.ablation == "mean":
+        raise SelectionError("Edges are removed (ablation='zero') or replaced by a corrupted prompt's message; "
+                             "mean ablation applies to heads, MLPs, neurons and residual nodes.")
+    out = []
+    for b, head, src, dst in edges:
+        for h in range(tr.n_heads) if head is None else [head]:
+            delta = -_edge_message(tr, layer, h, src, dst)
+            if ref.trace is not None:
+                delta = delta + _edge_message(ref.trace, layer, h, src, dst)
+            out.append((b, h, dst, delta))
+    return out
+
+
+def batch_size(ex) -> int:
+    tr = ex.trace
+    per_copy = tr.n_heads * tr.n_tokens * tr.n_tokens + 8 * tr.n_tokens * tr.layers[0].resid_pre.shape[1]
+    return max(1, min(MAX_BATCH, BATCH_NUMBERS // per_copy))
+
+
+@torch.no_grad()
+def run_plans(ex, metric, plans: list[Plan], ref: Reference) -> torch.Tensor:
+    """The metric of each run of each plan (float64 [sum of plan sizes])."""
+    net = ex.trace.lm.model
+    ids = ex.trace.input_ids
+    device = next(net.parameters()).device
+    out = []
+    with _eval(net):
+        for plan in plans:
+            with patched(ex, plan, ref):
+                logits = net(input_ids=ids[None].expand(plan.size, -1).to(device), use_cache=False).logits
+            out.append(metric(logits).double().cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def run_components(ex, metric, runs: list[list[Component]], ref: Reference) -> tuple[float, torch.Tensor]:
+    """The metric of the unpatched prompt and with each set of components patched, in batches.
+
+    The unpatched run goes through the same batched forward as the patched ones, so an effect is not polluted by
+    the rounding differences between a batch and the traced pass (~1e-8 here even in float64).
+    """
+    B = batch_size(ex)
+    runs = [[]] + list(runs)
+    values = run_plans(ex, metric, [Plan(ex, runs[i : i + B]) for i in range(0, len(runs), B)], ref)
+    clean = float(values[0])
+    traced = float(metric(ex.trace.logits))
+    if abs(clean - traced) > 1e-3 * (1 + abs(traced)):
+        raise SelectionError(
+            f"The unpatched rerun gave metric {clean:.6g}, the traced run {traced:.6g}: the model changed since "
+            "explain() (weights, hooks or mode). Explain the prompt again."
+        )
+    return clean, values[1:]
+
+
+@contextlib.contextmanager
+def _eval(net):
+    """Dropout off for the runs; modules put back exactly as they were."""
+    training = [m for m in net.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
