@@ -16,6 +16,7 @@ import html
 import json
 import os
 import pathlib
+import re
 import secrets
 import stat
 
@@ -87,6 +88,16 @@ def report_state(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granular
     }
 
 
+# Characters that reorder or break the text around them (bidi controls, line separators): the browser tab's title
+# shows them as visible escapes, like the widget does (js/text.ts displayToken).
+_LAYOUT = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _title(ex: Explanation) -> str:
+    text = wire_text(f"lmtt-widgets · {ex.trace.lm.name} · {''.join(ex.tokens)[:80]}")
+    return html.escape(_LAYOUT.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", text))
+
+
 def _json_in_script(obj) -> str:
     """JSON that the HTML parser reads as plain script data whatever its strings hold.
 
@@ -107,7 +118,7 @@ def render_html(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granulari
     # base64 holds no "<" at all, so the bundle cannot end or re-open its block whatever esbuild emits.
     bundle = base64.b64encode((STATIC / "widget.js").read_bytes()).decode("ascii")
     css = (STATIC / "widget.css").read_text(encoding="utf-8")
-    title = html.escape(wire_text(f"lmtt-widgets · {ex.trace.lm.name} · {''.join(ex.tokens)[:80]}"))
+    title = _title(ex)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">

@@ -191,7 +191,8 @@ def test_report_shows_surrogates_as_replacement_and_bidi_as_escapes(hostile_toke
     assert seen["labels"][3] == "a⟨U+202E⟩evil"
     assert seen["labels"][7] == "⟨U+202A⟩…"  # the label is cut at a whole escape, the tooltip has them all
     assert seen["tips"][7] == "#7 " + "".join(f"⟨U+{ord(c):04X}⟩" for c in BIDI)
-    visible = "".join(seen["labels"] + seen["tips"] + seen["options"]) + seen["text"]
+    visible = "".join(seen["labels"] + seen["tips"] + seen["options"]) + seen["text"] + seen["title"]
+    assert "a⟨U+202E⟩evil" in seen["title"]
     assert not any(c in visible for c in BIDI + "\u2028\u2029"), "a raw bidi control or line separator is shown"
 
 
