@@ -16,7 +16,7 @@ from lmtt_widgets import explain
 from lmtt_widgets import report as report_mod
 from lmtt_widgets.report import render_html, write_report
 from lmtt_widgets.widgets import Explorer
-from lmtt_widgets.widgets.codec import to_base64, to_message
+from lmtt_widgets.widgets.codec import to_base64, to_message, wire_safe
 from tiny_models import ToyTokenizer, build, loaded
 
 # Each must stay under the tiny models' 64 positions (ToyTokenizer: one token per ASCII character).
@@ -158,20 +158,24 @@ def test_explorer_state_with_lone_surrogates_goes_on_the_wire(hostile_tokens):
     assert state["tokens"][3] == "a\u202eevil"  # bidi text travels as it is; the browser escapes it
     # details replies go through the same door
     sent = []
-    w.send = lambda content, buffers=None: sent.append((content, buffers))
+    w._send = lambda msg, buffers=None: sent.append((msg["content"], buffers))  # what goes to the comm
     w._reply_details({"type": "details", "id": 1, "key": f"lens:1:{hostile_tokens.n_tokens - 1}"})
-    assert sent and sent[0][0]["ok"] is True
-    json_packer(sent[0][0])
+    w._reply_details({"type": "details", "id": 2, "key": "lens:\ud800"})  # an error reply echoes the key
+    assert [c["ok"] for c, _ in sent] == [True, False]
+    assert sent[1][0]["key"] == "lens:\ufffd" and "malformed details key" in sent[1][0]["error"]
+    for content, _ in sent:
+        json_packer(content)
     assert w.tokens[2] == "\ud800", "the Python side keeps the exact text"
 
 
 def test_codec_replaces_lone_surrogates_everywhere():
-    obj = {"k\ud800": ["a\udc00b", {"x": "\ud83d\ude00"}], "arr": {"dtype": "uint8", "shape": [1], "data": b"\xff"}}
-    msg, buffers = to_message(obj)
-    assert msg == {"k\ufffd": ["a\ufffdb", {"x": "\ufffd\ufffd"}], "arr": {"dtype": "uint8", "shape": [1], "data": 0}}
-    assert buffers == [b"\xff"]
-    assert to_base64(obj)["k\ufffd"][0] == "a\ufffdb"
-    assert to_message({"t": "plain ✓ 😀"})[0] == {"t": "plain ✓ 😀"}
+    obj = {"k\ud800": ("a\udc00b", {"x": "\ud83d\ude00"}), "arr": {"dtype": "uint8", "shape": [1], "data": b"\xff"}}
+    clean = {"k\ufffd": ["a\ufffdb", {"x": "\ufffd\ufffd"}], "arr": {"dtype": "uint8", "shape": [1], "data": b"\xff"}}
+    assert wire_safe(obj) == clean
+    msg, buffers = to_message(wire_safe(obj))
+    assert msg["arr"]["data"] == 0 and buffers == [b"\xff"]
+    assert to_base64(obj)["k\ufffd"][0] == "a\ufffdb" and to_base64(obj)["arr"]["data"] == "/w=="
+    assert wire_safe({"t": "plain ✓ 😀", "n": [1, 2.5, None, True]}) == {"t": "plain ✓ 😀", "n": [1, 2.5, None, True]}
 
 
 def test_report_with_lone_surrogates_and_bidi_tokens(hostile_tokens, tmp_path):

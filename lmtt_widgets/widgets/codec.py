@@ -4,8 +4,9 @@
 - in a custom message: ``data`` is the index of the buffer in the message's buffer list;
 - in a static HTML report: ``data`` is base64 text.
 
-Every carrier also passes its strings through :func:`wire_safe`: token text from a tokenizer can hold a lone UTF-16
-surrogate (``"\\ud800"``), which strict UTF-8 (the kernel's JSON packer, an HTML file) cannot encode.
+Every string that leaves Python goes through :func:`wire_safe` (the widget's trait serialiser and ``send``, the
+report's :func:`to_base64`): token text from a tokenizer can hold a lone UTF-16 surrogate (``"\\ud800"``), which
+strict UTF-8 (the kernel's JSON packer, an HTML file) cannot encode.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def to_message(obj) -> tuple[object, list[bytes]]:
         buffers.append(bytes(a["data"]))
         return {**a, "data": len(buffers) - 1}
 
-    return _walk(wire_safe(obj), leaf), buffers
+    return _walk(obj, leaf), buffers
 
 
 def to_base64(obj):

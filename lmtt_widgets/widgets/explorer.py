@@ -48,11 +48,14 @@ class _ExplanationWidget(anywidget.AnyWidget):
     prompt = t.Unicode("").tag(sync=True)
     static = t.Bool(False).tag(sync=True)
 
+    # Every trait and every custom message goes to the browser through these two: token text with a lone surrogate
+    # would make the kernel's strict UTF-8 JSON packer fail, and the widget would never display.
     @staticmethod
     def _trait_to_json(x, self):
-        # Every trait goes to the browser through here (ipywidgets' default serialiser): token text with a lone
-        # surrogate would make the kernel's strict UTF-8 JSON packer fail and the widget would never display.
         return wire_safe(x)
+
+    def send(self, content, buffers=None):
+        super().send(wire_safe(content), buffers)
 
     def __init__(self, explanation: Explanation | None = None, prompt: str | None = None, *, model=None,
                  threshold: float = DEFAULT_THRESHOLD, granularity: str = "head", **kwargs):
