@@ -1,6 +1,24 @@
 /** Display helpers for model-derived strings. Output is plain text: always put it in via textContent. */
 
-/** Make whitespace in a token visible: spaces -> "␣", newline -> "↵", tab -> "⇥", Ġ/▁ -> "␣", Ċ -> "↵". */
+/**
+ * Characters that change how the text *around* them is laid out: bidi embeddings, overrides, isolates and marks
+ * (a U+202E inside a token reverses the rest of a tooltip: spoofing), and the line/paragraph separators. A token
+ * is shown with these as visible escapes, so it can never reorder or break the text it is embedded in.
+ */
+const INVISIBLE_LAYOUT = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
+
+/** A surrogate pair, or half of one with no other half (not a character: shown as U+FFFD, as the kernel does). */
+const SURROGATES = /[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]/g;
+
+function codePointEscape(c: string): string {
+  return `⟨U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`;
+}
+
+/**
+ * Make whitespace in a token visible: spaces -> "␣", newline -> "↵", tab -> "⇥", Ġ/▁ -> "␣", Ċ -> "↵"; other
+ * control characters, bidi controls and line separators -> visible escapes; a lone surrogate -> U+FFFD.
+ * Every place a token becomes text (labels, tooltips, titles, options, SVG export) goes through here.
+ */
 export function displayToken(tok: unknown): string {
   let s = typeof tok === "string" ? tok : String(tok ?? "");
   if (s.length === 0) return "∅";
@@ -12,13 +30,25 @@ export function displayToken(tok: unknown): string {
     .replace(/Ċ/g, "↵");
   // other control characters -> visible code point
   s = s.replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-  return s;
+  return s.replace(INVISIBLE_LAYOUT, codePointEscape).replace(SURROGATES, (c) => (c.length === 2 ? c : "\ufffd"));
 }
 
-/** Shorten for tight labels, keeping it a valid string (no surrogate split). */
+/** One displayed unit: a visible escape made by displayToken, or one code point. */
+const UNIT = /⟨U\+[0-9A-F]{4}⟩|[\s\S]/gu;
+
+/** Shorten for tight labels, keeping it a valid string (no surrogate split) and never cutting an escape in half. */
 export function truncate(s: string, max: number): string {
-  const chars = Array.from(s);
-  return chars.length <= max ? s : chars.slice(0, Math.max(1, max - 1)).join("") + "…";
+  const units = s.match(UNIT) ?? [];
+  const width = (u: string) => (u.length > 2 ? u.length : 1);
+  if (units.reduce((n, u) => n + width(u), 0) <= max) return s;
+  let out = units[0] ?? "";
+  let used = width(out);
+  for (const u of units.slice(1)) {
+    if (used + width(u) > max - 1) break;
+    out += u;
+    used += width(u);
+  }
+  return out + "…";
 }
 
 export function fmt(x: number, digits = 3): string {

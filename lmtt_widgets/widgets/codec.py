@@ -3,16 +3,38 @@
 - in a trait value: ``{"dtype", "shape", "data": bytes}`` (ipywidgets sends the bytes as a binary frame);
 - in a custom message: ``data`` is the index of the buffer in the message's buffer list;
 - in a static HTML report: ``data`` is base64 text.
+
+Every string that leaves Python goes through :func:`wire_safe` (the widget's trait serialiser and ``send``, the
+report's :func:`to_base64`): token text from a tokenizer can hold a lone UTF-16 surrogate (``"\\ud800"``), which
+strict UTF-8 (the kernel's JSON packer, an HTML file) cannot encode.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 
 import numpy as np
 import torch
 
 DTYPES = {"float32": np.float32, "uint32": np.uint32, "int32": np.int32, "uint8": np.uint8}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def wire_text(s: str) -> str:
+    """``s`` with every surrogate code point (never valid in UTF-8) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", s)
+
+
+def wire_safe(obj):
+    """A copy of a JSON-like value whose strings, dict keys included, are :func:`wire_text`; bytes untouched."""
+    if isinstance(obj, str):
+        return wire_text(obj)
+    if isinstance(obj, dict):
+        return {wire_safe(k): wire_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [wire_safe(v) for v in obj]
+    return obj
 
 
 def encode_array(x, dtype: str = "float32") -> dict:
@@ -52,4 +74,4 @@ def to_message(obj) -> tuple[object, list[bytes]]:
 
 def to_base64(obj):
     """Replace every array's bytes by base64 text (for self-contained HTML)."""
-    return _walk(obj, lambda a: {**a, "data": base64.b64encode(bytes(a["data"])).decode("ascii")})
+    return _walk(wire_safe(obj), lambda a: {**a, "data": base64.b64encode(bytes(a["data"])).decode("ascii")})

@@ -19,7 +19,7 @@ from ..errors import LmttError, SelectionError
 from ..explain import Explanation, explain
 from ..models.loading import load_model
 from . import payload
-from .codec import to_message
+from .codec import to_message, wire_safe
 from .selection import check_selection
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
@@ -47,6 +47,15 @@ class _ExplanationWidget(anywidget.AnyWidget):
     error = t.Unicode("").tag(sync=True)
     prompt = t.Unicode("").tag(sync=True)
     static = t.Bool(False).tag(sync=True)
+
+    # Every trait and every custom message goes to the browser through these two: token text with a lone surrogate
+    # would make the kernel's strict UTF-8 JSON packer fail, and the widget would never display.
+    @staticmethod
+    def _trait_to_json(x, self):
+        return wire_safe(x)
+
+    def send(self, content, buffers=None):
+        super().send(wire_safe(content), buffers)
 
     def __init__(self, explanation: Explanation | None = None, prompt: str | None = None, *, model=None,
                  threshold: float = DEFAULT_THRESHOLD, granularity: str = "head", **kwargs):
