@@ -234,3 +234,19 @@ def test_ioi_causal_heads_are_found_by_attribution_patching(smollm2):
     exact = ex.patch(["L23.H3", "L29.H0"], corrupt, foil=" John")
     assert exact["L23.H3"] > 2.0 and exact["L29.H0"] < -0.5
     assert ex.score("importance")["L23.H3"] < 0.05  # flow share: tiny, though it is the decisive head
+
+
+@pytest.mark.parametrize("family", ["llama", "opt", "gemma2"])
+def test_the_corrupted_reference_is_the_corrupted_prompts_own_activations(family):
+    from lmtt_widgets import trace
+    from lmtt_widgets.methods.interventions import reference
+
+    lm = loaded(family)
+    ref = reference(explain(lm, PROMPT), CORRUPT)
+    tr = trace(lm, CORRUPT)
+    for l, rec in enumerate(tr.layers):
+        assert torch.allclose(ref.head_signal[l], rec.head_signal, atol=1e-12)
+        assert torch.allclose(ref.mlp_out[l], rec.mlp_out, atol=1e-12)
+        assert torch.allclose(ref.neurons[l], rec.neurons, atol=1e-12)
+        assert torch.allclose(ref.resid_post[l], rec.resid_post, atol=1e-12)
+    assert torch.equal(ref.trace.input_ids, tr.input_ids)  # edges get the full trace on demand

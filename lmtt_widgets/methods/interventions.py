@@ -39,8 +39,19 @@ class Reference:
     mlp_out: list[torch.Tensor]  # [T, d]
     neurons: list[torch.Tensor]  # [T, F]
     resid_post: list[torch.Tensor]  # [T, d]
-    trace: object | None = None  # the corrupted prompt's Trace (edges read their messages from it)
+    lm: object | None = None  # the model and token ids of a corrupted prompt (edges trace it when they need to)
+    ids: torch.Tensor | None = None
     prompt: str | None = None
+    _trace: object | None = None
+
+    @property
+    def trace(self):
+        """The corrupted prompt's full Trace, made on first use: only edges need its attention and values."""
+        if self._trace is None and self.ids is not None:
+            from ..tracing.tracer import trace
+
+            self._trace = trace(self.lm, self.ids)
+        return self._trace
 
 
 def reference(ex, corrupted=None, ablation: str | None = None) -> Reference:
@@ -62,22 +73,57 @@ def reference(ex, corrupted=None, ablation: str | None = None) -> Reference:
 
 
 def _corrupted_reference(ex, corrupted) -> Reference:
-    from ..tracing.tracer import trace
+    from ..tracing.tracer import tokenize
 
     if corrupted is None:
         raise SelectionError("ablation='corrupted' needs a corrupted prompt (same number of tokens as the clean one).")
     if isinstance(corrupted, Reference):
         return corrupted
-    tr = trace(ex.trace.lm, corrupted)
-    if tr.n_tokens != ex.n_tokens:
+    lm = ex.trace.lm
+    ids, text = tokenize(lm, corrupted)
+    if ids.numel() != ex.n_tokens:
         raise PromptError(
-            f"The corrupted prompt has {tr.n_tokens} tokens but the clean one has {ex.n_tokens}; patching pairs "
+            f"The corrupted prompt has {ids.numel()} tokens but the clean one has {ex.n_tokens}; patching pairs "
             "positions one to one, so they must be equally long. Change names or words for ones of the same token "
             "count (check with ex.tokens), or use ablation='mean'."
         )
-    return Reference("corrupted", [r.head_signal for r in tr.layers], [r.mlp_out for r in tr.layers],
-                     [r.neurons for r in tr.layers], [r.resid_post for r in tr.layers], tr,
-                     corrupted if isinstance(corrupted, str) else None)
+    acts = capture_activations(ex, ids)
+    return Reference("corrupted", *acts, lm=lm, ids=ids, prompt=text)
+
+
+@torch.no_grad()
+def capture_activations(ex, ids: torch.Tensor) -> tuple[list, list, list, list]:
+    """Head signals, MLP outputs, neuron activations and block outputs of a plain forward pass of ``ids``
+    (no attention capture: a patching reference needs nothing else). Float32 (float64 for a float64 model)."""
+    tr, adapter = ex.trace, ex.trace.lm.adapter
+    net = tr.lm.model
+    blocks = list(net.get_submodule(adapter.blocks))
+    L, T, H = len(blocks), ids.numel(), tr.n_heads
+    dtype = tr.layers[0].resid_pre.dtype
+    got: dict[tuple[str, int], torch.Tensor] = {}
+    handles = []
+
+    def keep(key, x):
+        got[key] = _as_batch(x.detach(), 1)[0].to(dtype).cpu()
+
+    for l, block in enumerate(blocks):
+        o_proj, out_proj = block.get_submodule(adapter.attn_out_proj), block.get_submodule(adapter.mlp_out_proj)
+        handles += [
+            o_proj.register_forward_pre_hook(
+                lambda m, a, k, l=l: keep(("head", l), a[0] if a else k["hidden_states"]), with_kwargs=True),
+            out_proj.register_forward_pre_hook(lambda m, a, l=l: keep(("neuron", l), a[0])),
+            out_proj.register_forward_hook(lambda m, a, o, l=l: keep(("mlp", l), o)),
+            block.register_forward_hook(lambda m, a, o, l=l: keep(("resid", l), o[0] if isinstance(o, tuple) else o)),
+        ]
+    device = next(net.parameters()).device
+    try:
+        with _eval(net):
+            net(input_ids=ids[None].to(device), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return ([got[("head", l)].view(T, H, -1) for l in range(L)], [got[("mlp", l)] for l in range(L)],
+            [got[("neuron", l)] for l in range(L)], [got[("resid", l)] for l in range(L)])
 
 
 def check_component(ex, c: Component) -> Component:
