@@ -250,3 +250,13 @@ def test_the_corrupted_reference_is_the_corrupted_prompts_own_activations(family
         assert torch.allclose(ref.neurons[l], rec.neurons, atol=1e-12)
         assert torch.allclose(ref.resid_post[l], rec.resid_post, atol=1e-12)
     assert torch.equal(ref.trace.input_ids, tr.input_ids)  # edges get the full trace on demand
+
+
+def test_route_edges_are_estimated_like_their_exact_removal():
+    ex = explain(loaded("llama"), PROMPT)
+    route = ex.route(threshold=0.005)
+    approx = ex.attribution_patching(ablation="zero", foil=5, edges=route).of_kind("edge")
+    assert len(approx) > 10
+    exact = ex.patch(approx.components, ablation="zero", foil=5)
+    assert spearman(approx.scores, exact.scores) > 0.9
+    assert (approx.scores - exact.scores).abs().max() <= 0.3 * exact.scores.abs().max()  # first order, whole messages

@@ -141,26 +141,27 @@ def attribution_patching(ex, target=None, foil=None, position=None, *, corrupted
 
 def _edge_estimates(ex, route, ref: Reference, grads: Gradients) -> tuple[list[Component], torch.Tensor]:
     """Attribution patching of each attention edge of a route: (m_clean - m_ref) . g at the target's head signal."""
-    from .interventions import _edge_message
+    from .interventions import edge_messages
 
     if ref.ablation == "mean":
         raise SelectionError("Route edges are scored against a corrupted prompt or removal (ablation='zero').")
-    tr, T = ex.trace, ex.n_tokens
-    comps, vals = [], []
+    T = ex.n_tokens
+    by_layer: dict[int, list[tuple[int, int]]] = {}
     for e in range(len(route.src)):
-        if route.kind[e] != ATTENTION:
-            continue
-        _, _, j = node_of(int(route.src[e]), T)
-        _, l, i = node_of(int(route.dst[e]), T)
-        total = 0.0
-        for h in range(tr.n_heads):
-            msg = _edge_message(tr, l, h, j, i)
-            if ref.trace is not None:
-                msg = msg - _edge_message(ref.trace, l, h, j, i)
-            total += float(msg @ grads.head_signal[l][i, h])
-        comps.append(Component("edge", l, None, i, j))
-        vals.append(total)
-    return comps, torch.tensor(vals, dtype=torch.float64)
+        if route.kind[e] == ATTENTION:
+            _, _, j = node_of(int(route.src[e]), T)
+            _, _, i = node_of(int(route.dst[e]), T)
+            by_layer.setdefault(int(route.layer[e]), []).append((j, i))
+    comps, vals = [], []
+    for l, pairs in sorted(by_layer.items()):
+        src, dst = [j for j, _ in pairs], [i for _, i in pairs]
+        msg = edge_messages(ex.trace, l, src, dst)  # [n, H, dh]
+        if ref.trace is not None:
+            msg = msg - edge_messages(ref.trace, l, src, dst)
+        est = (msg * grads.head_signal[l][dst]).sum((1, 2))  # summed over heads: the head-summed edge
+        comps += [Component("edge", l, None, i, j) for j, i in pairs]
+        vals.append(est.double())
+    return comps, torch.cat(vals) if vals else torch.zeros(0, dtype=torch.float64)
 
 
 @register_method("activation_patching", quantity=EXACT, family="causal", cost="one forward per component (batched)")

@@ -185,18 +185,19 @@ def _as_batch(x: torch.Tensor, B: int) -> torch.Tensor:
     return x if x.dim() == 3 else x.view(B, -1, x.shape[-1])
 
 
-def _edge_message(tr, layer: int, head: int, src: int, dst: int) -> torch.Tensor:
-    """A_h[dst, src] * v_src^h [dh] of a trace (the attention kept, or recomputed for that layer)."""
+def edge_messages(tr, layer: int, src: list[int], dst: list[int]) -> torch.Tensor:
+    """A_h[dst, src] * v_src^h of a trace for n edges of one layer: [n, H, dh] (the layer's attention fetched once:
+    kept on the trace, or recomputed for that layer)."""
     rec = tr.layers[layer]
-    A = rec.attention if rec.attention is not None else tr_attention(tr, layer)
-    kv = head // (tr.n_heads // rec.values.shape[0])
-    return A[head, dst, src] * rec.values[kv, src]
+    if rec.attention is not None:
+        A = rec.attention
+    else:
+        from ..explain import Explanation
 
-
-def tr_attention(tr, layer: int) -> torch.Tensor:
-    from ..explain import Explanation
-
-    return Explanation(tr, None).attention(layer)  # type: ignore[arg-type]
+        A = Explanation(tr, None).attention(layer)  # type: ignore[arg-type]
+    src_t, dst_t = torch.as_tensor(src, dtype=torch.long), torch.as_tensor(dst, dtype=torch.long)
+    v = rec.values.repeat_interleave(tr.n_heads // rec.values.shape[0], dim=0)  # [H, T, dh] (GQA)
+    return (A[:, dst_t, src_t].unsqueeze(-1) * v[:, src_t]).transpose(0, 1)  # [n, H, dh]
 
 
 @contextlib.contextmanager
@@ -265,13 +266,13 @@ def _edge_deltas(tr, ref: Reference, layer: int, edges) -> list[tuple[int, int, 
     if edges and ref.ablation == "mean":
         raise SelectionError("Edges are removed (ablation='zero') or replaced by a corrupted prompt's message; "
                              "mean ablation applies to heads, MLPs, neurons and residual nodes.")
+    msgs = edge_messages(tr, layer, [e[2] for e in edges], [e[3] for e in edges])
+    if ref.trace is not None:
+        msgs = msgs - edge_messages(ref.trace, layer, [e[2] for e in edges], [e[3] for e in edges])
     out = []
-    for b, head, src, dst in edges:
+    for (b, head, src, dst), msg in zip(edges, msgs):
         for h in range(tr.n_heads) if head is None else [head]:
-            delta = -_edge_message(tr, layer, h, src, dst)
-            if ref.trace is not None:
-                delta = delta + _edge_message(ref.trace, layer, h, src, dst)
-            out.append((b, h, dst, delta))
+            out.append((b, h, dst, -msg[h]))
     return out
 
 
