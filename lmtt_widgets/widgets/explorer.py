@@ -17,9 +17,12 @@ import traitlets as t
 from ..contributions.graph import DEFAULT_THRESHOLD, check_threshold
 from ..errors import LmttError, SelectionError
 from ..explain import Explanation, explain
+from ..methods import ScoreTable
+from ..methods.targets import make_metric
 from ..models.loading import load_model
-from . import payload
+from . import payload, scoring
 from .codec import to_message, wire_safe
+from .scoring import ABLATIONS, CAUSAL, HEAD_MODES, Settings
 from .selection import check_selection
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
@@ -47,6 +50,14 @@ class _ExplanationWidget(anywidget.AnyWidget):
     error = t.Unicode("").tag(sync=True)
     prompt = t.Unicode("").tag(sync=True)
     static = t.Bool(False).tag(sync=True)
+    # the metric the signed methods explain, and what the causal ones patch in (docs/widget-protocol.md)
+    foil = t.Union([t.Int(), t.Unicode()], allow_none=True, default_value=None).tag(sync=True)
+    corrupted = t.Unicode("").tag(sync=True)
+    ablation = t.Enum(list(ABLATIONS), default_value="corrupted").tag(sync=True)
+    head_mode = t.Enum(list(HEAD_MODES), default_value="importance").tag(sync=True)
+    metric = t.Dict().tag(sync=True)
+    method_scores = t.Dict().tag(sync=True)
+    agreement = t.Dict().tag(sync=True)
 
     # Every trait and every custom message goes to the browser through these two: token text with a lone surrogate
     # would make the kernel's strict UTF-8 JSON packer fail, and the widget would never display.
@@ -69,6 +80,9 @@ class _ExplanationWidget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self._lm = None if model is None else load_model(model)
         self.explanation: Explanation | None = None
+        self._tables_cache: dict = {}
+        self.tables: dict = {}  # method name -> ScoreTable shown in the heatmap (Python values of the modes)
+        self.last_check = None  # ScoreTable (or faithfulness result) of the latest Check action
         with self.hold_trait_notifications():
             self.threshold, self.granularity = threshold, granularity
         self.on_msg(self._on_message)
@@ -82,6 +96,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
     def show(self, ex: Explanation) -> None:
         """Display a new explanation; the selection is cleared, the target is the last token."""
         self.explanation = ex
+        self._tables_cache = {}
         target = ex.n_tokens - 1
         with self.hold_sync():
             self._updating = True
@@ -95,9 +110,11 @@ class _ExplanationWidget(anywidget.AnyWidget):
                 self.block_importance = payload.block_importance(ex)
                 self.details = {}
                 self.error = ""
+                self.foil = self._foil_for(ex, target)
             finally:
                 self._updating = False
             self._refilter()
+            self._rescore()
 
     def _refilter(self) -> None:
         ex = self.explanation
@@ -152,17 +169,152 @@ class _ExplanationWidget(anywidget.AnyWidget):
         if getattr(self, "_updating", False):
             return
         self._refilter()
+        if change["name"] == "target":
+            self._rescore()
 
     def set_state(self, sync_data):
         """Changes from the browser: an invalid one is refused, reverted in the browser and reported."""
+        if self.error and "error" not in sync_data:
+            self.error = ""  # cleared first: what the change computes may report an error of its own
         try:
             super().set_state(sync_data)
         except t.TraitError as exc:
             self.error = str(exc)
             self.send_state(list(sync_data))  # put the browser back on the valid value
-        else:
-            if self.error and not any(k in sync_data for k in ("error",)):
-                self.error = ""
+
+    # ---- scoring methods: the heatmap's modes (tables) and the Check action; only these recompute, not the trace
+    @property
+    def settings(self) -> Settings:
+        """The metric position, foil and causal setting every method is computed for."""
+        foil = self.foil if isinstance(self.foil, int) else None
+        return Settings(self.target, foil, self.corrupted, self.ablation)
+
+    @t.validate("foil")
+    def _valid_foil(self, proposal):
+        value = proposal["value"]
+        if value is None or self.explanation is None:
+            return value
+        try:  # a text becomes its token id; a foil equal to the prediction is refused
+            return make_metric(self.explanation, None, value, self.target).foil
+        except SelectionError as exc:
+            raise t.TraitError(str(exc)) from None
+
+    def _foil_for(self, ex: Explanation, position: int):
+        """The foil as an id for a newly shown explanation (a text given before there was one is resolved now)."""
+        if self.foil is None:
+            return None
+        try:
+            return make_metric(ex, None, self.foil, position).foil
+        except SelectionError as exc:
+            self.error = f"{exc} The foil is cleared."
+            return None
+
+    @t.validate("head_mode")
+    def _valid_head_mode(self, proposal):
+        mode = proposal["value"]
+        if mode != "importance" and not scoring.has_method(mode):
+            raise t.TraitError(f"The heatmap mode {mode!r} needs the {mode!r} method, which this version lacks.")
+        if mode == CAUSAL and not self.settings.causal_ready:
+            try:
+                self.settings.causal_options()
+            except SelectionError as exc:
+                raise t.TraitError(str(exc)) from None
+        return mode
+
+    @t.observe("foil", "corrupted", "ablation", "head_mode")
+    def _on_score_change(self, change):
+        if getattr(self, "_updating", False):
+            return
+        self._rescore()
+
+    def _table(self, name: str, st: Settings):
+        """A method's table for these settings, computed once (switching modes back and forth is free)."""
+        key = (name, st if name == CAUSAL else Settings(st.position, st.foil))
+        if key not in self._tables_cache:
+            busy = name == CAUSAL
+            if busy:
+                self.status = {"state": "running", "message": "computing ≈ causal effect (attribution patching)…",
+                               "progress": 0.0}
+            try:
+                self._tables_cache[key] = scoring.run_method(self.explanation, name, st)
+            finally:
+                if busy:
+                    self.status = {"state": "idle", "message": "", "progress": 1.0}
+        return self._tables_cache[key]
+
+    def _rescore(self) -> None:
+        """Recompute the method tables for the current settings and send their matrices; errors go to `error`."""
+        ex = self.explanation
+        if ex is None:
+            return
+        st, errors, tables, metric = self.settings, [], {}, None
+        if self.head_mode == CAUSAL and not st.causal_ready:
+            errors.append("The corrupted prompt is empty, so the heatmap shows logit attribution; paste a corrupted "
+                          "prompt or choose mean / zero ablation to see causal effects.")
+            self._updating = True
+            try:
+                self.head_mode = "logit_attribution"
+            finally:
+                self._updating = False
+        try:
+            metric = make_metric(ex, None, st.foil, st.position)
+        except SelectionError as exc:
+            errors.append(str(exc))
+        if metric is not None:
+            causal_cached = (CAUSAL, st) in self._tables_cache
+            for name in ("importance", "logit_attribution", CAUSAL):
+                if name == CAUSAL and self.head_mode != CAUSAL and not causal_cached:
+                    continue  # on demand: only when the causal mode is shown (or was, for these settings)
+                try:
+                    tables[name] = self._table(name, st)
+                except (LmttError, ValueError) as exc:
+                    errors.append(str(exc))
+                except Exception as exc:  # a bug must not leave the heatmap silently stale
+                    log.error("%s failed:\n%s", name, traceback.format_exc())
+                    errors.append(f"internal error in {name}: {exc}")
+        self.tables = tables
+        L, H = ex.n_layers, ex.n_heads
+        with self.hold_sync():
+            self.metric = payload.metric_info(ex, metric, st)
+            self.method_scores = payload.method_scores(tables, L, H)
+            self.agreement = scoring.head_agreement(tables, L, H)
+            if errors:
+                self.error = " ".join(errors)
+
+    def check(self, components) -> ScoreTable:
+        """Exact patching of each component separately (metric(clean) - metric(patched)), for the current foil and
+        corruption; what the Check button runs. Also kept as ``last_check``."""
+        ex = self._need_explanation()
+        comps = [scoring.check_component(ex, c) if isinstance(c, str) else c for c in components]
+        self.last_check = scoring.exact_patch(ex, comps, self.settings)
+        return self.last_check
+
+    def check_route(self, threshold: float | None = None):
+        """Faithfulness of the route at τ (default: the widget's threshold); also kept as ``last_check``."""
+        ex = self._need_explanation()
+        tau = self.threshold if threshold is None else float(threshold)
+        self.last_check = scoring.route_check(ex, tau, self.settings)
+        return self.last_check
+
+    def _need_explanation(self) -> Explanation:
+        if self.explanation is None:
+            raise LmttError("nothing is explained yet: run a prompt first")
+        return self.explanation
+
+    def _check_reply(self, what: str) -> dict:
+        """The result of a ``check:<component id>`` or ``check:route:<tau>`` key; progress shows in `status`."""
+        self.status = {"state": "running", "message": f"exact patching: {what}…", "progress": 0.0}
+        try:
+            if what.startswith("route:"):
+                try:
+                    tau = float(what[len("route:"):])
+                except ValueError:
+                    raise SelectionError(f"malformed route check {what!r}: use route:<threshold>") from None
+                return payload.route_check_result(self.check_route(tau), tau, self.settings)
+            component = scoring.check_component(self._need_explanation(), what)
+            return payload.check_result(component, self.check([component]), self.tables, self.settings)
+        finally:
+            self.status = {"state": "idle", "message": "", "progress": 1.0}
 
     # ---- messages from the browser
     def _on_message(self, _widget, content, buffers):
@@ -180,7 +332,10 @@ class _ExplanationWidget(anywidget.AnyWidget):
         try:
             if self.explanation is None:
                 raise LmttError("nothing is explained yet: run a prompt first")
-            result, buffers = to_message(payload.details(self.explanation, key))
+            if key.startswith("check:"):
+                result, buffers = to_message(self._check_reply(key[len("check:"):]))
+            else:
+                result, buffers = to_message(payload.details(self.explanation, key))
             self.send({**reply, "ok": True, "result": result}, buffers)
         except (LmttError, ValueError) as exc:
             self.send({**reply, "ok": False, "error": str(exc)})

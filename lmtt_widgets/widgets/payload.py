@@ -195,3 +195,85 @@ def details(ex: Explanation, key: str) -> dict:
         proj = ex.neuron_tokens(layer, neuron, token)
         return {"promoted": _pairs(proj.promoted), "suppressed": _pairs(proj.suppressed)}
     raise ValueError(f"unknown details key {key!r}")
+
+
+# ---- scoring methods (importance, logit attribution, causal effects) for the heatmap and the Check action
+
+FOIL_CANDIDATES = 10
+
+
+def metric_info(ex: Explanation, metric, settings) -> dict:
+    """The ``metric`` trait: what the signed methods explain, the foil candidates and the causal setting."""
+    preds = ex.predictions(settings.position, k=FOIL_CANDIDATES)
+    out = {
+        "position": settings.position,
+        "candidates": [[p.token_id, p.text, p.score] for p in preds],
+        "corrupted": settings.corrupted,
+        "ablation": settings.ablation,
+        "causal_ready": settings.causal_ready,
+    }
+    if metric is not None:
+        out.update(metric.to_dict())
+        out["units"] = "logits" if metric.foil is not None else "nats"
+    return out
+
+
+def method_scores(tables: dict, n_layers: int, n_heads: int) -> dict:
+    """The ``method_scores`` trait: per method, its head matrix [L, H] and MLP vector [L] with what they mean."""
+    out = {}
+    for name, table in tables.items():
+        mlp = torch.full((n_layers,), float("nan"))
+        for c, v in zip(table.components, table.scores.tolist()):
+            if c.kind == "mlp" and c.position is None:
+                mlp[c.layer] = v
+        out[name] = {
+            "method": table.method, "quantity": table.quantity, "signed": bool(table.signed),
+            "metric": table.metric.to_dict() if table.metric else None,
+            "heads": encode_array(table.head_matrix(n_layers, n_heads)), "mlp": encode_array(mlp),
+            "extra": {k: v for k, v in table.extra.items() if isinstance(v, (int, float, str, bool))},
+        }
+    return out
+
+
+def _score_or_none(table, component) -> float | None:
+    if table is None or component not in table:
+        return None
+    v = table[component]
+    return v if np.isfinite(v) else None
+
+
+def check_result(component, exact, tables: dict, settings) -> dict:
+    """A ``check:<component>`` reply: the exact effect beside the approximations of the same component."""
+    value = exact[component] if component in exact else float(exact.scores[0])
+    metric = exact.metric
+    extra = {k: v for k, v in exact.extra.items() if isinstance(v, (int, float, str, bool))}
+    per = exact.extra.get("patched")
+    patched = None
+    if isinstance(per, dict):
+        patched = per.get(component.id)
+    elif per is not None and hasattr(per, "__len__") and len(per) == len(exact):
+        patched = float(per[exact.components.index(component)])
+    return {
+        "component": component.id,
+        "exact": float(value),
+        "clean": extra.get("clean"),
+        "patched": None if patched is None else float(patched),
+        "approx": {name: _score_or_none(tables.get(name), component) for name in ("logit_attribution", "attribution_patching")},
+        "quantity": exact.quantity,
+        "metric": metric.to_dict() if metric else None,
+        "units": "logits" if metric is not None and metric.foil is not None else "nats",
+        "setting": settings.describe(),
+    }
+
+
+def route_check_result(result, tau: float, settings) -> dict:
+    """A ``check:route:<tau>`` reply: the JSON-ready scalars of a faithfulness result."""
+    if hasattr(result, "to_dict"):
+        raw = result.to_dict()
+    elif isinstance(result, dict):
+        raw = result
+    else:
+        raw = {k: getattr(result, k) for k in dir(result) if not k.startswith("_") and not callable(getattr(result, k))}
+    scalars = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in raw.items()
+               if isinstance(v, (int, float, str, bool, np.floating, np.integer))}
+    return {"component": f"route τ={tau:g}", "route": True, "threshold": tau, "setting": settings.describe(), **scalars}
