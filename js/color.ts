@@ -57,6 +57,38 @@ export function heatColor(t: number, dark: boolean): RGB {
   return c.map((v) => Math.round(page + (v - page) * keep)) as RGB;
 }
 
+// Diverging ends (ColorBrewer RdBu, colour-blind safe): negative = blue, positive = red. On a dark page the
+// lighter members of the same scheme keep contrast with the background.
+const NEG_LIGHT: RGB = [33, 102, 172];
+const POS_LIGHT: RGB = [178, 24, 43];
+const NEG_DARK: RGB = [103, 169, 207];
+const POS_DARK: RGB = [239, 138, 98];
+
+/**
+ * Signed heatmap colour: `t` in [-1, 1] (value / max |value|). 0 is the page itself, so a zero cell reads as
+ * nothing; the colour deepens toward blue (t < 0) or red (t > 0) with |t|. A small |t| still gets a visible tint.
+ */
+export function divergingColor(t: number, dark: boolean): RGB {
+  t = Number.isFinite(t) ? Math.max(-1, Math.min(1, t)) : 0;
+  const page: RGB = dark ? [30, 30, 30] : [255, 255, 255];
+  if (t === 0) return page;
+  const end = t < 0 ? (dark ? NEG_DARK : NEG_LIGHT) : dark ? POS_DARK : POS_LIGHT;
+  const k = 0.12 + 0.88 * Math.sqrt(Math.abs(t)); // sqrt: mid-size effects stay readable next to the largest
+  return page.map((p, i) => Math.round(p + (end[i] - p) * k)) as RGB;
+}
+
+/** CSS gradient for the legend of a diverging scale: -max (left) … 0 … +max (right). */
+export function divergingGradient(dark: boolean): string {
+  const stops = [-1, -0.5, -0.1, 0, 0.1, 0.5, 1].map((t) => rgbString(divergingColor(t, dark)));
+  return `linear-gradient(90deg, ${stops.join(", ")})`;
+}
+
+/** CSS gradient for the legend of the sequential heat scale: 0 (left) … max (right). */
+export function heatGradient(dark: boolean): string {
+  const stops = [0, 0.25, 0.5, 0.75, 1].map((t) => rgbString(heatColor(t, dark)));
+  return `linear-gradient(90deg, ${stops.join(", ")})`;
+}
+
 export function rgbString(c: RGB, alpha = 1): string {
   return alpha >= 1 ? `rgb(${c[0]},${c[1]},${c[2]})` : `rgba(${c[0]},${c[1]},${c[2]},${alpha.toFixed(3)})`;
 }

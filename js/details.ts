@@ -20,6 +20,7 @@ export class DetailsClient {
   private listeners = new Set<(key: string) => void>();
   private traitCache = new WeakMap<object, any>();
   private disposed = false;
+  private dropped = new Set<string>();
   private onMsg = (msg: any, buffers?: unknown[]) => this.handleMessage(msg, buffers);
   private onTrait = () => {
     for (const k of [...this.entries.keys()]) if (this.fromTrait(k) !== undefined) this.entries.delete(k);
@@ -75,8 +76,8 @@ export class DetailsClient {
     return this.entries.get(key) ?? null;
   }
 
-  /** (Re)send the request for `key`. */
-  request(key: string) {
+  /** (Re)send the request for `key`; `timeoutMs` for work known to be long (exact patching runs the model). */
+  request(key: string, timeoutMs = this.timeoutMs) {
     if (this.disposed) return;
     for (const [id, p] of this.pending) {
       if (p.key === key) {
@@ -92,10 +93,10 @@ export class DetailsClient {
       this.entries.set(key, {
         status: "error",
         key,
-        error: `No answer from the kernel after ${Math.round(this.timeoutMs / 1000)} s (is the kernel running?)`,
+        error: `No answer from the kernel after ${Math.round(timeoutMs / 1000)} s (is the kernel running?)`,
       });
       this.emit(key);
-    }, this.timeoutMs);
+    }, timeoutMs);
     this.pending.set(id, { key, timer });
     try {
       this.model.send({ type: "details", id, key });
@@ -107,8 +108,26 @@ export class DetailsClient {
     this.emit(key);
   }
 
+  /** Drop every cached result whose key starts with `prefix` (results computed for settings that changed). */
+  forget(prefix: string) {
+    let any = false;
+    for (const k of [...this.entries.keys()]) {
+      if (!k.startsWith(prefix)) continue;
+      this.entries.delete(k);
+      any = true;
+    }
+    for (const [id, p] of this.pending) {
+      if (!p.key.startsWith(prefix)) continue;
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      this.dropped.add(id); // its late reply answers settings that no longer hold: ignored
+    }
+    if (any) this.emit("*");
+  }
+
   private handleMessage(msg: any, buffers?: unknown[]) {
     if (!msg || typeof msg !== "object" || msg.type !== "details") return;
+    if (this.dropped.delete(msg.id)) return;
     const p = this.pending.get(msg.id);
     const key: string = p?.key ?? msg.key;
     if (typeof key !== "string") return;

@@ -1,9 +1,15 @@
 /** HeadHeatmap pane: layers × heads importance at the focus token, head detail (pattern + contribution). */
-import { at, NDArray } from "../codec";
-import { heatColor, readTheme, rgbString } from "../color";
-import { dims, focusToken, getGraph, getHeadImportance, getSelection, getTokens } from "../state";
+import type { NDArray } from "../codec";
+import { at } from "../codec";
+import { divergingColor, divergingGradient, heatColor, heatGradient, readTheme, rgbString } from "../color";
+import {
+  CAUSAL, getAgreement, getHeadMode, getMethodScores, getMetric, HEAD_MODES, HeadMode, legendText, MODE_LABELS, signed,
+  unitsOf,
+} from "../scores";
+import { dims, focusToken, getGraph, getHeadImportance, getSelection, getTokens, getTarget } from "../state";
 import { displayToken, fmt, h, pct, truncate } from "../text";
-import type { Pane, PaneContext } from "../types";
+import type { Pane, PaneContext, Status } from "../types";
+import { createCheckBox } from "./check";
 import { edgeHeadShares } from "./graph";
 import { detailStatus, drawMatrix } from "./common";
 
@@ -50,13 +56,24 @@ export function createHeadsPane(ctx: PaneContext): Pane {
   ctx.onCleanup(() => ac.abort());
 
   const title = h("div", { class: "lmtt-pane-title" });
+  const modeBtns = HEAD_MODES.map((m) => h("button", { type: "button", class: "lmtt-seg", "data-mode": m, "aria-pressed": "false" }, MODE_LABELS[m]));
+  const modes = h("div", { class: "lmtt-segs lmtt-head-modes", role: "group", "aria-label": "Heatmap quantity" }, ...modeBtns);
+  const modeNote = h("div", { class: "lmtt-hint lmtt-mode-note", role: "status" });
+  const legendBar = h("span", { class: "lmtt-legend-bar" });
+  const legendLo = h("span", { class: "lmtt-num" });
+  const legendHi = h("span", { class: "lmtt-num" });
+  const legendMid = h("span", { class: "lmtt-num lmtt-legend-mid" });
+  const legendText_ = h("div", { class: "lmtt-legend-text" });
+  const legend = h("div", { class: "lmtt-heat-legend" }, h("div", { class: "lmtt-legend-scale" }, legendLo, legendBar, legendHi), legendMid, legendText_);
+  const agree = h("div", { class: "lmtt-agreement" });
+  const check = createCheckBox(ctx, sig);
   const canvas = h("canvas", { class: "lmtt-heat", tabindex: 0, "aria-label": "Head importance heatmap (layers × heads)" });
   const tip = h("div", { class: "lmtt-tooltip" });
   tip.hidden = true;
   const heatWrap = h("div", { class: "lmtt-heat-wrap" }, canvas, tip);
   const edgeBox = h("div", { class: "lmtt-edge-heads" });
   const detail = h("div", { class: "lmtt-head-detail" });
-  const el = h("div", { class: "lmtt-pane lmtt-heads" }, title, heatWrap, edgeBox, detail);
+  const el = h("div", { class: "lmtt-pane lmtt-heads" }, title, modes, modeNote, heatWrap, legend, agree, check.el, edgeBox, detail);
 
   let geom: HeatGeom = heatGeom(1, 1);
 
@@ -67,18 +84,94 @@ export function createHeadsPane(ctx: PaneContext): Pane {
     return out;
   }
 
-  function draw() {
+  /** The values the heatmap shows now: [L*H], whether signed, the token they are at, or why there are none. */
+  function current(): { vals: Float32Array | null; L: number; H: number; signed: boolean; token: number; why: string } {
+    const mode = getHeadMode(model);
     const hi = getHeadImportance(model);
-    const t = focusToken(model);
+    if (mode === "importance") {
+      if (!hi || hi.shape.length !== 3) return { vals: null, L: 0, H: 0, signed: false, token: 0, why: "No head importance data" };
+      const t = focusToken(model);
+      return { vals: slice(hi, t, hi.shape[0], hi.shape[1]), L: hi.shape[0], H: hi.shape[1], signed: false, token: t, why: "" };
+    }
+    const tb = getMethodScores(model)[mode];
+    const m = getMetric(model);
+    const token = Number.isInteger(m.position) ? (m.position as number) : getTarget(model);
+    if (!tb || !tb.heads || tb.heads.shape.length !== 2) {
+      const st = model.get("status") as Status | undefined;
+      let why = `${MODE_LABELS[mode]}: not computed`;
+      if (st && st.state === "running") why = String(st.message || "computing…");
+      else if (mode === CAUSAL && !m.causal_ready) why = "≈ causal effect needs a corrupted prompt (or mean / zero ablation): set one above the graph.";
+      return { vals: null, L: 0, H: 0, signed: true, token, why };
+    }
+    const [L, H] = tb.heads.shape;
+    return { vals: Float32Array.from(tb.heads.data), L, H, signed: tb.signed, token, why: "" };
+  }
+
+  function drawModes() {
+    const mode = getHeadMode(model);
+    const tables = getMethodScores(model);
+    const m = getMetric(model);
+    const stat = model.get("static") === true;
+    for (const b of modeBtns) {
+      const bm = b.dataset.mode as HeadMode;
+      b.setAttribute("aria-pressed", String(bm === mode));
+      // without a kernel only what was shipped can be shown; with one, the causal mode needs a corruption
+      const avail = bm === "importance" || !!tables[bm] || (!stat && (bm !== CAUSAL || m.causal_ready === true));
+      b.disabled = !avail;
+      b.title = bm === CAUSAL
+        ? avail ? "≈ causal effect (attribution patching): computed on demand" : "needs a corrupted prompt, or mean / zero ablation"
+        : bm === "importance" ? "flow share (importance): where information came from" : "signed direct logit attribution";
+    }
+    modes.hidden = !Object.keys(tables).length && stat;
+  }
+
+  function drawLegend(mode: HeadMode, max: number, isSigned: boolean, token: number, dark: boolean) {
+    const m = getMetric(model);
+    legendBar.style.background = isSigned ? divergingGradient(dark) : heatGradient(dark);
+    legendLo.textContent = isSigned ? signed(-max, 2) : "0";
+    legendHi.textContent = isSigned ? signed(max, 2) : fmt(max, 2);
+    legendMid.textContent = isSigned ? "0" : "";
+    legendText_.textContent = legendText(mode, m, token);
+    legend.hidden = false;
+  }
+
+  function drawAgreement() {
+    const a = getAgreement(model);
+    if (!a) {
+      agree.replaceChildren();
+      return;
+    }
+    const name = (k: string) => MODE_LABELS[k as HeadMode] ?? k;
+    agree.replaceChildren(
+      h("div", { class: "lmtt-subtitle" }, `Rank agreement over ${a.n} heads (Spearman ρ of ${a.of})`),
+      ...a.pairs.map(([x, y, rho]) => h("div", { class: "lmtt-check-row" }, h("span", { class: "lmtt-lbl" }, `${name(x)} vs ${name(y)}`), h("span", { class: "lmtt-num" }, Number.isFinite(rho) ? rho.toFixed(2) : "–"))),
+    );
+  }
+
+  let shownVals: { vals: Float32Array | null; H: number; signed: boolean } = { vals: null, H: 1, signed: false };
+
+  function draw() {
+    const mode = getHeadMode(model);
+    drawModes();
+    drawAgreement();
+    const cur = current();
     const toks = getTokens(model);
-    title.textContent = `Head importance at “${truncate(displayToken(toks[t] ?? ""), 20)}” (#${t})`;
-    if (!hi || hi.shape.length !== 3) {
+    const t = cur.token;
+    const label = mode === "importance" ? "Head importance" : mode === "logit_attribution" ? "Direct logit attribution" : "≈ Causal effect (attribution patching)";
+    title.textContent = `${label} at “${truncate(displayToken(toks[t] ?? ""), 20)}” (#${t})`;
+    shownVals = { vals: cur.vals, H: cur.H, signed: cur.signed };
+    modeNote.textContent = cur.why;
+    modeNote.hidden = !cur.why;
+    if (!cur.vals) {
       canvas.hidden = true;
-      title.textContent = "No head importance data";
+      legend.hidden = true;
+      if (mode === "importance") title.textContent = cur.why;
+      drawEdgeBox();
+      drawDetail();
       return;
     }
     canvas.hidden = false;
-    const [L, H] = hi.shape;
+    const { L, H, vals } = cur;
     geom = heatGeom(L, H, Math.max(200, Math.min(420, el.clientWidth || 320)));
     const W = geom.left + H * geom.cw + 4;
     const Hh = geom.top + L * geom.ch + 2;
@@ -89,10 +182,10 @@ export function createHeadsPane(ctx: PaneContext): Pane {
     canvas.style.height = `${Hh}px`;
     const c = canvas.getContext("2d");
     const theme = readTheme(ctx.root);
-    const vals = slice(hi, t, L, H);
     let max = 0;
-    for (const v of vals) if (Math.abs(v) > max) max = Math.abs(v);
+    for (const v of vals) if (Number.isFinite(v) && Math.abs(v) > max) max = Math.abs(v);
     max = max || 1;
+    drawLegend(mode, max, cur.signed, t, theme.dark);
     if (c) {
       c.setTransform(dpr, 0, 0, dpr, 0, 0);
       c.fillStyle = theme.bg;
@@ -109,9 +202,15 @@ export function createHeadsPane(ctx: PaneContext): Pane {
       for (let l = 0; l < L; l++) {
         for (let hh = 0; hh < H; hh++) {
           const v = vals[l * H + hh];
-          c.fillStyle = rgbString(heatColor(Math.abs(v) / max, theme.dark));
+          c.fillStyle = rgbString(cur.signed ? divergingColor(v / max, theme.dark) : heatColor(Math.abs(v) / max, theme.dark));
           c.fillRect(geom.left + hh * geom.cw, geom.top + l * geom.ch, geom.cw - 1, geom.ch - 1);
         }
+      }
+      if (cur.signed) {
+        // a hairline grid: zero cells are the page colour, so without it the map's extent would be invisible
+        c.strokeStyle = theme.grid;
+        c.lineWidth = 0.5;
+        c.strokeRect(geom.left - 0.5, geom.top - 0.5, H * geom.cw, L * geom.ch);
       }
       const sel = getSelection(model);
       const ei = findSelectedEdge(model);
@@ -218,8 +317,11 @@ export function createHeadsPane(ctx: PaneContext): Pane {
         tip.hidden = true;
         return;
       }
-      const t = focusToken(model);
-      tip.textContent = `L${cell.layer}.H${cell.head}: ${fmt(at(hi, cell.layer, cell.head, t))}`;
+      const mode = getHeadMode(model);
+      const v = shownVals.vals ? shownVals.vals[cell.layer * shownVals.H + cell.head] : NaN;
+      tip.textContent = shownVals.signed
+        ? `L${cell.layer}.H${cell.head}: ${signed(v)} ${unitsOf(mode, getMetric(model))} (${MODE_LABELS[mode]})`
+        : `L${cell.layer}.H${cell.head}: ${fmt(v)} (flow share)`;
       tip.hidden = false;
       tip.style.left = `${x + 12}px`;
       tip.style.top = `${y + 12}px`;
@@ -252,7 +354,17 @@ export function createHeadsPane(ctx: PaneContext): Pane {
     sig,
   );
 
-  for (const n of ["head_importance", "selection", "target", "graph", "tokens", "meta"]) ctx.listen(`change:${n}`, draw);
+  for (const n of ["head_importance", "selection", "target", "graph", "tokens", "meta", "method_scores", "metric", "head_mode", "agreement"]) ctx.listen(`change:${n}`, draw);
+  // progress of an on-demand computation replaces the "not computed" note; a finished one redraws via its traits
+  ctx.listen("change:status", () => {
+    if (getHeadMode(model) !== "importance" && !shownVals.vals) draw();
+  });
+  for (const b of modeBtns) {
+    b.addEventListener("click", () => {
+      const mode = b.dataset.mode as HeadMode;
+      if (mode !== getHeadMode(model)) ctx.commit({ head_mode: mode });
+    }, sig);
+  }
   const unsub = ctx.details.subscribe(() => drawDetail());
   ctx.onCleanup(unsub);
   draw();

@@ -2,6 +2,7 @@
 import { getMeta } from "../state";
 import { h } from "../text";
 import type { Pane, PaneContext, Status } from "../types";
+import { createMetricBar } from "./metricbar";
 import { displayToken, pct, truncate } from "../text";
 
 export function createPromptPane(ctx: PaneContext): Pane {
@@ -17,7 +18,7 @@ export function createPromptPane(ctx: PaneContext): Pane {
   const pred = h("span", { class: "lmtt-pred" });
   const note = h("span", { class: "lmtt-hint lmtt-static-note" }, "Static report: the prompt is fixed (running a new one needs a notebook kernel).");
   const statusRow = h("div", { class: "lmtt-status" }, progress, msg, note, h("span", { class: "lmtt-spacer" }), pred);
-  const el = h("div", { class: "lmtt-pane lmtt-prompt-pane" }, h("div", { class: "lmtt-prompt-row" }, ta, run), statusRow);
+  const el = h("div", { class: "lmtt-pane lmtt-prompt-pane" }, h("div", { class: "lmtt-prompt-row" }, ta, run), statusRow, createMetricBar(ctx, sig));
 
   const status = (): Status => {
     const s = model.get("status");

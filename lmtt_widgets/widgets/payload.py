@@ -267,13 +267,15 @@ def check_result(component, exact, tables: dict, settings) -> dict:
 
 
 def route_check_result(result, tau: float, settings) -> dict:
-    """A ``check:route:<tau>`` reply: the JSON-ready scalars of a faithfulness result."""
-    if hasattr(result, "to_dict"):
-        raw = result.to_dict()
-    elif isinstance(result, dict):
-        raw = result
-    else:
-        raw = {k: getattr(result, k) for k in dir(result) if not k.startswith("_") and not callable(getattr(result, k))}
-    scalars = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in raw.items()
-               if isinstance(v, (int, float, str, bool, np.floating, np.integer))}
-    return {"component": f"route τ={tau:g}", "route": True, "threshold": tau, "setting": settings.describe(), **scalars}
+    """A ``check:route:<tau>`` reply from a faithfulness result at one τ: the fraction of the metric the route keeps
+    when every head and MLP output off it is ablated, with the metric clean, kept and fully ablated."""
+    def first(v):
+        return v[0] if isinstance(v, (list, tuple)) else v
+
+    def num(name):
+        v = first(getattr(result, name, None) if not isinstance(result, dict) else result.get(name))
+        return None if v is None else float(v)
+
+    return {"component": f"route at τ = {tau:g}", "route": True, "threshold": tau, "setting": settings.describe(),
+            "fraction_kept": num("fraction"), "kept": num("kept"), "clean": num("clean"), "ablated": num("ablated"),
+            "size": num("sizes")}

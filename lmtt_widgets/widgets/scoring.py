@@ -19,7 +19,7 @@ from ..methods import Component, ScoreTable, available_methods, get_method
 HEAD_MODES = ("importance", "logit_attribution", "attribution_patching")
 CAUSAL = "attribution_patching"
 # Exact patching: the registry name(s) it may be filed under; Explanation.patch is the fallback.
-PATCH_NAMES = ("patch", "activation_patching", "exact_patching")
+PATCH_NAMES = ("activation_patching", "patch", "exact_patching")
 ABLATIONS = ("corrupted", "mean", "zero")
 
 
@@ -73,18 +73,26 @@ def exact_patch(ex, components: list, settings: Settings) -> ScoreTable:
     opts = settings.causal_options()
     for name in PATCH_NAMES:
         if has_method(name):
-            return get_method(name).fn(ex, components, **opts)
+            return get_method(name).fn(ex, components=list(components), **opts)
     if hasattr(ex, "patch"):
-        return ex.patch(components, **opts)
-    raise LmttError("Exact patching is not available in this version of lmtt-widgets (no 'patch' method).")
+        return ex.patch(list(components), **opts)
+    raise LmttError("Exact patching is not available in this version of lmtt-widgets (no 'activation_patching').")
 
 
 def route_check(ex, threshold: float, settings: Settings):
     """Faithfulness of the route at τ: the fraction of the metric kept when everything off it is ablated."""
-    if not hasattr(ex, "faithfulness"):
-        raise LmttError("Checking the whole route needs Explanation.faithfulness, which this version of "
-                        "lmtt-widgets does not have yet; check single heads, MLPs, neurons or edges instead.")
-    return ex.faithfulness(threshold=threshold, **settings.causal_options())
+    fn = getattr(ex, "faithfulness", None)
+    if fn is None:
+        try:
+            from ..methods import causal
+        except ImportError:
+            causal = None
+        fn = getattr(causal, "faithfulness", None)
+        fn = None if fn is None else (lambda *a, _f=fn, **k: _f(ex, *a, **k))
+    if fn is None:
+        raise LmttError("Checking the whole route needs faithfulness(), which this version of lmtt-widgets does "
+                        "not have yet; check single heads, MLPs, neurons or edges instead.")
+    return fn(thresholds=[threshold], **settings.causal_options())
 
 
 def check_component(ex, text: str) -> Component:
