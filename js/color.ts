@@ -66,14 +66,16 @@ const POS_DARK: RGB = [239, 138, 98];
 
 /**
  * Signed heatmap colour: `t` in [-1, 1] (value / max |value|). 0 is the page itself, so a zero cell reads as
- * nothing; the colour deepens toward blue (t < 0) or red (t > 0) with |t|. A small |t| still gets a visible tint.
+ * nothing; the colour deepens toward blue (t < 0) or red (t > 0) with |t|.
  */
 export function divergingColor(t: number, dark: boolean): RGB {
   t = Number.isFinite(t) ? Math.max(-1, Math.min(1, t)) : 0;
   const page: RGB = dark ? [30, 30, 30] : [255, 255, 255];
   if (t === 0) return page;
   const end = t < 0 ? (dark ? NEG_DARK : NEG_LIGHT) : dark ? POS_DARK : POS_LIGHT;
-  const k = 0.12 + 0.88 * Math.sqrt(Math.abs(t)); // sqrt: mid-size effects stay readable next to the largest
+  // a power below 1 keeps mid-size effects readable next to the largest, while the many near-zero heads stay
+  // near the page colour so the few that matter stand out
+  const k = Math.pow(Math.abs(t), 0.75);
   return page.map((p, i) => Math.round(p + (end[i] - p) * k)) as RGB;
 }
 

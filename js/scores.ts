@@ -37,9 +37,10 @@ export interface MethodTable {
 }
 
 export interface Agreement {
-  pairs: [string, string, number][];
+  pairs: [string, string, number, number?][]; // a, b, Spearman ρ, top-k overlap
   n: number;
   of: string;
+  k?: number;
 }
 
 export function getMetric(model: WidgetModel): MetricInfo {

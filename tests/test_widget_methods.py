@@ -122,12 +122,19 @@ def test_agreement_is_spearman_of_the_head_magnitudes(ex):
     w.ablation = "zero"
     w.head_mode = "attribution_patching"
     L, H = ex.n_layers, ex.n_heads
-    pairs = {(a, b): rho for a, b, rho in w.agreement["pairs"]}
+    pairs = {(a, b): rho for a, b, rho, _ in w.agreement["pairs"]}
+    overlaps = {(a, b): n for a, b, _, n in w.agreement["pairs"]}
     assert set(pairs) == {("importance", "logit_attribution"), ("importance", "attribution_patching"),
                           ("logit_attribution", "attribution_patching")}
     imp = get_method("importance").fn(ex).head_matrix(L, H).abs()
     ap = get_method("attribution_patching").fn(ex, ablation="zero").head_matrix(L, H).abs()
     assert pairs[("importance", "attribution_patching")] == pytest.approx(spearman(imp, ap), abs=1e-9)
+    k = min(10, L * H)  # the tiny model has 8 heads: a top-4 overlap is the informative one, asked of the helper
+    assert overlaps[("importance", "attribution_patching")] == k
+    from lmtt_widgets.widgets.scoring import top_overlap
+
+    want = len(set(imp.flatten().topk(4).indices.tolist()) & set(ap.flatten().topk(4).indices.tolist()))
+    assert top_overlap(imp, ap, 4) == want
     assert w.agreement["n"] == L * H
 
 

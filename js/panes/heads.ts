@@ -143,8 +143,12 @@ export function createHeadsPane(ctx: PaneContext): Pane {
     }
     const name = (k: string) => MODE_LABELS[k as HeadMode] ?? k;
     agree.replaceChildren(
-      h("div", { class: "lmtt-subtitle" }, `Rank agreement over ${a.n} heads (Spearman ρ of ${a.of})`),
-      ...a.pairs.map(([x, y, rho]) => h("div", { class: "lmtt-check-row" }, h("span", { class: "lmtt-lbl" }, `${name(x)} vs ${name(y)}`), h("span", { class: "lmtt-num" }, Number.isFinite(rho) ? rho.toFixed(2) : "–"))),
+      h("div", { class: "lmtt-subtitle" }, `Rank agreement over ${a.n} heads (Spearman ρ of ${a.of}; top-${a.k ?? 10} overlap)`),
+      ...a.pairs.map(([x, y, rho, overlap]) => h(
+        "div", { class: "lmtt-check-row" },
+        h("span", { class: "lmtt-lbl" }, `${name(x)} vs ${name(y)}`),
+        h("span", { class: "lmtt-num" }, `ρ ${Number.isFinite(rho) ? rho.toFixed(2) : "–"}${Number.isFinite(overlap) ? ` · ${overlap}/${a.k ?? 10}` : ""}`),
+      )),
     );
   }
 
@@ -157,7 +161,7 @@ export function createHeadsPane(ctx: PaneContext): Pane {
     const cur = current();
     const toks = getTokens(model);
     const t = cur.token;
-    const label = mode === "importance" ? "Head importance" : mode === "logit_attribution" ? "Direct logit attribution" : "≈ Causal effect (attribution patching)";
+    const label = mode === "importance" ? "Head importance" : mode === "logit_attribution" ? "Direct logit attribution" : "≈ Causal effect";
     title.textContent = `${label} at “${truncate(displayToken(toks[t] ?? ""), 20)}” (#${t})`;
     shownVals = { vals: cur.vals, H: cur.H, signed: cur.signed };
     modeNote.textContent = cur.why;

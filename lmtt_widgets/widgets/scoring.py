@@ -21,6 +21,7 @@ CAUSAL = "attribution_patching"
 # Exact patching: the registry name(s) it may be filed under; Explanation.patch is the fallback.
 PATCH_NAMES = ("activation_patching", "patch", "exact_patching")
 ABLATIONS = ("corrupted", "mean", "zero")
+TOP_K = 10  # the agreement's top-k overlap (the issue's table reports top-10)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,20 @@ def spearman(a, b) -> float:
     return float(ra @ rb) / denom if denom > 0 else math.nan
 
 
+def top_overlap(a, b, k: int = 10) -> int:
+    """How many of the k largest of ``a`` are among the k largest of ``b`` (methods/agreement.py's when present)."""
+    try:
+        from ..methods.agreement import top_k_overlap as shared
+    except ImportError:
+        shared = None
+    if shared is not None:
+        return int(shared(a, b, k))
+    a = torch.as_tensor(a, dtype=torch.float64).flatten().nan_to_num(float("-inf"))
+    b = torch.as_tensor(b, dtype=torch.float64).flatten().nan_to_num(float("-inf"))
+    k = min(int(k), a.numel())
+    return len(set(a.topk(k).indices.tolist()) & set(b.topk(k).indices.tolist()))
+
+
 def head_agreement(tables: dict[str, ScoreTable], n_layers: int, n_heads: int) -> dict:
     """Spearman agreement of |score| over the heads between every pair of head tables (importance, DLA, causal).
 
@@ -149,6 +164,7 @@ def head_agreement(tables: dict[str, ScoreTable], n_layers: int, n_heads: int) -
         return {}
     names = [m for m in HEAD_MODES if m in tables]
     mats = {m: tables[m].head_matrix(n_layers, n_heads).flatten().abs() for m in names}
-    pairs = [[a, b, spearman(mats[a], mats[b])] for i, a in enumerate(names) for b in names[i + 1:]]
-    return {"pairs": pairs, "n": n_layers * n_heads, "of": "|score| per head",
+    pairs = [[a, b, spearman(mats[a], mats[b]), top_overlap(mats[a], mats[b], TOP_K)]
+             for i, a in enumerate(names) for b in names[i + 1:]]
+    return {"pairs": pairs, "n": n_layers * n_heads, "of": "|score| per head", "k": TOP_K,
             "position": tables[CAUSAL].metric.position if tables[CAUSAL].metric else None}
