@@ -64,7 +64,9 @@ export function createHeadsPane(ctx: PaneContext): Pane {
   const legendHi = h("span", { class: "lmtt-num" });
   const legendMid = h("span", { class: "lmtt-num lmtt-legend-mid" });
   const legendText_ = h("div", { class: "lmtt-legend-text" });
-  const legend = h("div", { class: "lmtt-heat-legend" }, h("div", { class: "lmtt-legend-scale" }, legendLo, legendBar, legendHi), legendMid, legendText_);
+  // the "0" tick sits under the bar's middle, where a diverging scale is centred
+  const legendBarWrap = h("span", { class: "lmtt-legend-barwrap" }, legendBar, legendMid);
+  const legend = h("div", { class: "lmtt-heat-legend" }, h("div", { class: "lmtt-legend-scale" }, legendLo, legendBarWrap, legendHi), legendText_);
   const agree = h("div", { class: "lmtt-agreement" });
   const check = createCheckBox(ctx, sig);
   const canvas = h("canvas", { class: "lmtt-heat", tabindex: 0, "aria-label": "Head importance heatmap (layers × heads)" });
