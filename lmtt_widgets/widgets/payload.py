@@ -244,7 +244,7 @@ def _score_or_none(table, component) -> float | None:
 
 def check_result(component, exact, tables: dict, settings) -> dict:
     """A ``check:<component>`` reply: the exact effect beside the approximations of the same component."""
-    value = exact[component] if component in exact else float(exact.scores[0])
+    value = exact[component]
     metric = exact.metric
     extra = {k: v for k, v in exact.extra.items() if isinstance(v, (int, float, str, bool))}
     per = exact.extra.get("patched")
