@@ -66,7 +66,9 @@ export function createCheckBox(ctx: PaneContext, sig: { signal: AbortSignal }): 
   function draw() {
     const id = compId();
     const m = getMetric(model);
-    const ready = m.causal_ready === true && model.get("static") !== true;
+    const stat = model.get("static") === true;
+    el.hidden = stat; // a report has no kernel to patch the model in
+    const ready = m.causal_ready === true && !stat;
     checkBtn.hidden = !id;
     checkBtn.disabled = !ready;
     routeBtn.disabled = !ready;

@@ -145,7 +145,7 @@ describe("heatmap modes and Check in the Explorer", () => {
     expect(el.querySelector(".lmtt-heads .lmtt-pane-title")!.textContent).toMatch(/^Direct logit attribution at/);
     // the signed legend runs from −max to +max (max |DLA| = 1.2)
     const nums = [...el.querySelectorAll(".lmtt-legend-scale .lmtt-num")].map((e) => e.textContent);
-    expect(nums).toEqual(["−1.20", "+1.20"]);
+    expect(nums).toEqual(["−1.20", "0", "+1.20"]); // centred at 0
     // causal scores not computed yet: a note, no stale map
     model.pySet("metric", { ...model.get("metric"), causal_ready: true });
     expect(btn("attribution_patching").disabled).toBe(false);
