@@ -1,6 +1,7 @@
 """Issue 12 (widget side): foil / corrupted prompt / ablation traits, heatmap modes, the Check action, agreement."""
 
 import importlib
+import json
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from lmtt_widgets import Explorer, explain
 from lmtt_widgets.methods import ScoreTable, get_method
 from lmtt_widgets.methods import base as methods_base
 from lmtt_widgets.methods.agreement import spearman, top_k_overlap
-from lmtt_widgets.widgets.codec import decode_array
+from lmtt_widgets.widgets.codec import decode_array, to_message
 from tiny_models import loaded
 
 PROMPT = "the cat sat on the mat"
@@ -39,7 +40,20 @@ def check(w, key):
     w._on_message(w, {"type": "details", "id": "c", "key": key}, [])
     (reply, _), = sent
     assert reply["id"] == "c" and reply["key"] == key
+    json.dumps(reply, allow_nan=False)  # the kernel's packer refuses NaN / inf
     return reply
+
+
+def test_traits_are_strict_json_and_non_finite_numbers_go_as_null(ex):
+    from lmtt_widgets.widgets.payload import number, scalars
+
+    w = Explorer(ex)
+    w.ablation = "zero"
+    w.head_mode = "attribution_patching"
+    for name in ("metric", "method_scores", "agreement"):
+        json.dumps(to_message(getattr(w, name))[0], allow_nan=False)
+    assert number(float("nan")) is None and number(float("inf")) is None and number(2) == 2.0
+    assert scalars({"a": float("nan"), "b": "x", "c": [1], "d": 3}) == {"a": None, "b": "x", "d": 3.0}
 
 
 def test_foil_text_becomes_its_id_and_a_bad_foil_goes_to_the_error_bar(ex):

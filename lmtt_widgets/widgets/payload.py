@@ -202,6 +202,22 @@ def details(ex: Explanation, key: str) -> dict:
 FOIL_CANDIDATES = 10
 
 
+def number(v) -> float | None:
+    """A JSON number, or None for NaN / ±inf (the kernel's strict JSON packer refuses them)."""
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
+def scalars(extra: dict) -> dict:
+    """The JSON-ready scalars of a table's ``extra`` (non-finite numbers as None)."""
+    out = {}
+    for k, v in extra.items():
+        if isinstance(v, (str, bool)):
+            out[k] = v
+        elif isinstance(v, (int, float, np.integer, np.floating)):
+            out[k] = number(v)
+    return out
+
+
 def metric_info(ex: Explanation, metric, settings) -> dict:
     """The ``metric`` trait: what the signed methods explain, the foil candidates and the causal setting."""
     preds = ex.predictions(settings.position, k=FOIL_CANDIDATES)
@@ -230,34 +246,26 @@ def method_scores(tables: dict, n_layers: int, n_heads: int) -> dict:
             "method": table.method, "quantity": table.quantity, "signed": bool(table.signed),
             "metric": table.metric.to_dict() if table.metric else None,
             "heads": encode_array(table.head_matrix(n_layers, n_heads)), "mlp": encode_array(mlp),
-            "extra": {k: v for k, v in table.extra.items() if isinstance(v, (int, float, str, bool))},
+            "extra": scalars(table.extra),
         }
     return out
 
 
 def _score_or_none(table, component) -> float | None:
-    if table is None or component not in table:
-        return None
-    v = table[component]
-    return v if np.isfinite(v) else None
+    return None if table is None or component not in table else number(table[component])
 
 
 def check_result(component, exact, tables: dict, settings) -> dict:
     """A ``check:<component>`` reply: the exact effect beside the approximations of the same component."""
     value = exact[component]
     metric = exact.metric
-    extra = {k: v for k, v in exact.extra.items() if isinstance(v, (int, float, str, bool))}
-    per = exact.extra.get("patched")
-    patched = None
-    if isinstance(per, dict):
-        patched = per.get(component.id)
-    elif per is not None and hasattr(per, "__len__") and len(per) == len(exact):
-        patched = float(per[exact.components.index(component)])
+    per = exact.extra.get("patched")  # per-run metric values, in the table's component order
+    patched = per[exact.components.index(component)] if per is not None and len(per) == len(exact) else None
     return {
         "component": component.id,
-        "exact": float(value),
-        "clean": extra.get("clean"),
-        "patched": None if patched is None else float(patched),
+        "exact": number(value),
+        "clean": number(exact.extra.get("clean")),
+        "patched": number(patched),
         "approx": {name: _score_or_none(tables.get(name), component) for name in ("logit_attribution", "attribution_patching")},
         "quantity": exact.quantity,
         "metric": metric.to_dict() if metric else None,
@@ -274,7 +282,7 @@ def route_check_result(result, tau: float, settings) -> dict:
 
     def num(name):
         v = first(getattr(result, name, None) if not isinstance(result, dict) else result.get(name))
-        return None if v is None else float(v)
+        return number(v)
 
     return {"component": f"route at τ = {tau:g}", "route": True, "threshold": tau, "setting": settings.describe(),
             "fraction_kept": num("fraction"), "kept": num("kept"), "clean": num("clean"), "ablated": num("ablated"),

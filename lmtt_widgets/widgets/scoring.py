@@ -7,6 +7,7 @@ returned :class:`ScoreTable` objects as Python values and sends their head / MLP
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import LmttError, SelectionError
@@ -94,7 +95,11 @@ def head_agreement(tables: dict[str, ScoreTable], n_layers: int, n_heads: int) -
         return {}
     names = [m for m in HEAD_MODES if m in tables]
     mats = {m: tables[m].head_matrix(n_layers, n_heads).flatten().abs() for m in names}
-    pairs = [[a, b, spearman(mats[a], mats[b]), top_k_overlap(mats[a], mats[b], TOP_K)]
+    def rho(a, b):  # NaN (a constant vector) is sent as None: the kernel's JSON refuses NaN
+        r = spearman(mats[a], mats[b])
+        return r if math.isfinite(r) else None
+
+    pairs = [[a, b, rho(a, b), top_k_overlap(mats[a], mats[b], TOP_K)]
              for i, a in enumerate(names) for b in names[i + 1:]]
     return {"pairs": pairs, "n": n_layers * n_heads, "of": "|score| per head", "k": TOP_K,
             "position": tables[CAUSAL].metric.position if tables[CAUSAL].metric else None}
