@@ -102,7 +102,7 @@ export function createHeadsPane(ctx: PaneContext): Pane {
       const st = model.get("status") as Status | undefined;
       let why = `${MODE_LABELS[mode]}: not computed`;
       if (st && st.state === "running") why = String(st.message || "computing…");
-      else if (mode === CAUSAL && !m.causal_ready) why = "≈ causal effect needs a corrupted prompt (or mean / zero ablation): set one above the graph.";
+      else if (mode === CAUSAL && !m.causal_ready) why = "≈ causal effect needs a corrupted prompt or mean / zero ablation: the Explorer's “corrupted” box, or w.corrupted / w.ablation in Python.";
       return { vals: null, L: 0, H: 0, signed: true, token, why };
     }
     const [L, H] = tb.heads.shape;
