@@ -214,11 +214,9 @@ class _ExplanationWidget(anywidget.AnyWidget):
         mode = proposal["value"]
         if mode != "importance" and not scoring.has_method(mode):
             raise t.TraitError(f"The heatmap mode {mode!r} needs the {mode!r} method, which this version lacks.")
-        if mode == CAUSAL and not self.settings.causal_ready:
-            try:
-                self.settings.causal_options()
-            except SelectionError as exc:
-                raise t.TraitError(str(exc)) from None
+        problem = scoring.causal_problem(self.explanation, self.settings) if self.explanation is not None else ""
+        if mode == CAUSAL and problem:
+            raise t.TraitError(problem)
         return mode
 
     @t.observe("foil", "corrupted", "ablation", "head_mode")
@@ -248,9 +246,11 @@ class _ExplanationWidget(anywidget.AnyWidget):
         if ex is None:
             return
         st, errors, tables, metric = self.settings, [], {}, None
-        if self.head_mode == CAUSAL and not st.causal_ready:
-            errors.append("The corrupted prompt is empty, so the heatmap shows logit attribution; paste a corrupted "
-                          "prompt or choose mean / zero ablation to see causal effects.")
+        problem = scoring.causal_problem(ex, st)
+        if problem and (st.causal_ready or self.head_mode == CAUSAL):
+            errors.append(problem)  # a corrupted prompt that cannot be used is reported when it is pasted
+        if self.head_mode == CAUSAL and problem:
+            errors.append("The heatmap shows logit attribution until the causal setting is usable.")
             self._updating = True
             try:
                 self.head_mode = "logit_attribution"
@@ -275,7 +275,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
         self.tables = tables
         L, H = ex.n_layers, ex.n_heads
         with self.hold_sync():
-            self.metric = payload.metric_info(ex, metric, st)
+            self.metric = payload.metric_info(ex, metric, st, ready=not problem)
             self.method_scores = payload.method_scores(tables, L, H)
             self.agreement = scoring.head_agreement(tables, L, H)
             if errors:

@@ -218,7 +218,7 @@ def scalars(extra: dict) -> dict:
     return out
 
 
-def metric_info(ex: Explanation, metric, settings) -> dict:
+def metric_info(ex: Explanation, metric, settings, *, ready: bool) -> dict:
     """The ``metric`` trait: what the signed methods explain, the foil candidates and the causal setting."""
     preds = ex.predictions(settings.position, k=FOIL_CANDIDATES)
     out = {
@@ -226,7 +226,7 @@ def metric_info(ex: Explanation, metric, settings) -> dict:
         "candidates": [[p.token_id, p.text, p.score] for p in preds],
         "corrupted": settings.corrupted,
         "ablation": settings.ablation,
-        "causal_ready": settings.causal_ready,
+        "causal_ready": ready,
     }
     if metric is not None:
         out.update(metric.to_dict())

@@ -54,6 +54,28 @@ class Settings:
         return f"{self.ablation} ablation"
 
 
+def causal_problem(ex, settings: Settings) -> str:
+    """Why no causal method can run for these settings ("" when one can): no corruption, or a corrupted prompt
+    whose token count differs from the prompt's (found with the tracer's own tokenizer call, before any run)."""
+    from ..tracing.tracer import tokenize
+
+    try:
+        settings.causal_options()
+    except SelectionError as exc:
+        return str(exc)
+    if settings.ablation != "corrupted":
+        return ""
+    try:
+        ids, _ = tokenize(ex.trace.lm, settings.corrupted)
+    except LmttError as exc:
+        return f"The corrupted prompt cannot be traced: {exc}"
+    if ids.numel() != ex.n_tokens:
+        return (f"The corrupted prompt has {ids.numel()} tokens but the prompt has {ex.n_tokens}; patching pairs "
+                "positions one to one, so they must be equally long (swap names or words for ones of the same "
+                "token count), or choose mean / zero ablation.")
+    return ""
+
+
 def has_method(name: str) -> bool:
     return name in available_methods()
 
