@@ -11,6 +11,7 @@ export interface GraphData {
   nodeKind: NodeKindName[]; // per node
   nodeLayer: Int32Array;
   nodeToken: Uint32Array;
+  nodeCancelling: Uint8Array; // 1: the update into this node cancelled (its importances are an even split)
   edgeSrc: Uint32Array;
   edgeDst: Uint32Array;
   edgeWeight: Float32Array;
@@ -25,6 +26,7 @@ const EMPTY_GRAPH: GraphData = {
   nodeKind: [],
   nodeLayer: new Int32Array(0),
   nodeToken: new Uint32Array(0),
+  nodeCancelling: new Uint8Array(0),
   edgeSrc: new Uint32Array(0),
   edgeDst: new Uint32Array(0),
   edgeWeight: new Float32Array(0),
@@ -104,6 +106,7 @@ export function decodeGraph(raw: unknown, meta: Meta = {}): GraphData {
   const nodeKind = Array.from(kindArr, (k) => (nk[k] ?? "after_mlp") as NodeKindName);
   const nodeLayer = d.node_layer ? Int32Array.from(d.node_layer.data) : new Int32Array(n);
   const nodeToken = d.node_token ? Uint32Array.from(d.node_token.data) : new Uint32Array(n);
+  const nodeCancelling = d.node_cancelling ? Uint8Array.from(d.node_cancelling.data) : new Uint8Array(n);
   const edgeSrc = (d.edge_src?.data as Uint32Array) ?? new Uint32Array(0);
   const e = edgeSrc.length;
   const edgeDst = (d.edge_dst?.data as Uint32Array) ?? new Uint32Array(e);
@@ -118,6 +121,7 @@ export function decodeGraph(raw: unknown, meta: Meta = {}): GraphData {
     nodeKind,
     nodeLayer,
     nodeToken,
+    nodeCancelling,
     edgeSrc,
     edgeDst,
     edgeWeight,

@@ -103,6 +103,18 @@ class Explanation:
     def full_graph(self) -> Route:
         return full_graph(self.scores)
 
+    def cancelling_updates(self) -> list[tuple[int, int, str]]:
+        """(layer, token, "attention" | "mlp") of every cancelling update: each of its parts is farther from the
+        update's result than 0 is (e.g. an MLP that cancels the residual), so its importances are an even split
+        over its parts instead of proximities (the limit of LM-TT's floor). Parallel blocks have one update, listed
+        as "attention"."""
+        out = []
+        for layer, ls in enumerate(self.scores.layers):
+            for flags, update in ((ls.cancel_attn, "attention"), (ls.cancel_mlp, "mlp")):
+                if flags is not None:
+                    out += [(layer, t, update) for t in flags.nonzero().flatten().tolist()]
+        return sorted(out)
+
     # ---- heads and neurons
     def heads(self, layer: int, token: int | None = None) -> list[HeadScore]:
         """Heads of ``layer`` ranked by importance in the attention update at ``token``."""

@@ -111,7 +111,16 @@ def test_group_order_is_stable_and_grouped():
         assert _group_order(level).tolist() == expected
 
 
-def brute_force_attention(tr, layer):
+def even_split_where_cancelling(prox_parts, present):
+    """Proximities [T, parts] -> importances; a row with no proximity at all is split evenly over its present
+    parts (the limit of LM-TT's 1e-5 floor). Returns (importances, cancelling [T])."""
+    norm = prox_parts.sum(1, keepdim=True)
+    cancelling = norm[:, 0] <= 0
+    even = present.to(prox_parts.dtype) / present.sum(1, keepdim=True)
+    return torch.where(cancelling[:, None], even, prox_parts / norm.clamp_min(1e-300)), cancelling
+
+
+def brute_force_attention(tr, layer, check_identity=True):
     """Importances of the attention update from explicitly built parts, T x T x H x d (tiny models only)."""
     rec, w = tr.layers[layer], tr.weights[layer]
     u = head_directions(rec.values, w.w_o, tr.n_heads)  # [T, H, d]
@@ -124,13 +133,17 @@ def brute_force_attention(tr, layer):
         bias = bias * scale
     y = rec.resid_post if tr.topology == "parallel" else rec.resid_mid
     extras = [rec.resid_pre, bias] + ([rec.mlp_update] if tr.topology == "parallel" else [])
-    # exactness of the decomposition itself: the parts add up to what the model computed
-    total = parts.sum((1, 2)) + sum(extras)
-    assert torch.allclose(total, y, atol=1e-6)
+    if check_identity:  # exactness of the decomposition itself: the parts add up to what the model computed
+        total = parts.sum((1, 2)) + sum(extras)
+        assert torch.allclose(total, y, atol=1e-6)
+    T, H = parts.shape[0], parts.shape[2]
     prox_heads = l1_proximity(y[:, None, None], parts)  # [T, T, H]
     prox_extra = torch.stack([l1_proximity(y, e) for e in extras], 1)
-    norm = prox_heads.sum((1, 2)) + prox_extra.sum(1)
-    return prox_heads / norm[:, None, None], prox_extra / norm[:, None]
+    # the parts of an update: every non-zero one (future positions have A = 0; a model without bias has none)
+    present = torch.cat([torch.stack([(e != 0).any(-1) for e in extras], 1),
+                         (parts != 0).any(-1).reshape(T, -1)], 1)
+    imp, _ = even_split_where_cancelling(torch.cat([prox_extra, prox_heads.reshape(T, -1)], 1), present)
+    return imp[:, len(extras):].reshape(T, T, H), imp[:, : len(extras)]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -152,6 +165,89 @@ def test_engine_matches_brute_force_and_sums_to_one(family):
             assert (ls.mlp >= 0).all() and (ls.resid_mlp >= 0).all()
         assert torch.allclose(total, torch.ones(T), atol=1e-5)
         assert (ls.edge >= 0).all() and (ls.head_val >= 0).all()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
+def test_cancelling_attention_update_is_split_evenly_and_flagged(family):
+    """An attention update whose every part is farther from y than 0 is (here: y shrunk to a tiny vector) is split
+    evenly over its parts (residual, each causal source x head, the bias if any, the MLP if parallel) and flagged;
+    the other rows keep their proximities. The old rule gave the residual 100 %."""
+    import dataclasses
+
+    from lmtt_widgets.contributions.scores import score_layers
+
+    tr = explain(loaded(family), PROMPT).trace
+    layer, rows = 1, [2, 5]
+    rec = tr.layers[layer]
+    key = "resid_post" if tr.topology == "parallel" else "resid_mid"
+    y = getattr(rec, key).clone()
+    y[rows] = 1e-4 * torch.randn(len(rows), y.shape[1], dtype=y.dtype, generator=torch.Generator().manual_seed(1))
+    tr.layers[layer] = rec = dataclasses.replace(rec, **{key: y})
+    (ls,) = score_layers([rec], [tr.weights[layer]], tr.n_heads, tr.topology)
+    heads, extras = brute_force_attention(tr, layer, check_identity=False)
+    assert ls.cancel_attn.nonzero().flatten().tolist() == rows
+    for i in rows:
+        n = 1 + (i + 1) * tr.n_heads + (tr.weights[layer].b_o is not None) + (tr.topology == "parallel")
+        assert torch.allclose(ls.resid_attn[i], torch.tensor(1 / n), atol=1e-7)
+        assert torch.allclose(ls.head_total[i], torch.full((tr.n_heads,), (i + 1) / n), atol=1e-6)
+        assert torch.allclose(ls.edge_row(i), torch.full((i + 1,), tr.n_heads / n), atol=1e-6)
+    assert torch.allclose(ls.head_total, heads.sum(1).float(), atol=1e-5)
+    assert torch.allclose(ls.resid_attn, extras[:, 0].float(), atol=1e-5)
+    assert torch.allclose(ls.bias_attn, extras[:, 1].float(), atol=1e-5)
+    total = ls.resid_attn + ls.bias_attn + ls.head_total.sum(1) + (ls.mlp if tr.topology == "parallel" else 0)
+    assert torch.allclose(total, torch.ones(len(total)), atol=1e-5)
+
+
+def test_cancelling_mlp_update_is_split_evenly_and_flagged_in_api_and_graph():
+    """An MLP output that cancels the residual (mlp = -1.1 x mid, so out = -0.1 x mid): both parts are farther from
+    out than 0 is; the update is split 50/50, flagged on the scores, the Explanation and the graph payload."""
+    import dataclasses
+
+    from lmtt_widgets.contributions.graph import cancelling_nodes
+    from lmtt_widgets.contributions.scores import score_layers
+    from lmtt_widgets.explain import Explanation
+    from lmtt_widgets.widgets.codec import decode_array
+    from lmtt_widgets.widgets.payload import graph_arrays
+
+    ex = explain(loaded("llama"), PROMPT)
+    tr, layer, tok = ex.trace, 1, 4
+    rec = tr.layers[layer]
+    mlp_update, post = rec.mlp_update.clone(), rec.resid_post.clone()
+    mlp_update[tok] = -1.1 * rec.resid_mid[tok]
+    post[tok] = rec.resid_mid[tok] + mlp_update[tok]
+    tr.layers[layer] = dataclasses.replace(rec, mlp_update=mlp_update, mlp_out=mlp_update, resid_post=post)
+    (ls,) = score_layers([tr.layers[layer]], [tr.weights[layer]], tr.n_heads, tr.topology)
+    assert ls.cancel_mlp.nonzero().flatten().tolist() == [tok]
+    assert float(ls.resid_mlp[tok]) == 0.5 and float(ls.mlp[tok]) == 0.5
+    others = torch.arange(len(ls.mlp)) != tok
+    assert torch.allclose(ls.mlp[others], ex.scores.layers[layer].mlp[others])
+    ex.scores.layers[layer] = ls
+    ex = Explanation(tr, ex.scores)
+    assert ex.cancelling_updates() == [(layer, tok, "mlp")]
+    nid = node_id(AFTER_MLP, layer, tok, ex.n_tokens)
+    assert cancelling_nodes(ex.scores).tolist() == [nid]
+    g = ex.route(tok, 0.04)
+    assert nid in g.nodes.tolist()
+    flags = decode_array(graph_arrays(g)["node_cancelling"])
+    assert flags.tolist() == [int(n == nid) for n in g.nodes.tolist()]
+    assert g.describe_node(nid)["cancelling"] and not g.describe_node(g.nodes[0])["cancelling"]
+
+
+def test_neurons_of_a_cancelling_mlp_split_evenly_over_non_zero_activations():
+    import dataclasses
+
+    from lmtt_widgets.contributions.scores import neuron_importance
+
+    tr = explain(loaded("llama"), PROMPT).trace
+    rec, w = tr.layers[0], tr.weights[0]
+    neurons = torch.zeros_like(rec.neurons[:1])
+    neurons[0, 1::2] = 1.0
+    tiny = 1e-9 * torch.randn(1, rec.mlp_update.shape[1], dtype=rec.mlp_update.dtype)  # every neuron overshoots
+    one = dataclasses.replace(rec, neurons=neurons, mlp_update=tiny, mlp_post_rstd=None)
+    imp = neuron_importance(one, w)[0]
+    alive = neurons[0] != 0
+    assert torch.allclose(imp[alive], torch.full((int(alive.sum()),), 1 / int(alive.sum())))
+    assert (imp[~alive] == 0).all()
 
 
 def test_chunk_size_does_not_change_results():
@@ -377,3 +473,21 @@ def test_smollm2_route_for_paris(smollm2_paris):
     # the route reaches the embeddings of the prompt's tokens
     assert any(int(s) < ex.n_tokens for s in g.src)
     assert ex.top_heads(5)[0].importance > 0
+
+
+@pytest.mark.smollm2
+def test_smollm2_ioi_cancelling_mlp_is_split_evenly(smollm2):
+    """Issue 10's case: with BOS, the MLP of layer 10 at token 7 (" the") cancels its residual (both parts are
+    farther from the sum than 0 is). It was given 100 % residual; now an even split, flagged."""
+    tok = smollm2.tokenizer
+    ids = [tok.bos_token_id] + tok("When Mary and John went to the store, John gave a drink to").input_ids
+    ex = explain(smollm2, ids)
+    assert ex.tokens[7] == " the"
+    assert (10, 7, "mlp") in ex.cancelling_updates()
+    ls = ex.scores.layers[10]
+    assert float(ls.resid_mlp[7]) == 0.5 and float(ls.mlp[7]) == 0.5
+    rec = ex.trace.layers[10]
+    out, mid, mlp = rec.resid_post[7], rec.resid_mid[7], rec.mlp_update[7]
+    assert l1_proximity(out, mid) == 0 and l1_proximity(out, mlp) == 0  # a real cancelling update
+    g = ex.route(7, 0.04)
+    assert node_id(AFTER_MLP, 10, 7, ex.n_tokens) in g.cancelling.tolist()

@@ -14,6 +14,8 @@ import type { Pane, PaneContext, Selection } from "../types";
 export const TAU_MIN = 0.005;
 export const TAU_MAX = 0.5;
 const SLIDER_STEPS = 1000;
+// Marks a node whose update cancelled (every part farther from the sum than 0): its importances are an even split.
+const CANCEL_COLOR = "#e08a00";
 export const tauToSlider = (tau: number) =>
   Math.round((Math.log(Math.min(TAU_MAX, Math.max(TAU_MIN, tau)) / TAU_MIN) / Math.log(TAU_MAX / TAU_MIN)) * SLIDER_STEPS);
 export const sliderToTau = (v: number) => Number((TAU_MIN * Math.pow(TAU_MAX / TAU_MIN, v / SLIDER_STEPS)).toPrecision(3));
@@ -176,6 +178,8 @@ export function createGraphPane(ctx: PaneContext): Pane {
       `${meta.model ? meta.model + " · " : ""}${g.n} nodes, ${g.e} edges`,
       `selected: ${describeSelection(sel, tokText)}`,
     ];
+    const cancelling = g.nodeCancelling.reduce((a, b) => a + (b ? 1 : 0), 0);
+    if (cancelling) parts.push(`${cancelling} cancelling update${cancelling > 1 ? "s" : ""} (dashed ring: split evenly)`);
     info.textContent = parts.join("  ·  ");
   }
 
@@ -340,6 +344,17 @@ export function createGraphPane(ctx: PaneContext): Pane {
       c.fill();
       if (n.r >= 2.5) c.stroke();
     }
+    // cancelling updates (importances split evenly): a dashed ring in the warning colour
+    c.strokeStyle = CANCEL_COLOR;
+    c.lineWidth = 1.5;
+    c.setLineDash([2, 2]);
+    for (const n of nodes) {
+      if (!g.nodeCancelling[n.i]) continue;
+      c.beginPath();
+      c.arc(n.x, n.y, n.r + 2, 0, Math.PI * 2);
+      c.stroke();
+    }
+    c.setLineDash([]);
     if (sel && (sel.kind === "mlp" || sel.kind === "neuron")) mlpNodes.add(`${sel.layer}:${sel.token}`);
     // selection ring, hover ring, keyboard cursor
     const ring = (kind: "node" | "mlp", token: number, row: number, color: string, width: number, dash: number[] = []) => {

@@ -112,3 +112,16 @@ describe("selection logic", () => {
     expect(sameSelection(null, null)).toBe(true);
   });
 });
+
+describe("cancelling updates", () => {
+  it("decodes node_cancelling, zeros when an older payload has none", () => {
+    expect(Array.from(graph().nodeCancelling)).toEqual([0, 0, 0, 0, 0]);
+    const raw = {
+      node_kind: encodeArray(new Uint8Array([0, 3]), [2]),
+      node_layer: encodeArray(new Int32Array([-1, 0]), [2]),
+      node_token: encodeArray(new Uint32Array([0, 0]), [2]),
+      node_cancelling: encodeArray(new Uint8Array([0, 1]), [2]),
+    };
+    expect(Array.from(decodeGraph(raw).nodeCancelling)).toEqual([0, 1]);
+  });
+});

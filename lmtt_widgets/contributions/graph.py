@@ -13,7 +13,7 @@ passes, the update keeps nothing (the route ends there): weights stay finite, ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -62,6 +62,9 @@ class Route:
     target: int | None = None
     threshold: float | None = None
     granularity: str | None = None
+    # ids of the nodes written by a cancelling update (importances split evenly, see scores.normalise), all of the
+    # graph's, on the route or not
+    cancelling: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def nodes(self) -> np.ndarray:
@@ -73,7 +76,8 @@ class Route:
 
     def describe_node(self, nid: int) -> dict:
         kind, layer, token = node_of(int(nid), self.n_tokens)
-        return {"id": int(nid), "kind": NODE_KINDS[kind], "layer": layer, "token": token}
+        return {"id": int(nid), "kind": NODE_KINDS[kind], "layer": layer, "token": token,
+                "cancelling": bool(np.isin(int(nid), self.cancelling))}
 
     def to_dataframes(self, tokens: list[str] | None = None):
         """(nodes, edges) as pandas DataFrames."""
@@ -144,7 +148,21 @@ class _EdgeBuffer:
             w, k, layer = np.zeros(0, np.float32), np.zeros(0, np.uint8), np.zeros(0, np.int32)
             heads = np.zeros((0, self.n_heads), np.float32)
         return Route(scores.n_layers, scores.n_tokens, scores.n_heads, src.astype(np.int64), dst.astype(np.int64),
-                         w.astype(np.float32), k.astype(np.uint8), layer.astype(np.int32), heads, **extra)
+                     w.astype(np.float32), k.astype(np.uint8), layer.astype(np.int32), heads,
+                     cancelling=cancelling_nodes(scores), **extra)
+
+
+def cancelling_nodes(scores: ContributionScores) -> np.ndarray:
+    """Sorted ids of the nodes written by a cancelling update: after attention (after the block for parallel blocks)
+    for an attention update, after the MLP for an MLP update."""
+    T = scores.n_tokens
+    attn_kind = AFTER_MLP if scores.topology == "parallel" else AFTER_ATTENTION
+    ids = []
+    for layer, ls in enumerate(scores.layers):
+        for flags, kind in ((ls.cancel_attn, attn_kind), (ls.cancel_mlp, AFTER_MLP)):
+            if flags is not None and bool(flags.any()):
+                ids += [node_id(kind, layer, t, T) for t in flags.nonzero().flatten().tolist()]
+    return np.array(sorted(ids), np.int64)
 
 
 def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float | None, granularity: str):

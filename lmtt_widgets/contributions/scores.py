@@ -8,8 +8,12 @@ Parts, per target position i of layer l:
 - neurons (y = the MLP's change to the residual): a_n * W_out[:, n] per neuron, and the MLP output bias.
   Neuron scores are computed per node on demand (:func:`neuron_importance`), not for every node in the pass.
 Post-norms (Gemma 2/3) are linearised with their scale frozen at the value the forward pass used.
-Importances are proximities over their sum; a row whose proximities are all 0 (y = 0) gives all its weight to
-the residual. Everything runs in float32 whatever the model's dtype (float64 for a float64 model).
+Importances are proximities over their sum. A cancelling update, whose parts are all farther from y than 0 is (every
+proximity 0, e.g. an MLP that cancels the residual), is split evenly over its parts: the limit of LM-TT's 1e-5
+floor. "Its parts" are the non-zero ones: the residual, each causal (source j <= i, head h) pair with A_h[i, j] != 0,
+the output bias if the layer has one, the MLP output of a parallel block (neurons: each non-zero activation and the
+bias). LM-TT's floor also weights future and masked positions; a part that is exactly zero carries nothing, so here
+it keeps 0. Such updates are flagged (LayerScores.cancel_attn / cancel_mlp). Everything runs in float32 whatever the model's dtype (float64 for a float64 model).
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class LayerScores:
     bias_attn: torch.Tensor  # [T] output bias's importance (0 without bias)
     mlp: torch.Tensor  # [T] MLP output's importance in its update
     resid_mlp: torch.Tensor | None  # [T] residual's importance in the MLP update (None for parallel blocks)
+    # [T] bool: the update was cancelling (no part closer to y than 0), so its importances are an even split
+    cancel_attn: torch.Tensor | None = None
+    cancel_mlp: torch.Tensor | None = None  # None for parallel blocks (their one update is cancel_attn)
 
     def edge_row(self, i: int) -> torch.Tensor:
         return self.edge[packed_offset(i) : packed_offset(i) + i + 1]
@@ -134,19 +141,31 @@ def post_norm_scale(norm, rstd: torch.Tensor | None) -> torch.Tensor | None:
     return rstd.unsqueeze(-1) * norm.weight.to(rstd.device)
 
 
-def normalise(*blocks: torch.Tensor, residual_col: int = 0) -> list[torch.Tensor]:
-    """Proximities of one update's parts, as column blocks [N, parts_b], -> importances summing to 1 per row across
-    the blocks (divided in place, no concatenation); a row with no proximity at all gives all its weight to the
-    residual, column ``residual_col`` of the first block."""
+def normalise(*blocks: torch.Tensor, present=None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Proximities of one update's parts, as column blocks [..., N, parts_b], -> (importances summing to 1 per row
+    across the blocks (divided in place, no concatenation), cancelling [..., N] bool).
+
+    A cancelling row (no proximity at all) is split evenly over its parts. ``present(rows)`` says which columns are
+    parts: given the cancelling rows as a bool mask over the leading dims, it returns one bool tensor
+    [n_rows, parts_b] per block (None: every column). It is only called when some row cancels (rarely).
+    """
     total = sum(block.sum(-1) for block in blocks)
     inv = 1 / total.clamp_min(torch.finfo(total.dtype).tiny)
     out = [block.mul_(inv.unsqueeze(-1)) for block in blocks]
     empty = total <= 0
     if empty.any():
-        for block in out:
-            block[empty] = 0
-        out[0][empty, residual_col] = 1
-    return out
+        masks = present(empty) if present is not None else None
+        if masks is None:
+            masks = [torch.ones(int(empty.sum()), b.shape[-1], dtype=torch.bool, device=b.device) for b in out]
+        count = sum(mask.sum(-1) for mask in masks).clamp_min(1).unsqueeze(-1)
+        for block, mask in zip(out, masks):
+            block[empty] = mask.to(block.dtype) / count
+    return out, empty
+
+
+def _nonzero_rows(x: torch.Tensor) -> torch.Tensor:
+    """[..., 1] bool: the row (last axis) has a non-zero coordinate."""
+    return (x != 0).any(-1, keepdim=True)
 
 
 def layers_per_group(n_tokens: int, n_heads: int, d_model: int, n_layers: int, budget: int = CHUNK_BUDGET) -> int:
@@ -208,6 +227,7 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     w_o_heads = [w.w_o.view(d, H, dh) for w in weights]
     v_heads = [rec.values.repeat_interleave(H // rec.values.shape[0], dim=0) for rec in records]  # [H, T, dh]
 
+    cancel_attn = torch.zeros(B, T, dtype=torch.bool, device=dev)
     for i0 in range(0, T, rows_per_chunk):
         i1 = min(T, i0 + rows_per_chunk)
         m = i1 - i0
@@ -220,7 +240,9 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
             signed_dot=lambda rows, b0, b1, j=i1: _stack(
                 [_through_heads(rows[b - b0], w_o_heads[b], v_heads[b][:, :j]) for b in range(b0, b1)]),
         )
-        ext, heads = normalise(extra_prox[:, i0:i1], prox)
+        (ext, heads), cancel = normalise(extra_prox[:, i0:i1], prox, present=lambda rows, i0=i0, c=coef: _attention_parts(
+            rows, i0, c, x, reach, records, weights, parallel))
+        cancel_attn[:, i0:i1] = cancel
         heads = heads.float().view(B, m, i1, H)
         ext_imp[:, i0:i1] = ext
         causal = torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None]
@@ -239,14 +261,14 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
             vals[b].append(v)
 
     if parallel:
-        mlp, resid_mlp = ext_imp[..., 2], None
+        mlp, resid_mlp, cancel_mlp = ext_imp[..., 2], None, None
     else:
         post = _stack([rec.resid_post for rec in records])
-        two = torch.stack([
-            l1_proximity(post, y),  # y is the residual after attention here
-            l1_proximity(post, _stack([rec.mlp_update for rec in records])),
-        ], -1)
-        imp = normalise(two)[0].float()
+        mlp_update = _stack([rec.mlp_update for rec in records])
+        two = torch.stack([l1_proximity(post, y), l1_proximity(post, mlp_update)], -1)  # y: residual after attention
+        (imp,), cancel_mlp = normalise(two, present=lambda rows: [
+            torch.cat([_nonzero_rows(y[rows]), _nonzero_rows(mlp_update[rows])], -1)])
+        imp = imp.float()
         resid_mlp, mlp = imp[..., 0], imp[..., 1]
 
     ptr = torch.cat(counts, 1).cumsum(1)  # [B, T]
@@ -256,9 +278,27 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
             edge=edge[b], head_total=head_total[b], head_ptr=torch.cat([zero, ptr[b]]),
             head_col=torch.cat(cols[b]), head_val=torch.cat(vals[b]), resid_attn=ext_imp[b, :, 0],
             bias_attn=ext_imp[b, :, 1], mlp=mlp[b], resid_mlp=None if resid_mlp is None else resid_mlp[b],
+            cancel_attn=cancel_attn[b], cancel_mlp=None if cancel_mlp is None else cancel_mlp[b],
         )
         for b in range(B)
     ]
+
+
+def _attention_parts(rows, i0, coef, x, reach, records, weights, parallel) -> list[torch.Tensor]:
+    """Which columns are parts of the attention updates at the cancelling ``rows`` ([B, m] bool over a chunk of
+    targets from i0): [n, residual | bias | mlp] and [n, sources x heads] (see :func:`normalise`)."""
+    b_idx, r_idx = rows.nonzero(as_tuple=True)
+    i = r_idx + i0
+    cols = [_nonzero_rows(x[b_idx, i])]
+    has_bias = torch.tensor([w.b_o is not None and bool((w.b_o != 0).any()) for w in weights], device=x.device)
+    cols.append(has_bias[b_idx].unsqueeze(-1))
+    if parallel:
+        cols.append(torch.cat([_nonzero_rows(records[b].mlp_update[t]) for b, t in zip(b_idx.tolist(), i.tolist())])
+                    .view(-1, 1))
+    _, _, n_src, H = coef.shape
+    causal = torch.arange(n_src, device=x.device)[None, :] <= i[:, None]  # [n, sources]
+    heads = (coef[b_idx, r_idx] != 0) & causal.unsqueeze(-1) & (reach[b_idx, : n_src * H].view(-1, n_src, H) > 0)
+    return [torch.cat(cols, -1), heads.view(len(i), -1)]
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -283,5 +323,7 @@ def neuron_importance(rec: LayerRecord, w: LayerWeights, *, budget: int = CHUNK_
         bias = l1_proximity(y, b)
     else:
         bias = torch.zeros(T, dtype=y.dtype, device=y.device)
-    _, neurons = normalise(bias[:, None], prox)  # a row with nothing goes to the bias column, as to a residual
+    has_bias = w.b_out is not None and bool((w.b_out != 0).any())
+    (_, neurons), _ = normalise(bias[:, None], prox, present=lambda rows: [
+        torch.full((int(rows.sum()), 1), has_bias, device=y.device), rec.neurons[rows] != 0])
     return neurons.float()

@@ -42,6 +42,8 @@ def graph_arrays(g: Route) -> dict:
         "edge_weight": encode_array(g.weight),
         "edge_kind": encode_array(g.kind, "uint8"),
         "edge_heads": encode_array(g.heads.reshape(len(g.src), g.n_heads)),
+        # 1 where the update into the node cancelled (its importances are an even split over its parts)
+        "node_cancelling": encode_array(np.isin(nodes, g.cancelling).astype(np.uint8), "uint8"),
     }
 
 
