@@ -120,7 +120,7 @@ class Explanation:
         """Heads of ``layer`` ranked by importance in the attention update at ``token``."""
         layer, token = self._layer(layer), self._token(token)
         imp = self.scores.layers[layer].head_total[token]
-        attn = self.attention(layer)[:, token]
+        attn = self.trace.layers[layer].attention_row(token)
         order = imp.argsort(descending=True).tolist()
         return [HeadScore(layer, h, token, float(imp[h]), attn[h]) for h in order]
 
@@ -129,10 +129,13 @@ class Explanation:
         token = self._token(token)
         imp = torch.stack([ls.head_total[token] for ls in self.scores.layers])  # [L, H]
         flat = imp.flatten().topk(min(k, imp.numel()))
+        rows: dict[int, torch.Tensor] = {}  # one [H, T] row per layer, whatever the number of its heads
         out = []
         for v, idx in zip(flat.values.tolist(), flat.indices.tolist()):
             layer, head = divmod(idx, self.n_heads)
-            out.append(HeadScore(layer, head, token, v, self.attention(layer)[head, token]))
+            if layer not in rows:
+                rows[layer] = self.trace.layers[layer].attention_row(token)
+            out.append(HeadScore(layer, head, token, v, rows[layer][head]))
         return out
 
     def neurons(self, layer: int, token: int | None = None, k: int = 10) -> list[NeuronScore]:
@@ -153,19 +156,10 @@ class Explanation:
         return self._neuron_rows[key]
 
     def attention(self, layer: int) -> torch.Tensor:
-        """[H, T, T] attention probabilities of ``layer`` (re-traced when the trace did not keep them)."""
-        layer = self._layer(layer)
-        rec = self.trace.layers[layer]
-        if rec.attention is not None:
-            return rec.attention
-        again = {}
-
-        def grab(r, _w):
-            if r.index == layer:
-                again["a"] = r.attention
-
-        trace(self.trace.lm, self.trace.input_ids, on_layer=grab, keep_attention=False)
-        return again["a"]
+        """[H, T, T] attention probabilities of ``layer``. Long prompts do not keep them: they are computed again
+        from that layer's stored attention call (its query and key states), bit-identical, without re-running the
+        model."""
+        return self.trace.layers[self._layer(layer)].attention_probs()
 
     def head_contributions(self, layer: int, head: int) -> torch.Tensor:
         """[T, T] importance of head ``head`` for target i (rows) from source j (cols); values < 1e-3 read 0."""

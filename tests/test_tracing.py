@@ -288,3 +288,90 @@ def test_norm_identification_is_cached_until_the_norm_changes():
     again = identify_norm(norm)
     assert again is not first and again.kind == first.kind == "rms_plus_one"
     assert torch.allclose(again.weight, norm.weight.detach() + 1)
+
+
+# ---- issue 10, point 7: a layer's attention without re-running the model
+
+LONG_PROMPT = "the cat sat on the mat, and the dog sat on the log"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attention_replay_is_bit_identical_to_the_traced_attention(family):
+    """Long prompts keep each layer's attention call (query/key states, mask, arguments), not its [H, T, T]
+    probabilities; running that call again gives exactly the traced probabilities (gemma2: softcap and sliding
+    window, mistral: sliding window, gpt_neox/phi: partial rotary, gpt2, gptj...), and a single row agrees with
+    the kept row to float rounding."""
+    lm = loaded(family, dtype=torch.float32)
+    kept = trace(lm, LONG_PROMPT, keep_attention=True)
+    lean = trace(lm, LONG_PROMPT, keep_attention=False)
+    assert all(rec.attention_replay is None for rec in kept.layers)  # kept attention needs no replay
+    for a, b in zip(kept.layers, lean.layers):
+        assert b.attention is None
+        assert torch.equal(b.attention_probs(), a.attention)
+        for i in (0, 7, lean.n_tokens - 1):
+            assert torch.allclose(b.attention_row(i), a.attention[:, i], rtol=1e-5, atol=1e-7)
+
+
+def test_layers_share_one_stored_mask_per_kind():
+    """The mask every layer is given is stored once per distinct mask (gemma2 alternates sliding and full)."""
+    for family, expected in (("llama", 1), ("gemma2", 2)):
+        tr = trace(loaded(family), LONG_PROMPT, keep_attention=False)
+        masks = {id(rec.attention_replay.mask) for rec in tr.layers}
+        assert len(masks) == expected, family
+
+
+def test_module_wrapper_replay_is_exact_and_ignores_a_dropout_switched_on_later():
+    """The module-level wrapper (a ``_attn(query, key, value, mask)`` method, GPT-J before transformers moved it to
+    the AttentionInterface) hands the same replay: exact, rows from the full replay, no dropout after train()."""
+    from lmtt_widgets.tracing.capture import module_attn_capture
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.5)
+
+        def _attn(self, query, key, value, attention_mask=None, head_mask=None):
+            n = query.shape[-2]  # the causal structure comes from the query length, as in GPT-J's _attn
+            w = (query @ key.transpose(-1, -2)).masked_fill(torch.ones(n, n).triu(1).bool(), float("-inf"))
+            w = self.drop(w.softmax(-1))
+            return w @ value, w
+
+        def forward(self, q, k, v):
+            return self._attn(q, k, v)
+
+    torch.manual_seed(0)
+    module = Attn().eval()
+    q, k, v = (torch.randn(1, 2, 6, 4) for _ in range(3))
+    got = {}
+    with module_attn_capture([module], lambda m, value, w, replay: got.update(w=w, replay=replay)):
+        module(q, k, v)
+    assert "_attn" not in vars(module)  # unwrapped again
+    module.train()
+    assert torch.equal(got["replay"](), got["w"])
+    assert torch.equal(got["replay"].row(3), got["w"][:, :, 3])
+    assert module.training and module.drop.training  # restored after the replay
+
+
+def test_heads_and_head_details_do_not_rerun_the_model(monkeypatch):
+    """Without kept attention, attention(), heads(), top_heads() and the widget's head details run no forward pass
+    (they re-ran the whole model, once per head), and agree with an Explanation that kept the attention."""
+    from lmtt_widgets import explain
+    from lmtt_widgets.widgets import payload
+
+    lm = loaded("llama", dtype=torch.float32)
+    kept = explain(lm, LONG_PROMPT, keep_attention=True)
+    lean = explain(lm, LONG_PROMPT, keep_attention=False)
+    calls = []
+    forward = lm.model.forward
+    monkeypatch.setattr(lm.model, "forward", lambda *a, **kw: calls.append(1) or forward(*a, **kw))
+    for layer in range(lean.n_layers):
+        assert torch.equal(lean.attention(layer), kept.attention(layer))
+        for a, b in zip(lean.heads(layer, 5), kept.heads(layer, 5)):
+            assert (a.head, a.importance) == (b.head, b.importance)
+            assert torch.allclose(a.attention, b.attention, rtol=1e-5, atol=1e-7)
+    for a, b in zip(lean.top_heads(6), kept.top_heads(6)):
+        assert (a.layer, a.head, a.importance) == (b.layer, b.head, b.importance)
+        assert torch.allclose(a.attention, b.attention, rtol=1e-5, atol=1e-7)
+    details = payload.head_details(lean, [(1, 2), (0, 1)], lean.n_tokens - 1)
+    assert details == payload.head_details(kept, [(1, 2), (0, 1)], kept.n_tokens - 1)
+    assert calls == []

@@ -23,7 +23,56 @@ import torch
 from ..errors import UnsupportedModelError
 
 CAPTURE_NAME = "lmtt_capture"
-Recorder = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], None]
+
+
+class AttentionReplay:
+    """The exact call that produced one layer's attention probabilities, kept to compute them again later.
+
+    Holds the query and key states the attention function was given (post-rotary, [1, H, T, dh] and [1, K, T, dh],
+    the very tensors, not copies), the values, the mask and the other arguments; calling it runs the same function
+    on them again, so the result is bit-identical to the traced probabilities. Nothing else of the model runs.
+    """
+
+    __slots__ = ("fn", "module", "args", "mask", "kwargs", "by_row")
+
+    def __init__(self, fn, module, args: tuple, mask, kwargs: dict, by_row: bool = False):
+        self.fn, self.module, self.args, self.mask, self.kwargs = fn, module, args, mask, kwargs
+        # the function reads the causal structure from the mask alone, so one query row can go through it alone
+        self.by_row = by_row and isinstance(mask, torch.Tensor) and mask.shape[-2] == args[0].shape[-2]
+
+    def __call__(self) -> torch.Tensor:
+        """[1, H, T, T] attention probabilities, in the model's dtype."""
+        return self._run(self.args[0], self.mask)
+
+    def row(self, i: int) -> torch.Tensor:
+        """[1, H, T] the probabilities of query position i. Computed from that query alone when the function
+        allows it (T times less work): the same function, but a one-row product may round differently from the
+        full one in the last bit (float32: ~1e-7 relative); otherwise the row of the full replay."""
+        if not self.by_row:
+            return self()[:, :, i]
+        return self._run(self.args[0][:, :, i : i + 1], self.mask[:, :, i : i + 1])[:, :, 0]
+
+    def _run(self, query, mask):
+        key, value = self.args[1:3]
+        with _eval_mode(self.module), torch.no_grad():  # a dropout switched on since the trace must not apply
+            return self.fn(self.module, query.detach(), key.detach(), value.detach(), mask, *self.args[3:],
+                           **self.kwargs)[1]
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module):
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
+# record(attention module, value states, attention probabilities, replay of the call that computed them)
+Recorder = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, AttentionReplay], None]
 _recorder: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("lmtt_recorder", default=None)
 _registered = False
 
@@ -63,7 +112,8 @@ def _capture_attention(module, query, key, value, attention_mask, **kwargs):
     out, weights = eager(module, query, key, value, attention_mask, **kwargs)
     record = _recorder.get()
     if record is not None:
-        record(module, value, weights)
+        record(module, value, weights, AttentionReplay(eager, module, (query, key, value), attention_mask, kwargs,
+                                                         by_row=True))
     return out, weights
 
 
@@ -120,7 +170,9 @@ def module_attn_capture(attention_modules, record: Recorder):
 
             def _attn(query, key, value, attention_mask=None, *args, __orig=original, __module=module, **kwargs):
                 out, weights = __orig(query, key, value, attention_mask, *args, **kwargs)
-                record(__module, value, weights)
+                replay = AttentionReplay(lambda _m, *a, __o=__orig, **k: __o(*a, **k), __module,
+                                         (query, key, value, *args), attention_mask, kwargs)
+                record(__module, value, weights, replay)
                 return out, weights
 
             module._attn = _attn

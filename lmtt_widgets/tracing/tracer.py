@@ -14,7 +14,7 @@ import torch
 from ..errors import PromptError, UnsupportedModelError
 from ..models.loading import LoadedModel, _capture_routes, load_model
 from ..models.weights import linear_weight, upcast
-from .capture import attention_capture
+from .capture import AttentionReplay, attention_capture
 from .memory import release_freed_memory
 from .norms import NormSpec, identify_norm
 
@@ -48,6 +48,26 @@ class LayerRecord:
     # Other forward pre-hooks sat on the attention output projection (e.g. a head ablation), so head_signal may
     # differ from attention x values on any row.
     signal_hooked: bool = True
+    # When the trace does not keep ``attention``: the layer's attention call (its query and key states, mask and
+    # arguments), which computes the same probabilities again in milliseconds without re-running the model.
+    attention_replay: AttentionReplay | None = None
+
+    def attention_probs(self) -> torch.Tensor:
+        """[H, T, T] attention probabilities: the kept ones, or the same computed again from the stored call."""
+        if self.attention is not None:
+            return self.attention
+        if self.attention_replay is None:
+            raise RuntimeError(f"layer {self.index}: this record kept neither its attention nor its attention call")
+        return upcast(self.attention_replay().detach()[0])
+
+    def attention_row(self, i: int) -> torch.Tensor:
+        """[H, T] attention probabilities of target i: the kept row, or that row alone computed again (see
+        :meth:`AttentionReplay.row`: equal to the kept row up to the last bit in float32)."""
+        if self.attention is not None:
+            return self.attention[:, i]
+        if self.attention_replay is None:
+            raise RuntimeError(f"layer {self.index}: this record kept neither its attention nor its attention call")
+        return upcast(self.attention_replay.row(i).detach()[0])
 
 
 @dataclass
@@ -169,6 +189,18 @@ def _first_tensor(x):
     raise TypeError(f"cannot find a tensor in {type(x).__name__}")
 
 
+def _shared(mask, masks: list[torch.Tensor]):
+    """``mask``, or an equal one already kept (the same values: replays stay bit-identical)."""
+    if not isinstance(mask, torch.Tensor):
+        return mask
+    for kept in masks:
+        if kept is mask or (kept.shape == mask.shape and kept.dtype == mask.dtype and kept.device == mask.device
+                            and torch.equal(kept, mask)):
+            return kept
+    masks.append(mask.detach())
+    return masks[-1]
+
+
 def _hidden_arg(args, kwargs):
     if args:
         return args[0]
@@ -238,11 +270,16 @@ def trace(
         x = x.detach()
         return upcast(x[0] if x.dim() == 3 else x)  # OPT flattens [1, T, d] to [T, d] around its MLP
 
-    def record_attention(module, value, weights_):
+    masks: list[torch.Tensor] = []  # distinct masks of the pass: layers share them (one [T, T] each, not one per layer)
+
+    def record_attention(module, value, weights_, replay):
         i = layer_of.get(id(module))
         if i is not None:
             scratch[i]["attention"] = upcast(weights_.detach()[0])
             scratch[i]["values"] = upcast(value.detach()[0])
+            if not keep_attention:
+                replay.mask = _shared(replay.mask, masks)
+                scratch[i]["attention_replay"] = replay
 
     hooks = []
 
@@ -339,6 +376,7 @@ def trace(
             mlp_post_rstd=m_post.rstd(s["mlp_out"]) if m_post else None,
             model_dtype=model_dtype,
             signal_hooked=s["signal_hooked"],
+            attention_replay=s.get("attention_replay"),
         )
         if on_layer is not None:
             on_layer(rec, weights[i])
