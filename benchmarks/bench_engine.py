@@ -7,6 +7,12 @@ Every figure is measured in the same run on the same model (the embedded SmolLM2
 - explain: trace + every update's importances (heads, sources, MLPs) + the route for the last token;
 - ratio: median over repeats of explain / the forward run just before it (they alternate);
 - peak extra memory: the highest resident memory seen during the first explain minus the level just before it.
+
+    .venv/bin/python benchmarks/bench_engine.py --heads --lengths 2048
+
+times instead what a user does with one Explanation after it is computed: ex.attention(layer), ex.heads(layer),
+ex.top_heads(5 and 15), the widget's head details of the top 5 heads, and the memory the stored attention calls
+(query and key states, masks) hold when the attention is not kept.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--heads", action="store_true", help="time heads/top_heads/head details after one explain")
     args = parser.parse_args()
 
     from lmtt_widgets import explain, load_model
@@ -60,6 +67,8 @@ def main() -> None:
     lm.model.set_attn_implementation("eager")  # the baseline is the plain eager forward, as the method needs
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     print(f"model {lm.name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.heads:
+        return bench_heads(lm, args.lengths, vocab)
     print(f"{'tokens':>6} | {'forward s':>9} | {'explain s':>9} | {'ratio':>5} | {'peak extra MB':>13}")
     for T in args.lengths:
         ids = torch.randint(100, vocab - 100, (1, T), generator=torch.Generator().manual_seed(T))
@@ -88,6 +97,52 @@ def main() -> None:
         f, e = statistics.median(fwd), statistics.median(runs)
         ratio = statistics.median(r / q for r, q in zip(runs, fwd))
         print(f"{T:>6} | {f:>9.3f} | {e:>9.3f} | {ratio:>5.2f} | {extra:>13.0f}")
+
+
+def replay_mb(ex) -> float:
+    """MB held by the stored attention calls beyond what the trace keeps anyway (the values): query and key
+    states and the masks, each storage counted once."""
+    seen, total = set(), 0
+    for rec in ex.trace.layers:
+        r = rec.attention_replay
+        if r is None:
+            continue
+        seen.add(rec.values.untyped_storage().data_ptr())
+        for t in (r.args[0], r.args[1], r.mask):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
+                seen.add(t.untyped_storage().data_ptr())
+                total += t.untyped_storage().nbytes()
+    return total / 2**20
+
+
+def bench_heads(lm, lengths, vocab) -> None:
+    from lmtt_widgets import explain
+    from lmtt_widgets.widgets import payload
+
+    print(f"{'tokens':>6} | {'explain s':>9} | {'attention(l) s':>14} | {'heads(l) s':>10} | {'top_heads(5) s':>14} | "
+          f"{'top_heads(15) s':>15} | {'5 head details s':>16} | {'replay MB':>9}")
+    for T in lengths:
+        ids = torch.randint(100, vocab - 100, (1, T), generator=torch.Generator().manual_seed(T))
+        t0 = time.perf_counter()
+        ex = explain(lm, ids)
+        t_explain = time.perf_counter() - t0
+
+        def timed(f):
+            t0 = time.perf_counter()
+            f()
+            return time.perf_counter() - t0
+
+        mid = ex.n_layers // 2
+        t_attn = timed(lambda: ex.attention(mid))
+        t_heads = timed(lambda: ex.heads(mid))
+        t_top5 = timed(lambda: ex.top_heads(5))
+        t_top15 = timed(lambda: ex.top_heads(15))
+        top = [(h.layer, h.head) for h in ex.top_heads(5)]
+        t_details = timed(lambda: payload.head_details(ex, top, T - 1))
+        print(f"{T:>6} | {t_explain:>9.2f} | {t_attn:>14.3f} | {t_heads:>10.4f} | {t_top5:>14.4f} | {t_top15:>15.4f} | "
+              f"{t_details:>16.3f} | {replay_mb(ex):>9.0f}")
+        del ex
+        gc.collect()
 
 
 if __name__ == "__main__":
