@@ -12,6 +12,7 @@ export interface GraphData {
   nodeLayer: Int32Array;
   nodeToken: Uint32Array;
   nodeCancelling: Uint8Array; // 1: the update into this node cancelled (its importances are an even split)
+  nodeExternal: Uint8Array; // 1: the update into this node holds an external edit (a hook changed the stream)
   edgeSrc: Uint32Array;
   edgeDst: Uint32Array;
   edgeWeight: Float32Array;
@@ -27,6 +28,7 @@ const EMPTY_GRAPH: GraphData = {
   nodeLayer: new Int32Array(0),
   nodeToken: new Uint32Array(0),
   nodeCancelling: new Uint8Array(0),
+  nodeExternal: new Uint8Array(0),
   edgeSrc: new Uint32Array(0),
   edgeDst: new Uint32Array(0),
   edgeWeight: new Float32Array(0),
@@ -107,6 +109,7 @@ export function decodeGraph(raw: unknown, meta: Meta = {}): GraphData {
   const nodeLayer = d.node_layer ? Int32Array.from(d.node_layer.data) : new Int32Array(n);
   const nodeToken = d.node_token ? Uint32Array.from(d.node_token.data) : new Uint32Array(n);
   const nodeCancelling = d.node_cancelling ? Uint8Array.from(d.node_cancelling.data) : new Uint8Array(n);
+  const nodeExternal = d.node_external ? Uint8Array.from(d.node_external.data) : new Uint8Array(n);
   const edgeSrc = (d.edge_src?.data as Uint32Array) ?? new Uint32Array(0);
   const e = edgeSrc.length;
   const edgeDst = (d.edge_dst?.data as Uint32Array) ?? new Uint32Array(e);
@@ -122,6 +125,7 @@ export function decodeGraph(raw: unknown, meta: Meta = {}): GraphData {
     nodeLayer,
     nodeToken,
     nodeCancelling,
+    nodeExternal,
     edgeSrc,
     edgeDst,
     edgeWeight,

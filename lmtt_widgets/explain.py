@@ -115,6 +115,13 @@ class Explanation:
                     out += [(layer, t, update) for t in flags.nonzero().flatten().tolist()]
         return sorted(out)
 
+    def external_edits(self):
+        """Every place where code outside the model's modules (a hook, a steering vector) changed the residual
+        stream, with its size: a list of :class:`lmtt_widgets.tracing.edits.ExternalEdit`. Edits inside a block
+        are scored as an "external edit" part of that update (``scores.layers[l].external_attn`` /
+        ``external_mlp``); edits between blocks are reported only."""
+        return list(self.trace.external_edits)
+
     # ---- heads and neurons
     def heads(self, layer: int, token: int | None = None) -> list[HeadScore]:
         """Heads of ``layer`` ranked by importance in the attention update at ``token``."""

@@ -491,3 +491,93 @@ def test_smollm2_ioi_cancelling_mlp_is_split_evenly(smollm2):
     assert l1_proximity(out, mid) == 0 and l1_proximity(out, mlp) == 0  # a real cancelling update
     g = ex.route(7, 0.04)
     assert node_id(AFTER_MLP, 10, 7, ex.n_tokens) in g.cancelling.tolist()
+
+
+# ---- issue 10, point 5: edits of the residual stream by outside code are explained, not hidden
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_external_edit_is_reported_on_an_unhooked_model(family):
+    import warnings
+
+    for dtype in (torch.float32, torch.float64):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ex = explain(loaded(family, dtype=dtype), PROMPT)
+        assert ex.external_edits() == []
+        assert all(not ls.edited_attn.any() and float(ls.external_attn.abs().max()) == 0 for ls in ex.scores.layers)
+
+
+def test_steering_vector_on_a_block_output_becomes_an_external_edit_part():
+    """A forward hook adding a steering vector to block 1's output left an unexplained gap with no warning; now the
+    MLP update of that block has a third part, the edit, scored like the others and marked in the graph."""
+    from lmtt_widgets.widgets.codec import decode_array
+    from lmtt_widgets.widgets.payload import graph_arrays
+
+    lm = loaded("llama")
+    block = lm.model.model.layers[1]
+    steer = 0.5 * torch.randn(block.mlp.down_proj.out_features, dtype=torch.float64,
+                              generator=torch.Generator().manual_seed(2))
+    handle = block.register_forward_hook(lambda m, a, out: (out[0] + steer,) + tuple(out[1:])
+                                         if isinstance(out, tuple) else out + steer)
+    try:
+        with pytest.warns(UserWarning, match=r"layer 1 mlp update: L1 size up to [0-9.]+") as caught:
+            ex = explain(lm, PROMPT)
+    finally:
+        handle.remove()
+    assert "external edit" in str(caught[0].message)
+    (edit,) = ex.external_edits()
+    T = ex.n_tokens
+    assert (edit.layer, edit.where, edit.tokens, edit.scored) == (1, "mlp", list(range(T)), True)
+    assert edit.size == pytest.approx(float(steer.abs().sum()), rel=1e-9)
+    rec, ls = ex.trace.layers[1], ex.scores.layers[1]
+    parts = [rec.resid_mid, rec.mlp_update, steer.expand_as(rec.resid_mid)]
+    assert torch.allclose(sum(parts), rec.resid_post, atol=1e-9)  # the three parts add up exactly
+    prox = torch.stack([l1_proximity(rec.resid_post, p) for p in parts], 1)
+    expected = prox / prox.sum(1, keepdim=True)
+    got = torch.stack([ls.resid_mlp, ls.mlp, ls.external_mlp], 1)
+    assert torch.allclose(got, expected.float(), atol=1e-6)
+    assert float(ls.external_mlp.max()) > 0.01
+    g = ex.route()
+    out_node = node_id(AFTER_MLP, 1, T - 1, T)
+    assert set(g.external.tolist()) == {node_id(AFTER_MLP, 1, t, T) for t in range(T)}
+    flags = decode_array(graph_arrays(g)["node_external"])
+    assert flags[g.nodes.tolist().index(out_node)] == 1 and flags.sum() == np.isin(g.nodes, g.external).sum()
+
+
+def test_edits_of_attention_output_and_between_blocks_are_located():
+    """A hook on the attention module's output lands in that block's attention update (scored); a pre-hook on a
+    block's input is between blocks (reported, not scored). Ablation hooks on the output projection's input are no
+    edit (the parts are rescaled instead)."""
+    import warnings
+
+    lm = loaded("llama")
+    layers = lm.model.model.layers
+    shift = torch.full((64,), 0.3, dtype=torch.float64)
+    hooks = [
+        layers[0].self_attn.register_forward_hook(lambda m, a, out: (out[0] + shift,) + tuple(out[1:])),
+        layers[1].register_forward_pre_hook(lambda m, args, kw: ((args[0] + shift,) + args[1:], kw) if args
+                                            else (args, {**kw, "hidden_states": kw["hidden_states"] + shift}),
+                                            with_kwargs=True),
+    ]
+    try:
+        with pytest.warns(UserWarning, match="before block 1") as caught:
+            ex = explain(lm, PROMPT)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert "routes do not follow them" in str(caught[0].message)
+    edits = {(e.layer, e.where, e.scored) for e in ex.external_edits()}
+    assert edits == {(0, "attention", True), (1, "before block", False)}
+    ls = ex.scores.layers[0]
+    total = ls.resid_attn + ls.bias_attn + ls.head_total.sum(1) + ls.external_attn
+    assert torch.allclose(total, torch.ones(ex.n_tokens), atol=1e-5) and float(ls.external_attn.max()) > 0
+
+    o_proj = layers[1].self_attn.o_proj
+    handle = o_proj.register_forward_pre_hook(lambda m, args: (args[0] * 0.5,))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert explain(lm, PROMPT).external_edits() == []
+    finally:
+        handle.remove()

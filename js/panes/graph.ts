@@ -16,6 +16,8 @@ export const TAU_MAX = 0.5;
 const SLIDER_STEPS = 1000;
 // Marks a node whose update cancelled (every part farther from the sum than 0): its importances are an even split.
 const CANCEL_COLOR = "#e08a00";
+// Marks a node whose update holds an external edit (code outside the model's modules changed the stream).
+const EXTERNAL_COLOR = "#c2185b";
 export const tauToSlider = (tau: number) =>
   Math.round((Math.log(Math.min(TAU_MAX, Math.max(TAU_MIN, tau)) / TAU_MIN) / Math.log(TAU_MAX / TAU_MIN)) * SLIDER_STEPS);
 export const sliderToTau = (v: number) => Number((TAU_MIN * Math.pow(TAU_MAX / TAU_MIN, v / SLIDER_STEPS)).toPrecision(3));
@@ -180,6 +182,8 @@ export function createGraphPane(ctx: PaneContext): Pane {
     ];
     const cancelling = g.nodeCancelling.reduce((a, b) => a + (b ? 1 : 0), 0);
     if (cancelling) parts.push(`${cancelling} cancelling update${cancelling > 1 ? "s" : ""} (dashed ring: split evenly)`);
+    const external = g.nodeExternal.reduce((a, b) => a + (b ? 1 : 0), 0);
+    if (external) parts.push(`${external} external edit${external > 1 ? "s" : ""} (pink ring: a hook changed the stream)`);
     info.textContent = parts.join("  ·  ");
   }
 
@@ -344,15 +348,21 @@ export function createGraphPane(ctx: PaneContext): Pane {
       c.fill();
       if (n.r >= 2.5) c.stroke();
     }
-    // cancelling updates (importances split evenly): a dashed ring in the warning colour
-    c.strokeStyle = CANCEL_COLOR;
+    // cancelling updates (importances split evenly): a dashed ring; external edits (a hook changed the stream):
+    // a solid ring
     c.lineWidth = 1.5;
-    c.setLineDash([2, 2]);
-    for (const n of nodes) {
-      if (!g.nodeCancelling[n.i]) continue;
-      c.beginPath();
-      c.arc(n.x, n.y, n.r + 2, 0, Math.PI * 2);
-      c.stroke();
+    for (const [flags, color, dash] of [
+      [g.nodeCancelling, CANCEL_COLOR, [2, 2]],
+      [g.nodeExternal, EXTERNAL_COLOR, []],
+    ] as [Uint8Array, string, number[]][]) {
+      c.strokeStyle = color;
+      c.setLineDash(dash);
+      for (const n of nodes) {
+        if (!flags[n.i]) continue;
+        c.beginPath();
+        c.arc(n.x, n.y, n.r + 2, 0, Math.PI * 2);
+        c.stroke();
+      }
     }
     c.setLineDash([]);
     if (sel && (sel.kind === "mlp" || sel.kind === "neuron")) mlpNodes.add(`${sel.layer}:${sel.token}`);

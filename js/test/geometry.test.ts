@@ -121,7 +121,10 @@ describe("cancelling updates", () => {
       node_layer: encodeArray(new Int32Array([-1, 0]), [2]),
       node_token: encodeArray(new Uint32Array([0, 0]), [2]),
       node_cancelling: encodeArray(new Uint8Array([0, 1]), [2]),
+      node_external: encodeArray(new Uint8Array([1, 0]), [2]),
     };
     expect(Array.from(decodeGraph(raw).nodeCancelling)).toEqual([0, 1]);
+    expect(Array.from(decodeGraph(raw).nodeExternal)).toEqual([1, 0]);
+    expect(Array.from(graph().nodeExternal)).toEqual([0, 0, 0, 0, 0]);
   });
 });

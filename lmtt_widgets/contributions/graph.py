@@ -65,6 +65,8 @@ class Route:
     # ids of the nodes written by a cancelling update (importances split evenly, see scores.normalise), all of the
     # graph's, on the route or not
     cancelling: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # ids of the nodes whose update holds an external edit (code outside the model's modules changed the stream)
+    external: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def nodes(self) -> np.ndarray:
@@ -77,7 +79,8 @@ class Route:
     def describe_node(self, nid: int) -> dict:
         kind, layer, token = node_of(int(nid), self.n_tokens)
         return {"id": int(nid), "kind": NODE_KINDS[kind], "layer": layer, "token": token,
-                "cancelling": bool(np.isin(int(nid), self.cancelling))}
+                "cancelling": bool(np.isin(int(nid), self.cancelling)),
+                "external_edit": bool(np.isin(int(nid), self.external))}
 
     def to_dataframes(self, tokens: list[str] | None = None):
         """(nodes, edges) as pandas DataFrames."""
@@ -149,17 +152,22 @@ class _EdgeBuffer:
             heads = np.zeros((0, self.n_heads), np.float32)
         return Route(scores.n_layers, scores.n_tokens, scores.n_heads, src.astype(np.int64), dst.astype(np.int64),
                      w.astype(np.float32), k.astype(np.uint8), layer.astype(np.int32), heads,
-                     cancelling=cancelling_nodes(scores), **extra)
+                     cancelling=cancelling_nodes(scores), external=flagged_nodes(scores, "edited"), **extra)
 
 
 def cancelling_nodes(scores: ContributionScores) -> np.ndarray:
     """Sorted ids of the nodes written by a cancelling update: after attention (after the block for parallel blocks)
     for an attention update, after the MLP for an MLP update."""
+    return flagged_nodes(scores, "cancel")
+
+
+def flagged_nodes(scores: ContributionScores, flag: str) -> np.ndarray:
+    """Sorted ids of the nodes written by the updates flagged in LayerScores.<flag>_attn / <flag>_mlp."""
     T = scores.n_tokens
     attn_kind = AFTER_MLP if scores.topology == "parallel" else AFTER_ATTENTION
     ids = []
     for layer, ls in enumerate(scores.layers):
-        for flags, kind in ((ls.cancel_attn, attn_kind), (ls.cancel_mlp, AFTER_MLP)):
+        for flags, kind in ((getattr(ls, f"{flag}_attn"), attn_kind), (getattr(ls, f"{flag}_mlp"), AFTER_MLP)):
             if flags is not None and bool(flags.any()):
                 ids += [node_id(kind, layer, t, T) for t in flags.nonzero().flatten().tolist()]
     return np.array(sorted(ids), np.int64)
@@ -174,6 +182,7 @@ def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float 
     H = scores.n_heads
     resid = float(ls.resid_attn[i])
     bias = float(ls.bias_attn[i])
+    external = float(ls.external_attn[i]) if ls.external_attn is not None else 0.0  # no edge, like the bias
     mlp = float(ls.mlp[i]) if scores.topology == "parallel" else 0.0
     if tau is None:
         per_head = np.zeros((i + 1, H), np.float32)
@@ -183,7 +192,7 @@ def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float 
         sources = {j: (float(edge[j]), per_head[j]) for j in range(i + 1)}
         return resid, sources, mlp
     keep = lambda v: v if v > tau else 0.0  # noqa: E731
-    resid, bias, mlp = keep(resid), keep(bias), keep(mlp)
+    resid, bias, mlp, external = keep(resid), keep(bias), keep(mlp), keep(external)
     sources: dict[int, tuple[float, np.ndarray]] = {}
     if granularity == "head":
         cols, vals = ls.head_row(i)
@@ -201,7 +210,7 @@ def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float 
             mine = (cols // H) == j
             per_head[(cols[mine] % H).numpy()] = vals[mine].numpy()
             sources[j] = (float(edge[j]), per_head)
-    total = resid + bias + mlp + sum(w for w, _ in sources.values())
+    total = resid + bias + mlp + external + sum(w for w, _ in sources.values())
     if total <= 0:
         return 0.0, {}, 0.0
     return resid / total, {j: (w / total, hv / total) for j, (w, hv) in sources.items()}, mlp / total
@@ -210,10 +219,11 @@ def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float 
 def _mlp_parts(scores: ContributionScores, layer: int, i: int, tau: float | None):
     ls = scores.layers[layer]
     resid, mlp = float(ls.resid_mlp[i]), float(ls.mlp[i])
+    external = float(ls.external_mlp[i]) if ls.external_mlp is not None else 0.0  # no edge, like the bias
     if tau is None:
         return resid, mlp
-    resid, mlp = (resid if resid > tau else 0.0), (mlp if mlp > tau else 0.0)
-    total = resid + mlp
+    resid, mlp, external = (resid if resid > tau else 0.0), (mlp if mlp > tau else 0.0), (external if external > tau else 0.0)
+    total = resid + mlp + external
     return (resid / total, mlp / total) if total > 0 else (0.0, 0.0)
 
 

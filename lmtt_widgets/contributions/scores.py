@@ -5,6 +5,8 @@ Parts, per target position i of layer l:
   the residual x_i; one part per (source j <= i, head h): A_h[i, j] * v_j W_O,h; the output bias b_O as its own
   part (it belongs to no source, so it gets importance but no edge); parallel blocks add the MLP output.
 - MLP update (sequential and post-norm blocks; y = block output): the residual after attention and the MLP output.
+- either update: an "external edit", what y holds beyond the parts above when code outside the model's modules (a
+  user's hook, a steering vector) changed the stream inside the block (tracing/edits.py); importance, no edge.
 - neurons (y = the MLP's change to the residual): a_n * W_out[:, n] per neuron, and the MLP output bias.
   Neuron scores are computed per node on demand (:func:`neuron_importance`), not for every node in the pass.
 Post-norms (Gemma 2/3) are linearised with their scale frozen at the value the forward pass used.
@@ -13,7 +15,8 @@ proximity 0, e.g. an MLP that cancels the residual), is split evenly over its pa
 floor. "Its parts" are the non-zero ones: the residual, each causal (source j <= i, head h) pair with A_h[i, j] != 0,
 the output bias if the layer has one, the MLP output of a parallel block (neurons: each non-zero activation and the
 bias). LM-TT's floor also weights future and masked positions; a part that is exactly zero carries nothing, so here
-it keeps 0. Such updates are flagged (LayerScores.cancel_attn / cancel_mlp). Everything runs in float32 whatever the model's dtype (float64 for a float64 model).
+it keeps 0. Such updates are flagged (LayerScores.cancel_attn / cancel_mlp).
+Everything runs in float32 whatever the model's dtype (float64 for a float64 model).
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ class LayerScores:
     # [T] bool: the update was cancelling (no part closer to y than 0), so its importances are an even split
     cancel_attn: torch.Tensor | None = None
     cancel_mlp: torch.Tensor | None = None  # None for parallel blocks (their one update is cancel_attn)
+    # [T] importance of an edit of the stream by code outside the model's modules (a hook; 0 without one): a part
+    # of the update like the bias, with importance but no edge (tracing/edits.py)
+    external_attn: torch.Tensor | None = None
+    external_mlp: torch.Tensor | None = None  # None for parallel blocks
+    edited_attn: torch.Tensor | None = None  # [T] bool: the update holds an external edit (whatever its importance)
+    edited_mlp: torch.Tensor | None = None
 
     def edge_row(self, i: int) -> torch.Tensor:
         return self.edge[packed_offset(i) : packed_offset(i) + i + 1]
@@ -205,8 +214,8 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         alpha = head_signal_scale(rec, H)
         attention.append(rec.attention if bool((alpha == 1).all()) else rec.attention * alpha.t().unsqueeze(-1))
 
-    # Extra parts besides the heads, columns: residual, bias, (mlp).
-    extra_prox = torch.zeros(B, T, 3 if parallel else 2, dtype=y.dtype, device=dev)
+    # Extra parts besides the heads, columns: residual, bias, (mlp), external edit (last; see tracing/edits.py).
+    extra_prox = torch.zeros(B, T, 4 if parallel else 3, dtype=y.dtype, device=dev)
     extra_prox[..., 0] = l1_proximity(y, x)
     if any(w.b_o is not None for w in weights):  # without an output bias its column stays 0
         # (a layer without one among layers with one gets a zero bias, whose proximity is exactly 0)
@@ -214,6 +223,9 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         extra_prox[..., 1] = l1_proximity(y, b_o if scale is None else b_o * scale)
     if parallel:
         extra_prox[..., 2] = l1_proximity(y, _stack([rec.mlp_update for rec in records]))
+    for b, rec in enumerate(records):
+        if rec.edit_attn is not None:
+            extra_prox[b, :, -1] = l1_proximity(y[b], rec.edit_attn)
 
     # Head parts, chunked over targets; only sources j <= last target of the chunk enter.
     # Row blocks keep the non-causal half of each block small; the budget caps its temporaries.
@@ -261,15 +273,17 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
             vals[b].append(v)
 
     if parallel:
-        mlp, resid_mlp, cancel_mlp = ext_imp[..., 2], None, None
+        mlp, resid_mlp, cancel_mlp, external_mlp = ext_imp[..., 2], None, None, None
     else:
         post = _stack([rec.resid_post for rec in records])
         mlp_update = _stack([rec.mlp_update for rec in records])
-        two = torch.stack([l1_proximity(post, y), l1_proximity(post, mlp_update)], -1)  # y: residual after attention
-        (imp,), cancel_mlp = normalise(two, present=lambda rows: [
-            torch.cat([_nonzero_rows(y[rows]), _nonzero_rows(mlp_update[rows])], -1)])
+        edit = _stack([torch.zeros_like(y[0]) if rec.edit_mlp is None else rec.edit_mlp for rec in records])
+        # parts: the residual after attention (y here), the MLP output, an external edit (0 without one)
+        three = torch.stack([l1_proximity(post, y), l1_proximity(post, mlp_update), l1_proximity(post, edit)], -1)
+        (imp,), cancel_mlp = normalise(three, present=lambda rows: [
+            torch.cat([_nonzero_rows(y[rows]), _nonzero_rows(mlp_update[rows]), _nonzero_rows(edit[rows])], -1)])
         imp = imp.float()
-        resid_mlp, mlp = imp[..., 0], imp[..., 1]
+        resid_mlp, mlp, external_mlp = imp[..., 0], imp[..., 1], imp[..., 2]
 
     ptr = torch.cat(counts, 1).cumsum(1)  # [B, T]
     zero = torch.zeros(1, dtype=ptr.dtype, device=dev)
@@ -279,6 +293,9 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
             head_col=torch.cat(cols[b]), head_val=torch.cat(vals[b]), resid_attn=ext_imp[b, :, 0],
             bias_attn=ext_imp[b, :, 1], mlp=mlp[b], resid_mlp=None if resid_mlp is None else resid_mlp[b],
             cancel_attn=cancel_attn[b], cancel_mlp=None if cancel_mlp is None else cancel_mlp[b],
+            external_attn=ext_imp[b, :, -1], external_mlp=None if external_mlp is None else external_mlp[b],
+            edited_attn=_edited_rows(records[b].edit_attn, T, dev),
+            edited_mlp=None if parallel else _edited_rows(records[b].edit_mlp, T, dev),
         )
         for b in range(B)
     ]
@@ -292,13 +309,19 @@ def _attention_parts(rows, i0, coef, x, reach, records, weights, parallel) -> li
     cols = [_nonzero_rows(x[b_idx, i])]
     has_bias = torch.tensor([w.b_o is not None and bool((w.b_o != 0).any()) for w in weights], device=x.device)
     cols.append(has_bias[b_idx].unsqueeze(-1))
+    pairs = list(zip(b_idx.tolist(), i.tolist()))
     if parallel:
-        cols.append(torch.cat([_nonzero_rows(records[b].mlp_update[t]) for b, t in zip(b_idx.tolist(), i.tolist())])
-                    .view(-1, 1))
+        cols.append(torch.cat([_nonzero_rows(records[b].mlp_update[t]) for b, t in pairs]).view(-1, 1))
+    cols.append(torch.tensor([records[b].edit_attn is not None and bool((records[b].edit_attn[t] != 0).any())
+                              for b, t in pairs], dtype=torch.bool, device=x.device).view(-1, 1))
     _, _, n_src, H = coef.shape
     causal = torch.arange(n_src, device=x.device)[None, :] <= i[:, None]  # [n, sources]
     heads = (coef[b_idx, r_idx] != 0) & causal.unsqueeze(-1) & (reach[b_idx, : n_src * H].view(-1, n_src, H) > 0)
     return [torch.cat(cols, -1), heads.view(len(i), -1)]
+
+
+def _edited_rows(edit: torch.Tensor | None, T: int, dev) -> torch.Tensor:
+    return torch.zeros(T, dtype=torch.bool, device=dev) if edit is None else (edit != 0).any(-1)
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:

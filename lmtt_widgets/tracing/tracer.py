@@ -14,7 +14,9 @@ import torch
 from ..errors import PromptError, UnsupportedModelError
 from ..models.loading import LoadedModel, _capture_routes, load_model
 from ..models.weights import linear_weight, upcast
+from . import edits
 from .capture import AttentionReplay, attention_capture
+from .edits import ExternalEdit
 from .memory import release_freed_memory
 from .norms import NormSpec, identify_norm
 
@@ -51,6 +53,10 @@ class LayerRecord:
     # When the trace does not keep ``attention``: the layer's attention call (its query and key states, mask and
     # arguments), which computes the same probabilities again in milliseconds without re-running the model.
     attention_replay: AttentionReplay | None = None
+    # What the update's result holds beyond its parts (code outside the decomposed modules edited the stream: see
+    # edits.py), [T, d] with 0 on rows within rounding, or None when the identity holds everywhere.
+    edit_attn: torch.Tensor | None = None  # in the attention update (the block's one update if parallel)
+    edit_mlp: torch.Tensor | None = None
 
     def attention_probs(self) -> torch.Tensor:
         """[H, T, T] attention probabilities: the kept ones, or the same computed again from the stored call."""
@@ -100,6 +106,7 @@ class Trace:
     final_rstd: torch.Tensor | None = None  # [T]
     final_resid: torch.Tensor | None = None  # [T, d] input of the final norm
     logits: torch.Tensor | None = None  # [T, V] exactly what the model returned (model dtype)
+    external_edits: list[ExternalEdit] = field(default_factory=list)  # edits of the stream by outside code
 
     @property
     def n_layers(self) -> int:
@@ -340,6 +347,24 @@ def trace(
 
     add(final_norm_module, "pre", final_pre)
 
+    def check_identities(rec: LayerRecord) -> None:
+        """Sets the record's edits and notes every edit of the stream (one reduction per update)."""
+        parallel = rec.resid_mid is None
+        y = rec.resid_post if parallel else rec.resid_mid
+        terms = (rec.resid_pre, rec.attn_update) + ((rec.mlp_update,) if parallel else ())
+        rec.edit_attn = edits.unexplained(y, *terms, dtype=model_dtype)
+        if not parallel:
+            rec.edit_mlp = edits.unexplained(rec.resid_post, rec.resid_mid, rec.mlp_update, dtype=model_dtype)
+        for gap, total, where in ((rec.edit_attn, y, "attention"), (rec.edit_mlp, rec.resid_post, "mlp")):
+            if gap is not None:
+                result.external_edits.append(edits.describe(gap, total, rec.index, where, scored=True))
+        if result.layers:  # the input of this block is the output of the one before
+            before = result.layers[-1].resid_post
+            gap = edits.unexplained(rec.resid_pre, before, dtype=model_dtype)
+            if gap is not None:
+                result.external_edits.append(edits.describe(gap, rec.resid_pre, rec.index, "before block",
+                                                            scored=False))
+
     def emit(i: int) -> None:
         s = scratch[i]
         missing = {"resid_pre", "attention", "values", "head_signal", "attn_out", "mlp_out", "neurons"} - set(s)
@@ -378,6 +403,7 @@ def trace(
             signal_hooked=s["signal_hooked"],
             attention_replay=s.get("attention_replay"),
         )
+        check_identities(rec)
         if on_layer is not None:
             on_layer(rec, weights[i])
         if not keep_attention:
@@ -411,6 +437,12 @@ def trace(
             for m in net.modules():
                 m.training = m in training
     result.logits = out.logits.detach()[0]
+    if result.final_resid is not None and result.layers:
+        gap = edits.unexplained(result.final_resid, result.layers[-1].resid_post, dtype=model_dtype)
+        if gap is not None:
+            result.external_edits.append(edits.describe(gap, result.final_resid, L - 1, "before the final norm",
+                                                        scored=False))
+    edits.warn(result.external_edits)
     if len(result.layers) != L:
         raise UnsupportedModelError(f"only {len(result.layers)} of {L} blocks ran; the adapter does not fit this model")
     return result

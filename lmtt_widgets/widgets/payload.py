@@ -44,6 +44,8 @@ def graph_arrays(g: Route) -> dict:
         "edge_heads": encode_array(g.heads.reshape(len(g.src), g.n_heads)),
         # 1 where the update into the node cancelled (its importances are an even split over its parts)
         "node_cancelling": encode_array(np.isin(nodes, g.cancelling).astype(np.uint8), "uint8"),
+        # 1 where the update into the node holds an external edit (a hook changed the stream; see tracing/edits.py)
+        "node_external": encode_array(np.isin(nodes, g.external).astype(np.uint8), "uint8"),
     }
 
 

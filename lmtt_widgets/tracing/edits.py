@@ -1,0 +1,77 @@
+"""Edits of the residual stream that the model's own modules do not explain (a user's hook, a steering vector).
+
+Every block's decomposition identity is checked while it is recorded, one reduction per update:
+attention update  y = x + attention output (+ MLP output in a parallel block), MLP update  out = mid + MLP output,
+and between blocks the next block's input = this block's output (the final norm's input, after the last one).
+Anything beyond float rounding was put there by code outside the decomposed modules. Within a block it becomes its
+own part of that update ("external edit", scored like any other part); between blocks it cannot be attributed to
+an update and is only reported. Either way a warning says how large it is and where.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+# A row's identity holds when |gap|_1 <= this many model-dtype epsilons x the L1 size of what was added: a sum of
+# three terms rounds by at most 2 eps per coordinate, and the model may add them in another order than here.
+ROUNDING_EPS = 16
+
+
+@dataclass
+class ExternalEdit:
+    """Where code outside the decomposed modules changed the residual stream, and by how much."""
+
+    layer: int
+    where: str  # "attention" / "mlp" (an update of block `layer`) / "before block" / "before the final norm"
+    tokens: list[int]  # positions where the identity fails
+    size: float  # largest L1 norm of the edit over those positions
+    relative: float  # that size over the L1 norm of the residual there
+    scored: bool  # True: an "external edit" part of the update (with importance); False: reported only
+
+
+def unexplained(total: torch.Tensor, *terms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """total - sum(terms) [T, d] on the rows where it exceeds float rounding (0 on the others), or None."""
+    acc = terms[0].clone()
+    for t in terms[1:]:
+        acc += t
+    gap = total - acc
+    scale = total.abs().sum(-1) + sum(t.abs().sum(-1) for t in terms)
+    bad = gap.abs().sum(-1) > ROUNDING_EPS * torch.finfo(dtype).eps * scale + torch.finfo(total.dtype).tiny
+    if not bool(bad.any()):
+        return None
+    return gap * bad.unsqueeze(-1)
+
+
+def describe(gap: torch.Tensor, total: torch.Tensor, layer: int, where: str, scored: bool) -> ExternalEdit:
+    size = gap.abs().sum(-1)
+    tokens = size.nonzero().flatten().tolist()
+    worst = int(size.argmax())
+    rel = float(size[worst] / total[worst].abs().sum().clamp_min(torch.finfo(total.dtype).tiny))
+    return ExternalEdit(layer, where, tokens, float(size[worst]), rel, scored)
+
+
+def warn(edits: list[ExternalEdit]) -> None:
+    if not edits:
+        return
+    lines = []
+    for e in edits[:6]:
+        place = (f"layer {e.layer} {e.where} update" if e.scored
+                 else f"before block {e.layer}" if e.where == "before block" else e.where)
+        toks = ", ".join(map(str, e.tokens[:8])) + (" ..." if len(e.tokens) > 8 else "")
+        lines.append(f"{place}: L1 size up to {e.size:.4g} ({e.relative:.1%} of the residual) at tokens {toks}")
+    if len(edits) > 6:
+        lines.append(f"... and {len(edits) - 6} more (Explanation.external_edits() lists them all)")
+    scored = any(e.scored for e in edits)
+    unscored = any(not e.scored for e in edits)
+    warnings.warn(
+        "The residual stream was edited by code outside the model's decomposed modules (a hook, e.g. a steering "
+        "vector), so its decomposition has an unexplained part:\n  " + "\n  ".join(lines) + "\n"
+        + ("Edits inside a block are scored as an 'external edit' part of that update (LayerScores.external_attn / "
+           "external_mlp; their nodes are marked in the graph). " if scored else "")
+        + ("Edits between blocks belong to no update: routes do not follow them. " if unscored else "")
+        + "Remove the hook to explain the unedited model.",
+        stacklevel=3,
+    )
