@@ -21,7 +21,7 @@ def test_every_family_gets_a_route_at_load_time_and_it_records_every_layer(famil
     assert len(lm.capture_routes) == len(_attention_modules(lm))
     seen = []
     routes = list(lm.capture_routes)
-    with attention_capture(lm.model, _attention_modules(lm), routes, lambda m, v, w: seen.append(m)), torch.no_grad():
+    with attention_capture(lm.model, _attention_modules(lm), routes, lambda m, v, w, *_: seen.append(m)), torch.no_grad():
         lm.model(input_ids=torch.tensor([[5, 6, 7, 8]]), use_cache=False)
     assert [id(m) for m in seen] == [id(m) for m in _attention_modules(lm)]
 
