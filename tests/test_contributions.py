@@ -491,6 +491,7 @@ def test_smollm2_ioi_cancelling_mlp_is_split_evenly(smollm2):
     assert l1_proximity(out, mid) == 0 and l1_proximity(out, mlp) == 0  # a real cancelling update
     g = ex.route(7, 0.04)
     assert node_id(AFTER_MLP, 10, 7, ex.n_tokens) in g.cancelling.tolist()
+    assert ex.external_edits() == []  # every block's identity holds within float32 rounding on the real model
 
 
 # ---- issue 10, point 5: edits of the residual stream by outside code are explained, not hidden
