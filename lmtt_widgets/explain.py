@@ -168,6 +168,11 @@ class Explanation:
         model."""
         return self.trace.layers[self._layer(layer)].attention_probs()
 
+    def head_attention(self, layer: int, head: int) -> torch.Tensor:
+        """[T, T] attention probabilities of one head (long prompts: that head's alone computed again, exactly)."""
+        layer, head = self._layer(layer), self._head(head)
+        return self.trace.layers[layer].head_attention(head)
+
     def head_contributions(self, layer: int, head: int) -> torch.Tensor:
         """[T, T] importance of head ``head`` for target i (rows) from source j (cols); values < 1e-3 read 0."""
         layer, head = self._layer(layer), self._head(head)

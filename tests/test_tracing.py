@@ -308,6 +308,8 @@ def test_attention_replay_is_bit_identical_to_the_traced_attention(family):
     for a, b in zip(kept.layers, lean.layers):
         assert b.attention is None
         assert torch.equal(b.attention_probs(), a.attention)
+        for h in range(kept.n_heads):
+            assert torch.equal(b.head_attention(h), a.attention[h])
         for i in (0, 7, lean.n_tokens - 1):
             assert torch.allclose(b.attention_row(i), a.attention[:, i], rtol=1e-5, atol=1e-7)
 
@@ -349,6 +351,7 @@ def test_module_wrapper_replay_is_exact_and_ignores_a_dropout_switched_on_later(
     module.train()
     assert torch.equal(got["replay"](), got["w"])
     assert torch.equal(got["replay"].row(3), got["w"][:, :, 3])
+    assert torch.equal(got["replay"].head(1), got["w"][0, 1])
     assert module.training and module.drop.training  # restored after the replay
 
 
@@ -366,6 +369,7 @@ def test_heads_and_head_details_do_not_rerun_the_model(monkeypatch):
     monkeypatch.setattr(lm.model, "forward", lambda *a, **kw: calls.append(1) or forward(*a, **kw))
     for layer in range(lean.n_layers):
         assert torch.equal(lean.attention(layer), kept.attention(layer))
+        assert torch.equal(lean.head_attention(layer, 3), kept.head_attention(layer, 3))
         for a, b in zip(lean.heads(layer, 5), kept.heads(layer, 5)):
             assert (a.head, a.importance) == (b.head, b.importance)
             assert torch.allclose(a.attention, b.attention, rtol=1e-5, atol=1e-7)

@@ -52,8 +52,16 @@ class AttentionReplay:
             return self()[:, :, i]
         return self._run(self.args[0][:, :, i : i + 1], self.mask[:, :, i : i + 1])[:, :, 0]
 
-    def _run(self, query, mask):
-        key, value = self.args[1:3]
+    def head(self, h: int) -> torch.Tensor:
+        """[T, T] the probabilities of head h alone, from its query and its key/value head (GQA: h // (H / K)):
+        1/H of the work and memory, and the same products as the full replay, batch entry by batch entry."""
+        query, key, value = self.args[:3]
+        kv = h // (query.shape[1] // key.shape[1])
+        return self._run(query[:, h : h + 1], self.mask, key[:, kv : kv + 1], value[:, kv : kv + 1])[0, 0]
+
+    def _run(self, query, mask, key=None, value=None):
+        key = self.args[1] if key is None else key
+        value = self.args[2] if value is None else value
         with _eval_mode(self.module), torch.no_grad():  # a dropout switched on since the trace must not apply
             return self.fn(self.module, query.detach(), key.detach(), value.detach(), mask, *self.args[3:],
                            **self.kwargs)[1]

@@ -68,6 +68,14 @@ class LayerRecord:
             raise RuntimeError(f"layer {self.index}: this record kept neither its attention nor its attention call")
         return upcast(self.attention_replay().detach()[0])
 
+    def head_attention(self, h: int) -> torch.Tensor:
+        """[T, T] attention probabilities of head h: the kept ones, or that head's alone computed again."""
+        if self.attention is not None:
+            return self.attention[h]
+        if self.attention_replay is None:
+            raise RuntimeError(f"layer {self.index}: this record kept neither its attention nor its attention call")
+        return upcast(self.attention_replay.head(h).detach())
+
     def attention_row(self, i: int) -> torch.Tensor:
         """[H, T] attention probabilities of target i: the kept row, or that row alone computed again (see
         :meth:`AttentionReplay.row`: equal to the kept row up to the last bit in float32)."""

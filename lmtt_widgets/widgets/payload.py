@@ -144,15 +144,12 @@ def head_details(ex: Explanation, heads: list[tuple[int, int]], token: int, k: i
     """Details of many heads at one token, their vocabulary projections batched into one product."""
     vecs = torch.stack([ex.head_output(layer, h, token) for layer, h in heads])
     promoted, suppressed = _named_top(ex, project(ex.trace, vecs, token, "final"), k)
-    attention = {}
     out = []
     for n, (layer, h) in enumerate(heads):
-        if layer not in attention:
-            attention[layer] = ex.attention(layer)
         out.append({
             "promoted": promoted[n], "suppressed": suppressed[n],
             "importance": float(ex.scores.layers[layer].head_total[token, h]),
-            "pattern": encode_array(attention[layer][h]),
+            "pattern": encode_array(ex.head_attention(layer, h)),  # one head: long prompts compute only that one
             "contribution": encode_array(ex.head_contributions(layer, h)),
         })
     return out
