@@ -277,11 +277,15 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     else:
         post = _stack([rec.resid_post for rec in records])
         mlp_update = _stack([rec.mlp_update for rec in records])
-        edit = _stack([torch.zeros_like(y[0]) if rec.edit_mlp is None else rec.edit_mlp for rec in records])
         # parts: the residual after attention (y here), the MLP output, an external edit (0 without one)
-        three = torch.stack([l1_proximity(post, y), l1_proximity(post, mlp_update), l1_proximity(post, edit)], -1)
-        (imp,), cancel_mlp = normalise(three, present=lambda rows: [
-            torch.cat([_nonzero_rows(y[rows]), _nonzero_rows(mlp_update[rows]), _nonzero_rows(edit[rows])], -1)])
+        three = torch.zeros(B, T, 3, dtype=y.dtype, device=dev)
+        three[..., 0], three[..., 1] = l1_proximity(post, y), l1_proximity(post, mlp_update)
+        for b, rec in enumerate(records):
+            if rec.edit_mlp is not None:
+                three[b, :, 2] = l1_proximity(post[b], rec.edit_mlp)
+        (imp,), cancel_mlp = normalise(three, present=lambda rows: [torch.cat([
+            _nonzero_rows(y[rows]), _nonzero_rows(mlp_update[rows]),
+            _edited_rows_at(rows, [rec.edit_mlp for rec in records])], -1)])
         imp = imp.float()
         resid_mlp, mlp, external_mlp = imp[..., 0], imp[..., 1], imp[..., 2]
 
@@ -312,12 +316,18 @@ def _attention_parts(rows, i0, coef, x, reach, records, weights, parallel) -> li
     pairs = list(zip(b_idx.tolist(), i.tolist()))
     if parallel:
         cols.append(torch.cat([_nonzero_rows(records[b].mlp_update[t]) for b, t in pairs]).view(-1, 1))
-    cols.append(torch.tensor([records[b].edit_attn is not None and bool((records[b].edit_attn[t] != 0).any())
-                              for b, t in pairs], dtype=torch.bool, device=x.device).view(-1, 1))
+    cols.append(_edited_rows_at((b_idx, i), [rec.edit_attn for rec in records]))
     _, _, n_src, H = coef.shape
     causal = torch.arange(n_src, device=x.device)[None, :] <= i[:, None]  # [n, sources]
     heads = (coef[b_idx, r_idx] != 0) & causal.unsqueeze(-1) & (reach[b_idx, : n_src * H].view(-1, n_src, H) > 0)
     return [torch.cat(cols, -1), heads.view(len(i), -1)]
+
+
+def _edited_rows_at(rows, edits: list[torch.Tensor | None]) -> torch.Tensor:
+    """[n, 1] bool: an external edit is non-zero at each of ``rows`` ([B, T] bool mask, or (layer, token) indices)."""
+    b_idx, t_idx = rows.nonzero(as_tuple=True) if isinstance(rows, torch.Tensor) else rows
+    flags = [edits[b] is not None and bool((edits[b][t] != 0).any()) for b, t in zip(b_idx.tolist(), t_idx.tolist())]
+    return torch.tensor(flags, dtype=torch.bool, device=b_idx.device).view(-1, 1)
 
 
 def _edited_rows(edit: torch.Tensor | None, T: int, dev) -> torch.Tensor:
