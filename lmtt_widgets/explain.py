@@ -10,7 +10,7 @@ import torch
 
 from .contributions.graph import DEFAULT_THRESHOLD, Route, Granularity, full_graph, route
 from .contributions.proximity import CHUNK_BUDGET
-from .contributions.scores import ContributionScores, layers_per_group, neuron_importance, score_layers
+from .contributions.scores import ContributionScores, LayerScores, layers_per_group, neuron_importance, score_layers
 from .errors import SelectionError
 from .models.loading import load_model
 from .projections.vocab import Norm, project, rank_of, top_tokens
@@ -349,6 +349,13 @@ def _one_row(rec, token):
     )
 
 
+def _on_cpu(ls: LayerScores) -> LayerScores:
+    if ls.edge.device.type == "cpu":
+        return ls
+    return LayerScores(**{f.name: None if getattr(ls, f.name) is None else getattr(ls, f.name).cpu()
+                          for f in dataclasses.fields(ls)})
+
+
 def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool | None = None,
             on_layer=None) -> Explanation:
     """Trace ``prompt`` through ``model`` and score every part of every update, in one forward pass.
@@ -366,8 +373,9 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     layers, pending = [], []
 
     def score_pending():
-        layers.extend(score_layers([rec for rec, _ in pending], [w for _, w in pending], n_heads, topology,
-                                   budget=budget))
+        # each layer is scored on its own device; only the reduced scores move (to the CPU, where graphs are read)
+        layers.extend(_on_cpu(ls) for ls in score_layers([rec for rec, _ in pending], [w for _, w in pending],
+                                                         n_heads, topology, budget=budget))
         if on_layer is not None:
             for rec, w in pending:
                 on_layer(rec, w)
@@ -376,6 +384,8 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     def score(rec, w):
         # Layers are scored in groups. On long prompts the tracer drops a record's attention once this returns,
         # so the group holds a shallow copy of the record, which keeps the attention alive until it is scored.
+        if pending and pending[0][0].resid_pre.device != rec.resid_pre.device:
+            score_pending()  # a group lies on one device (models split over several by accelerate's device_map)
         pending.append((copy.copy(rec), w))
         T = rec.resid_pre.shape[0]
         group = layers_per_group(T, n_heads, rec.resid_pre.shape[1], n_layers, budget)

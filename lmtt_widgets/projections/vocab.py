@@ -15,37 +15,60 @@ from typing import Literal
 
 import torch
 
+from ..models.offload import OffloadMap
 from ..models.weights import upcast
 from ..tracing.tracer import Trace
 
 Norm = Literal["own", "final", "raw"]
 
 
+# Rows of a low-precision or offloaded unembedding upcast at a time (a float32 copy of a 128k x 8192 W_U is 4 GB).
+UNEMBED_CHUNK_ROWS = 8192
+
+
 def unembedding(trace: Trace) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W_U [V, d], b [V] or None) in float32 (a copy for other dtypes and offloaded heads; prefer :func:`unembed`)."""
     head = trace.lm.model.get_output_embeddings()
-    bias = getattr(head, "bias", None)
-    return upcast(head.weight.detach()), (upcast(bias.detach()) if isinstance(bias, torch.Tensor) else None)
+    with OffloadMap(trace.lm.model).materialized(head):
+        bias = getattr(head, "bias", None)
+        return upcast(head.weight.detach()), (upcast(bias.detach()) if isinstance(bias, torch.Tensor) else None)
+
+
+def unembed(trace: Trace, h: torch.Tensor, *, with_bias: bool = True) -> torch.Tensor:
+    """h [..., d] @ W_U.T (+ b): logits [..., V] in float32, on the device of h.
+
+    The head is read where accelerate materialises it when it is offloaded, and it is upcast a block of rows at a
+    time, so no float32 copy of the whole unembedding is ever made."""
+    head = trace.lm.model.get_output_embeddings()
+    with OffloadMap(trace.lm.model).materialized(head):
+        W = head.weight.detach()
+        x = h.to(W.device, upcast(W[:0]).dtype)
+        if W.dtype == x.dtype:
+            logits = x @ W.t()
+        else:
+            logits = torch.cat([x @ upcast(W[r : r + UNEMBED_CHUNK_ROWS]).t()
+                                for r in range(0, W.shape[0], UNEMBED_CHUNK_ROWS)], -1)
+        bias = getattr(head, "bias", None)
+        if with_bias and isinstance(bias, torch.Tensor):
+            logits = logits + upcast(bias.detach())
+    return logits.to(h.device)
 
 
 def project(trace: Trace, vec: torch.Tensor, position: int, norm: Norm = "own") -> torch.Tensor:
     """Logits [V] (or [..., V]) of vector(s) ``vec`` [..., d] read at token ``position``."""
-    W, b = unembedding(trace)
     fn = trace.final_norm
     vec = upcast(vec)
     if norm == "own":
-        h = fn.apply(vec)
-        logits = h @ W.t()
-        if b is not None:
-            logits = logits + b
+        logits = unembed(trace, fn.apply(vec))
         cap = getattr(trace.lm.model.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
     if norm == "final":
-        h = fn.apply(vec, trace.final_rstd[position].expand(vec.shape[:-1]), with_bias=False)
-        return h @ W.t()
+        rstd = trace.final_rstd[position].to(vec.device).expand(vec.shape[:-1])
+        return unembed(trace, fn.apply(vec, rstd, with_bias=False), with_bias=False)
     if norm == "raw":
-        return vec @ W.t()
+        return unembed(trace, vec, with_bias=False)
     raise ValueError(f"norm must be 'own', 'final' or 'raw', not {norm!r}")
 
 

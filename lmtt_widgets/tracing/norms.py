@@ -37,9 +37,10 @@ class NormSpec:
         x = upcast(x)
         if rstd is None:
             rstd = self.rstd(x)
-        out = self.center(x) * rstd.unsqueeze(-1) * self.weight
+        # the gains live on the CPU (probed once); x may be on any device (GPU, a layer of a multi-device model)
+        out = self.center(x) * rstd.unsqueeze(-1) * self.weight.to(x.device)
         if with_bias and self.bias is not None:
-            out = out + self.bias
+            out = out + self.bias.to(x.device)
         return out
 
 

@@ -13,12 +13,13 @@ import torch
 
 from ..errors import PromptError, UnsupportedModelError
 from ..models.loading import LoadedModel, _capture_routes, load_model
-from ..models.weights import linear_weight, upcast
+from ..models.offload import input_device
+from ..models.weights import upcast
 from . import edits
 from .capture import AttentionReplay, attention_capture
 from .edits import ExternalEdit
 from .memory import release_freed_memory
-from .norms import NormSpec, identify_norm
+from .norms import NormSpec
 
 # Attention matrices of all layers are kept on the trace when L*H*T*T is at most this many numbers (256 MB);
 # longer prompts keep them only while their layer's contributions are computed, and keep instead each layer's
@@ -241,6 +242,8 @@ def trace(
             contribution engine use it so long prompts never hold every layer's attention at once).
         keep_attention: keep [H, T, T] attention of every layer on the trace; default: when it fits in 256 MB.
     """
+    from .layer_weights import read_weights  # it builds this module's LayerWeights
+
     lm = load_model(model)
     net, adapter, config = lm.model, lm.adapter, lm.model.config
     ids, text = tokenize(lm, prompt)
@@ -253,18 +256,8 @@ def trace(
     topology = adapter.resolve_topology(config)
 
     final_norm_module = net.get_submodule(adapter.final_norm)
-    final_norm = identify_norm(final_norm_module)
-    post = []
-    for b in blocks:
-        a = identify_norm(b.get_submodule(adapter.attn_post_norm)) if adapter.attn_post_norm else None
-        m = identify_norm(b.get_submodule(adapter.mlp_post_norm)) if adapter.mlp_post_norm else None
-        post.append((a, m))
-
-    weights = []
-    for i, b in enumerate(blocks):
-        w_o, b_o = linear_weight(b.get_submodule(adapter.attn_out_proj))
-        w_out, b_out = linear_weight(b.get_submodule(adapter.mlp_out_proj))
-        weights.append(LayerWeights(w_o, b_o, w_out, b_out, *post[i]))
+    # weights are read where accelerate materialises them (offloaded models), on each layer's device
+    final_norm, post, weights = read_weights(net, adapter, blocks)
     head_dim = weights[0].w_o.shape[1] // n_heads
 
     result = Trace(
@@ -431,7 +424,7 @@ def trace(
     # A model already in eval mode is left alone (net.eval()/net.train() cost ~5 ms per pass on 30 blocks).
     training = {m for m in net.modules() if m.training}
     was_training = net.training
-    device = next(net.parameters()).device
+    device = input_device(net)  # an offloaded model's parameters may be on meta
     model_dtype = next(net.parameters()).dtype
     try:
         if training:
