@@ -6,7 +6,9 @@ Every figure is measured in the same run on the same model (the embedded SmolLM2
 - forward: the model's own eager forward pass (no hooks), median of --repeats;
 - explain: trace + every update's importances (heads, sources, MLPs) + the route for the last token;
 - ratio: median over repeats of explain / the forward run just before it (they alternate);
-- peak extra memory: the highest resident memory seen during the first explain minus the level just before it.
+- peak extra memory: the highest resident memory seen during the first explain minus the level just before it
+  (taken after handing the allocator's free pages back, so memory freed by the warm-up and reused by explain is
+  not hidden), next to lmtt_widgets.estimate_memory's estimate for the same run.
 
     .venv/bin/python benchmarks/bench_engine.py --heads --lengths 2048
 
@@ -61,7 +63,8 @@ def main() -> None:
     parser.add_argument("--heads", action="store_true", help="time heads/top_heads/head details after one explain")
     args = parser.parse_args()
 
-    from lmtt_widgets import explain, load_model
+    from lmtt_widgets import estimate_memory, explain, load_model
+    from lmtt_widgets.tracing.memory import release_freed_memory
 
     lm = load_model(args.model)
     lm.model.set_attn_implementation("eager")  # the baseline is the plain eager forward, as the method needs
@@ -69,12 +72,15 @@ def main() -> None:
     print(f"model {lm.name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.heads:
         return bench_heads(lm, args.lengths, vocab)
-    print(f"{'tokens':>6} | {'forward s':>9} | {'explain s':>9} | {'ratio':>5} | {'peak extra MB':>13}")
+    print(f"{'tokens':>6} | {'forward s':>9} | {'explain s':>9} | {'ratio':>5} | {'peak extra MB':>13} | "
+          f"{'estimate MB':>11} | {'est/peak':>8}")
     for T in args.lengths:
         ids = torch.randint(100, vocab - 100, (1, T), generator=torch.Generator().manual_seed(T))
         with torch.no_grad():
             lm.model(ids)  # warm-up
+        estimate = estimate_memory(lm, ids).total / 2**20
         gc.collect()
+        release_freed_memory()
         base = rss_mb()
         with PeakSampler() as sampler:  # memory: the first call, before the allocator keeps anything of it
             explain(lm, ids).route()
@@ -96,7 +102,8 @@ def main() -> None:
             gc.collect()
         f, e = statistics.median(fwd), statistics.median(runs)
         ratio = statistics.median(r / q for r, q in zip(runs, fwd))
-        print(f"{T:>6} | {f:>9.3f} | {e:>9.3f} | {ratio:>5.2f} | {extra:>13.0f}")
+        print(f"{T:>6} | {f:>9.3f} | {e:>9.3f} | {ratio:>5.2f} | {extra:>13.0f} | {estimate:>11.0f} | "
+              f"{estimate / extra:>8.2f}")
 
 
 def replay_mb(ex) -> float:

@@ -1,13 +1,14 @@
 """lmtt-widgets: see inside a Transformer LM's prediction, inline in a notebook."""
 
-from .errors import LmttError, ModelLoadError, PromptError, SelectionError, UnsupportedModelError
+from .errors import LmttError, MemoryEstimateError, ModelLoadError, PromptError, SelectionError, UnsupportedModelError
 from .models import ArchitectureAdapter, LoadedModel, load_model, register_adapter, supported_model_types
 from .tracing import Trace, trace
 from .explain import Explanation, explain, explain_many
+from .memory_estimate import MemoryEstimate, estimate_memory
 from .contributions.graph import Route
 from .widgets import Explorer, FlowGraph, HeadHeatmap, NeuronView, VocabView
 
 __all__ = [
-    "ArchitectureAdapter", "Explanation", "Explorer", "FlowGraph", "HeadHeatmap", "NeuronView", "Route", "VocabView", "explain", "explain_many", "LmttError", "LoadedModel", "ModelLoadError", "PromptError", "SelectionError", "Trace",
+    "ArchitectureAdapter", "Explanation", "Explorer", "FlowGraph", "HeadHeatmap", "NeuronView", "Route", "VocabView", "explain", "explain_many", "LmttError", "LoadedModel", "MemoryEstimate", "MemoryEstimateError", "estimate_memory", "ModelLoadError", "PromptError", "SelectionError", "Trace",
     "UnsupportedModelError", "load_model", "register_adapter", "supported_model_types", "trace",
 ]

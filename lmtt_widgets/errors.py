@@ -22,3 +22,7 @@ class PromptError(LmttError):
 
 class SelectionError(LmttError, ValueError):
     """A layer, token, head or neuron index is out of range."""
+
+
+class MemoryEstimateError(LmttError, MemoryError):
+    """The run would not fit in the memory available (the message holds the estimate and what to change)."""

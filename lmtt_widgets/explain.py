@@ -357,16 +357,23 @@ def _on_cpu(ls: LayerScores) -> LayerScores:
 
 
 def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool | None = None,
-            on_layer=None) -> Explanation:
+            on_layer=None, check_memory: bool = True) -> Explanation:
     """Trace ``prompt`` through ``model`` and score every part of every update, in one forward pass.
 
     ``model`` is anything :func:`load_model` accepts (``"smollm2"``, a hub name, a path, a LoadedModel).
     Contributions are computed block by block while the forward pass runs, so long prompts never hold all
     attention matrices at once. ``on_layer(record, weights)`` is called after each block is scored (progress bars).
+    Before the pass, the run's peak memory is estimated (:func:`lmtt_widgets.estimate_memory`) and a run that
+    would not fit is refused with a :class:`MemoryEstimateError` saying what to change; ``check_memory=False``
+    skips the check.
     """
     from .tracing.tracer import _n_heads
 
     lm = load_model(model)
+    if check_memory:
+        from .memory_estimate import check_memory as check, estimate_memory
+
+        check(estimate_memory(lm, prompt, keep_attention=keep_attention, budget=budget))
     n_heads = _n_heads(lm.model.config)
     topology = lm.adapter.resolve_topology(lm.model.config)
     n_layers = len(lm.model.get_submodule(lm.adapter.blocks))

@@ -1,0 +1,204 @@
+"""How much memory ``explain`` needs beyond the model itself, estimated before the run, and the check that uses it.
+
+The estimate follows what the engine allocates (shapes from the model's own modules, so offloaded models work):
+- what the trace keeps for every layer: residual states, the projections' inputs and outputs, values; in float32
+  (views of the model's own tensors for a float32 model, float32 copies for bf16/fp16);
+- attention [H, T, T]: every layer's when kept (``keep_attention``, default when L*H*T*T <= KEEP_ATTENTION_LIMIT),
+  else one group of layers while it is scored;
+- the logits [T, V] in the model's dtype, and the per-layer scores (packed edges, heads, sparse per-head scores);
+- float32 copies of W_O and W_out (models not in float32; offloaded layers up to OFFLOAD_CACHE_BYTES);
+- the larger of two transients: the forward pass of one layer (eager attention scores and softmax, the MLP's
+  intermediates) and the scoring of one group (head directions, a chunk's temporaries, bounded by CHUNK_BUDGET).
+  Both are over before the logits exist, so only their excess over the logits adds to the peak;
+- on the CPU, allocator slack: glibc keeps the freed transients of each layer in its heap, between the records
+  that stay (tracing/memory.py hands them back after each layer only on long prompts);
+- a fixed allowance for the interpreter.
+Checked against measured peaks in benchmarks/bench_engine.py (README, "Big models").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .contributions.proximity import CHUNK_BUDGET
+from .contributions.scores import layers_per_group
+from .errors import MemoryEstimateError
+from .models.loading import load_model
+from .models.offload import OffloadMap, input_device
+
+# Per-head scores kept per target row and layer (those >= HEAD_FLOOR): ~20-23 measured on SmolLM2 prompts.
+SPARSE_PER_ROW = 24
+# One scoring chunk holds about this many [rows, parts] temporaries (coefficients, linear term, bounds, masks, and
+# int64 part indices over the selected pairs) of B*m*T*H numbers each.
+CHUNK_TEMPORARIES = 12
+# The interpreter, Python objects and allocator slack of one run (measured: ~10-20 MB on an 8-token prompt).
+FIXED_BYTES = 16 * 2**20
+# CPU heap slack as a share of the layer records: without the per-layer trim (measured on SmolLM2 against
+# benchmarks/bench_engine.py: ~0.3-0.6 at 128-512 tokens), and with it (long prompts).
+HEAP_SLACK, HEAP_SLACK_TRIMMED = 0.5, 0.1
+# A run must leave this share of the available memory free (other allocations, estimate error).
+HEADROOM = 0.9
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak extra memory of one ``explain`` run, by part (bytes); ``str()`` shows a readable table."""
+
+    n_tokens: int
+    keep_attention: bool
+    device: str  # where the model takes its input (the check compares each device with its own free memory)
+    parts: dict[str, int] = field(default_factory=dict)
+    by_device: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def __str__(self) -> str:
+        rows = [f"explain on {self.n_tokens} tokens needs about {_fmt(self.total)} beyond the model "
+                f"(attention {'kept' if self.keep_attention else 'streamed'}):"]
+        rows += [f"  {name:<42} {_fmt(n):>10}" for name, n in self.parts.items() if n]
+        if len(self.by_device) > 1:
+            rows.append("  by device: " + ", ".join(f"{d} {_fmt(n)}" for d, n in self.by_device.items()))
+        return "\n".join(rows)
+
+
+def _fmt(n: int) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
+def _linear_shape(module) -> tuple[int, int]:
+    """(out, in) of a projection, Linear or GPT-2's Conv1D ([in, out]); read from shapes only (meta is fine)."""
+    out, inp = module.weight.shape
+    return (inp, out) if type(module).__name__ == "Conv1D" else (out, inp)
+
+
+def _device_of(module, offload: OffloadMap, fallback: torch.device) -> str:
+    hook = getattr(module, "_hf_hook", None)
+    dev = getattr(hook, "execution_device", None)
+    if dev is not None:
+        return str(torch.device(dev if not isinstance(dev, int) else f"cuda:{dev}"))
+    for p in module.parameters():
+        if p.device.type != "meta":
+            return str(p.device)
+    return str(fallback)
+
+
+def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget: int = CHUNK_BUDGET) -> MemoryEstimate:
+    """Estimate the peak extra memory of ``explain(model, prompt, ...)``.
+
+    ``prompt`` is what :func:`explain` takes (text, ids) or simply a number of tokens.
+    """
+    from .tracing.tracer import KEEP_ATTENTION_LIMIT, TRIM_ATTENTION_LIMIT, _n_heads, _n_kv_heads, tokenize
+
+    lm = load_model(model)
+    net, adapter, config = lm.model, lm.adapter, lm.model.config
+    T = int(prompt) if isinstance(prompt, int) else int(tokenize(lm, prompt)[0].numel())
+    blocks = list(net.get_submodule(adapter.blocks))
+    L, H = len(blocks), _n_heads(config)
+    K = _n_kv_heads(config, H)
+    d, hd = _linear_shape(blocks[0].get_submodule(adapter.attn_out_proj))  # hd = H * head width
+    F = _linear_shape(blocks[0].get_submodule(adapter.mlp_out_proj))[1]
+    V = net.get_output_embeddings().weight.shape[0]
+    model_dtype = next(net.parameters()).dtype
+    m = torch.finfo(model_dtype).bits // 8
+    f = 8 if model_dtype == torch.float64 else 4  # the maths' float
+    copies = model_dtype not in (torch.float32, torch.float64)  # records are float32 copies, not views
+    parallel = adapter.resolve_topology(config) == "parallel"
+    post_norms = 2 * d if adapter.attn_post_norm else 0
+    if keep_attention is None:
+        keep_attention = L * H * T * T <= KEEP_ATTENTION_LIMIT
+    B = layers_per_group(T, H, d, L, budget)
+    offload = OffloadMap(net)
+    main = input_device(net)
+
+    # per layer, kept to the end of the run
+    record = T * f * ((0 if parallel else d) + 3 * d + post_norms + hd + F + K * hd // H + (d if copies else 0))
+    attention = H * T * T * f
+    offloaded = [offload.is_offloaded(b.get_submodule(adapter.attn_out_proj)) for b in blocks]
+    weight_copy = (d * hd + d * F) * 4
+    # transients of one layer / group
+    forward = 2 * H * T * T * m + 3 * T * F * m + 4 * T * hd * m
+    rows = max(1, min(256, budget // max(1, B * T * H * 8)))  # score_layers' rows per chunk
+    scoring = (B * T * H * d + 4 * B * T * d + CHUNK_TEMPORARIES * B * min(rows, T) * T * H) * f
+    if not keep_attention:
+        scoring += B * attention  # the group's attention, held until it is scored
+    scores = T * (T + 1) // 2 * 4 + T * H * 4 + 4 * T * 4 + (T + 1) * 8 + T * min(H * (T + 1) // 2, SPARSE_PER_ROW) * 8
+
+    from .tracing.layer_weights import OFFLOAD_CACHE_BYTES
+
+    parts = {
+        "layer records (residuals, heads, neurons)": L * record + T * d * f,
+        "attention of every layer (kept)": L * attention if keep_attention else 0,
+        "logits [T, V]": T * V * m,
+        "scores (edges, heads)": L * scores,
+        "float32 W_O and W_out copies": (sum(not o for o in offloaded) * weight_copy if copies else 0)
+        + min(sum(offloaded) * weight_copy, max(OFFLOAD_CACHE_BYTES, weight_copy if any(offloaded) else 0)),
+        "offloaded block loaded for the pass": _block_bytes(blocks[0]) if any(offloaded) else 0,
+        "transient beyond the logits": max(0, max(forward, scoring) - T * V * m),
+        "allocator slack (CPU heap)": 0,
+        "interpreter": FIXED_BYTES,
+    }
+    if main.type == "cpu":
+        trimmed = not keep_attention and H * T * T >= TRIM_ATTENTION_LIMIT
+        parts["allocator slack (CPU heap)"] = int(
+            (HEAP_SLACK_TRIMMED if trimmed else HEAP_SLACK) * parts["layer records (residuals, heads, neurons)"])
+    by_device: dict[str, int] = {}
+    layer_devices = [_device_of(b, offload, main) for b in blocks]
+    per_layer = parts["layer records (residuals, heads, neurons)"] / L + parts["attention of every layer (kept)"] / L
+    for dev in layer_devices:
+        by_device[dev] = by_device.get(dev, 0) + int(per_layer)
+    for dev in set(layer_devices):
+        by_device[dev] += (parts["transient beyond the logits"]
+                           + parts["offloaded block loaded for the pass"] + parts["allocator slack (CPU heap)"] // len(set(layer_devices)))
+    by_device[str(main)] = by_device.get(str(main), 0) + parts["logits [T, V]"] + parts["float32 W_O and W_out copies"]
+    by_device["cpu"] = by_device.get("cpu", 0) + parts["scores (edges, heads)"] + FIXED_BYTES
+    return MemoryEstimate(T, keep_attention, str(main), parts, by_device)
+
+
+def _block_bytes(block) -> int:
+    return sum(p.numel() * p.element_size() for p in block.parameters())
+
+
+def available_memory(device: str | torch.device) -> int | None:
+    """Bytes free for new allocations on ``device``: MemAvailable on Linux CPUs, the CUDA driver's free memory
+    plus what PyTorch has cached on a GPU; None where it cannot be known (then nothing is checked)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def check_memory(estimate: MemoryEstimate) -> None:
+    """Raise :class:`MemoryEstimateError` when some device lacks the memory the estimate says the run needs."""
+    for dev, need in estimate.by_device.items():
+        free = available_memory(dev)
+        if free is None or need <= HEADROOM * free:
+            continue
+        advice = [f"shorten the prompt (memory grows with its length, squared for attention; "
+                  f"{estimate.n_tokens} tokens now)"]
+        if estimate.keep_attention:
+            advice.append("pass keep_attention=False (attention is then streamed, layer by layer)")
+        advice.append("load the model with device_map='auto', max_memory=... and offload_folder=... so that "
+                      "part of it leaves this device")
+        if torch.device(dev).type == "cuda":
+            advice.append("free GPU memory (other models, torch.cuda.empty_cache())")
+        advice.append("or pass check_memory=False to run anyway")
+        raise MemoryEstimateError(
+            f"This run would not fit in memory: {dev} has {_fmt(free)} available and the run needs about "
+            f"{_fmt(need)} there.\n{estimate}\nTo fit: " + "; ".join(advice) + "."
+        )
+
