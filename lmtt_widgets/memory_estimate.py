@@ -6,7 +6,7 @@ The estimate follows what the engine allocates (shapes from the model's own modu
 - attention [H, T, T]: every layer's when kept (``keep_attention``, default when L*H*T*T <= KEEP_ATTENTION_LIMIT),
   else one group of layers while it is scored;
 - the logits [T, V] in the model's dtype, and the per-layer scores (packed edges, heads, sparse per-head scores);
-- float32 copies of W_O and W_out (models not in float32; offloaded layers up to OFFLOAD_CACHE_BYTES);
+- float32 copies of W_O and W_out for offloaded or bf16/fp16 layers, at most WEIGHT_CACHE_BYTES (or one layer's);
 - the larger of two transients: the forward pass of one layer (eager attention scores and softmax, the MLP's
   intermediates) and the scoring of one group (head directions, a chunk's temporaries, bounded by CHUNK_BUDGET).
   Both are over before the logits exist, so only their excess over the logits adds to the peak;
@@ -111,7 +111,7 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
     if keep_attention is None:
         keep_attention = L * H * T * T <= KEEP_ATTENTION_LIMIT
     B = layers_per_group(T, H, d, L, budget)
-    offload = OffloadMap(net)
+    offload = OffloadMap(net, check=False)  # shapes suffice: a model built on meta (no weights) is estimated too
     main = input_device(net)
 
     # per layer, kept to the end of the run
@@ -127,15 +127,15 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
         scoring += B * attention  # the group's attention, held until it is scored
     scores = T * (T + 1) // 2 * 4 + T * H * 4 + 4 * T * 4 + (T + 1) * 8 + T * min(H * (T + 1) // 2, SPARSE_PER_ROW) * 8
 
-    from .tracing.layer_weights import OFFLOAD_CACHE_BYTES
+    from .tracing.layer_weights import WEIGHT_CACHE_BYTES
 
     parts = {
         "layer records (residuals, heads, neurons)": L * record + T * d * f,
         "attention of every layer (kept)": L * attention if keep_attention else 0,
         "logits [T, V]": T * V * m,
         "scores (edges, heads)": L * scores,
-        "float32 W_O and W_out copies": (sum(not o for o in offloaded) * weight_copy if copies else 0)
-        + min(sum(offloaded) * weight_copy, max(OFFLOAD_CACHE_BYTES, weight_copy if any(offloaded) else 0)),
+        "float32 W_O and W_out copies": min(sum(o or copies for o in offloaded) * weight_copy,
+                                            max(WEIGHT_CACHE_BYTES, weight_copy)),
         "offloaded block loaded for the pass": _block_bytes(blocks[0]) if any(offloaded) else 0,
         "transient beyond the logits": max(0, max(forward, scoring) - T * V * m),
         "allocator slack (CPU heap)": 0,

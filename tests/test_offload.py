@@ -75,7 +75,7 @@ def _assert_same(ref, got, tol=1e-5):
 @pytest.mark.parametrize("how", ["cpu", "auto_disk", "mixed", "dispatch_blocks", "cpu_offload"])
 def test_offloaded_smollm2_explains_like_a_normal_load(smollm2_paris, smol_dir, tmp_path, how, monkeypatch):
     if how == "mixed":  # and the offloaded weights evicted at once: every use reads them again
-        monkeypatch.setattr("lmtt_widgets.tracing.layer_weights.OFFLOAD_CACHE_BYTES", 1)
+        monkeypatch.setattr("lmtt_widgets.tracing.layer_weights.WEIGHT_CACHE_BYTES", 1)
     lm = _load(smol_dir, tmp_path, how)
     params = {p.device.type for p in lm.model.parameters()}
     assert params == ({"cpu"} if how == "cpu" else {"cpu", "meta"} if how != "cpu_offload" else {"meta"})
@@ -91,4 +91,34 @@ def test_model_without_weights_is_refused_clearly():
     with init_empty_weights():
         model = tf.AutoModelForCausalLM.from_config(CONFIGS["llama"]())
     with pytest.raises(ModelLoadError, match="meta device .* no accelerate offload hook"):
+        explain(load_model(model, ToyTokenizer()), "hello")
+
+
+def test_low_precision_weights_are_upcast_when_used_within_a_bounded_cache(monkeypatch):
+    """A bf16 model's W_O and W_out are not all copied to float32 up front (90 GB for a 70B model)."""
+    from tiny_models import ToyTokenizer, build
+    from lmtt_widgets.tracing.layer_weights import LazyLayerWeights
+
+    lm = load_model(build("llama", dtype=torch.bfloat16), ToyTokenizer())
+    full = explain(lm, "hello world")
+    w = full.trace.weights[1]
+    assert isinstance(w, LazyLayerWeights)
+    o_proj = lm.model.model.layers[1].self_attn.o_proj
+    assert w.w_o.dtype == torch.float32 and torch.equal(w.w_o, o_proj.weight.float())
+    monkeypatch.setattr("lmtt_widgets.tracing.layer_weights.WEIGHT_CACHE_BYTES", 1)  # one matrix kept at a time
+    small = explain(lm, "hello world")
+    for a, b in zip(full.scores.layers, small.scores.layers):
+        assert torch.equal(a.edge, b.edge) and torch.equal(a.head_total, b.head_total)
+    assert torch.equal(full.neuron_importance(0), small.neuron_importance(0))
+    assert len(small.trace.weights[0]._cache._items) == 1
+
+
+def test_quantised_projection_is_refused_not_misread():
+    from tiny_models import ToyTokenizer, build
+    from lmtt_widgets import UnsupportedModelError
+
+    model = build("llama", dtype=torch.float32)
+    o_proj = model.model.layers[0].self_attn.o_proj
+    o_proj.weight = torch.nn.Parameter(o_proj.weight.data.to(torch.int8), requires_grad=False)  # packed, as bnb
+    with pytest.raises(UnsupportedModelError, match="quantised"):
         explain(load_model(model, ToyTokenizer()), "hello")

@@ -16,7 +16,15 @@ def linear_weight(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor |
     GPT-2's Conv1D stores its weight as [in, out]; it is told apart by class name rather than shape, since square
     projections would fool a shape test.
     """
-    weight = module.weight.detach()
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or not weight.dtype.is_floating_point:
+        from ..errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"{type(module).__name__} holds no floating-point weight matrix (quantised weights such as bitsandbytes "
+            "or GPTQ cannot be decomposed exactly). Load the model unquantised, e.g. in bfloat16."
+        )
+    weight = weight.detach()
     if type(module).__name__ == "Conv1D":
         weight = weight.t()
     bias = getattr(module, "bias", None)

@@ -1,10 +1,12 @@
 """The weights the decomposition reads (output projections, norms), from plain and accelerate-dispatched models.
 
-A plain model's weights are read once, as today (float32 views: no copy for a float32 model). An offloaded
-projection's weights have no data outside its forward pass, and copying every layer's W_O and W_out up front
-would load the whole offloaded model into memory: they are read on first use, on the layer's execution device,
-under the hook that materialises them, and kept in a cache bounded by OFFLOAD_CACHE_BYTES (least recently used
-layers are dropped and read again when asked for). A layer's maths runs on its own device with its own weights.
+A float32 (or float64) model's weights are read once, as views (no copy). Other weights are read when used:
+- an offloaded projection has no data outside its forward pass: it is read under the hook that materialises it,
+  on the layer's execution device;
+- a bf16/fp16 projection is upcast to float32 for the maths; copies of every layer's W_O and W_out up front would
+  cost twice the model's size in those matrices (90 GB for a 70B model).
+Such float32 copies live in a cache bounded by WEIGHT_CACHE_BYTES (least recently used layers are dropped and read
+again when asked for). A layer's maths runs on its own device with its own weights.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from collections import OrderedDict
 import torch
 
 from ..models.offload import OffloadMap
-from ..models.weights import linear_weight
+from ..models.weights import linear_weight, upcast
 from .norms import identify_norm
 from .tracer import LayerWeights
 
-# Float32 copies of offloaded W_O / W_out kept between uses (SmolLM2's 30 layers take ~145 MB; a 70B layer's
-# W_out alone ~940 MB, so at least the last one read is always kept).
-OFFLOAD_CACHE_BYTES = 512 * 2**20
+# Float32 copies of offloaded or low-precision W_O / W_out kept between uses (SmolLM2's 30 layers take ~145 MB; a
+# 70B layer's W_out alone ~940 MB, so at least the last one read is always kept).
+WEIGHT_CACHE_BYTES = 512 * 2**20
 
 
 class _WeightCache:
@@ -46,32 +48,48 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-class OffloadedLayerWeights(LayerWeights):
-    """LayerWeights whose W_O and W_out are read from the offloaded modules when used (biases are read at once)."""
+class LazyLayerWeights(LayerWeights):
+    """LayerWeights whose projections are read (materialised, upcast) only when used: nothing is loaded up front."""
 
     def __init__(self, offload: OffloadMap, o_proj, mlp_out_proj, cache: _WeightCache,
                  attn_post_norm=None, mlp_post_norm=None):
         self._offload, self._o_proj, self._mlp_out_proj, self._cache = offload, o_proj, mlp_out_proj, cache
-        self.b_o = self._read(o_proj, bias=True)
-        self.b_out = self._read(mlp_out_proj, bias=True)
+        self._biases: dict[int, torch.Tensor | None] = {}  # [d] each: small, kept once read
         self.attn_post_norm, self.mlp_post_norm = attn_post_norm, mlp_post_norm
 
-    def _read(self, module, bias: bool):
-        with self._offload.materialized(module):
-            # the loaded tensors stay valid after the hook puts the module back on meta (it swaps in new ones)
-            w, b = linear_weight(module)
-            return b if bias else w
+    def _weight(self, module) -> torch.Tensor:
+        def load():
+            with self._offload.materialized(module):
+                # the loaded tensor stays valid after the hook puts the module back on meta (it swaps in new ones)
+                return linear_weight(module)[0]
+
+        return self._cache.get((id(module), "w"), load)
+
+    def _bias(self, module) -> torch.Tensor | None:
+        if id(module) not in self._biases:
+            with self._offload.materialized(module):
+                b = getattr(module, "bias", None)
+                self._biases[id(module)] = upcast(b.detach()) if isinstance(b, torch.Tensor) else None
+        return self._biases[id(module)]
 
     @property
     def w_o(self) -> torch.Tensor:
-        return self._cache.get((id(self._o_proj), "w"), lambda: self._read(self._o_proj, bias=False))
+        return self._weight(self._o_proj)
 
     @property
     def w_out(self) -> torch.Tensor:
-        return self._cache.get((id(self._mlp_out_proj), "w"), lambda: self._read(self._mlp_out_proj, bias=False))
+        return self._weight(self._mlp_out_proj)
+
+    @property
+    def b_o(self) -> torch.Tensor | None:
+        return self._bias(self._o_proj)
+
+    @property
+    def b_out(self) -> torch.Tensor | None:
+        return self._bias(self._mlp_out_proj)
 
     def __repr__(self) -> str:
-        return f"OffloadedLayerWeights({type(self._o_proj).__name__}, {type(self._mlp_out_proj).__name__})"
+        return f"LazyLayerWeights({type(self._o_proj).__name__}, {type(self._mlp_out_proj).__name__})"
 
 
 def read_weights(net, adapter, blocks):
@@ -85,12 +103,13 @@ def read_weights(net, adapter, blocks):
     final_norm = norm(net.get_submodule(adapter.final_norm))
     post = [(norm(b.get_submodule(adapter.attn_post_norm)) if adapter.attn_post_norm else None,
              norm(b.get_submodule(adapter.mlp_post_norm)) if adapter.mlp_post_norm else None) for b in blocks]
-    cache = _WeightCache(OFFLOAD_CACHE_BYTES)
+    cache = _WeightCache(WEIGHT_CACHE_BYTES)
     weights = []
     for b, (a, m) in zip(blocks, post):
         o_proj, mlp_out = b.get_submodule(adapter.attn_out_proj), b.get_submodule(adapter.mlp_out_proj)
-        if offload.is_offloaded(o_proj) or offload.is_offloaded(mlp_out):
-            weights.append(OffloadedLayerWeights(offload, o_proj, mlp_out, cache, a, m))
+        exact = o_proj.weight.dtype in (torch.float32, torch.float64) and mlp_out.weight.dtype == o_proj.weight.dtype
+        if offload.is_offloaded(o_proj) or offload.is_offloaded(mlp_out) or not exact:
+            weights.append(LazyLayerWeights(offload, o_proj, mlp_out, cache, a, m))
         else:
             w_o, b_o = linear_weight(o_proj)
             w_out, b_out = linear_weight(mlp_out)
