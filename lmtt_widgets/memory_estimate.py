@@ -75,7 +75,7 @@ def _linear_shape(module) -> tuple[int, int]:
     return (inp, out) if type(module).__name__ == "Conv1D" else (out, inp)
 
 
-def _device_of(module, offload: OffloadMap, fallback: torch.device) -> str:
+def _device_of(module, fallback: torch.device) -> str:
     hook = getattr(module, "_hf_hook", None)
     dev = getattr(hook, "execution_device", None)
     if dev is not None:
@@ -120,7 +120,9 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
     offloaded = [offload.is_offloaded(b.get_submodule(adapter.attn_out_proj)) for b in blocks]
     weight_copy = (d * hd + d * F) * 4
     # transients of one layer / group
-    forward = 2 * H * T * T * m + 3 * T * F * m + 4 * T * hd * m
+    # eager attention: scores and probabilities at once (and a float32 softmax for bf16/fp16); the MLP's gate, up
+    # and activation; queries, keys and values repeated for GQA
+    forward = H * T * T * (2 * m + (4 if m < 4 else 0)) + 3 * T * F * m + 4 * T * hd * m
     rows = max(1, min(256, budget // max(1, B * T * H * 8)))  # score_layers' rows per chunk
     scoring = (B * T * H * d + 4 * B * T * d + CHUNK_TEMPORARIES * B * min(rows, T) * T * H) * f
     if not keep_attention:
@@ -145,17 +147,29 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
         trimmed = not keep_attention and H * T * T >= TRIM_ATTENTION_LIMIT
         parts["allocator slack (CPU heap)"] = int(
             (HEAP_SLACK_TRIMMED if trimmed else HEAP_SLACK) * parts["layer records (residuals, heads, neurons)"])
-    by_device: dict[str, int] = {}
-    layer_devices = [_device_of(b, offload, main) for b in blocks]
-    per_layer = parts["layer records (residuals, heads, neurons)"] / L + parts["attention of every layer (kept)"] / L
-    for dev in layer_devices:
-        by_device[dev] = by_device.get(dev, 0) + int(per_layer)
-    for dev in set(layer_devices):
-        by_device[dev] += (parts["transient beyond the logits"]
-                           + parts["offloaded block loaded for the pass"] + parts["allocator slack (CPU heap)"] // len(set(layer_devices)))
-    by_device[str(main)] = by_device.get(str(main), 0) + parts["logits [T, V]"] + parts["float32 W_O and W_out copies"]
-    by_device["cpu"] = by_device.get("cpu", 0) + parts["scores (edges, heads)"] + FIXED_BYTES
-    return MemoryEstimate(T, keep_attention, str(main), parts, by_device)
+    layer_devices = [_device_of(b, main) for b in blocks]
+    return MemoryEstimate(T, keep_attention, str(main), parts, _by_device(parts, layer_devices, str(main)))
+
+
+def _by_device(parts: dict[str, int], layer_devices: list[str], main: str) -> dict[str, int]:
+    """Where each part lives: per-layer parts on each layer's device, the logits and weight copies where the model
+    takes its input, the reduced scores on the CPU; each device used by layers gets its own transients."""
+    out: dict[str, int] = {}
+
+    def add(dev, n):
+        out[dev] = out.get(dev, 0) + int(n)
+
+    L, devices = len(layer_devices), sorted(set(layer_devices))
+    layered = parts["layer records (residuals, heads, neurons)"] + parts["attention of every layer (kept)"]
+    shares = {dev: layered * layer_devices.count(dev) // L for dev in devices}
+    shares[layer_devices[0]] += layered - sum(shares.values())  # what integer division left over
+    slack = parts["allocator slack (CPU heap)"]
+    for dev in devices:
+        add(dev, shares[dev] + parts["transient beyond the logits"] + parts["offloaded block loaded for the pass"])
+        add(dev, slack // len(devices) + (slack % len(devices) if dev == devices[0] else 0))
+    add(main, parts["logits [T, V]"] + parts["float32 W_O and W_out copies"])
+    add("cpu", parts["scores (edges, heads)"] + parts["interpreter"])
+    return out
 
 
 def _block_bytes(block) -> int:

@@ -67,6 +67,8 @@ def _assert_same(ref, got, tol=1e-5):
         assert max(abs(x.score - y.score) for x, y in zip(r.promoted, g.promoted)) <= tol
     assert [e.token_id for e in ref.lens(31)] == [e.token_id for e in got.lens(31)]  # "own" norm: the final norm
     assert (ref.neuron_importance(17) - got.neuron_importance(17)).abs().max().item() <= tol
+    # the signed logit attribution reads the unembedding and every layer's weights after the pass too
+    assert (ref.logit_attribution().scores - got.logit_attribution().scores).abs().max().item() <= tol
     r, g = ref.route(), got.route()
     assert (r.src == g.src).all() and (r.dst == g.dst).all() and abs(r.weight - g.weight).max() <= tol
 
