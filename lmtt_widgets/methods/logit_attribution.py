@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.offload import OffloadMap
 from ..projections.vocab import unembedding
 from .base import Component, ScoreTable, register_method
 from .targets import make_metric
@@ -66,9 +67,10 @@ def _final_norm_output(ex, p: int) -> torch.Tensor:
     tr = ex.trace
     x = tr.final_resid[p]
     module = tr.lm.model.get_submodule(tr.lm.adapter.final_norm)
-    param = next(module.parameters(), None)
-    like = x if param is None else param
-    return module(x.to(dtype=tr.layers[0].model_dtype, device=like.device)[None])[0].double().cpu()
+    with OffloadMap(tr.lm.model).materialized(module):  # an offloaded norm's weight is on meta outside its pass
+        param = next(module.parameters(), None)
+        like = x if param is None else param
+        return module(x.to(dtype=tr.layers[0].model_dtype, device=like.device)[None])[0].double().cpu()
 
 
 def _post(norm, out, update, p, w):
