@@ -4,7 +4,7 @@ The estimate follows what the engine allocates (shapes from the model's own modu
 - what the trace keeps for every layer: residual states, the projections' inputs and outputs, values; in float32
   (views of the model's own tensors for a float32 model, float32 copies for bf16/fp16);
 - attention [H, T, T]: every layer's when kept (``keep_attention``, default when L*H*T*T <= KEEP_ATTENTION_LIMIT),
-  else one group of layers while it is scored;
+  else one group of layers while it is scored, and every layer's attention call (query and key states, a mask);
 - the logits [T, V] in the model's dtype, and the per-layer scores (packed edges, heads, sparse per-head scores);
 - float32 copies of W_O and W_out for offloaded or bf16/fp16 layers, at most WEIGHT_CACHE_BYTES (or one layer's);
 - the larger of two transients: the forward pass of one layer (eager attention scores and softmax, the MLP's
@@ -59,7 +59,7 @@ class MemoryEstimate:
     def __str__(self) -> str:
         rows = [f"explain on {self.n_tokens} tokens needs about {_fmt(self.total)} beyond the model "
                 f"(attention {'kept' if self.keep_attention else 'streamed'}):"]
-        rows += [f"  {name:<42} {_fmt(n):>10}" for name, n in self.parts.items() if n]
+        rows += [f"  {name:<44} {_fmt(n):>10}" for name, n in self.parts.items() if n]
         if len(self.by_device) > 1:
             rows.append("  by device: " + ", ".join(f"{d} {_fmt(n)}" for d, n in self.by_device.items()))
         return "\n".join(rows)
@@ -117,6 +117,10 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
     # per layer, kept to the end of the run
     record = T * f * ((0 if parallel else d) + 3 * d + post_norms + hd + F + K * hd // H + (d if copies else 0))
     attention = H * T * T * f
+    # without kept attention, each layer keeps its attention call instead (tracer.py): the query and key states
+    # (and a low-precision model's own values) in the model's dtype, plus one [T, T] mask shared by the layers
+    kv = K * hd // H
+    replay = 0 if keep_attention else T * (hd + kv + (kv if copies else 0)) * m
     offloaded = [offload.is_offloaded(b.get_submodule(adapter.attn_out_proj)) for b in blocks]
     weight_copy = (d * hd + d * F) * 4
     # transients of one layer / group
@@ -134,6 +138,7 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
     parts = {
         "layer records (residuals, heads, neurons)": L * record + T * d * f,
         "attention of every layer (kept)": L * attention if keep_attention else 0,
+        "attention calls kept instead (q, k, mask)": L * replay + (0 if keep_attention else T * T * m),
         "logits [T, V]": T * V * m,
         "scores (edges, heads)": L * scores,
         "float32 W_O and W_out copies": min(sum(o or copies for o in offloaded) * weight_copy,
@@ -160,7 +165,8 @@ def _by_device(parts: dict[str, int], layer_devices: list[str], main: str) -> di
         out[dev] = out.get(dev, 0) + int(n)
 
     L, devices = len(layer_devices), sorted(set(layer_devices))
-    layered = parts["layer records (residuals, heads, neurons)"] + parts["attention of every layer (kept)"]
+    layered = (parts["layer records (residuals, heads, neurons)"] + parts["attention of every layer (kept)"]
+               + parts["attention calls kept instead (q, k, mask)"])
     shares = {dev: layered * layer_devices.count(dev) // L for dev in devices}
     shares[layer_devices[0]] += layered - sum(shares.values())  # what integer division left over
     slack = parts["allocator slack (CPU heap)"]
