@@ -24,10 +24,12 @@ def test_estimate_has_a_readable_breakdown_that_grows_with_the_prompt():
 def test_streamed_attention_is_estimated_smaller_than_kept():
     lm = loaded("llama", dtype=torch.float32)
     budget = 100_000  # small chunks: layers are scored one at a time, so one layer's attention is held
-    kept = estimate_memory(lm, 60, keep_attention=True, budget=budget)
-    streamed = estimate_memory(lm, 60, keep_attention=False, budget=budget)
-    assert kept.parts["attention of every layer (kept)"] == 2 * 4 * 60 * 60 * 4  # L * H * T^2 floats
+    T = 1000  # a length where attention outweighs what streaming keeps instead (query and key states, a mask)
+    kept = estimate_memory(lm, T, keep_attention=True, budget=budget)
+    streamed = estimate_memory(lm, T, keep_attention=False, budget=budget)
+    assert kept.parts["attention of every layer (kept)"] == 2 * 4 * T * T * 4  # L * H * T^2 floats
     assert streamed.parts["attention of every layer (kept)"] == 0 and streamed.total < kept.total
+    assert streamed.parts["attention calls kept instead (q, k, mask)"] == 2 * T * (64 + 32) * 4 + T * T * 4
 
 
 def test_run_that_would_not_fit_is_refused_with_the_estimate_and_advice(monkeypatch):
