@@ -18,6 +18,7 @@ from ..models.weights import upcast
 from . import edits
 from .capture import AttentionReplay, attention_capture
 from .edits import ExternalEdit
+from .guard import serialised
 from .memory import release_freed_memory
 from .norms import NormSpec
 
@@ -225,6 +226,7 @@ def _hidden_arg(args, kwargs):
     return kwargs["hidden_states"]
 
 
+@serialised  # one trace of a model at a time; the model is restored exactly whatever happens
 @torch.no_grad()
 def trace(
     model,
