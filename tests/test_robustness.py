@@ -100,3 +100,49 @@ def test_a_failure_while_hooks_are_being_added_leaves_none_behind():
     with pytest.raises(AttributeError):  # raised after block 0's hooks went on, before the pass
         trace(broken, "abc")
     assert model_state(lm.model) == before
+
+
+# ---- 4. non-finite values
+
+
+def poisoned(edit, dtype=torch.float32):
+    lm = load_model(build("llama", dtype=dtype, attn="sdpa"), ToyTokenizer())
+    with torch.no_grad():
+        edit(lm.model)
+    return lm
+
+
+@pytest.mark.parametrize("edit,dtype,message", [
+    (lambda m: m.model.layers[1].self_attn.o_proj.weight[3, 5].fill_(float("nan")), torch.float32,
+     r"layer 1: the attention output \(self_attn.o_proj\) holds NaN at token 0"),
+    (lambda m: m.model.layers[0].mlp.down_proj.weight[7, 2].fill_(float("inf")), torch.float32,
+     r"layer 0: the MLP output \(mlp.down_proj\) holds -?inf at token 0"),
+    (lambda m: m.model.embed_tokens.weight[ord("c")].fill_(float("nan")), torch.float32,
+     r"layer 0: the embeddings \(input of model.layers.0\) holds NaN at token 2"),
+    (lambda m: m.model.layers[1].self_attn.k_proj.weight[0].fill_(float("-inf")), torch.float32,
+     r"layer 1: the attention probabilities \(self_attn\) hold NaN at token 0"),
+    # finite weights, too large: the gated MLP's product overflows float32 / bfloat16
+    (lambda m: (m.model.layers[1].mlp.up_proj.weight.mul_(1e20), m.model.layers[1].mlp.gate_proj.weight.mul_(1e20)),
+     torch.float32, r"layer 1: the MLP activations \(input of the MLP output projection\) \(mlp.down_proj\) hold -?inf"),
+    (lambda m: (m.model.layers[1].mlp.up_proj.weight.mul_(1e20), m.model.layers[1].mlp.gate_proj.weight.mul_(1e20)),
+     torch.bfloat16, r"layer 1: the MLP activations .* hold -?inf"),
+    (lambda m: m.model.norm.weight[4].fill_(float("nan")), torch.float32,
+     r"the norm model.norm holds nan in its weight \(index \[4\]\)"),
+    (lambda m: m.lm_head.weight[5].fill_(3e38), torch.float32,  # finite weights, logits beyond float32
+     r"the logits hold -?inf at token 0 although every block's output is finite: the final norm \(model.norm\)"),
+])
+def test_non_finite_values_name_the_first_layer_and_module(edit, dtype, message):
+    lm = poisoned(edit, dtype)
+    before = model_state(lm.model)
+    with pytest.raises(LmttError, match=message) as info:
+        explain(lm, "abcdef")
+    assert isinstance(info.value, FloatingPointError)
+    assert model_state(lm.model) == before
+
+
+def test_finite_values_of_any_size_are_accepted():
+    # large but finite residuals (their sum overflows, no value does) are not mistaken for infinity
+    from lmtt_widgets.tracing.finite import check_block
+
+    big = torch.full((4, 8), 3e38)
+    check_block(0, {"resid_pre": big, "values": big[None]}, load_model(build("llama"), ToyTokenizer()).adapter)

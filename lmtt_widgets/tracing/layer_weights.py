@@ -96,13 +96,15 @@ def read_weights(net, adapter, blocks):
     """(final norm spec, [(attn post-norm, mlp post-norm)] per block, [LayerWeights] per block) of a model."""
     offload = OffloadMap(net)  # refuses weights that exist nowhere (meta without an offload hook)
 
-    def norm(module):
+    def norm(path):  # the path names the norm in a NonFiniteError
+        module = net.get_submodule(path)
         with offload.materialized(module):
-            return identify_norm(module)
+            return identify_norm(module, path)
 
-    final_norm = norm(net.get_submodule(adapter.final_norm))
-    post = [(norm(b.get_submodule(adapter.attn_post_norm)) if adapter.attn_post_norm else None,
-             norm(b.get_submodule(adapter.mlp_post_norm)) if adapter.mlp_post_norm else None) for b in blocks]
+    final_norm = norm(adapter.final_norm)
+    post = [(norm(f"{adapter.blocks}.{i}.{adapter.attn_post_norm}") if adapter.attn_post_norm else None,
+             norm(f"{adapter.blocks}.{i}.{adapter.mlp_post_norm}") if adapter.mlp_post_norm else None)
+            for i in range(len(blocks))]
     cache = _WeightCache(WEIGHT_CACHE_BYTES)
     weights = []
     for b, (a, m) in zip(blocks, post):

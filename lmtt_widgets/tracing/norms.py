@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import NonFiniteError
 from ..models.weights import upcast
 
 _KINDS = ("layer", "rms", "rms_plus_one")
@@ -61,15 +62,28 @@ def _param_state(module: torch.nn.Module) -> tuple:
     return tuple((p.data_ptr(), p.dtype, p.device, p._version) for p in module.parameters())
 
 
-def identify_norm(module: torch.nn.Module) -> NormSpec:
+def identify_norm(module: torch.nn.Module, name: str | None = None) -> NormSpec:
     """The formula of a norm module, found by probing it once (again only if its parameters change)."""
     state = _param_state(module)
     hit = _identified.get(module)
     if hit is not None and hit[0] == state:
         return hit[1]
+    _check_finite_parameters(module, name)
     spec = _probe(module)
     _identified[module] = (state, spec)
     return spec
+
+
+def _check_finite_parameters(module: torch.nn.Module, name: str | None) -> None:
+    """A NaN or inf gain would defeat the probe (every formula's error is NaN) and poison every score."""
+    for pname, p in module.named_parameters():
+        bad = (~torch.isfinite(p.detach())).nonzero()
+        if bad.numel():
+            where = name or type(module).__name__
+            raise NonFiniteError(
+                f"the norm {where} holds {p.detach()[tuple(bad[0])].item()} in its {pname} (index "
+                f"{bad[0].tolist()}). Check the model's weights: no score can be computed through it."
+            )
 
 
 @torch.no_grad()

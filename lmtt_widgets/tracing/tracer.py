@@ -18,6 +18,7 @@ from ..models.weights import upcast
 from . import edits
 from .capture import AttentionReplay, attention_capture
 from .edits import ExternalEdit
+from .finite import check_block, check_logits
 from .guard import serialised
 from .memory import release_freed_memory
 from .norms import NormSpec
@@ -385,6 +386,7 @@ def trace(
                 f"layer {i}: the hooks saw no {', '.join(sorted(missing))}; the adapter for "
                 f"{config.model_type!r} does not match this model's modules."
             )
+        check_block(i, s, adapter)  # NaN or inf: stop at the first block that made it, naming the module
         T_ = s["resid_pre"].shape[0]
         a_post, m_post = post[i]
         attn_update = s.get("attn_update", s["attn_out"])
@@ -442,6 +444,7 @@ def trace(
             for m in net.modules():
                 m.training = m in training
     result.logits = out.logits.detach()[0]
+    check_logits(result.logits, adapter)
     if result.final_resid is not None and result.layers:
         gap = edits.unexplained(result.final_resid, result.layers[-1].resid_post, dtype=model_dtype)
         if gap is not None:
