@@ -14,6 +14,10 @@ class ModelLoadError(LmttError):
     """The model could not be found or loaded."""
 
 
+class ModelTypeError(ModelLoadError, TypeError):
+    """load_model was given something that is not a model, a name or a path."""
+
+
 class ModelNotFoundError(ModelLoadError):
     """No directory at the given path, or no such model on the hub."""
 

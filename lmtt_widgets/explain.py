@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -11,7 +12,8 @@ import torch
 from .contributions.graph import DEFAULT_THRESHOLD, Route, Granularity, full_graph, route
 from .contributions.proximity import CHUNK_BUDGET
 from .contributions.scores import ContributionScores, LayerScores, layers_per_group, neuron_importance, score_layers
-from .errors import SelectionError
+from . import checks
+from .errors import InputTypeError
 from .models.loading import load_model
 from .projections.vocab import Norm, project, rank_of, top_tokens
 from .tracing.tracer import Trace, trace
@@ -90,7 +92,7 @@ class Explanation:
 
     def predictions(self, token: int | None = None, k: int = 5) -> list[TokenScore]:
         """Top-k next-token probabilities after ``token`` (default: the last)."""
-        token = self._token(token)
+        token, k = self._token(token), checks.count(k)
         probs = self.trace.logits[token].float().softmax(-1)
         return [TokenScore(t, p, i) for t, p, i in top_tokens(self.trace, probs, k)]
 
@@ -133,7 +135,7 @@ class Explanation:
 
     def top_heads(self, k: int = 10, token: int | None = None) -> list[HeadScore]:
         """The k most important heads over all layers at ``token``."""
-        token = self._token(token)
+        token, k = self._token(token), checks.count(k)
         imp = torch.stack([ls.head_total[token] for ls in self.scores.layers])  # [L, H]
         flat = imp.flatten().topk(min(k, imp.numel()))
         rows: dict[int, torch.Tensor] = {}  # one [H, T] row per layer, whatever the number of its heads
@@ -147,7 +149,7 @@ class Explanation:
 
     def neurons(self, layer: int, token: int | None = None, k: int = 10) -> list[NeuronScore]:
         """The k neurons of ``layer``'s MLP most important for its change to the residual at ``token``."""
-        layer, token = self._layer(layer), self._token(token)
+        layer, token, k = self._layer(layer), self._token(token), checks.count(k)
         imp = self.neuron_importance(layer, token)
         top = imp.topk(min(k, imp.numel()))
         acts = self.trace.layers[layer].neurons[token]
@@ -192,8 +194,8 @@ class Explanation:
         attention update alone.
         """
         token = self._token(token)
-        if not 0 <= row <= 2 * self.n_layers:
-            raise SelectionError(f"row {row} is out of range 0..{2 * self.n_layers}")
+        row = checks.index(row, "row", 2 * self.n_layers + 1, "0 is the embeddings, 2l+1 / 2l+2 after layer l's "
+                           "attention / MLP")
         if row == 0:
             return self.trace.layers[0].resid_pre[token]
         layer, after_mlp = divmod(row - 1, 2)
@@ -206,12 +208,14 @@ class Explanation:
 
     def lens(self, row: int, token: int | None = None, k: int = 10, norm: Norm = "own") -> list[LensEntry]:
         """Top-k tokens of a residual node, with their rank at the previous node."""
-        token = self._token(token)
-        logits = project(self.trace, self.residual(row, token), token, norm)
+        token, k = self._token(token), checks.count(k)
+        vec = self.residual(row, token)
+        row = int(row)
+        logits = project(self.trace, vec, token, norm)
         probs = logits.softmax(-1)
         top = top_tokens(self.trace, probs, k)
         ids = torch.tensor([i for _, _, i in top])
-        prev = rank_of(project(self.trace, self.residual(row - 1, token), token, norm), ids).tolist() if row > 0 else [None] * k
+        prev = rank_of(project(self.trace, self.residual(row - 1, token), token, norm), ids).tolist() if row > 0 else [None] * len(top)
         return [LensEntry(t, p, i, r, pr) for r, ((t, p, i), pr) in enumerate(zip(top, prev))]
 
     def logit_lens(self, token: int | None = None, k: int = 5, norm: Norm = "own") -> list[list[LensEntry]]:
@@ -230,8 +234,8 @@ class Explanation:
         """activation x output row of one neuron at ``token`` [d] (sign included, post-norm included)."""
         layer, token = self._layer(layer), self._token(token)
         rec, w = self.trace.layers[layer], self.trace.weights[layer]
-        if not 0 <= neuron < rec.neurons.shape[1]:
-            raise SelectionError(f"neuron {neuron} is out of range: layer {layer} has {rec.neurons.shape[1]} neurons")
+        F = rec.neurons.shape[1]
+        neuron = checks.index(neuron, "neuron", F, f"layer {layer} has {F} neurons")
         out = rec.neurons[token, neuron] * w.w_out[:, neuron]
         return out * self._post_scale(w.mlp_post_norm, rec.mlp_post_rstd, token)
 
@@ -241,7 +245,12 @@ class Explanation:
 
     def project(self, vec: torch.Tensor, token: int | None = None, k: int = 10, norm: Norm = "final") -> Projection:
         """Promoted (top-k) and suppressed (bottom-k) tokens of a vector written at ``token``."""
-        logits = project(self.trace, vec, self._token(token), norm)
+        token, k = self._token(token), checks.count(k)
+        if not isinstance(vec, torch.Tensor) or vec.shape[-1:] != self.trace.layers[0].resid_pre.shape[-1:]:
+            raise InputTypeError(f"vec must be a tensor of width {self.trace.layers[0].resid_pre.shape[-1]} "
+                                 f"(a residual-stream vector), not {type(vec).__name__} "
+                                 f"{list(getattr(vec, 'shape', []))}.")
+        logits = project(self.trace, vec, token, norm)
         up = [TokenScore(*t) for t in top_tokens(self.trace, logits, k)]
         down = [TokenScore(*t) for t in top_tokens(self.trace, logits, k, largest=False)]
         return Projection(up, down)
@@ -315,23 +324,15 @@ class Explanation:
     # ---- index checks
     def _token(self, token):
         T = self.n_tokens
-        token = T - 1 if token is None else int(token)
-        if not 0 <= token < T:
-            raise SelectionError(f"token {token} is out of range: the prompt has {T} tokens (0..{T - 1})")
-        return token
+        if token is None:
+            return T - 1
+        return checks.index(token, "token", T, f"the prompt has {T} tokens; None means the last")
 
     def _layer(self, layer):
-        L = self.n_layers
-        layer = int(layer)
-        if not 0 <= layer < L:
-            raise SelectionError(f"layer {layer} is out of range: the model has {L} layers (0..{L - 1})")
-        return layer
+        return checks.index(layer, "layer", self.n_layers, f"the model has {self.n_layers} layers")
 
     def _head(self, head):
-        head = int(head)
-        if not 0 <= head < self.n_heads:
-            raise SelectionError(f"head {head} is out of range: the model has {self.n_heads} heads (0..{self.n_heads - 1})")
-        return head
+        return checks.index(head, "head", self.n_heads, f"the model has {self.n_heads} heads")
 
     @staticmethod
     def _post_scale(norm, rstd, token):
@@ -369,6 +370,11 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     """
     from .tracing.tracer import _n_heads
 
+    checks.count(budget, "budget")
+    if keep_attention is not None and not isinstance(keep_attention, bool):
+        raise InputTypeError(f"keep_attention must be True, False or None (automatic), not {keep_attention!r}.")
+    if on_layer is not None and not callable(on_layer):
+        raise InputTypeError(f"on_layer must be a function (record, weights) -> None, not {type(on_layer).__name__}.")
     lm = load_model(model)
     if check_memory:
         from .memory_estimate import check_memory as check, estimate_memory
@@ -407,5 +413,14 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
 
 def explain_many(model, prompts, **kwargs) -> list[Explanation]:
     """:func:`explain` over a list of prompts, one forward pass each (no padding)."""
+    if isinstance(prompts, (str, bytes, bytearray, torch.Tensor)) or isinstance(prompts, Mapping):
+        raise InputTypeError(
+            f"explain_many takes a list of prompts (texts or lists of token ids), not {type(prompts).__name__}. "
+            "For one prompt use explain(model, prompt); for a tokenizer's batch, pass the texts."
+        )
+    try:
+        prompts = list(prompts)
+    except TypeError:
+        raise InputTypeError(f"explain_many takes a list of prompts, not {type(prompts).__name__}.") from None
     lm = load_model(model)
     return [explain(lm, p, **kwargs) for p in prompts]

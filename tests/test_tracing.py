@@ -165,7 +165,7 @@ def test_unknown_model_and_missing_path(tmp_path, monkeypatch):
         load_model(str(tmp_path / "nope"))
     with pytest.raises(ModelLoadError, match="no config.json"):
         load_model(str(tmp_path))
-    with pytest.raises(ModelLoadError, match="Could not load model 'no-such-org/no-such-model'"):
+    with pytest.raises(ModelLoadError, match="'no-such-org/no-such-model' is not in your Hugging Face cache"):
         load_model("no-such-org/no-such-model")
     with pytest.raises(ModelLoadError, match="tokenizer"):
         load_model(build("llama"))

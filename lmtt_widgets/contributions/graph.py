@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..errors import SelectionError
+from .. import checks
+from ..errors import InputError
 from .scores import HEAD_FLOOR, ContributionScores
 
 NODE_KINDS = ("embedding", "after_attention", "mlp", "after_mlp")
@@ -227,23 +228,24 @@ def _mlp_parts(scores: ContributionScores, layer: int, i: int, tau: float | None
     return (resid / total, mlp / total) if total > 0 else (0.0, 0.0)
 
 
-def check_threshold(threshold: float, granularity: str) -> None:
-    if granularity not in ("head", "edge"):
-        raise ValueError(f"granularity must be 'head' or 'edge', not {granularity!r}")
-    if not (0 < threshold < 1):
-        raise ValueError(f"threshold must lie in (0, 1); got {threshold}. Useful values are 0.01 to 0.10.")
+def check_threshold(threshold, granularity) -> float:
+    """The threshold as a float, or an InputError (a ValueError; InputTypeError for a non-number)."""
+    checks.choice(granularity, "granularity", ("head", "edge"))
+    threshold = checks.fraction(threshold, "threshold")
     if granularity == "head" and threshold < HEAD_FLOOR:
-        raise ValueError(f"in 'head' granularity the threshold must be >= {HEAD_FLOOR} (per-head scores below it are not stored)")
+        raise InputError(f"in 'head' granularity the threshold must be >= {HEAD_FLOOR} (per-head scores below it "
+                         "are not stored); use granularity='edge' for lower thresholds")
+    return threshold
 
 
 def route(scores: ContributionScores, target: int | None = None, threshold: float = DEFAULT_THRESHOLD,
           granularity: Granularity = "head") -> Route:
     """The important subgraph traced back from the top-layer node of ``target`` (default: the last token)."""
     T, L = scores.n_tokens, scores.n_layers
-    target = T - 1 if target is None else int(target)
-    if not 0 <= target < T:
-        raise SelectionError(f"target token {target} is out of range: the prompt has {T} tokens (0..{T - 1}).")
-    check_threshold(threshold, granularity)
+    if target is None:
+        target = T - 1
+    target = checks.index(target, "target token", T, f"the prompt has {T} tokens; None means the last")
+    threshold = check_threshold(threshold, granularity)
     buf = _EdgeBuffer(scores.n_heads)
     parallel = scores.topology == "parallel"
     active = {target}  # tokens whose residual after layer `l` is on the route

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelLoadError, UnsupportedModelError
+from ..errors import (
+    HubUnreachableError, ModelLoadError, ModelNotFoundError, ModelTypeError, TokenizerMissingError,
+    UnsupportedModelError, WeightsMissingError,
+)
 from . import embedded
 from .adapters import ArchitectureAdapter, adapter_for
 
@@ -56,23 +59,32 @@ def load_model(
     if isinstance(source, torch.nn.Module):
         model = source
         if tokenizer is None:
-            raise ModelLoadError(
+            raise TokenizerMissingError(
                 "An already-loaded model needs its tokenizer: load_model(model, tokenizer). "
                 "Load it with transformers.AutoTokenizer.from_pretrained(<same name or path>)."
             )
+        tokenizer = _tokenizer_given(tokenizer)
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
     elif isinstance(source, (str, os.PathLike)):
         name = str(source)
-        path = embedded.converted_dir() if name == embedded.EMBEDDED_NAME else _resolve(name)
+        tokenizer = None if tokenizer is None else _tokenizer_given(tokenizer)
+        if name == embedded.EMBEDDED_NAME:
+            path = embedded.converted_dir()
+        else:
+            path = _resolve(name, need_tokenizer=tokenizer is None, revision=from_pretrained_kwargs.get("revision"))
         model, tokenizer = _from_pretrained(path, tokenizer, dtype, from_pretrained_kwargs)
     else:
-        raise ModelLoadError(
+        raise ModelTypeError(
             f"load_model expects 'smollm2', a hub name, a local path or a transformers model, not {type(source).__name__}."
         )
     _check_causal_lm(model)
     _check_transformers_version()
     adapter = adapter_for(model)
     if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ModelLoadError(f"Unknown device {device!r}; use e.g. 'cpu', 'cuda' or 'cuda:0'.") from None
         model.to(device)
     if dtype is not None and isinstance(source, torch.nn.Module):
         model.to(_as_dtype(dtype))
@@ -127,22 +139,102 @@ def _installed_transformers() -> str:
 def _as_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    try:
-        return getattr(torch, str(dtype).removeprefix("torch."))
-    except AttributeError as exc:
-        raise ModelLoadError(f"Unknown dtype {dtype!r}; use e.g. torch.float32 or 'bfloat16'.") from exc
+    found = getattr(torch, str(dtype).removeprefix("torch."), None) if isinstance(dtype, str) else None
+    if not isinstance(found, torch.dtype):
+        raise ModelLoadError(f"Unknown dtype {dtype!r}; use e.g. torch.float32 or 'bfloat16'.")
+    return found
 
 
-def _resolve(name: str) -> str:
+def _tokenizer_given(tokenizer):
+    """A tokenizer object, or one loaded from a name or path given in its place."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(tokenizer))
+        except (OSError, ValueError) as exc:
+            raise TokenizerMissingError(f"Could not load the tokenizer {str(tokenizer)!r}: {_first_line(exc)}") from None
+    if not callable(tokenizer) or not hasattr(tokenizer, "decode"):
+        raise ModelTypeError(
+            f"tokenizer must be a transformers tokenizer (or its name or path), not {type(tokenizer).__name__}."
+        )
+    return tokenizer
+
+
+# Files that hold a model's weights, and files that hold a tokenizer's vocabulary (tokenizer_config.json alone
+# does not: transformers then builds an EMPTY tokenizer without complaint).
+_WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.gguf", "tf_model*.h5", "flax_model*.msgpack")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model", "*.tiktoken")
+
+
+def _has(path: Path, patterns) -> bool:
+    return any(next(path.glob(p), None) is not None for p in patterns)
+
+
+def _resolve(name: str, *, need_tokenizer: bool, revision=None) -> str:
+    """A local directory checked for config, weights and tokenizer, or a hub name checked against the cache."""
     path = Path(name).expanduser()
     if path.exists():
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"{path} is a file; point at the directory that holds config.json and the weights (what "
+                "save_pretrained wrote)."
+            )
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} exists but holds no config.json; point at a directory saved by save_pretrained.")
+            hint = (" It holds a PEFT adapter (adapter_config.json): merge it into its base model first "
+                    "(model = PeftModel.from_pretrained(base, path).merge_and_unload()) and pass load_model(model, "
+                    "tokenizer).") if (path / "adapter_config.json").is_file() else ""
+            raise ModelNotFoundError(
+                f"{path} exists but holds no config.json; point at a directory saved by save_pretrained.{hint}")
+        if not _has(path, _WEIGHT_FILES):
+            present = ", ".join(sorted(p.name for p in path.iterdir())[:8])
+            raise WeightsMissingError(
+                f"{path} holds config.json but no weights (model.safetensors or pytorch_model.bin); it holds: "
+                f"{present}. Save the model there with model.save_pretrained({str(path)!r}), or point at the "
+                "directory that holds the weights."
+            )
+        if need_tokenizer and not _has(path, _TOKENIZER_FILES):
+            raise TokenizerMissingError(_no_tokenizer(str(path)))
         return str(path)
     looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
     if looks_like_path:
-        raise ModelLoadError(f"No model directory at {path}. Check the path, or pass a Hugging Face hub name.")
+        raise ModelNotFoundError(f"No model directory at {path}. Check the path, or pass a Hugging Face hub name.")
+    if not _in_hub_cache(name, revision) and _offline():
+        raise HubUnreachableError(
+            f"{name!r} is not in your Hugging Face cache and offline mode (HF_HUB_OFFLINE=1) forbids downloading it. "
+            f"Download it once with a network connection (hf download {name}), unset HF_HUB_OFFLINE, or pass a "
+            "local directory. The embedded model needs no download: load_model('smollm2')."
+        )
     return name
+
+
+def _no_tokenizer(where: str) -> str:
+    return (
+        f"{where} holds the weights but no tokenizer (tokenizer.json, vocab.json or tokenizer.model). Pass one: "
+        f"load_model({where!r}, tokenizer=AutoTokenizer.from_pretrained(<the base model>)), or save it beside the "
+        f"weights with tokenizer.save_pretrained({where!r}), or load the model yourself and call "
+        "load_model(model, tokenizer)."
+    )
+
+
+def _in_hub_cache(name: str, revision) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+    except ValueError:  # not a valid repository name
+        raise ModelNotFoundError(
+            f"{name!r} is neither a local directory nor a valid Hugging Face hub name (like 'gpt2' or "
+            "'Qwen/Qwen2.5-0.5B'). Check the spelling or the path."
+        ) from None
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return bool(constants.HF_HUB_OFFLINE) or any(f.upper() in ("1", "ON", "YES", "TRUE") for f in flags)
 
 
 def _from_pretrained(path, tokenizer, dtype, kwargs):
@@ -153,16 +245,49 @@ def _from_pretrained(path, tokenizer, dtype, kwargs):
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = (
-            "It is neither a local directory nor a model in your Hugging Face cache"
-            + (" (HF_HUB_OFFLINE=1 forbids downloads)." if offline else ", or the hub cannot be reached.")
-            + " Use the embedded model with load_model('smollm2'), a local path, or a cached hub name."
-        )
         if "Unrecognized configuration class" in str(exc) or "does not recognize this architecture" in str(exc):
             raise UnsupportedModelError(f"{path} is not a causal language model that transformers can load: {exc}") from None
-        raise ModelLoadError(f"Could not load model {str(path)!r}. {hint}\n(transformers said: {str(exc).splitlines()[0]})") from None
+        raise _classify_load_failure(str(path), exc) from None
+    if _vocabulary_size(tokenizer) < 2:  # transformers built an empty tokenizer from a config without a vocabulary
+        raise TokenizerMissingError(_no_tokenizer(str(path)))
     return model, tokenizer
+
+
+def _vocabulary_size(tokenizer) -> int:
+    try:
+        return len(tokenizer)
+    except TypeError:
+        return 2**31  # a tokenizer without __len__: nothing to check
+
+
+def _classify_load_failure(name: str, exc: Exception) -> ModelLoadError:
+    """Tell an unreachable hub from a name the hub does not know from anything else."""
+    said = f"(transformers said: {_first_line(exc)})"
+    chain, e = [], exc
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    kinds = {type(e).__name__ for e in chain}
+    text = " ".join(str(e) for e in chain).lower()
+    if kinds & {"RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"} or \
+            "not a valid model identifier" in text:
+        return ModelNotFoundError(
+            f"There is no model {name!r} on the Hugging Face hub, or it is private or gated (log in with "
+            f"`hf auth login` and accept its license). Check the spelling, or pass a local directory. {said}"
+        )
+    if kinds & {"ConnectError", "ConnectionError", "ConnectTimeout", "Timeout", "OfflineModeIsEnabled",
+                "LocalEntryNotFoundError"} or "couldn't connect" in text or "offline" in text:
+        return HubUnreachableError(
+            f"Could not load {name!r}: it is not in your Hugging Face cache and the hub cannot be reached. Check the "
+            "network (or a proxy, or HF_ENDPOINT), or pass a local directory; the embedded model needs no "
+            f"download: load_model('smollm2'). {said}"
+        )
+    return ModelLoadError(f"Could not load model {name!r}. {said}")
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _check_causal_lm(model) -> None:

@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 
+from ..errors import InputError
 from ..models.offload import OffloadMap
 from ..models.weights import upcast
 from ..tracing.tracer import Trace
@@ -56,6 +57,8 @@ def unembed(trace: Trace, h: torch.Tensor, *, with_bias: bool = True) -> torch.T
 
 def project(trace: Trace, vec: torch.Tensor, position: int, norm: Norm = "own") -> torch.Tensor:
     """Logits [V] (or [..., V]) of vector(s) ``vec`` [..., d] read at token ``position``."""
+    if not isinstance(norm, str) or norm not in ("own", "final", "raw"):
+        raise InputError(f"norm must be 'own', 'final' or 'raw', not {norm!r}")
     fn = trace.final_norm
     vec = upcast(vec)
     if norm == "own":
@@ -69,12 +72,12 @@ def project(trace: Trace, vec: torch.Tensor, position: int, norm: Norm = "own") 
         return unembed(trace, fn.apply(vec, rstd, with_bias=False), with_bias=False)
     if norm == "raw":
         return unembed(trace, vec, with_bias=False)
-    raise ValueError(f"norm must be 'own', 'final' or 'raw', not {norm!r}")
+    raise AssertionError(norm)  # checked above
 
 
 def top_tokens(trace: Trace, scores: torch.Tensor, k: int, *, largest: bool = True) -> list[tuple[str, float, int]]:
     """[(token text, score, token id)] of the k highest (or lowest) scores."""
-    vals, ids = scores.topk(k, largest=largest)
+    vals, ids = scores.topk(min(k, scores.shape[-1]), largest=largest)
     texts = [trace.lm.tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids.tolist()]
     return list(zip(texts, vals.tolist(), ids.tolist()))
 

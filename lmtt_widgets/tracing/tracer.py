@@ -22,6 +22,7 @@ from .finite import check_block, check_logits
 from .guard import serialised
 from .memory import release_freed_memory
 from .norms import NormSpec
+from .prompts import read_prompt
 
 # Attention matrices of all layers are kept on the trace when L*H*T*T is at most this many numbers (256 MB);
 # longer prompts keep them only while their layer's contributions are computed, and keep instead each layer's
@@ -135,26 +136,8 @@ class Trace:
 
 
 def tokenize(lm: LoadedModel, prompt) -> tuple[torch.Tensor, str | None]:
-    """Token ids [T] of a prompt given as text, a list of ids or a [1, T] tensor, checked for length."""
-    text = None
-    if isinstance(prompt, str):
-        text = prompt
-        if not prompt.strip():
-            raise PromptError("The prompt is empty. Type some text to explain, e.g. 'The capital of France is'.")
-        ids = lm.tokenizer(prompt, return_tensors="pt").input_ids
-    elif isinstance(prompt, torch.Tensor):
-        ids = prompt
-    else:
-        ids = torch.tensor([list(prompt)], dtype=torch.long)
-    if ids.dim() == 2:
-        if ids.shape[0] != 1:
-            raise PromptError(
-                f"Got a batch of {ids.shape[0]} sequences; trace one prompt at a time (padding would change the "
-                "attention rows). For many prompts use lmtt_widgets.explain_many([...])."
-            )
-        ids = ids[0]
-    if ids.numel() == 0:
-        raise PromptError("The prompt has no tokens. Type some text to explain.")
+    """Token ids [T] of a prompt (see prompts.read_prompt for the forms accepted), checked for length and vocabulary."""
+    ids, text = read_prompt(lm.tokenizer, prompt)
     limit = context_length(lm.model.config)
     if limit is not None and ids.numel() > limit:
         raise PromptError(
@@ -162,9 +145,14 @@ def tokenize(lm: LoadedModel, prompt) -> tuple[torch.Tensor, str | None]:
             f"(e.g. keep its last {limit} tokens)."
         )
     vocab = lm.model.get_input_embeddings().weight.shape[0]
-    if int(ids.max()) >= vocab or int(ids.min()) < 0:
-        raise PromptError(f"Token ids must lie in [0, {vocab}); got {int(ids.min())}..{int(ids.max())}.")
-    return ids.long(), text
+    outside = ((ids < 0) | (ids >= vocab)).nonzero()
+    if outside.numel():
+        pos = int(outside[0, 0])
+        raise PromptError(
+            f"Token id {int(ids[pos])} at position {pos} is outside the vocabulary of {lm.name} (0..{vocab - 1}). "
+            "Were the ids made by another model's tokenizer? Pass the text instead."
+        )
+    return ids, text
 
 
 def context_length(config) -> int | None:

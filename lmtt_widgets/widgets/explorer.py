@@ -15,7 +15,7 @@ import anywidget
 import traitlets as t
 
 from ..contributions.graph import DEFAULT_THRESHOLD, check_threshold
-from ..errors import LmttError, SelectionError
+from ..errors import InputError, LmttError, PromptTypeError, SelectionError
 from ..explain import Explanation, explain
 from ..methods import ScoreTable
 from ..methods.targets import make_metric
@@ -174,13 +174,18 @@ class _ExplanationWidget(anywidget.AnyWidget):
 
     def set_state(self, sync_data):
         """Changes from the browser: an invalid one is refused, reverted in the browser and reported."""
+        if not isinstance(sync_data, dict):
+            self.error = f"the browser sent a state update that is not an object ({type(sync_data).__name__}); ignored"
+            return
         if self.error and "error" not in sync_data:
             self.error = ""  # cleared first: what the change computes may report an error of its own
         try:
             super().set_state(sync_data)
-        except t.TraitError as exc:
-            self.error = str(exc)
-            self.send_state(list(sync_data))  # put the browser back on the valid value
+        except Exception as exc:  # TraitError for a refused value; anything else must not reach the kernel either
+            if not isinstance(exc, t.TraitError):
+                log.exception("state update %s failed", list(sync_data)[:5])
+            self.error = str(exc) if isinstance(exc, t.TraitError) else f"internal error: {exc}"
+            self.send_state([k for k in sync_data if k in self.keys])  # put the browser back on the valid values
 
     # ---- scoring methods: the heatmap's modes (tables) and the Check action; only these recompute, not the trace
     @property
@@ -318,17 +323,39 @@ class _ExplanationWidget(anywidget.AnyWidget):
 
     # ---- messages from the browser
     def _on_message(self, _widget, content, buffers):
-        if not isinstance(content, dict):
-            return
-        kind = content.get("type")
-        if kind == "details":
-            self._reply_details(content)
-        elif kind == "run":
-            self.run(content.get("prompt", self.prompt))
+        try:
+            if not isinstance(content, dict):
+                raise InputError(f"a message from the browser must be an object, not {type(content).__name__}")
+            kind = content.get("type")
+            if kind == "details":
+                self._reply_details(content)
+            elif kind == "run":
+                prompt = content.get("prompt", self.prompt)
+                if not isinstance(prompt, str):
+                    raise InputError(f"a run message's prompt must be text, not {type(prompt).__name__}")
+                self.run(prompt)
+            else:
+                raise InputError(f"unknown message type {kind!r} from the browser; expected 'run' or 'details'")
+        except InputError as exc:
+            self._refuse(str(exc))
+        except Exception as exc:  # a bug must not escape into the kernel's message loop
+            log.exception("a message from the browser failed")
+            self._refuse(f"internal error: {exc}")
+
+    def _refuse(self, message: str) -> None:
+        """Report a refused browser message in the error bar and as a reply (the browser ignores unknown replies)."""
+        self.error = message
+        try:
+            self.send({"type": "error", "ok": False, "error": message})
+        except Exception:  # no comm (closed widget): the error trait is all there is
+            log.exception("could not send an error reply")
 
     def _reply_details(self, content) -> None:
-        key = str(content.get("key", ""))
-        reply = {"type": "details", "id": content.get("id"), "key": key}
+        key = content.get("key", "")
+        key = key if isinstance(key, str) else repr(key)  # answered under its text: the browser matches by id
+        msg_id = content.get("id")
+        reply = {"type": "details", "id": msg_id if isinstance(msg_id, (str, int, float, type(None))) else repr(msg_id),
+                 "key": key}
         try:
             if self.explanation is None:
                 raise LmttError("nothing is explained yet: run a prompt first")
@@ -344,10 +371,17 @@ class _ExplanationWidget(anywidget.AnyWidget):
             self.send({**reply, "ok": False, "error": f"internal error: {exc}"})
 
     def run(self, prompt: str) -> None:
-        """Explain a new prompt with the same model (what the Run button does); progress shows in the widget."""
+        """Explain a new prompt with the same model (what the Run button does); progress shows in the widget.
+
+        An interrupt (KeyboardInterrupt, the notebook's stop button) puts the status back to idle with an
+        "interrupted" message, keeps the previous explanation on display and is raised again for the kernel.
+        """
         if self._lm is None:
             self.error = "no model loaded: construct the widget with a model or an explanation"
             return
+        if not isinstance(prompt, str):
+            raise PromptTypeError(f"Explorer.run takes the prompt as text, not {type(prompt).__name__}.")
+        previous = self.explanation
         self.prompt = prompt
         self.status = {"state": "running", "message": "tracing…", "progress": 0.0}
         n_layers = self._lm.model.config.num_hidden_layers if hasattr(self._lm.model.config, "num_hidden_layers") else 0
@@ -360,18 +394,30 @@ class _ExplanationWidget(anywidget.AnyWidget):
                                "progress": done[0] / n_layers}
 
         try:
-            ex = explain(self._lm, prompt, on_layer=progress)
+            self.show(explain(self._lm, prompt, on_layer=progress))
         except LmttError as exc:
-            self.status = {"state": "error", "message": str(exc), "progress": 0.0}
-            self.error = str(exc)
+            self._failed(str(exc), previous)
             return
         except Exception as exc:
             log.error("run failed:\n%s", traceback.format_exc())
-            self.status = {"state": "error", "message": f"internal error: {exc}", "progress": 0.0}
-            self.error = f"internal error: {exc}"
+            self._failed(f"internal error: {exc}", previous)
             return
-        self.show(ex)
+        except BaseException:  # KeyboardInterrupt, SystemExit: leave the widget usable, then let the kernel see it
+            self._restore(previous)
+            self.status = {"state": "idle", "message": "interrupted: the previous explanation is still shown",
+                           "progress": 0.0}
+            raise
         self.status = {"state": "idle", "message": "", "progress": 1.0}
+
+    def _failed(self, message: str, previous: Explanation | None) -> None:
+        self._restore(previous)
+        self.status = {"state": "error", "message": message, "progress": 0.0}
+        self.error = message
+
+    def _restore(self, previous: Explanation | None) -> None:
+        """Show ``previous`` again if a failure landed while the new explanation was half shown."""
+        if self.explanation is not previous and previous is not None:
+            self.show(previous)
 
 
 class Explorer(_ExplanationWidget):

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..contributions.graph import EDGE_KINDS, MLP, NODE_KINDS, Route, node_of
+from ..errors import InputError
 from ..explain import Explanation
 from ..projections.vocab import project, rank_of
 from .codec import encode_array
@@ -176,11 +177,12 @@ def _pairs(tokens):
 
 def details(ex: Explanation, key: str) -> dict:
     """Compute one detail result (see the protocol's keys). Raises ValueError / SelectionError on bad keys."""
+    shown = repr(key) if len(key) <= 60 else repr(key[:57]) + "..."
     kind, *parts = key.split(":")
     try:
         nums = [int(p) for p in parts]
     except ValueError:
-        raise ValueError(f"malformed details key {key!r}") from None
+        raise InputError(f"malformed details key {shown}") from None
     if kind == "lens" and len(nums) == 2:
         row, token = nums
         entries = ex.lens(row, token, TOP_K)
@@ -195,7 +197,7 @@ def details(ex: Explanation, key: str) -> dict:
         layer, neuron, token = nums
         proj = ex.neuron_tokens(layer, neuron, token)
         return {"promoted": _pairs(proj.promoted), "suppressed": _pairs(proj.suppressed)}
-    raise ValueError(f"unknown details key {key!r}")
+    raise InputError(f"unknown details key {shown}")
 
 
 # ---- scoring methods (importance, logit attribution, causal effects) for the heatmap and the Check action

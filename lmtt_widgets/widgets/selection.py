@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import SelectionError
+from ..checks import is_integer
+from ..errors import SelectionError, SelectionTypeError
 
 _FIELDS = {
     "node": ("layer", "token", "node_kind"),
@@ -14,6 +15,12 @@ _FIELDS = {
 NODE_KINDS_SELECTABLE = ("embedding", "after_attention", "after_mlp")
 
 
+def _show(value) -> str:
+    """repr of a value from the browser, cut short (a hostile page may send megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_selection(sel, *, n_layers: int, n_tokens: int, n_heads: int, n_neurons: int) -> dict | None:
     """The selection normalised, or SelectionError saying what is wrong and what the valid ranges are."""
     if sel is None or sel == {}:
@@ -21,8 +28,8 @@ def check_selection(sel, *, n_layers: int, n_tokens: int, n_heads: int, n_neuron
     if not isinstance(sel, dict):
         raise SelectionError(f"a selection is a dict or None, not {type(sel).__name__}")
     kind = sel.get("kind")
-    if kind not in _FIELDS:
-        raise SelectionError(f"selection kind {kind!r} is unknown; use one of {', '.join(_FIELDS)}")
+    if not isinstance(kind, str) or kind not in _FIELDS:
+        raise SelectionError(f"selection kind {_show(kind)} is unknown; use one of {', '.join(_FIELDS)}")
     missing = [f for f in _FIELDS[kind] if f not in sel]
     if missing:
         raise SelectionError(f"a {kind!r} selection needs {', '.join(_FIELDS[kind])}; missing {', '.join(missing)}")
@@ -31,12 +38,14 @@ def check_selection(sel, *, n_layers: int, n_tokens: int, n_heads: int, n_neuron
     for field in _FIELDS[kind]:
         value = sel[field]
         if field == "node_kind":
-            if value not in NODE_KINDS_SELECTABLE:
-                raise SelectionError(f"node_kind {value!r} is unknown; use one of {', '.join(NODE_KINDS_SELECTABLE)}")
+            if not isinstance(value, str) or value not in NODE_KINDS_SELECTABLE:
+                raise SelectionError(f"node_kind {_show(value)} is unknown; use one of {', '.join(NODE_KINDS_SELECTABLE)}")
             out[field] = value
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise SelectionError(f"{field} must be an integer, got {value!r}")
+        if isinstance(value, float) and value.is_integer():  # JSON numbers may arrive as 3.0 (never NaN or inf)
+            value = int(value)
+        if not is_integer(value):
+            raise SelectionTypeError(f"{field} must be an integer, got {_show(value)}")
         value = int(value)
         low = -1 if field == "layer" and sel.get("node_kind") == "embedding" else 0
         high = n_layers if field == "layer" else ranges[field]
