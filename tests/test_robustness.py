@@ -462,3 +462,17 @@ def test_an_interrupted_run_leaves_the_widget_usable_and_reraises(lm):
     handle.remove()
     w._on_message(w, {"type": "run", "prompt": "again"}, [])  # Run works again
     assert w.status == {"state": "idle", "message": "", "progress": 1.0} and w.tokens == list("again")
+
+
+def test_widget_values_refused_from_python_are_lmtt_value_errors(ex):
+    import traitlets
+
+    from lmtt_widgets import Explorer
+
+    w = Explorer(ex)
+    for name, value, match in (("threshold", 1.5, "threshold must lie in"), ("target", 99, "out of range"),
+                               ("selection", {"kind": "mlp", "layer": 9, "token": 0}, "layer 9 is out of range")):
+        with pytest.raises(LmttError, match=match) as info:
+            setattr(w, name, value)
+        assert isinstance(info.value, ValueError) and isinstance(info.value, traitlets.TraitError)
+    assert w.threshold == 0.04 and w.target == ex.n_tokens - 1 and w.selection is None

@@ -29,6 +29,11 @@ STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 log = logging.getLogger("lmtt_widgets")
 
 
+class WidgetValueError(t.TraitError, InputError):
+    """A refused widget value: a TraitError for traitlets (which then rolls the change back), and an InputError
+    (a ValueError) for user code that sets a trait from Python."""
+
+
 class _ExplanationWidget(anywidget.AnyWidget):
     _esm = STATIC / "widget.js"
     _css = STATIC / "widget.css"
@@ -146,14 +151,14 @@ class _ExplanationWidget(anywidget.AnyWidget):
         try:
             return check_selection(proposal["value"], **self._limits())
         except SelectionError as exc:
-            raise t.TraitError(str(exc)) from None
+            raise WidgetValueError(str(exc)) from None
 
     @t.validate("target")
     def _valid_target(self, proposal):
         n = self._limits()["n_tokens"]
         value = proposal["value"]
         if n and not 0 <= value < n:
-            raise t.TraitError(f"target token {value} is out of range 0..{n - 1}")
+            raise WidgetValueError(f"target token {value} is out of range 0..{n - 1}")
         return value
 
     @t.validate("threshold")
@@ -161,7 +166,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
         try:
             check_threshold(proposal["value"], self.granularity)
         except ValueError as exc:
-            raise t.TraitError(str(exc)) from None
+            raise WidgetValueError(str(exc)) from None
         return proposal["value"]
 
     @t.observe("target", "threshold", "granularity")
