@@ -128,6 +128,10 @@ def poisoned(edit, dtype=torch.float32):
      torch.float32, r"layer 1: the MLP activations \(input of the MLP output projection\) \(mlp.down_proj\) hold -?inf"),
     (lambda m: (m.model.layers[1].mlp.up_proj.weight.mul_(1e20), m.model.layers[1].mlp.gate_proj.weight.mul_(1e20)),
      torch.bfloat16, r"layer 1: the MLP activations .* hold -?inf"),
+    # a head ablation (a pre-hook on o_proj) hides NaN values from the block output; the scores would still read them
+    (lambda m: (m.model.layers[1].self_attn.v_proj.weight[0].fill_(float("nan")),
+                m.model.layers[1].self_attn.o_proj.register_forward_pre_hook(lambda mod, args: (args[0] * 0,))),
+     torch.float32, r"layer 1: the value states \(self_attn\) hold NaN at token 0"),
     (lambda m: m.model.norm.weight[4].fill_(float("nan")), torch.float32,
      r"the norm model.norm holds nan in its weight \(index \[4\]\)"),
     (lambda m: m.lm_head.weight[5].fill_(3e38), torch.float32,  # finite weights, logits beyond float32

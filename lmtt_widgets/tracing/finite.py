@@ -1,7 +1,8 @@
 """Refuse a forward pass that produced NaN or infinity, naming the first layer and module where it appeared.
 
-Importance scores of non-finite numbers would be NaN or silently wrong. Each captured tensor costs one sum
-(NaN and inf survive a sum); only when that sum is not finite is the tensor searched for the first bad token.
+Importance scores of non-finite numbers would be NaN or silently wrong. A block costs one sum of its output (NaN
+and inf survive a sum); only when that sum is not finite are its tensors searched, in the order the block computes
+them, for the first bad one and its first bad token.
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ _HINT = (
 def check_block(index: int, captured: dict, adapter) -> None:
     """Raise NonFiniteError for the first captured tensor of block ``index`` that holds NaN or inf.
 
-    The [H, T, T] attention is by far the largest tensor; NaN in it always reaches the head signal (A @ V), so
-    it is searched only when the head signal is not finite or another hook may have replaced that signal.
+    NaN and inf in any recorded tensor reach the block output (sums, products and norms keep them non-finite, and
+    our hooks run after any other hook, so they record what flowed on), so one sum of the block output screens the
+    block. Only another pre-hook on the attention output projection (e.g. a head ablation) can replace the head
+    signal and hide a NaN in the attention or values, which the scores still read: then every tensor is checked.
     """
-    signal = captured.get("head_signal")
-    attention_suspect = captured.get("signal_hooked", True) or signal is None or not _finite_sum(signal)
+    hooked = captured.get("signal_hooked", True)
+    post = captured.get("resid_post")
+    if not hooked and isinstance(post, torch.Tensor) and _finite_sum(post):
+        return
     for key, what, verb, field, axis in _BLOCK_ORDER:
         x = captured.get(key)
-        if not isinstance(x, torch.Tensor) or (key == "attention" and not attention_suspect) or _finite_sum(x):
+        if not isinstance(x, torch.Tensor) or _finite_sum(x):
             continue
         found = _first_bad(x, axis)
         if found is None:  # the sum overflowed on large finite values

@@ -18,6 +18,7 @@ import threading
 import weakref
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from ..errors import TraceInUseError
 from .capture import _configs
@@ -80,25 +81,26 @@ def serialised(trace_fn):
 
 def _snapshot(model):
     configs = [(cfg, getattr(cfg, "_attn_implementation_internal", None)) for cfg in _configs(model)]
-    modules = [(m, m.training, set(m._forward_hooks), set(m._forward_pre_hooks)) for m in model.modules()]
-    return configs, model.training, modules
+    modes = [(m, m.training) for m in model.modules()]
+    # hook ids grow monotonically across torch: any hook added from now on has an id >= this watermark
+    return configs, model.training, modes, RemovableHandle.next_id
 
 
 def _restore(model, saved) -> None:
     """Put back what a trace may have left changed; a no-op (one comparison per module) when it cleaned up."""
-    configs, was_training, modules = saved
+    configs, was_training, modes, watermark = saved
     for cfg, impl in configs:
         if getattr(cfg, "_attn_implementation_internal", None) != impl:
             cfg._attn_implementation_internal = impl
     if model.training != was_training:
         model.train(was_training)
-    for m, training, post, pre in modules:
+    for m, training in modes:
         if m.training != training:
             m.training = training
-        for key in [k for k, fn in m._forward_hooks.items() if k not in post and _ours(fn)]:
-            _remove_hook(m, key)
-        for key in [k for k, fn in m._forward_pre_hooks.items() if k not in pre and _ours(fn)]:
-            _remove_hook(m, key)
+        for hooks in (m._forward_hooks, m._forward_pre_hooks):
+            if hooks:
+                for key in [k for k, fn in hooks.items() if k >= watermark and _ours(fn)]:
+                    _remove_hook(m, key)
 
 
 def _ours(fn) -> bool:
