@@ -104,7 +104,8 @@ def _restore(model, saved) -> None:
 
 
 def _ours(fn) -> bool:
-    return str(getattr(fn, "__module__", None) or "").startswith("lmtt_widgets.")
+    """A hook the tracer adds (not the user's, nor another lmtt_widgets feature's)."""
+    return str(getattr(fn, "__module__", None) or "").startswith("lmtt_widgets.tracing.")
 
 
 def _remove_hook(module, key) -> None:
