@@ -409,13 +409,18 @@ def test_hostile_details_keys_get_an_error_reply(ex, key, match):
     ({"selection": {"kind": "node", "layer": 0, "token": 0, "node_kind": ["x"]}}, "node_kind"),
     ({"selection": [1, 2]}, "selection"),
     ({"selection": {"kind": "mlp", "token": 0}}, "missing layer"),
+    ({"foil": 10**40}, f"foil id {10**40} is out of range"),
+    ({"foil": float("nan")}, "'foil' trait .* expected an int or a unicode string"),
+    ({"head_mode": ["importance"]}, "'head_mode' trait"),
+    ({"ablation": None}, "'ablation' trait"),
 ])
 def test_hostile_state_updates_are_refused_and_reverted(ex, state, match):
     from lmtt_widgets import Explorer
 
     w = Explorer(ex)
     w.selection = {"kind": "mlp", "layer": 0, "token": 1}
-    good = {k: getattr(w, k) for k in ("target", "threshold", "granularity", "selection")}
+    good = {k: getattr(w, k) for k in ("target", "threshold", "granularity", "selection", "foil", "head_mode",
+                                       "ablation")}
     w.set_state(state)
     assert re.search(match, w.error), w.error
     assert {k: getattr(w, k) for k in good} == good

@@ -207,7 +207,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
         try:  # a text becomes its token id; a foil equal to the prediction is refused
             return make_metric(self.explanation, None, value, self.target).foil
         except SelectionError as exc:
-            raise t.TraitError(str(exc)) from None
+            raise WidgetValueError(str(exc)) from None
 
     def _foil_for(self, ex: Explanation, position: int):
         """The foil as an id for a newly shown explanation (a text given before there was one is resolved now)."""
@@ -223,10 +223,10 @@ class _ExplanationWidget(anywidget.AnyWidget):
     def _valid_head_mode(self, proposal):
         mode = proposal["value"]
         if mode != "importance" and not scoring.has_method(mode):
-            raise t.TraitError(f"The heatmap mode {mode!r} needs the {mode!r} method, which this version lacks.")
+            raise WidgetValueError(f"The heatmap mode {mode!r} needs the {mode!r} method, which this version lacks.")
         problem = scoring.causal_problem(self.explanation, self.settings) if self.explanation is not None else ""
         if mode == CAUSAL and problem:
-            raise t.TraitError(problem)
+            raise WidgetValueError(problem)
         return mode
 
     @t.observe("foil", "corrupted", "ablation", "head_mode")
