@@ -13,7 +13,7 @@ from .contributions.graph import DEFAULT_THRESHOLD, Route, Granularity, full_gra
 from .contributions.proximity import CHUNK_BUDGET
 from .contributions.scores import ContributionScores, LayerScores, layers_per_group, neuron_importance, score_layers
 from . import checks
-from .errors import InputTypeError
+from .errors import InputTypeError, PromptTypeError
 from .models.loading import load_model
 from .projections.vocab import Norm, project, rank_of, top_tokens
 from .tracing.tracer import Trace, trace
@@ -375,6 +375,9 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
         raise InputTypeError(f"keep_attention must be True, False or None (automatic), not {keep_attention!r}.")
     if on_layer is not None and not callable(on_layer):
         raise InputTypeError(f"on_layer must be a function (record, weights) -> None, not {type(on_layer).__name__}.")
+    if isinstance(prompt, (bool, float)) or checks.is_integer(prompt):  # estimate_memory reads a number as a length
+        raise PromptTypeError(f"explain takes a prompt (text or token ids), not the number {prompt!r}; "
+                              "estimate_memory(model, n_tokens) is the one that takes a length.")
     lm = load_model(model)
     if check_memory:
         from .memory_estimate import check_memory as check, estimate_memory

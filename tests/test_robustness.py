@@ -215,6 +215,11 @@ def test_a_tokenizer_output_of_one_sequence_is_accepted(lm):
         assert torch.equal(trace(lm, enc).logits, want)
 
 
+def test_explain_refuses_a_number_for_a_prompt(lm):
+    for p in (97, 10**30, -5, True, 2.5):  # not a token count (10**30 used to be estimated as one)
+        refused(TypeError, explain, lm, p, match="not the number")
+
+
 def test_explain_many_refuses_a_single_text(lm):
     from lmtt_widgets import explain_many
 
