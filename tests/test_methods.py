@@ -260,3 +260,41 @@ def test_route_edges_are_estimated_like_their_exact_removal():
     exact = ex.patch(approx.components, ablation="zero", foil=5)
     assert spearman(approx.scores, exact.scores) > 0.9
     assert (approx.scores - exact.scores).abs().max() <= 0.3 * exact.scores.abs().max()  # first order, whole messages
+
+
+def test_patching_and_tracing_from_two_threads_do_not_see_each_others_hooks():
+    import threading
+
+    lm = loaded("llama")
+    ex = explain(lm, PROMPT)
+    want_patch = ex.patch(["L0.H1", "L1.MLP"], CORRUPT, foil=5).scores
+    want_grad = ex.attribution_patching(CORRUPT, foil=5).scores
+    want_scores = explain(lm, CORRUPT).scores.layers[1].edge
+    # a user hook that sleeps makes the passes interleave if nothing serialises them
+    slow = lm.model.model.layers[0].register_forward_pre_hook(lambda m, a: __import__("time").sleep(0.002))
+    got, errors = [], []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                if i % 3 == 0:
+                    got.append(("patch", ex.patch(["L0.H1", "L1.MLP"], CORRUPT, foil=5).scores))
+                elif i % 3 == 1:
+                    got.append(("grad", ex.attribution_patching(CORRUPT, foil=5).scores))
+                else:
+                    got.append(("trace", explain(lm, CORRUPT).scores.layers[1].edge))
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        slow.remove()
+    assert not errors
+    want = {"patch": want_patch, "grad": want_grad, "trace": want_scores}
+    assert len(got) == 18 and all(torch.allclose(v, want[k], atol=1e-9) for k, v in got)
+    assert _hooks(lm.model) == 0

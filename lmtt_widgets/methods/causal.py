@@ -17,6 +17,7 @@ import torch
 
 from ..contributions.graph import ATTENTION, MLP_EDGE, node_of
 from ..errors import SelectionError
+from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
 from .interventions import (Plan, Reference, _as_batch, _eval, batch_size, check_component, reference, run_components,
                             run_plans)
@@ -44,13 +45,38 @@ def gradients(ex, metric) -> Gradients:
     net = tr.lm.model
     blocks = list(net.get_submodule(adapter.blocks))
     probes: dict[tuple[str, int], torch.Tensor] = {}
-    handles = []
 
     def probe(key, x):
         p = torch.zeros_like(x, requires_grad=True)
         probes[key] = p
         return x + p
 
+    with exclusive(net):  # hooks go on only while no other thread traces or patches this model
+        handles = _add_probes(blocks, adapter, probe)
+        device = next(net.parameters()).device
+        try:
+            with _eval(net), torch.enable_grad():
+                logits = net(input_ids=tr.input_ids[None].to(device), use_cache=False).logits
+                value = metric(logits)[0]
+                keys = list(probes)
+                grads = torch.autograd.grad(value, [probes[k] for k in keys], allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+        dtype = tr.layers[0].resid_pre.dtype  # the trace's maths dtype (float32, or float64 for a float64 model)
+    g = {k: (torch.zeros_like(probes[k]) if d is None else d).detach().to(dtype) for k, d in zip(keys, grads)}
+    L, T, H = tr.n_layers, tr.n_tokens, tr.n_heads
+
+    def per_layer(kind):
+        return [_as_batch(g[(kind, l)], 1)[0] for l in range(L)]
+
+    return Gradients([x.reshape(T, H, -1) for x in per_layer("head")], per_layer("mlp"), per_layer("neuron"),
+                     per_layer("resid"), float(value.detach()))
+
+
+def _add_probes(blocks, adapter, probe) -> list:
+    """Hooks that pass each head signal, neuron activation, MLP output and block output through ``probe``."""
+    handles = []
     for l, block in enumerate(blocks):
         def o_pre(mod, args, kwargs, l=l):
             x = probe(("head", l), args[0] if args else kwargs["hidden_states"])
@@ -67,30 +93,11 @@ def gradients(ex, metric) -> Gradients:
                 return (probe(("resid", l), out[0]), *out[1:])
             return probe(("resid", l), out)
 
-        handles.append(block.get_submodule(adapter.attn_out_proj).register_forward_pre_hook(o_pre, with_kwargs=True))
-        out_proj = block.get_submodule(adapter.mlp_out_proj)
-        handles.append(out_proj.register_forward_pre_hook(n_pre))
-        handles.append(out_proj.register_forward_hook(m_post))
-        handles.append(block.register_forward_hook(r_post))
-    device = next(net.parameters()).device
-    try:
-        with _eval(net), torch.enable_grad():
-            logits = net(input_ids=tr.input_ids[None].to(device), use_cache=False).logits
-            value = metric(logits)[0]
-            keys = list(probes)
-            grads = torch.autograd.grad(value, [probes[k] for k in keys], allow_unused=True)
-    finally:
-        for h in handles:
-            h.remove()
-    dtype = tr.layers[0].resid_pre.dtype  # the trace's maths dtype (float32, or float64 for a float64 model)
-    g = {k: (torch.zeros_like(probes[k]) if d is None else d).detach().to(dtype) for k, d in zip(keys, grads)}
-    L, T, H = tr.n_layers, tr.n_tokens, tr.n_heads
-
-    def per_layer(kind):
-        return [_as_batch(g[(kind, l)], 1)[0] for l in range(L)]
-
-    return Gradients([x.reshape(T, H, -1) for x in per_layer("head")], per_layer("mlp"), per_layer("neuron"),
-                     per_layer("resid"), float(value.detach()))
+        o_proj, out_proj = block.get_submodule(adapter.attn_out_proj), block.get_submodule(adapter.mlp_out_proj)
+        handles += [o_proj.register_forward_pre_hook(o_pre, with_kwargs=True),
+                    out_proj.register_forward_pre_hook(n_pre), out_proj.register_forward_hook(m_post),
+                    block.register_forward_hook(r_post)]
+    return handles
 
 
 def _clean_value(ex, metric) -> float:
@@ -106,7 +113,8 @@ def _check_gradient_run(ex, metric, grads: Gradients) -> None:
         )
 
 
-@register_method("attribution_patching", quantity=APPROX, family="causal", cost="~1 forward + 1 backward (+1 corrupted trace)")
+@register_method("attribution_patching", quantity=APPROX, family="causal",
+                 cost="~1 forward + 1 backward (+1 corrupted forward)")
 def attribution_patching(ex, target=None, foil=None, position=None, *, corrupted=None, ablation=None,
                          neurons: bool = False, edges=None) -> ScoreTable:
     """First-order estimate of every head's, MLP's (and neuron's, route edge's) patching effect at once.

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 
 from ..errors import PromptError, SelectionError
+from ..tracing.guard import exclusive
 from .base import Component
 
 Ablation = Literal["corrupted", "zero", "mean"]
@@ -106,22 +107,24 @@ def capture_activations(ex, ids: torch.Tensor) -> tuple[list, list, list, list]:
     def keep(key, x):
         got[key] = _as_batch(x.detach(), 1)[0].to(dtype).cpu()
 
-    for l, block in enumerate(blocks):
-        o_proj, out_proj = block.get_submodule(adapter.attn_out_proj), block.get_submodule(adapter.mlp_out_proj)
-        handles += [
-            o_proj.register_forward_pre_hook(
-                lambda m, a, k, l=l: keep(("head", l), a[0] if a else k["hidden_states"]), with_kwargs=True),
-            out_proj.register_forward_pre_hook(lambda m, a, l=l: keep(("neuron", l), a[0])),
-            out_proj.register_forward_hook(lambda m, a, o, l=l: keep(("mlp", l), o)),
-            block.register_forward_hook(lambda m, a, o, l=l: keep(("resid", l), o[0] if isinstance(o, tuple) else o)),
-        ]
-    device = next(net.parameters()).device
-    try:
-        with _eval(net):
-            net(input_ids=ids[None].to(device), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
+    with exclusive(net):  # hooks go on only while no other thread traces or patches this model
+        for l, block in enumerate(blocks):
+            o_proj, out_proj = block.get_submodule(adapter.attn_out_proj), block.get_submodule(adapter.mlp_out_proj)
+            handles += [
+                o_proj.register_forward_pre_hook(
+                    lambda m, a, k, l=l: keep(("head", l), a[0] if a else k["hidden_states"]), with_kwargs=True),
+                out_proj.register_forward_pre_hook(lambda m, a, l=l: keep(("neuron", l), a[0])),
+                out_proj.register_forward_hook(lambda m, a, o, l=l: keep(("mlp", l), o)),
+                block.register_forward_hook(
+                    lambda m, a, o, l=l: keep(("resid", l), o[0] if isinstance(o, tuple) else o)),
+            ]
+        device = next(net.parameters()).device
+        try:
+            with _eval(net):
+                net(input_ids=ids[None].to(device), use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
     return ([got[("head", l)].view(T, H, -1) for l in range(L)], [got[("mlp", l)] for l in range(L)],
             [got[("neuron", l)] for l in range(L)], [got[("resid", l)] for l in range(L)])
 
@@ -189,12 +192,7 @@ def edge_messages(tr, layer: int, src: list[int], dst: list[int]) -> torch.Tenso
     """A_h[dst, src] * v_src^h of a trace for n edges of one layer: [n, H, dh] (the layer's attention fetched once:
     kept on the trace, or recomputed for that layer)."""
     rec = tr.layers[layer]
-    if rec.attention is not None:
-        A = rec.attention
-    else:
-        from ..explain import Explanation
-
-        A = Explanation(tr, None).attention(layer)  # type: ignore[arg-type]
+    A = rec.attention_probs()
     src_t, dst_t = torch.as_tensor(src, dtype=torch.long), torch.as_tensor(dst, dtype=torch.long)
     v = rec.values.repeat_interleave(tr.n_heads // rec.values.shape[0], dim=0)  # [H, T, dh] (GQA)
     return (A[:, dst_t, src_t].unsqueeze(-1) * v[:, src_t]).transpose(0, 1)  # [n, H, dh]
@@ -230,7 +228,8 @@ def patched(ex, plan: Plan, ref: Reference):
                 x = z.reshape(x.shape)
                 return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
 
-            handles.append(block.get_submodule(adapter.attn_out_proj).register_forward_pre_hook(o_pre, with_kwargs=True))
+            o_proj = block.get_submodule(adapter.attn_out_proj)
+            handles.append(o_proj.register_forward_pre_hook(o_pre, with_kwargs=True))
         out_proj = block.get_submodule(adapter.mlp_out_proj)
         if neurons:
             def n_pre(mod, args, l=l, neurons=neurons):
@@ -288,8 +287,10 @@ def run_plans(ex, metric, plans: list[Plan], ref: Reference) -> torch.Tensor:
     net = ex.trace.lm.model
     ids = ex.trace.input_ids
     device = next(net.parameters()).device
+    if any(any(e) for plan in plans for e in plan.edges):
+        ref.trace  # noqa: B018  (a corrupted prompt's trace is made before the model is held: it holds it itself)
     out = []
-    with _eval(net):
+    with exclusive(net), _eval(net):
         for plan in plans:
             with patched(ex, plan, ref):
                 logits = net(input_ids=ids[None].expand(plan.size, -1).to(device), use_cache=False).logits

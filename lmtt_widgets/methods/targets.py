@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from ..errors import SelectionError
 from .base import Metric
 
@@ -16,11 +14,13 @@ def token_id(ex, token, *, what: str) -> int:
     if isinstance(token, (int, float)) or hasattr(token, "__index__"):
         tid = int(token)
         if not 0 <= tid < vocab:
-            raise SelectionError(f"The {what} id {tid} is out of range: the vocabulary has {vocab} tokens (0..{vocab - 1}).")
+            raise SelectionError(
+                f"The {what} id {tid} is out of range: the vocabulary has {vocab} tokens (0..{vocab - 1}).")
         return tid
     if isinstance(token, str):
         if not token:
-            raise SelectionError(f"The {what} is an empty text; give a token such as ' Paris' (mind the leading space).")
+            raise SelectionError(
+                f"The {what} is an empty text; give a token such as ' Paris' (mind the leading space).")
         ids = _encode(ex.trace.lm.tokenizer, token)
         if len(ids) != 1:
             pieces = [ex.trace.lm.tokenizer.decode([i]) for i in ids]
@@ -55,9 +55,3 @@ def make_metric(ex, target=None, foil=None, position=None) -> Metric:
         raise SelectionError("The foil is the target itself; pick another token to contrast with.")
     text = lambda i: ex.trace.lm.tokenizer.decode([i], clean_up_tokenization_spaces=False)  # noqa: E731
     return Metric(pos, tid, fid, text(tid), "" if fid is None else text(fid))
-
-
-def finite(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise SelectionError(f"{what} is not finite ({value}).")
-    return value
