@@ -1,6 +1,7 @@
 /** lmtt-widgets front end: one anywidget module for FlowGraph, HeadHeatmap, NeuronView, VocabView and Explorer. */
 import "./style.css";
 import { DetailsClient } from "./details";
+import { guardKeys } from "./keyboard";
 import { createGraphPane } from "./panes/graph";
 import { createHeadsPane } from "./panes/heads";
 import { createNeuronsPane } from "./panes/neurons";
@@ -77,7 +78,9 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     }
   };
 
-  const viewCleanups: (() => void)[] = [() => details.dispose()];
+  const keys = new AbortController();
+  guardKeys(root, keys.signal); // keys pressed in the widget never reach the notebook's shortcuts
+  const viewCleanups: (() => void)[] = [() => details.dispose(), () => keys.abort()];
   let paneCleanups: (() => void)[] = [];
   const body = h("div", { class: "lmtt-body" });
   root.append(errorBar(makeCtx(viewCleanups)), body);

@@ -14,7 +14,7 @@ export function clampCursor(c: Cursor, T: number, L: number): Cursor {
   };
 }
 
-/** Move a cursor with an arrow key (Up = towards later layers). Home/End jump in the row. Returns null for other keys. */
+/** Move a cursor with an arrow key (Up = towards later layers), PageUp/PageDown five layers, Home/End to the first/last token. Returns null for other keys. */
 export function moveCursor(c: Cursor, key: string, T: number, L: number, big = false): Cursor | null {
   const step = big ? 5 : 1;
   switch (key) {
@@ -26,6 +26,10 @@ export function moveCursor(c: Cursor, key: string, T: number, L: number, big = f
       return clampCursor({ token: c.token, row: c.row + step }, T, L);
     case "ArrowDown":
       return clampCursor({ token: c.token, row: c.row - step }, T, L);
+    case "PageUp": // five layers up
+      return clampCursor({ token: c.token, row: c.row + 10 }, T, L);
+    case "PageDown":
+      return clampCursor({ token: c.token, row: c.row - 10 }, T, L);
     case "Home":
       return clampCursor({ token: 0, row: c.row }, T, L);
     case "End":

@@ -4,16 +4,26 @@ import { heatColor, parseColor, readTheme } from "../color";
 import type { DetailsClient, DetailState } from "../details";
 import { displayToken, fmt, h, pct, truncate } from "../text";
 
-/** Render loading / error(+retry) states; returns true when `st` is ok and the caller should render the result. */
+/**
+ * Render loading / error(+retry) states; returns true when `st` is ok and the caller should render the result.
+ * While loading, a box that shows a result keeps it, dimmed, instead of a one-line spinner: the pane keeps its
+ * height, so a burst of selections does not make the notebook re-lay out its cells on every frame.
+ */
 export function detailStatus(box: HTMLElement, st: DetailState | null, details: DetailsClient, what: string): boolean {
+  const shown = box.classList.contains("lmtt-has-result");
+  box.classList.remove("lmtt-has-result", "lmtt-stale");
+  box.removeAttribute("aria-busy");
   if (!st) {
     box.replaceChildren();
     return false;
   }
   if (st.status === "loading") {
-    box.replaceChildren(h("div", { class: "lmtt-loading", role: "status" }, h("span", { class: "lmtt-spinner" }), `Loading ${what}…`));
+    box.setAttribute("aria-busy", "true");
+    if (shown) box.classList.add("lmtt-has-result", "lmtt-stale");
+    else box.replaceChildren(h("div", { class: "lmtt-loading", role: "status" }, h("span", { class: "lmtt-spinner" }), `Loading ${what}…`));
     return false;
   }
+  if (st.status === "ok") box.classList.add("lmtt-has-result");
   if (st.status === "error") {
     const msg = h("span", null, `Could not load ${what}: ${st.error}`);
     if (!details.canRetry()) {

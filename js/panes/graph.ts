@@ -11,16 +11,15 @@ import { buildGraphSvg, serializeSvg } from "../svg";
 import { displayToken, fmt, h, pct, truncate } from "../text";
 import type { Pane, PaneContext, Selection } from "../types";
 
-export const TAU_MIN = 0.005;
-export const TAU_MAX = 0.5;
-const SLIDER_STEPS = 1000;
+import { selectKeys } from "../keyboard";
+import { sliderToTau, stepTau, TAU_LADDER, tauToSlider } from "../tau";
+import { isLaidOut, watchTheme } from "../theme";
+
+export { sliderToTau, TAU_MAX, TAU_MIN, tauToSlider } from "../tau";
 // Marks a node whose update cancelled (every part farther from the sum than 0): its importances are an even split.
 const CANCEL_COLOR = "#e08a00";
 // Marks a node whose update holds an external edit (code outside the model's modules changed the stream).
 const EXTERNAL_COLOR = "#c2185b";
-export const tauToSlider = (tau: number) =>
-  Math.round((Math.log(Math.min(TAU_MAX, Math.max(TAU_MIN, tau)) / TAU_MIN) / Math.log(TAU_MAX / TAU_MIN)) * SLIDER_STEPS);
-export const sliderToTau = (v: number) => Number((TAU_MIN * Math.pow(TAU_MAX / TAU_MIN, v / SLIDER_STEPS)).toPrecision(3));
 
 function findEdge(g: GraphData, s: Selection): number {
   if (!s || s.kind !== "edge") return -1;
@@ -59,7 +58,10 @@ export function createGraphPane(ctx: PaneContext): Pane {
 
   // ---- toolbar
   const targetSel = h("select", { class: "lmtt-select", "aria-label": "Target token", title: "Target token (whose route is shown)" });
-  const slider = h("input", { type: "range", min: 0, max: SLIDER_STEPS, step: 1, class: "lmtt-slider", "aria-label": "Threshold" }) as HTMLInputElement;
+  const slider = h("input", {
+    type: "range", min: 0, max: TAU_LADDER.length - 1, step: 1, class: "lmtt-slider", "aria-label": "Threshold τ",
+    title: "Threshold τ: arrows one step, PageUp/PageDown ×2, Home = lowest (largest graph), End = highest",
+  }) as HTMLInputElement;
   const tauOut = h("span", { class: "lmtt-num" });
   const granBtns = (["head", "edge"] as const).map((g) =>
     h("button", { type: "button", class: "lmtt-seg", "data-value": g, title: g === "head" ? "Threshold each head, then sum" : "Threshold the head-summed edge" }, g),
@@ -121,6 +123,9 @@ export function createGraphPane(ctx: PaneContext): Pane {
   let labelTokens: string[] | null = null;
   let selTokens: string[] | null = null;
   let lastDrawMs = 0;
+  let stale = false;
+  /** wrap's width as last reported by the ResizeObserver (0: not displayed), null before its first report */
+  let roWidth: number | null = null;
 
   const tokens = () => getTokens(model);
   const tokText = (t: number) => `“${truncate(displayToken(tokens()[t] ?? ""), 24)}”`;
@@ -131,7 +136,8 @@ export function createGraphPane(ctx: PaneContext): Pane {
 
   function measure() {
     const { L } = dims(model);
-    const w = Math.max(200, Math.floor(wrap.clientWidth || ctx.root.clientWidth || 720));
+    // the ResizeObserver's width when it has reported one: reading clientWidth would force a layout on every frame
+    const w = Math.max(200, Math.floor(roWidth ?? (wrap.clientWidth || ctx.root.clientWidth || 720)));
     const hgt = canvasHeight(L);
     if (wrap.style.height !== `${hgt}px`) wrap.style.height = `${hgt}px`;
     size = { w, h: hgt };
@@ -170,6 +176,7 @@ export function createGraphPane(ctx: PaneContext): Pane {
     targetSel.value = String(target);
     const tau = Number(model.get("threshold") ?? 0.04);
     slider.value = String(tauToSlider(tau));
+    slider.setAttribute("aria-valuetext", `τ = ${fmt(tau, 3)}`);
     tauOut.textContent = fmt(tau, 3);
     const gran = model.get("granularity") === "edge" ? "edge" : "head";
     for (const b of granBtns) b.setAttribute("aria-pressed", String(b.dataset.value === gran));
@@ -217,6 +224,13 @@ export function createGraphPane(ctx: PaneContext): Pane {
 
   // ---- drawing
   function draw() {
+    // hidden (JupyterLab hides its shell for a frame while switching themes, a closed tab...): a size made up now
+    // would stick, since the ResizeObserver sees the same width again when it comes back. Draw once laid out.
+    if (roWidth === 0 || (roWidth === null && !isLaidOut(wrap))) {
+      stale = true;
+      return;
+    }
+    stale = false;
     const t0 = performance.now();
     measure();
     const v = ensureView();
@@ -645,8 +659,22 @@ export function createGraphPane(ctx: PaneContext): Pane {
 
   // toolbar actions
   targetSel.addEventListener("change", () => ctx.commit({ target: Number(targetSel.value) }), sig);
+  selectKeys(targetSel, () => ctx.commit({ target: Number(targetSel.value) }), ac.signal);
   slider.addEventListener("input", () => (tauOut.textContent = fmt(sliderToTau(Number(slider.value)), 3)), sig);
   slider.addEventListener("change", () => ctx.commit({ threshold: sliderToTau(Number(slider.value)) }), sig);
+  slider.addEventListener(
+    "keydown",
+    (ev) => {
+      // the ladder's own steps (the native ones would move from the rung, not from a τ set in Python)
+      const tau = stepTau(Number(model.get("threshold") ?? 0.04), ev.key);
+      if (tau === null) return;
+      ev.preventDefault();
+      slider.value = String(tauToSlider(tau));
+      tauOut.textContent = fmt(tau, 3);
+      if (tau !== model.get("threshold")) ctx.commit({ threshold: tau });
+    },
+    sig,
+  );
   for (const b of granBtns) {
     b.addEventListener(
       "click",
@@ -722,11 +750,11 @@ export function createGraphPane(ctx: PaneContext): Pane {
   });
 
   if (typeof ResizeObserver !== "undefined") {
-    let lastW = 0;
-    const ro = new ResizeObserver(() => {
-      const w = Math.floor(wrap.clientWidth);
-      if (w && w !== lastW) {
-        lastW = w;
+    const ro = new ResizeObserver((entries) => {
+      const w = Math.floor(entries[entries.length - 1].contentRect.width);
+      roWidth = w;
+      // compare with the width of the last draw, not the last observation: a draw may have happened in between
+      if (w && (w !== size.w || stale)) {
         if (!userView) view = null;
         schedule();
       }
@@ -734,17 +762,8 @@ export function createGraphPane(ctx: PaneContext): Pane {
     ro.observe(wrap);
     ctx.onCleanup(() => ro.disconnect());
   }
-  // theme switches (JupyterLab / VS Code / Colab / OS) -> redraw with new colours
-  if (typeof MutationObserver !== "undefined") {
-    const mo = new MutationObserver(() => schedule());
-    mo.observe(document.body, { attributes: true, attributeFilter: ["class", "data-jp-theme-light", "data-jp-theme-name"] });
-    mo.observe(document.documentElement, { attributes: true, attributeFilter: ["theme", "class", "data-theme"] });
-    ctx.onCleanup(() => mo.disconnect());
-  }
-  if (typeof matchMedia === "function") {
-    const mq = matchMedia("(prefers-color-scheme: dark)");
-    mq.addEventListener?.("change", schedule, sig);
-  }
+  // theme switches (JupyterLab / VS Code / Colab / OS) -> redraw with new colours, at the real size
+  watchTheme(wrap, schedule, ac.signal);
 
   (el as any).__lmtt = { exportSvg, draw, getView: () => view, lastDrawMs: () => lastDrawMs };
   syncControls();

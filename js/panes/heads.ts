@@ -12,6 +12,9 @@ import type { Pane, PaneContext, Status } from "../types";
 import { createCheckBox } from "./check";
 import { edgeHeadShares } from "./graph";
 import { detailStatus, drawMatrix } from "./common";
+import { moveCell } from "../keyboard";
+import { watchTheme } from "../theme";
+import { frameThrottle } from "../frame";
 
 // Pattern and contribution maps sit side by side in the side column.
 const MATRIX_PX = 130;
@@ -342,25 +345,21 @@ export function createHeadsPane(ctx: PaneContext): Pane {
       if (!hi) return;
       const [L, H] = hi.shape;
       const s = getSelection(model);
-      let l = s && s.kind === "head" ? s.layer : 0;
-      let hh = s && s.kind === "head" ? s.head : 0;
-      if (ev.key === "ArrowUp") l--;
-      else if (ev.key === "ArrowDown") l++;
-      else if (ev.key === "ArrowLeft") hh--;
-      else if (ev.key === "ArrowRight") hh++;
-      else if (ev.key === "Escape") {
+      if (ev.key === "Escape") {
         ctx.commit({ selection: null });
         return;
-      } else return;
+      }
+      const from = s && s.kind === "head" ? { row: s.layer, col: s.head } : { row: 0, col: 0 };
+      const to = moveCell(from, ev.key, L, H); // arrows, Home/End in the layer, PageUp/PageDown 5 layers
+      if (!to) return;
       ev.preventDefault();
-      l = Math.max(0, Math.min(L - 1, l));
-      hh = Math.max(0, Math.min(H - 1, hh));
-      ctx.commit({ selection: { kind: "head", layer: l, head: hh, token: focusToken(model) } });
+      ctx.commit({ selection: { kind: "head", layer: to.row, head: to.col, token: focusToken(model) } });
     },
     sig,
   );
 
-  for (const n of ["head_importance", "selection", "target", "graph", "tokens", "meta", "method_scores", "metric", "head_mode", "agreement"]) ctx.listen(`change:${n}`, draw);
+  ctx.listen("change:selection", frameThrottle(draw, ac.signal)); // once a frame during a burst of selections
+  for (const n of ["head_importance", "target", "graph", "tokens", "meta", "method_scores", "metric", "head_mode", "agreement"]) ctx.listen(`change:${n}`, draw);
   // progress of an on-demand computation replaces the "not computed" note; a finished one redraws via its traits
   ctx.listen("change:status", () => {
     if (getHeadMode(model) !== "importance" && !shownVals.vals) draw();
@@ -371,6 +370,7 @@ export function createHeadsPane(ctx: PaneContext): Pane {
       if (mode !== getHeadMode(model)) ctx.commit({ head_mode: mode });
     }, sig);
   }
+  watchTheme(el, draw, ac.signal); // the heatmap and matrices read their colours at draw time
   const unsub = ctx.details.subscribe(() => drawDetail());
   ctx.onCleanup(unsub);
   draw();

@@ -4,6 +4,8 @@ import { dims, getBlockImportance, getNeurons, getSelection, getTarget, getToken
 import { displayToken, fmt, h, truncate } from "../text";
 import type { Pane, PaneContext, WidgetModel } from "../types";
 import { detailStatus } from "./common";
+import { listKeys, rerenderKeepingFocus } from "../keyboard";
+import { frameThrottle } from "../frame";
 
 /** 1 when the top-K rows of MLP block (layer, token) are in the `neurons` trait (no `available` array: all are). */
 export function neuronsAvailable(nr: Record<string, NDArray>, layer: number, token: number): boolean {
@@ -74,14 +76,28 @@ export function createNeuronsPane(ctx: PaneContext): Pane {
   /** details key the pane waits for (fallback), or "" */
   let fetchKey = "";
 
+  let builtSig = "";
+
   function renderRows(rows: NeuronRow[], blk: { layer: number; token: number }) {
     let max = 0;
     for (const r of rows) max = Math.max(max, Math.abs(r[1]));
     max = max || 1;
     const s = getSelection(model);
-    list.replaceChildren(
+    const isSel = (id: number) => !!s && s.kind === "neuron" && s.layer === blk.layer && s.token === blk.token && s.neuron === id;
+    const sig = `${blk.layer}:${blk.token}:${rows.map((r) => r.join(",")).join(";")}`;
+    if (sig === builtSig && list.childElementCount === rows.length) {
+      // same rows: a selection change only moves the mark (no re-render, the focus stays where it is)
+      for (const li of Array.from(list.children) as HTMLElement[]) {
+        const on = isSel(Number(li.dataset.neuron));
+        li.classList.toggle("is-selected", on);
+        li.setAttribute("aria-selected", String(on));
+      }
+      return;
+    }
+    builtSig = sig;
+    rerenderKeepingFocus(list, "data-neuron", () => list.replaceChildren(
       ...rows.map(([id, v, a]) => {
-        const selected = !!s && s.kind === "neuron" && s.layer === blk.layer && s.token === blk.token && s.neuron === id;
+        const selected = isSel(id);
         const bar = h("span", { class: `lmtt-bar ${v < 0 ? "neg" : ""}` });
         bar.style.width = `${Math.max(1, Math.round((Math.abs(v) / max) * 100))}%`;
         return h(
@@ -93,7 +109,7 @@ export function createNeuronsPane(ctx: PaneContext): Pane {
           h("span", { class: `lmtt-sign ${a >= 0 ? "pos" : "neg"}`, title: `activation ${fmt(a, 3)}` }, `${a >= 0 ? "+" : "−"}${fmt(Math.abs(a), 2)}`),
         );
       }),
-    );
+    ));
   }
 
   function empty(msg: string) {
@@ -134,25 +150,19 @@ export function createNeuronsPane(ctx: PaneContext): Pane {
     renderRows(Array.from(ids, (id, k) => [id, imp ? imp[k] : 0, act ? act[k] : 0] as NeuronRow), blk);
   }
 
-  const pick = (ev: Event) => {
-    const li = (ev.target as HTMLElement).closest?.(".lmtt-neuron") as HTMLElement | null;
+  const pick = (li: HTMLElement) => {
     const blk = neuronBlock(model);
-    if (!li || !blk) return;
+    if (!blk) return;
     const neuron = Number(li.dataset.neuron);
     ctx.commit({ selection: { kind: "neuron", layer: blk.layer, neuron, token: blk.token } });
   };
-  list.addEventListener("click", pick, { signal: ac.signal });
-  list.addEventListener(
-    "keydown",
-    (ev) => {
-      if (ev.key === "Enter" || ev.key === " ") {
-        ev.preventDefault();
-        pick(ev);
-      }
-    },
-    { signal: ac.signal },
-  );
-  for (const n of ["neurons", "selection", "target", "tokens", "block_importance"]) ctx.listen(`change:${n}`, draw);
+  list.addEventListener("click", (ev) => {
+    const li = (ev.target as HTMLElement).closest?.(".lmtt-neuron") as HTMLElement | null;
+    if (li) pick(li);
+  }, { signal: ac.signal });
+  listKeys(list, ".lmtt-neuron", pick, ac.signal); // arrows / Page keys / Home / End move, Enter or Space selects
+  ctx.listen("change:selection", frameThrottle(draw, ac.signal)); // once a frame during a burst of selections
+  for (const n of ["neurons", "target", "tokens", "block_importance"]) ctx.listen(`change:${n}`, draw);
   const unsub = ctx.details.subscribe((key) => {
     if (fetchKey && (key === fetchKey || key === "*")) draw();
   });

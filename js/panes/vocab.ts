@@ -5,6 +5,8 @@ import { getLens, getMeta, getSelection, getTarget, getTokens, LensData, rowLabe
 import { displayToken, h, pct, truncate } from "../text";
 import type { Pane, PaneContext, Selection } from "../types";
 import { detailStatus, rankChange, tokenList } from "./common";
+import { listKeys, rerenderKeepingFocus } from "../keyboard";
+import { frameThrottle } from "../frame";
 
 /** `{top: [[str, prob, rank_change]...]}` for (row, target) built from the `lens` trait. */
 export function lensFromTrait(lens: LensData | null, row: number): { top: [string, number, number][] } | null {
@@ -70,11 +72,14 @@ export function createVocabPane(ctx: PaneContext): Pane {
     }
   }
 
+  let built: { lens: unknown; target: number; tokens: unknown } = { lens: null, target: -1, tokens: null };
+
   function drawLens() {
     const lens = getLens(model);
     const target = lens?.token ?? getTarget(model);
     if (!lens || !lens.ids) {
       lensTitle.textContent = "";
+      built = { lens: null, target: -1, tokens: null };
       lensList.replaceChildren();
       return;
     }
@@ -82,6 +87,12 @@ export function createVocabPane(ctx: PaneContext): Pane {
     const R = lens.ids.shape[0];
     const s = getSelection(model);
     const selRow = s && s.kind === "node" && s.token === target ? Number(detailsKey(s)!.split(":")[1]) : -1;
+    if (built.lens === lens && built.target === target && built.tokens === toks()) {
+      // same rows: a selection change only moves the mark (no re-render, the focus stays where it is)
+      for (const li of Array.from(lensList.children) as HTMLElement[]) li.classList.toggle("is-selected", Number(li.dataset.row) === selRow);
+      return;
+    }
+    built = { lens, target, tokens: toks() };
     const items: HTMLElement[] = [];
     for (let r = R - 1; r >= 0; r--) {
       const id = at(lens.ids, r, 0);
@@ -101,25 +112,25 @@ export function createVocabPane(ctx: PaneContext): Pane {
       );
       items.push(li);
     }
-    lensList.replaceChildren(...items);
+    rerenderKeepingFocus(lensList, "data-row", () => lensList.replaceChildren(...items));
   }
 
-  const pickRow = (ev: Event) => {
-    const li = (ev.target as HTMLElement).closest?.(".lmtt-lensrow") as HTMLElement | null;
-    if (!li) return;
+  const pick = (li: HTMLElement) => {
     const n = rowToNode(Number(li.dataset.row));
     ctx.commit({ selection: { kind: "node", layer: n.layer, token: lensToken(), node_kind: n.node_kind } });
   };
-  lensList.addEventListener("click", pickRow, { signal: ac.signal });
-  lensList.addEventListener("keydown", (ev) => {
-    if (ev.key === "Enter") pickRow(ev);
+  lensList.addEventListener("click", (ev) => {
+    const li = (ev.target as HTMLElement).closest?.(".lmtt-lensrow") as HTMLElement | null;
+    if (li) pick(li);
   }, { signal: ac.signal });
+  listKeys(lensList, ".lmtt-lensrow", pick, ac.signal); // arrows / Page keys / Home / End move, Enter selects
 
   const drawAll = () => {
     drawSelection();
     drawLens();
   };
-  for (const n of ["selection", "target", "lens", "meta", "tokens"]) ctx.listen(`change:${n}`, drawAll);
+  ctx.listen("change:selection", frameThrottle(drawAll, ac.signal)); // once a frame during a burst of selections
+  for (const n of ["target", "lens", "meta", "tokens"]) ctx.listen(`change:${n}`, drawAll);
   const unsub = ctx.details.subscribe(() => drawSelection());
   ctx.onCleanup(unsub);
   drawAll();

@@ -1,6 +1,6 @@
 // @vitest-environment happy-dom
 /** Issue 11, point 2: a token's bidi controls, line separators or lone surrogates never reach the page raw. */
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import widget from "../index";
 import { FakeModel } from "../dev/fake-model";
 import { fakeDetailsReply, makeState } from "../dev/fake-data";
@@ -17,7 +17,10 @@ const RAW = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]|[\ud800-
 
 const hex = (cp: number) => cp.toString(16).toUpperCase().padStart(4, "0");
 
-afterEach(() => document.body.replaceChildren());
+afterEach(() => {
+  document.body.replaceChildren();
+  vi.useRealTimers();
+});
 
 describe("displayToken: layout-changing characters", () => {
   it.each([...BIDI, ...SEPARATORS].map((cp) => [hex(cp), cp]))("U+%s is shown as a visible escape", (h, cp) => {
@@ -78,6 +81,7 @@ function hostileModel() {
 
 describe("hostile tokens in every pane", () => {
   it("labels, titles, options, tooltips and details show escapes, never the raw characters", () => {
+    vi.useFakeTimers();
     const model = hostileModel();
     model.onSend = (c: any) => {
       const { msg, buffers } = fakeDetailsReply(c.key, 8);
@@ -92,6 +96,7 @@ describe("hostile tokens in every pane", () => {
     const cleanup = widget.render({ model, el });
     const seen: string[] = [];
     const look = () => {
+      vi.advanceTimersByTime(20); // a frame: coalesced redraws and details requests go out (answered at once)
       (el.querySelector(".lmtt-graph") as any).__lmtt.draw(); // the frame a browser would have drawn by now
       seen.push(...everythingShown(el));
     };

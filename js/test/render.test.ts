@@ -171,6 +171,7 @@ describe("render()", () => {
     };
     const { el, cleanup } = mount(model);
     model.set("selection", { kind: "head", layer: 1, head: 2, token: 7 });
+    vi.advanceTimersByTime(0); // requests go out after the event that asked for them (coalesced)
     expect(model.sent.at(-1)!.content).toMatchObject({ type: "details", key: "head:1:2:7" });
     expect(el.querySelector(".lmtt-loading")).not.toBeNull();
     vi.advanceTimersByTime(150);
@@ -180,6 +181,7 @@ describe("render()", () => {
   });
 
   it("vocab pane shows promoted/suppressed as text and neuron click selects", () => {
+    vi.useFakeTimers();
     const model = smallModel(["vocab", "neurons"]);
     model.onSend = (c: any) => {
       const { msg, buffers } = fakeDetailsReply(c.key, 8);
@@ -187,6 +189,7 @@ describe("render()", () => {
     };
     const { el, cleanup } = mount(model);
     model.set("selection", { kind: "mlp", layer: 2, token: 7 });
+    vi.advanceTimersByTime(0);
     expect(el.querySelector(".lmtt-vocab")!.textContent).toContain("<script>alert(1)");
     expect(el.querySelector("script")).toBeNull();
     const first = el.querySelector(".lmtt-neuron") as HTMLElement;
@@ -259,6 +262,8 @@ describe("details client", () => {
     expect(st).toMatchObject({ status: "ok" });
     expect(model.sent.length).toBe(0);
     d.get("mlp:1:2");
+    expect(model.sent.length).toBe(0); // sent after the current event, with whatever else it asked for
+    vi.advanceTimersByTime(0);
     expect(model.sent.length).toBe(1);
     const id = model.sent[0].content.id;
     model.emit("msg:custom", { type: "details", id, key: "mlp:1:2", ok: false, error: "nope" }, []);

@@ -187,8 +187,8 @@ describe("static details and run", () => {
     expect(m3.el.querySelectorAll("canvas.lmtt-matrix").length).toBe(2);
     expect(send).not.toHaveBeenCalled();
     m3.model.set("selection", { kind: "mlp", layer: 2, token: 3 });
+    await new Promise((r) => setTimeout(r, 50)); // a frame: the coalesced redraw, then its request
     expect(send).toHaveBeenCalledTimes(1);
-    await flush();
     const err = m3.el.querySelector(".lmtt-vocab .lmtt-detail-error")!;
     expect(err.textContent).toContain(STATIC_DETAILS_ERROR);
     expect(err.querySelector("button")).toBeNull();
@@ -311,6 +311,7 @@ describe("neuron fallback", () => {
     expect(model.sent.length).toBe(sends);
     expect(el.querySelectorAll(".lmtt-neuron").length).toBe(K);
     model.set("selection", { kind: "mlp", layer: missing[0], token: missing[1] });
+    vi.advanceTimersByTime(20); // a frame: the coalesced redraw, then its request
     expect(model.sent.at(-1)!.content).toMatchObject({ type: "details", key: `mlp:${missing[0]}:${missing[1]}` });
     expect(el.querySelector(".lmtt-neurons-pane .lmtt-loading")).not.toBeNull();
     expect(el.querySelectorAll(".lmtt-neuron").length).toBe(0);
