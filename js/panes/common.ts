@@ -6,8 +6,9 @@ import { displayToken, fmt, h, pct, truncate } from "../text";
 
 /**
  * Render loading / error(+retry) states; returns true when `st` is ok and the caller should render the result.
- * While loading, a box that shows a result keeps it, dimmed, instead of a one-line spinner: the pane keeps its
- * height, so a burst of selections does not make the notebook re-lay out its cells on every frame.
+ * While loading, a box that shows a result keeps it in place but hidden (visibility), under the spinner, instead
+ * of shrinking to a one-line spinner: the pane keeps its height, so a burst of selections does not make the
+ * notebook re-lay out its cells on every frame, and nothing of the previous result stays readable.
  */
 export function detailStatus(box: HTMLElement, st: DetailState | null, details: DetailsClient, what: string): boolean {
   const shown = box.classList.contains("lmtt-has-result");
@@ -19,8 +20,13 @@ export function detailStatus(box: HTMLElement, st: DetailState | null, details: 
   }
   if (st.status === "loading") {
     box.setAttribute("aria-busy", "true");
-    if (shown) box.classList.add("lmtt-has-result", "lmtt-stale");
-    else box.replaceChildren(h("div", { class: "lmtt-loading", role: "status" }, h("span", { class: "lmtt-spinner" }), `Loading ${what}…`));
+    const spinner = h("div", { class: "lmtt-loading", role: "status" }, h("span", { class: "lmtt-spinner" }), `Loading ${what}…`);
+    if (shown) {
+      box.classList.add("lmtt-has-result", "lmtt-stale");
+      box.querySelector(":scope > .lmtt-overlay")?.remove();
+      spinner.classList.add("lmtt-overlay");
+      box.appendChild(spinner);
+    } else box.replaceChildren(spinner);
     return false;
   }
   if (st.status === "ok") box.classList.add("lmtt-has-result");

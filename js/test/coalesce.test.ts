@@ -142,3 +142,29 @@ describe("frameThrottle", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 });
+
+describe("loading keeps the pane's height", () => {
+  it("a shown head detail stays in place, hidden under a spinner, until the next head's arrives", () => {
+    vi.useFakeTimers();
+    const { model } = slowKernel(30, ["heads"]);
+    const el = document.createElement("div");
+    document.body.appendChild(el);
+    const cleanup = widget.render({ model, el });
+    model.set("selection", { kind: "head", layer: 1, head: 2, token: 7 });
+    vi.advanceTimersByTime(100);
+    const detail = el.querySelector(".lmtt-head-detail") as HTMLElement;
+    expect(detail.querySelectorAll("canvas.lmtt-matrix").length).toBe(2);
+    expect(detail.classList.contains("lmtt-stale")).toBe(false);
+    model.set("selection", { kind: "head", layer: 2, head: 0, token: 7 });
+    vi.advanceTimersByTime(20);
+    // the old matrices keep the box's height but are hidden (.lmtt-stale > * { visibility: hidden }) under a spinner
+    expect(detail.classList.contains("lmtt-stale")).toBe(true);
+    expect(detail.querySelectorAll("canvas.lmtt-matrix").length).toBe(2);
+    expect(detail.querySelectorAll(":scope > .lmtt-loading.lmtt-overlay").length).toBe(1);
+    vi.advanceTimersByTime(100);
+    expect(detail.classList.contains("lmtt-stale")).toBe(false);
+    expect(detail.querySelector(".lmtt-loading")).toBeNull();
+    expect(detail.textContent).toContain("head L2.H0");
+    cleanup();
+  });
+});

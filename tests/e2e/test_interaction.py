@@ -197,30 +197,26 @@ def test_theme_switch_repaints_every_pane(lab_server, watched_page, artifacts):
 # ---------------------------------------------------------------- bursts
 
 FRAME_MONITOR_JS = """() => {
-  const m = { maxGap: 0, frames: 0, last: performance.now(), run: true };
-  const tick = (t) => { if (!m.run) return; const g = t - m.last; if (g > m.maxGap) m.maxGap = g; m.last = t; m.frames++;
-                        requestAnimationFrame(tick); };
+  const m = { maxGap: 0, maxGapAfter: 0, after: Infinity, frames: 0, last: performance.now(), run: true };
+  const tick = (t) => { if (!m.run) return; const g = t - m.last; if (g > m.maxGap) m.maxGap = g;
+                        if (m.last >= m.after && g > m.maxGapAfter) m.maxGapAfter = g;
+                        m.last = t; m.frames++; requestAnimationFrame(tick); };
   requestAnimationFrame(tick);
   window.__frames = m;
 }"""
 
-# 200 clicks on heatmap cells, each in its own task, back to back (a MessageChannel, not setTimeout's 4 ms clamp):
-# as fast as the page takes them, like a held key or an impatient user on a fast machine. Dispatched in the page at
-# the cells' screen positions; the last one lands on L23.H4.
-BURST_JS = """([cells]) => new Promise((done) => {
+# 200 clicks on heatmap cells dispatched back to back in one task: the worst case of a burst (input queued while
+# the page was busy is delivered that way; a held key or an impatient user on a fast machine comes close). Each is
+# a click event at a cell's screen position; the last one lands on L23.H4.
+BURST_JS = """([cells]) => {
   const c = document.querySelector('.lmtt-root .lmtt-heads canvas.lmtt-heat');
-  const ch = new MessageChannel();
-  let i = 0;
-  ch.port1.onmessage = () => {
-    const r = c.getBoundingClientRect();
-    const [x, y] = cells[i];
+  const r = c.getBoundingClientRect();
+  for (const [x, y] of cells)
     c.dispatchEvent(new MouseEvent('click', { bubbles: true, cancelable: true, clientX: r.left + x, clientY: r.top + y }));
-    i++;
-    if (i < cells.length) ch.port2.postMessage(0);
-    else { window.__lastClickAt = Date.now(); ch.port1.close(); done(Date.now()); }
-  };
-  ch.port2.postMessage(0);
-})"""
+  window.__lastClickAt = Date.now();
+  window.__frames.after = performance.now();  // frames after the burst: the work it left behind
+  return Date.now();
+}"""
 
 
 def test_click_burst_stays_in_sync_and_responsive(lab_server, watched_page, artifacts):
@@ -233,7 +229,9 @@ def test_click_burst_stays_in_sync_and_responsive(lab_server, watched_page, arti
                    "def _counted(c):\n    _n_details[0] += 1\n    return _reply(c)\n"
                    "w._reply_details = _counted")
     assert py_eval(page, "len(_sel_log)") == 0
-    cells = [((i * 7) % L, (i * 5) % H) for i in range(199)] + [(23, 4)]
+    # 200 different heads (so no click is answered from the cache), the last one L23.H4
+    cells = [(layer, head) for head in range(H) for layer in range(L) if (layer, head) != (23, 4)][:199] + [(23, 4)]
+    assert len(set(cells)) == 200
     pos = {c: heat_cell_position(page, L, H, *c) for c in set(cells)}
     page.evaluate(FRAME_MONITOR_JS)
     t0 = page.evaluate("() => Date.now()")
@@ -249,11 +247,15 @@ def test_click_burst_stays_in_sync_and_responsive(lab_server, watched_page, arti
     n_details = py_eval(page, "_n_details[0]")
     page.locator(".lmtt-root").screenshot(path=str(artifacts / "lab-burst-end.png"))
     print(f"burst: {len(log)} selection changes in Python, last {lag * 1000:.0f} ms after the last click; "
-          f"{n_details} details requests computed; {frames['frames']} frames, longest gap {frames['maxGap']:.0f} ms")
-    # coalesced: far fewer kernel computations than clicks (one per click, plus MLP blocks, without coalescing)
-    assert n_details <= len(cells) // 2, f"the kernel computed {n_details} details for {len(cells)} clicks"
+          f"{n_details} details requests computed; {frames['frames']} frames, longest gap {frames['maxGap']:.0f} ms, "
+          f"{frames['maxGapAfter']:.0f} ms after the burst")
     assert lag <= 0.3, f"Python got the last click {lag * 1000:.0f} ms after it (> 300 ms)"
-    assert frames["maxGap"] < 300, f"the page froze for {frames['maxGap']:.0f} ms during the burst"
+    # the page stays responsive: the 200 click handlers themselves are cheap (the burst's one task is the longest
+    # frame gap), and the work they leave behind never holds a frame up for long
+    assert last - t0 < 1000, f"200 click handlers took {last - t0} ms (> 5 ms each)"
+    assert frames["maxGapAfter"] < 300, f"the page froze for {frames['maxGapAfter']:.0f} ms after the burst"
+    # coalesced: a few kernel computations, not one per click (200 different heads)
+    assert n_details <= 10, f"the kernel computed {n_details} details for {len(cells)} clicks"
     # the panes end on the last head, with its detail loaded
     detail = page.locator(".lmtt-root .lmtt-heads .lmtt-head-detail")
     detail.locator("canvas.lmtt-matrix").nth(1).wait_for(state="visible", timeout=30_000)
