@@ -134,12 +134,20 @@ def attribution_matrix(ex, method: str = "integrated_gradients", *, positions=No
     if not rows:
         raise SelectionError("No generated tokens to explain: use explain(..., generate=N) or pass positions=[...].")
     T, ids = ex.n_tokens, ex.trace.input_ids
+    rows = [ex._token(g) for g in rows]
+    if 0 in rows:
+        raise SelectionError("Token 0 is predicted by nothing; rows start at position 1.")
     out = torch.full((len(rows), T), float("nan"), dtype=torch.float64)
-    table = None
-    for n, g in enumerate(rows):
-        g = ex._token(g)
-        if g == 0:
-            raise SelectionError("Token 0 is predicted by nothing; rows start at position 1.")
+    if method == "flow_attribution" and not options:  # every row in one propagation down the graph
+        from .methods.flow_attribution import flow_shares
+
+        shares, _ = flow_shares(ex.scores, [g - 1 for g in rows])
+        causal = torch.arange(T)[None, :] < torch.tensor(rows)[:, None]
+        out[causal] = shares[causal]
+        rows_done = len(rows)
+    else:
+        rows_done = 0
+    for n, g in enumerate(rows[rows_done:]):
         table = info.fn(ex, target=int(ids[g]), foil=foil, position=g - 1, **options)
         for c, v in zip(table.components, table.scores.tolist()):
             out[n, c.position] = v

@@ -63,6 +63,18 @@ def test_integrated_gradients_complete_within_1_percent(tiny, family):
     assert e["backward_passes"] == 4  # 64 steps in batches of 16
 
 
+@pytest.mark.parametrize("rule", ["graded", "gausslegendre", "midpoint"])
+def test_quadrature_rules_integrate_polynomials(rule):
+    from lmtt_widgets.methods.input_attribution import quadrature
+
+    alphas, weights = quadrature(64, rule)
+    assert ((alphas > 0) & (alphas < 1)).all()
+    for k in range(5):  # midpoint is exact only to O(1/steps^2)
+        assert float((weights * alphas**k).sum()) == pytest.approx(1 / (k + 1), abs=1e-3 if rule == "midpoint" else 1e-12)
+    if rule == "graded":
+        assert int((alphas < 0.01).sum()) > 16  # most points near the baseline, where a norm's scale moves fastest
+
+
 def test_zero_baseline_on_rmsnorm_model_warns_about_completeness(tiny):
     _, ex = tiny("llama")
     with pytest.warns(RuntimeWarning, match="metric changed by"):
@@ -301,7 +313,7 @@ class TestAgainstCaptum:
         emb = lm.model.get_input_embeddings()
         e = emb(ids[None]).detach()
         b = emb(torch.full_like(ids[None], BASE)).detach()
-        ig = run(ex, "integrated_gradients", position=P, foil=66, baseline=BASE, steps=32)
+        ig = run(ex, "integrated_gradients", position=P, foil=66, baseline=BASE, steps=32, rule="gausslegendre")
         f = self._f(lm, ig.metric)
         want = self.attr.IntegratedGradients(f).attribute(e, baselines=b, n_steps=32, method="gausslegendre")
         assert torch.allclose(ig.scores, want[0].sum(-1).double(), atol=1e-8)

@@ -33,11 +33,10 @@ FLOW = "flow share of the target's final residual (importance propagated to the 
 ROLLOUT = "attention rollout share (0.5·A + 0.5·I, heads averaged)"
 
 
-def _edge_matrix(edge: torch.Tensor, T: int) -> torch.Tensor:
+def _edge_matrix(edge: torch.Tensor, T: int, tril: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Packed lower triangle [T(T+1)/2] -> dense [T, T] (row: target i, column: source j <= i), float64."""
-    rows, cols = torch.tril_indices(T, T)
     dense = torch.zeros(T, T, dtype=torch.float64)
-    dense[rows, cols] = edge.double().cpu()
+    dense[tril] = edge.double().cpu()
     return dense
 
 
@@ -48,13 +47,14 @@ def flow_shares(scores: ContributionScores, positions: list[int]) -> tuple[torch
     v[torch.arange(len(positions)), torch.tensor(positions)] = 1.0
     lost = torch.zeros(len(positions), dtype=torch.float64)
     parallel = scores.topology == "parallel"
+    tril = tuple(torch.tril_indices(T, T))
     for ls in reversed(scores.layers):
         # after the MLP -> after attention: residual and MLP parts both land on the same token's state
         stay = ls.resid_attn.double().cpu() + (ls.mlp.double().cpu() if parallel else 0.0)
         if not parallel:
             v = v * (ls.resid_mlp.double().cpu() + ls.mlp.double().cpu())
         lost += (v * ls.bias_attn.double().cpu()).sum(-1)
-        v = v * stay + v @ _edge_matrix(ls.edge, T)
+        v = v * stay + v @ _edge_matrix(ls.edge, T, tril)
     return v, lost
 
 
