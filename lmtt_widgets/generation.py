@@ -153,7 +153,9 @@ def attribution_matrix(ex, method: str = "integrated_gradients", *, positions=No
             out[n, c.position] = v
         if progress is not None:
             progress(n + 1, len(rows))
-    label = lambda ps: pd.MultiIndex.from_arrays([ps, [ex.tokens[p] for p in ps]], names=["position", "token"])  # noqa: E731
+    def label(ps):
+        return pd.MultiIndex.from_arrays([ps, [ex.tokens[p] for p in ps]], names=["position", "token"])
+
     df = pd.DataFrame(out.numpy(), index=label(rows), columns=label(list(range(T))))
     df.attrs.update(method=method, quantity=info.quantity,
                     metric="log p(token)" if foil is None else f"logit(token) - logit({foil!r})")
