@@ -192,6 +192,20 @@ def test_flow_attribution_sums_to_one_minus_bias_loss_without_a_forward_pass(tin
     assert float(rollout.scores.sum()) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_rollout_without_kept_attention_retraces_once(tiny):
+    lm, ex = tiny("llama")
+    lean = explain(lm, PROMPT, keep_attention=False)
+    assert not lean.trace.attention_kept
+    calls = []
+    hook = lm.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        table = run(lean, "attention_rollout", position=P)
+    finally:
+        hook.remove()
+    assert calls == [1]
+    assert torch.allclose(table.scores, run(ex, "attention_rollout", position=P).scores, atol=1e-9)
+
+
 def test_model_left_untouched(tiny):
     lm, ex = tiny("gpt2")
     model = lm.model
