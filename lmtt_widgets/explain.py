@@ -348,12 +348,6 @@ class Explanation:
     def generated_positions(self) -> list[int]:
         return [] if self.n_prompt_tokens is None else list(range(self.n_prompt_tokens, self.n_tokens))
 
-    def attribute(self, method: str = "integrated_gradients", target=None, foil=None, position=None, **options):
-        """A registered method's ScoreTable (``lmtt_widgets.methods.available_methods()``)."""
-        from .methods import get_method
-
-        return get_method(method).fn(self, target=target, foil=foil, position=position, **options)
-
     def attribution_matrix(self, method: str = "integrated_gradients", **options):
         """Source x generated attributions (DataFrame); see :func:`lmtt_widgets.generation.attribution_matrix`."""
         from .generation import attribution_matrix

@@ -263,7 +263,7 @@ def test_attribution_matrix_rows_are_the_single_tables():
         assert m.shape == (4, 9)
         values = torch.tensor(m.to_numpy())
         for n, g in enumerate(range(5, 9)):
-            table = ex.attribute(method, target=int(ex.trace.input_ids[g]), position=g - 1, **kw)
+            table = ex.score(method, target=int(ex.trace.input_ids[g]), position=g - 1, **kw)
             assert torch.allclose(values[n, :g], table.scores, atol=1e-12)
             assert values[n, g:].isnan().all()
         assert list(m.index.get_level_values("token")) == [" ", "y", "o", "u"]
@@ -296,7 +296,8 @@ def test_spearman_and_top_k_by_hand():
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, float("nan"), 3, 4], [1, 9, 4, 2]) == pytest.approx(0.5)  # the NaN pair is dropped
     assert spearman([1, 1, 1], [1, 2, 3]) != spearman([1, 1, 1], [1, 2, 3])  # NaN for a constant side
-    assert top_k_overlap([5, -4, 1, 0], [6, 0, 3, 2], k=2) == 1  # {0, 2} vs {0, 3}
+    assert top_k_overlap([5, -4, 1, 0], [6, 0, 2, 3], k=2) == 1  # {0, 2} vs {0, 3}
+    assert top_k_overlap([5, -4, 1, 0], [6, 0, 3, 2], k=2) == 2
 
 
 def test_agreement_table(tiny):
