@@ -229,6 +229,17 @@ def test_model_left_untouched(tiny):
     model.transformer.h[0].mlp.c_fc.weight.requires_grad_(True)
 
 
+def test_attribution_holds_the_model_like_a_trace(tiny):
+    from lmtt_widgets.errors import TraceInUseError
+    from lmtt_widgets.tracing.guard import exclusive
+
+    lm, ex = tiny("llama")
+    with exclusive(lm.model):  # this thread holds it (as a trace would): a method run inside must not slip through
+        with pytest.raises(TraceInUseError):
+            run(ex, "input_x_gradient", position=P)
+    run(ex, "input_x_gradient", position=P)  # released afterwards
+
+
 def test_generation_is_traced_once_and_marks_positions(monkeypatch):
     import sys
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import SelectionError
+from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
 from .targets import make_metric, token_id
 
@@ -65,24 +66,26 @@ def frozen(model):
     """The model in eval mode with no parameter asking for a gradient; both put back exactly afterwards.
 
     As in the tracer, modes change through the model's own eval()/train() (Hugging Face models re-select kernels
-    there), a mixed state is restored module by module, and a model already in eval mode is left alone.
+    there), a mixed state is restored module by module, and a model already in eval mode is left alone. The model
+    is held like a trace holds it (tracing/guard.py): another thread's trace never sees these passes.
     """
-    needs = [(p, p.requires_grad) for p in model.parameters()]
-    training = {m for m in model.modules() if m.training}
-    was_training = model.training
-    try:
-        for p, _ in needs:
-            p.requires_grad_(False)
-        if training:
-            model.eval()
-        yield model
-    finally:
-        for p, flag in needs:
-            p.requires_grad_(flag)
-        if training:
-            model.train(was_training)
-            for m in model.modules():
-                m.training = m in training
+    with exclusive(model):
+        needs = [(p, p.requires_grad) for p in model.parameters()]
+        training = {m for m in model.modules() if m.training}
+        was_training = model.training
+        try:
+            for p, _ in needs:
+                p.requires_grad_(False)
+            if training:
+                model.eval()
+            yield model
+        finally:
+            for p, flag in needs:
+                p.requires_grad_(flag)
+            if training:
+                model.train(was_training)
+                for m in model.modules():
+                    m.training = m in training
 
 
 def _keeps_logits(model) -> bool:
