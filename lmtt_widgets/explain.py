@@ -340,6 +340,20 @@ class Explanation:
             return 1.0
         return rstd[token] * norm.weight
 
+    # ---- generated continuations and input attribution (generation.py, methods/input_attribution.py)
+    n_prompt_tokens: int | None = None  # tokens before a continuation (None: explain() was given a plain prompt)
+    token_roles: list[str] | None = None  # per token: "text", "special", "template", a chat role, "generated"
+
+    @property
+    def generated_positions(self) -> list[int]:
+        return [] if self.n_prompt_tokens is None else list(range(self.n_prompt_tokens, self.n_tokens))
+
+    def attribution_matrix(self, method: str = "integrated_gradients", **options):
+        """Source x generated attributions (DataFrame); see :func:`lmtt_widgets.generation.attribution_matrix`."""
+        from .generation import attribution_matrix
+
+        return attribution_matrix(self, method, **options)
+
 
 def _one_row(rec, token):
     """A view of a layer record restricted to one position (for per-node neuron scores)."""
@@ -358,7 +372,8 @@ def _on_cpu(ls: LayerScores) -> LayerScores:
 
 
 def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool | None = None,
-            on_layer=None, check_memory: bool = True) -> Explanation:
+            on_layer=None, check_memory: bool = True, generate: int = 0, continuation=None,
+            chat: bool = False) -> Explanation:
     """Trace ``prompt`` through ``model`` and score every part of every update, in one forward pass.
 
     ``model`` is anything :func:`load_model` accepts (``"smollm2"``, a hub name, a path, a LoadedModel).
@@ -367,6 +382,8 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     Before the pass, the run's peak memory is estimated (:func:`lmtt_widgets.estimate_memory`) and a run that
     would not fit is refused with a :class:`MemoryEstimateError` saying what to change; ``check_memory=False``
     skips the check.
+    ``generate=N`` (greedy), ``continuation="..."`` and ``chat=True`` (``prompt`` a list of messages) extend the
+    traced sequence, still traced once: see :mod:`lmtt_widgets.generation`.
     """
     from .tracing.tracer import _n_heads
 
@@ -379,6 +396,12 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
         raise PromptTypeError(f"explain takes a prompt (text or token ids), not the number {prompt!r}; "
                               "estimate_memory(model, n_tokens) is the one that takes a length.")
     lm = load_model(model)
+    sequence = None
+    if generate or continuation is not None or chat:
+        from .generation import build_sequence
+
+        sequence = build_sequence(lm, prompt, generate=generate, continuation=continuation, chat=chat)
+        prompt = sequence.ids
     if check_memory:
         from .memory_estimate import check_memory as check, estimate_memory
 
@@ -411,7 +434,10 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     tr = trace(lm, prompt, on_layer=score, keep_attention=keep_attention)
     if pending:
         score_pending()
-    return Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers))
+    ex = Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers))
+    if sequence is not None:
+        sequence.annotate(ex)
+    return ex
 
 
 def explain_many(model, prompts, **kwargs) -> list[Explanation]:

@@ -2,5 +2,6 @@
 
 from .base import Component, Metric, MethodInfo, ScoreTable, available_methods, get_method, register_method
 from . import causal, importance, logit_attribution  # noqa: F401  (registers the methods)
+from . import input_attribution, flow_attribution  # noqa: F401  (input attribution methods)
 
 __all__ = ["Component", "Metric", "MethodInfo", "ScoreTable", "available_methods", "get_method", "register_method"]

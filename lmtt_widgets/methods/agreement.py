@@ -42,3 +42,22 @@ def top_k_overlap(a, b, k: int = 10) -> int:
     b = torch.as_tensor(b, dtype=torch.float64).flatten().nan_to_num(float("-inf"))
     k = min(int(k), a.numel())
     return len(set(a.topk(k).indices.tolist()) & set(b.topk(k).indices.tolist()))
+
+
+def table_agreement(tables, *, k: int = 5):
+    """Pairwise agreement of ScoreTables on the components they share: a DataFrame with one row per pair
+    (method_a, method_b, spearman, top_k_overlap_abs, k, n). Spearman is over the scores as they are (signed where
+    the method is signed); the overlap is of the k largest |score|."""
+    import pandas as pd
+
+    rows = []
+    tables = list(tables)
+    for i, ta in enumerate(tables):
+        for tb in tables[i + 1:]:
+            shared = [c for c in ta.components if c in tb]
+            a = torch.tensor([ta[c] for c in shared], dtype=torch.float64)
+            b = torch.tensor([tb[c] for c in shared], dtype=torch.float64)
+            rows.append({"method_a": ta.method, "method_b": tb.method, "spearman": spearman(a, b),
+                         "top_k_overlap_abs": top_k_overlap(a.abs(), b.abs(), k), "k": min(k, len(shared)),
+                         "n": len(shared)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,162 @@
+"""The sequence :func:`explain` traces when it is more than a plain prompt, and the source × generated matrix.
+
+- ``explain(lm, prompt, generate=10)``: the model itself (no hooks) continues the prompt greedily for up to 10
+  tokens (stopping after an end-of-sequence token), then prompt + continuation is traced ONCE: routes, heads,
+  neurons and attributions are available at every position without running the model again.
+- ``explain(lm, prompt, continuation=" Paris, of course.")``: a continuation you give, tokenized on its own (no
+  special tokens) and appended to the prompt's tokens, so the prompt's tokens are the ones a plain explain() sees.
+- ``explain(lm, [{"role": "user", "content": "..."}], chat=True)``: the tokenizer's chat template with the
+  generation prompt; each token is marked with the role of the message whose text it carries ("user", "system",
+  "assistant") or "template" (special tokens and the template's own text, a default system prompt included).
+
+``ex.token_roles`` holds one mark per token ("text", "special", "template", a message role, "generated"),
+``ex.n_prompt_tokens`` the number before the continuation and ``ex.generated_positions`` the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import PromptError, SelectionError
+from .methods.input_attribution import frozen, last_logits
+
+
+@dataclass
+class Sequence:
+    ids: torch.Tensor  # [T] prompt + continuation
+    n_prompt: int
+    roles: list[str]
+    text: str | None  # the prompt as text (the rendered template for chats)
+
+    def annotate(self, ex) -> None:
+        ex.n_prompt_tokens = self.n_prompt
+        ex.token_roles = list(self.roles)
+        if self.text is not None:
+            ex.trace.prompt = self.text
+
+
+def build_sequence(lm, prompt, *, generate: int = 0, continuation=None, chat: bool = False) -> Sequence:
+    """Prompt (or chat) ids, then the continuation given or generated; roles per token."""
+    from .tracing.tracer import tokenize
+
+    if generate and continuation is not None:
+        raise PromptError("Give either generate=N (the model continues) or continuation=... (your text), not both.")
+    if chat:
+        ids, roles, text = chat_ids(lm, prompt)
+    else:
+        ids, text = tokenize(lm, prompt)
+        special = set(getattr(lm.tokenizer, "all_special_ids", []) or [])
+        roles = ["special" if i in special else "text" for i in ids.tolist()]
+    n_prompt = ids.numel()
+    if continuation is not None:
+        more = _continuation_ids(lm, continuation)
+    elif generate:
+        more = greedy_tokens(lm, ids, int(generate))
+    else:
+        more = []
+    full = torch.cat([ids, torch.tensor(more, dtype=torch.long)])
+    full, _ = tokenize(lm, full)  # checks the context length and the vocabulary
+    return Sequence(full, n_prompt, roles + ["generated"] * len(more), text)
+
+
+def _continuation_ids(lm, continuation) -> list[int]:
+    from .methods.targets import _encode
+
+    ids = _encode(lm.tokenizer, continuation) if isinstance(continuation, str) else [int(i) for i in continuation]
+    if not ids:
+        raise PromptError("The continuation has no tokens.")
+    return ids
+
+
+@torch.no_grad()
+def greedy_tokens(lm, ids: torch.Tensor, n: int, *, stop_at_eos: bool = True) -> list[int]:
+    """Up to n greedy next tokens after ids [T], run through the model's own cache (n forward calls at most)."""
+    if n < 0:
+        raise PromptError(f"generate must be a number of tokens >= 0, not {n}")
+    model = lm.model
+    eos = getattr(lm.tokenizer, "eos_token_id", None)
+    dev = next(model.parameters()).device
+    out: list[int] = []
+    with frozen(model):
+        logits, cache = last_logits(model, ids=ids[None].to(dev), cache=True)
+        for step in range(n):
+            nxt = int(logits[0].argmax())
+            out.append(nxt)
+            if (stop_at_eos and nxt == eos) or step == n - 1:
+                break
+            logits, cache = last_logits(model, ids=torch.tensor([[nxt]], device=dev), past=cache)
+    return out
+
+
+def chat_ids(lm, messages) -> tuple[torch.Tensor, list[str], str]:
+    """Token ids of the chat template applied to ``messages`` (with the generation prompt), roles and the text."""
+    tok = lm.tokenizer
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if not getattr(tok, "chat_template", None):
+        raise PromptError(f"The tokenizer of {lm.name} has no chat template; pass the prompt as plain text instead.")
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = torch.tensor(enc["input_ids"], dtype=torch.long)
+    # where each message's text lies in the rendered template (in order: a template may add text between them)
+    spans, cursor = [], 0
+    for m in messages:
+        content = m.get("content", "")
+        at = text.find(content, cursor) if content else -1
+        if at >= 0:
+            spans.append((at, at + len(content), m.get("role", "user")))
+            cursor = at + len(content)
+    special = set(getattr(tok, "all_special_ids", []) or [])
+    roles = []
+    for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
+        role = next((r for s, e, r in spans if a < e and b > s), "template")
+        roles.append("template" if tid in special else role)
+    return ids, roles, text
+
+
+def attribution_matrix(ex, method: str = "integrated_gradients", *, positions=None, foil=None, progress=None,
+                       **options):
+    """Source × generated attributions as a pandas DataFrame [n_generated, T] (Inseq's main view).
+
+    Row g explains the prediction of token g (made at position g - 1): the metric is log p(token g), or
+    logit(token g) - logit(foil) with a foil. Columns are the source tokens; sources at or after g are NaN (the
+    prediction could not read them). ``positions`` defaults to the generated positions. ``progress(i, n)`` is
+    called after each row. Flow methods do not depend on the target: their row g is the flow into position g - 1.
+    """
+    import pandas as pd
+
+    from .methods import get_method
+
+    info = get_method(method)
+    rows = list(ex.generated_positions if positions is None else positions)
+    if not rows:
+        raise SelectionError("No generated tokens to explain: use explain(..., generate=N) or pass positions=[...].")
+    T, ids = ex.n_tokens, ex.trace.input_ids
+    rows = [ex._token(g) for g in rows]
+    if 0 in rows:
+        raise SelectionError("Token 0 is predicted by nothing; rows start at position 1.")
+    out = torch.full((len(rows), T), float("nan"), dtype=torch.float64)
+    if method == "flow_attribution" and not options:  # every row in one propagation down the graph
+        from .methods.flow_attribution import flow_shares
+
+        shares, _ = flow_shares(ex.scores, [g - 1 for g in rows])
+        causal = torch.arange(T)[None, :] < torch.tensor(rows)[:, None]
+        out[causal] = shares[causal]
+        rows_done = len(rows)
+    else:
+        rows_done = 0
+    for n, g in enumerate(rows[rows_done:]):
+        table = info.fn(ex, target=int(ids[g]), foil=foil, position=g - 1, **options)
+        for c, v in zip(table.components, table.scores.tolist()):
+            out[n, c.position] = v
+        if progress is not None:
+            progress(n + 1, len(rows))
+    def label(ps):
+        return pd.MultiIndex.from_arrays([ps, [ex.tokens[p] for p in ps]], names=["position", "token"])
+
+    df = pd.DataFrame(out.numpy(), index=label(rows), columns=label(list(range(T))))
+    df.attrs.update(method=method, quantity=info.quantity,
+                    metric="log p(token)" if foil is None else f"logit(token) - logit({foil!r})")
+    return df
