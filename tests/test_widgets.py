@@ -42,7 +42,7 @@ def test_codec_round_trips_every_carrier():
 
 def test_traits_hold_binary_arrays_and_small_json(ex):
     w = Explorer(ex)
-    assert w.panes == ["prompt", "graph", "heads", "neurons", "vocab"]
+    assert w.panes == ["prompt", "graph", "heads", "neurons", "vocab", "attribution"]
     assert w.target == ex.n_tokens - 1 and w.tokens == ex.tokens
     g = w.graph
     assert all(isinstance(v["data"], bytes) for v in g.values())

@@ -63,6 +63,10 @@ class _ExplanationWidget(anywidget.AnyWidget):
     metric = t.Dict().tag(sync=True)
     method_scores = t.Dict().tag(sync=True)
     agreement = t.Dict().tag(sync=True)
+    # the attribution pane: an input-attribution method by registry name, its keyword options, and its scores
+    attribution_method = t.Unicode(scoring.DEFAULT_ATTRIBUTION).tag(sync=True)
+    attribution_options = t.Dict().tag(sync=True)  # method name -> its keyword options, e.g. {"integrated_gradients": {"steps": 8}}
+    attribution = t.Dict().tag(sync=True)
 
     # Every trait and every custom message goes to the browser through these two: token text with a lone surrogate
     # would make the kernel's strict UTF-8 JSON packer fail, and the widget would never display.
@@ -86,7 +90,9 @@ class _ExplanationWidget(anywidget.AnyWidget):
         self._lm = None if model is None else load_model(model)
         self.explanation: Explanation | None = None
         self._tables_cache: dict = {}
-        self.tables: dict = {}  # method name -> ScoreTable shown in the heatmap (Python values of the modes)
+        self.tables: dict = {}  # method name -> ScoreTable shown in the heatmap / attribution pane (Python values)
+        self.matrices: dict = {}  # attribution method -> source x generated DataFrame computed for the shown options
+        self._attr_cache: dict = {}
         self.last_check = None  # ScoreTable (or faithfulness result) of the latest Check action
         with self.hold_trait_notifications():
             self.threshold, self.granularity = threshold, granularity
@@ -101,7 +107,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
     def show(self, ex: Explanation) -> None:
         """Display a new explanation; the selection is cleared, the target is the last token."""
         self.explanation = ex
-        self._tables_cache = {}
+        self._tables_cache, self._attr_cache, self.matrices = {}, {}, {}
         target = ex.n_tokens - 1
         with self.hold_sync():
             self._updating = True
@@ -229,7 +235,15 @@ class _ExplanationWidget(anywidget.AnyWidget):
             raise WidgetValueError(problem)
         return mode
 
-    @t.observe("foil", "corrupted", "ablation", "head_mode")
+    @t.validate("attribution_method")
+    def _valid_attribution_method(self, proposal):
+        try:
+            scoring.check_attribution(proposal["value"], {})
+        except LmttError as exc:
+            raise WidgetValueError(str(exc)) from None
+        return proposal["value"]
+
+    @t.observe("foil", "corrupted", "ablation", "head_mode", "attribution_method", "attribution_options")
     def _on_score_change(self, change):
         if getattr(self, "_updating", False):
             return
@@ -282,14 +296,90 @@ class _ExplanationWidget(anywidget.AnyWidget):
                 except Exception as exc:  # a bug must not leave the heatmap silently stale
                     log.error("%s failed:\n%s", name, traceback.format_exc())
                     errors.append(f"internal error in {name}: {exc}")
+        attribution = self._attribution_payload(st, tables, errors) if metric is not None else {}
         self.tables = tables
         L, H = ex.n_layers, ex.n_heads
         with self.hold_sync():
             self.metric = payload.metric_info(ex, metric, st, ready=not problem)
             self.method_scores = payload.method_scores(tables, L, H)
             self.agreement = scoring.head_agreement(tables, L, H)
+            self.attribution = attribution
             if errors:
                 self.error = " ".join(errors)
+
+    # ---- input attribution (the attribution pane): the token scores follow the target; the matrix is on demand
+    @property
+    def _attr_options(self) -> dict:
+        """The chosen method's own options (``attribution_options`` holds them per method name)."""
+        opts = self.attribution_options.get(self.attribution_method, {})
+        return opts if isinstance(opts, dict) else {"<not a dict>": opts}  # refused by check_attribution
+
+    def _attr_key(self, *rest):
+        return (self.attribution_method, repr(sorted(self._attr_options.items())), *rest)
+
+    def _busy(self, message: str, progress: float = 0.0) -> None:
+        self.status = {"state": "running", "message": message, "progress": progress}
+
+    def _attribution_table(self, st: Settings) -> ScoreTable:
+        name, key = self.attribution_method, self._attr_key(st.position, st.foil)
+        if key not in self._attr_cache:
+            free = scoring.is_free(name)
+            if not free:
+                self._busy(f"computing {name} at #{st.position}…")
+            try:
+                self._attr_cache[key] = scoring.run_attribution(self.explanation, name, self._attr_options, st)
+            finally:
+                if not free:
+                    self.status = {"state": "idle", "message": "", "progress": 1.0}
+        return self._attr_cache[key]
+
+    def _attribution_payload(self, st: Settings, tables: dict, errors: list) -> dict:
+        """The chosen method's table (kept in ``tables`` under its registry name) and matrix; errors go to the bar."""
+        name = self.attribution_method
+        try:
+            table = self._attribution_table(st)
+            matrix = self._attr_cache.get(self._attr_key("matrix"))  # computed for this method and options
+            if matrix is not None:
+                self.matrices[name] = matrix
+            elif self.explanation.generated_positions and scoring.is_free(name):
+                matrix = self.attribution_matrix(update=False)
+        except (LmttError, ValueError, TypeError) as exc:  # TypeError: an option the method does not take
+            errors.append(f"{name}: {exc}")
+            return {}
+        except Exception as exc:
+            log.error("%s failed:\n%s", name, traceback.format_exc())
+            errors.append(f"internal error in {name}: {exc}")
+            return {}
+        tables[name] = table
+        return payload.attribution(self.explanation, table, matrix, scoring.attribution_methods(),
+                                   options=self._attr_options)
+
+    def attribution_matrix(self, method: str | None = None, *, update: bool = True):
+        """Source x generated attributions of ``method`` (default: the pane's) as a DataFrame [generated, source],
+        computed once per method and options with progress in ``status``; kept in ``matrices[method]`` and shown
+        in the pane. Needs an explanation with generated tokens (``explain(..., generate=N)``)."""
+        ex = self._need_explanation()
+        if method is not None and method != self.attribution_method:
+            self.attribution_method = method  # the pane follows (and recomputes the token scores)
+        name, key = self.attribution_method, self._attr_key("matrix")
+        if key not in self._attr_cache:
+            free = scoring.is_free(name)
+
+            def progress(i, n):
+                self._busy(f"{name}: generated token {i}/{n}", i / n)
+
+            if not free:
+                self._busy(f"{name}: source × generated matrix…")
+            try:
+                self._attr_cache[key] = scoring.run_attribution_matrix(ex, name, self._attr_options,
+                                                                       None if free else progress)
+            finally:
+                if not free:
+                    self.status = {"state": "idle", "message": "", "progress": 1.0}
+        self.matrices[name] = self._attr_cache[key]
+        if update:
+            self._rescore()
+        return self.matrices[name]
 
     def check(self, components) -> ScoreTable:
         """Exact patching of each component separately (metric(clean) - metric(patched)), for the current foil and
@@ -334,13 +424,19 @@ class _ExplanationWidget(anywidget.AnyWidget):
             kind = content.get("type")
             if kind == "details":
                 self._reply_details(content)
+            elif kind == "attribution_matrix":
+                try:
+                    self.attribution_matrix()
+                except LmttError as exc:
+                    raise InputError(str(exc)) from None
             elif kind == "run":
                 prompt = content.get("prompt", self.prompt)
                 if not isinstance(prompt, str):
                     raise InputError(f"a run message's prompt must be text, not {type(prompt).__name__}")
                 self.run(prompt)
             else:
-                raise InputError(f"unknown message type {kind!r} from the browser; expected 'run' or 'details'")
+                raise InputError(f"unknown message type {kind!r} from the browser; expected 'run', 'details' or "
+                                 "'attribution_matrix'")
         except InputError as exc:
             self._refuse(str(exc))
         except Exception as exc:  # a bug must not escape into the kernel's message loop
@@ -428,7 +524,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
 class Explorer(_ExplanationWidget):
     """All panes with one shared selection: prompt box, flow graph, head heatmap, neurons, vocabulary."""
 
-    panes = t.List(t.Unicode(), default_value=["prompt", "graph", "heads", "neurons", "vocab"]).tag(sync=True)
+    panes = t.List(t.Unicode(), default_value=["prompt", "graph", "heads", "neurons", "vocab", "attribution"]).tag(sync=True)
 
 
 class FlowGraph(_ExplanationWidget):

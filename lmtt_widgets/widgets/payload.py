@@ -290,3 +290,32 @@ def route_check_result(result, tau: float, settings) -> dict:
     return {"component": f"route at τ = {tau:g}", "route": True, "threshold": tau, "setting": settings.describe(),
             "fraction_kept": num("fraction"), "kept": num("kept"), "clean": num("clean"), "ablated": num("ablated"),
             "size": num("sizes")}
+
+
+# ---- input attribution (the attribution pane)
+
+def attribution(ex: Explanation, table, matrix, methods: list[str], *, options: dict) -> dict:
+    """The ``attribution`` trait: per source token the chosen method's score for the target's prediction (NaN
+    after the position), and the source x generated matrix when it was computed (``matrix_state``: "ready",
+    "on_demand" (not computed yet: ask with a ``{"type": "attribution_matrix"}`` message) or "none")."""
+    T = ex.n_tokens
+    scores = np.full(T, np.nan, np.float32)
+    for c, v in zip(table.components, table.scores.tolist()):
+        scores[c.position] = v
+    generated = ex.generated_positions
+    out = {
+        "method": table.method, "quantity": table.quantity, "signed": bool(table.signed),
+        "position": int(table.extra.get("position", table.metric.position if table.metric else T - 1)),
+        "metric": table.metric.to_dict() if table.metric else None,
+        "units": "" if table.metric is None else ("logits" if table.metric.foil is not None else "nats"),
+        "scores": encode_array(scores), "extra": scalars(table.extra), "methods": list(methods),
+        "options": {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool))},
+        "generated": list(generated), "n_prompt_tokens": ex.n_prompt_tokens,
+        "matrix_state": "none" if not generated else ("on_demand" if matrix is None else "ready"),
+        "matrix": None, "matrix_rows": [], "matrix_metric": "",
+    }
+    if matrix is not None:
+        out["matrix"] = encode_array(np.asarray(matrix.values, np.float32))  # [generated, source], NaN: unreadable
+        out["matrix_rows"] = [int(p) for p in matrix.index.get_level_values("position")]
+        out["matrix_metric"] = str(matrix.attrs.get("metric", ""))
+    return out

@@ -125,3 +125,39 @@ def head_agreement(tables: dict[str, ScoreTable], n_layers: int, n_heads: int) -
              for i, a in enumerate(names) for b in names[i + 1:]]
     return {"pairs": pairs, "n": n_layers * n_heads, "of": "|score| per head", "k": TOP_K,
             "position": tables[CAUSAL].metric.position if tables[CAUSAL].metric else None}
+
+
+# ---- input attribution: the attribution pane's methods (registry family "flow" or "input"), by registry name
+ATTRIBUTION_FAMILIES = ("flow", "input")
+DEFAULT_ATTRIBUTION = "flow_attribution"  # free: read off the trace's scores, no forward pass
+
+
+def attribution_methods() -> list[str]:
+    """Registered input-attribution methods: the flow-based ones (free) first, then gradients / perturbation."""
+    names = [n for n in available_methods() if get_method(n).family in ATTRIBUTION_FAMILIES]
+    return sorted(names, key=lambda n: (get_method(n).family != "flow", n))
+
+
+def check_attribution(name: str, options: dict) -> None:
+    if name not in attribution_methods():
+        raise LmttError(f"{name!r} is not an input-attribution method (available: {', '.join(attribution_methods())}).")
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise LmttError(f"attribution options must be a dict of keyword arguments for {name!r}, not {options!r}.")
+
+
+def is_free(name: str) -> bool:
+    """Flow methods are read off the trace (no forward pass): their matrix is computed without being asked."""
+    return get_method(name).family == "flow"
+
+
+def run_attribution(ex, name: str, options: dict, settings: Settings) -> ScoreTable:
+    """The chosen method's scores of every source token for the prediction at the target position (and foil)."""
+    check_attribution(name, options)
+    return get_method(name).fn(ex, **settings.metric_options(), **options)
+
+
+def run_attribution_matrix(ex, name: str, options: dict, progress=None):
+    """Source x generated DataFrame [generated, source] (see generation.attribution_matrix); row g explains the
+    prediction of generated token g, made at position g - 1."""
+    check_attribution(name, options)
+    return ex.attribution_matrix(name, progress=progress, **options)
