@@ -2,6 +2,7 @@
 import "./style.css";
 import { DetailsClient } from "./details";
 import { guardKeys } from "./keyboard";
+import { createAttributionPane } from "./panes/attribution";
 import { createGraphPane } from "./panes/graph";
 import { createHeadsPane } from "./panes/heads";
 import { createNeuronsPane } from "./panes/neurons";
@@ -17,6 +18,7 @@ export const PANES: Record<string, (ctx: PaneContext) => Pane> = {
   heads: createHeadsPane,
   neurons: createNeuronsPane,
   vocab: createVocabPane,
+  attribution: createAttributionPane,
 };
 
 function errorBar(ctx: PaneContext): HTMLElement {

@@ -5,6 +5,7 @@ import { binCenter, edgeGeometry, edgeStyle, nodeGeometry, nodeImportance, WEIGH
 import {
   fitView, hitTest, Hit, mlpHalf, nodeRadius, panBy, toScreen, View, visibleLabels, zoomAt, MLP_DX,
 } from "../geometry";
+import { routesFrom } from "../routes";
 import { Cursor, cursorToSelection, describeSelection, moveCursor, selectionToCursor } from "../selection";
 import { dims, getBlockImportance, getGraph, getMeta, getSelection, getTarget, getTokens, GraphData, rowLabel, rowToNode } from "../state";
 import { buildGraphSvg, serializeSvg } from "../svg";
@@ -328,6 +329,21 @@ export function createGraphPane(ctx: PaneContext): Pane {
     }
     c.setLineDash([]);
     c.globalAlpha = 1;
+    // a selected input token (embedding node): the routes that start at it
+    if (sel && sel.kind === "node" && sel.node_kind === "embedding") {
+      c.strokeStyle = theme.accent;
+      c.globalAlpha = 0.5;
+      for (const i of routesFrom(g, sel.token)) {
+        const e = edgeGeometry(v, g, i);
+        c.lineWidth = edgeStyle(e.kind, e.t, theme, zoom).width + 2;
+        c.beginPath();
+        c.moveTo(e.x0, e.y0);
+        if (e.curved) c.quadraticCurveTo(e.cx, e.cy, e.x1, e.y1);
+        else c.lineTo(e.x1, e.y1);
+        c.stroke();
+      }
+      c.globalAlpha = 1;
+    }
     // selected / hovered edge highlight
     const selEdge = findEdge(g, sel);
     const hovEdge = hover && hover.kind === "edge" ? hover.index : -1;
