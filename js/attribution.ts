@@ -76,8 +76,8 @@ export function scoreColor(v: number, max: number, signed: boolean, dark: boolea
 
 /** Legend: the quantity, and for target-dependent methods the metric and where it is read. */
 export function legendOf(a: Attribution): string {
-  const where = `at #${a.position}`;
-  const metric = a.metric?.name ? `${a.metric.name} ${where}` : `flow into #${a.position} (no metric: target-independent)`;
+  // the metric's name already says where it is read ("log p(' Paris') at token 4")
+  const metric = a.metric?.name ? a.metric.name : `flow into #${a.position} (no metric: target-independent)`;
   const units = a.units ? ` (${a.units})` : "";
   return `${a.method}: ${a.quantity} · ${metric}${units}`;
 }

@@ -21,7 +21,7 @@ function attribution(over: Record<string, unknown> = {}) {
   const matrix = Float32Array.from([0.1, -0.2, 0.3, 0.4, NaN, NaN, 0.5, 0.6, -0.7, 0.8, 0.9, NaN]);
   return {
     method: "input_x_gradient", quantity: "input x gradient", signed: true, position: 4,
-    metric: { name: "log p(' Paris')" }, units: "nats", scores: encodeArray(scores, [6]),
+    metric: { name: "log p(' Paris') at token 4" }, units: "nats", scores: encodeArray(scores, [6]),
     methods: ["flow_attribution", "attention_rollout", "input_x_gradient"], generated: [4, 5],
     matrix_state: "ready", matrix: encodeArray(matrix, [2, 6]), matrix_rows: [4, 5], matrix_metric: "log p(token)",
     extra: {}, ...over,
@@ -46,7 +46,7 @@ describe("attribution helpers", () => {
   it("states the quantity and the metric, and flags an inexact integrated-gradients result", () => {
     const m = new FakeModel({ attribution: attribution({ extra: { completeness_relative: 0.09, steps: 8 } }) });
     const a = getAttribution(m)!;
-    expect(legendOf(a)).toBe("input_x_gradient: input x gradient · log p(' Paris') at #4 (nats)");
+    expect(legendOf(a)).toBe("input_x_gradient: input x gradient · log p(' Paris') at token 4 (nats)");
     expect(completenessText(a)).toBe("completeness error 9.0% at 8 steps — read with care");
     const flow = getAttribution(new FakeModel({ attribution: attribution({ metric: null, units: "", method: "flow_attribution" }) }))!;
     expect(legendOf(flow)).toContain("no metric: target-independent");

@@ -317,5 +317,7 @@ def attribution(ex: Explanation, table, matrix, methods: list[str], *, options: 
     if matrix is not None:
         out["matrix"] = encode_array(np.asarray(matrix.values, np.float32))  # [generated, source], NaN: unreadable
         out["matrix_rows"] = [int(p) for p in matrix.index.get_level_values("position")]
-        out["matrix_metric"] = str(matrix.attrs.get("metric", ""))
+        # flow methods read no metric: their row g is the flow into position g - 1 (generation.attribution_matrix)
+        out["matrix_metric"] = ("flow into the position that predicted each token" if table.metric is None
+                                else str(matrix.attrs.get("metric", "")))
     return out
