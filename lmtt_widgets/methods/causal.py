@@ -17,9 +17,10 @@ import torch
 
 from ..contributions.graph import ATTENTION, MLP_EDGE, node_of
 from ..errors import SelectionError
+from ..tracing.capture import eval_mode
 from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
-from .interventions import (Plan, Reference, _as_batch, _eval, batch_size, check_component, reference, run_components,
+from .interventions import (Plan, Reference, _as_batch, batch_size, check_component, reference, run_components,
                             run_plans)
 from .targets import make_metric
 
@@ -55,7 +56,7 @@ def gradients(ex, metric) -> Gradients:
         handles = _add_probes(blocks, adapter, probe)
         device = next(net.parameters()).device
         try:
-            with _eval(net), torch.enable_grad():
+            with eval_mode(net), torch.enable_grad():
                 logits = net(input_ids=tr.input_ids[None].to(device), use_cache=False).logits
                 value = metric(logits)[0]
                 keys = list(probes)

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 
 from ..errors import PromptError, SelectionError
+from ..tracing.capture import eval_mode
 from ..tracing.guard import exclusive
 from .base import Component
 
@@ -120,7 +121,7 @@ def capture_activations(ex, ids: torch.Tensor) -> tuple[list, list, list, list]:
             ]
         device = next(net.parameters()).device
         try:
-            with _eval(net):
+            with eval_mode(net):
                 net(input_ids=ids[None].to(device), use_cache=False)
         finally:
             for h in handles:
@@ -290,7 +291,7 @@ def run_plans(ex, metric, plans: list[Plan], ref: Reference) -> torch.Tensor:
     if any(any(e) for plan in plans for e in plan.edges):
         ref.trace  # noqa: B018  (a corrupted prompt's trace is made before the model is held: it holds it itself)
     out = []
-    with exclusive(net), _eval(net):
+    with exclusive(net), eval_mode(net):
         for plan in plans:
             with patched(ex, plan, ref):
                 logits = net(input_ids=ids[None].expand(plan.size, -1).to(device), use_cache=False).logits
@@ -315,16 +316,3 @@ def run_components(ex, metric, runs: list[list[Component]], ref: Reference) -> t
             "explain() (weights, hooks or mode). Explain the prompt again."
         )
     return clean, values[1:]
-
-
-@contextlib.contextmanager
-def _eval(net):
-    """Dropout off for the runs; modules put back exactly as they were."""
-    training = [m for m in net.modules() if m.training]
-    for m in training:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m in training:
-            m.training = True

@@ -62,13 +62,14 @@ class AttentionReplay:
     def _run(self, query, mask, key=None, value=None):
         key = self.args[1] if key is None else key
         value = self.args[2] if value is None else value
-        with _eval_mode(self.module), torch.no_grad():  # a dropout switched on since the trace must not apply
+        with eval_mode(self.module), torch.no_grad():  # a dropout switched on since the trace must not apply
             return self.fn(self.module, query.detach(), key.detach(), value.detach(), mask, *self.args[3:],
                            **self.kwargs)[1]
 
 
 @contextlib.contextmanager
-def _eval_mode(module: torch.nn.Module):
+def eval_mode(module: torch.nn.Module):
+    """Dropout off inside the block (``.training`` flags only); every module put back exactly as it was."""
     training = [m for m in module.modules() if m.training]
     for m in training:
         m.training = False
