@@ -17,4 +17,15 @@ def text_summary(ex: Explanation, k: int = 5) -> str:
     lines.append("  " + ", ".join(f"L{layer} {v:.3f}" for v, layer in mlp[:k]))
     lines.append(f"Important subgraph (tau={route.threshold}, {route.granularity} granularity): "
                  f"{len(route.nodes)} nodes, {len(route.src)} edges")
+    lines += _logit_attribution_lines(ex, k)
     return "\n".join(lines)
+
+
+def _logit_attribution_lines(ex: Explanation, k: int) -> list[str]:
+    """Signed direct logit attribution against the runner-up: what writes the prediction, unlike flow shares."""
+    first, second = ex.predictions(k=2)
+    table = ex.logit_attribution(foil=second.token_id)
+    parts = ", ".join(f"{c.id} {v:+.2f}" for c, v in table.top(k))
+    return [f"Direct logit attribution to {table.metric.name} = {table.extra['model_value']:.2f} "
+            "(signed, in logits: each component's direct write; the importances above are flow shares, not effects):",
+            f"  {parts}"]

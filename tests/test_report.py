@@ -34,6 +34,11 @@ def test_main_job_cli_prints_summary_and_writes_report(tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "' Paris'" in proc.stdout and "Most important heads" in proc.stdout
+    # the signed logit attribution against the runner-up, with its components and signs
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("Direct logit attribution to"))
+    assert "logit(' Paris') - logit(' the') at token 4" in line
+    parts = proc.stdout.splitlines()[proc.stdout.splitlines().index(line) + 1].split(", ")
+    assert len(parts) == 5 and all(p.strip().split()[1][0] in "+-" for p in parts)
     assert f"Report written to {out}" in proc.stdout
     assert out.stat().st_size > 10_000
 
