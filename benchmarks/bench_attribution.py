@@ -24,13 +24,7 @@ import time
 
 import torch
 
-from bench_engine import PeakSampler, rss_mb
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
+from bench_engine import PeakSampler, rss_mb, timed
 
 
 def main() -> None:

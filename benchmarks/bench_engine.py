@@ -36,6 +36,13 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def timed(fn):
+    """(seconds, result) of one call (the benchmarks' shared stopwatch)."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
 class PeakSampler:
     """Highest RSS seen while the block runs (sampled every 5 ms in a thread)."""
 

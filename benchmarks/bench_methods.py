@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-
 import torch
+
+from bench_engine import timed
 
 TEXT = ("When Mary and John went to the store, John gave a drink to Mary because she had asked for one. "
         "The capital of France is Paris, and the capital of Italy is Rome. ") * 40
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def main() -> None:
