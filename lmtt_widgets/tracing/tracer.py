@@ -2,6 +2,11 @@
 
 Nothing is converted and no weight is touched: hooks are added for the pass and removed after it, and the
 attention implementation is restored. Captured tensors are upcast to float32 for the maths that follows.
+
+This module holds what a trace produces (:class:`Trace`, :class:`LayerRecord`) and :func:`trace`, which puts three
+pieces together: the model's facts, read once per trace (facts.py); the per-layer recorder, whose hooks store each
+block's tensors and turn them into a checked record as the block returns (recorder.py); and the pass itself, with
+the model set up and restored exactly however it ends (instrument.py), under a per-model lock (guard.py).
 """
 
 from __future__ import annotations
@@ -12,13 +17,11 @@ from typing import Callable
 import torch
 
 from ..errors import PromptError, UnsupportedModelError
-from ..models.loading import LoadedModel, _capture_routes, load_model
-from ..models.offload import input_device
+from ..models.loading import LoadedModel, load_model
 from ..models.weights import upcast
 from . import edits
-from .capture import AttentionReplay, attention_capture
+from .capture import AttentionReplay
 from .edits import ExternalEdit
-from .finite import check_block, check_logits
 from .guard import serialised
 from .memory import release_freed_memory
 from .norms import NormSpec
@@ -187,34 +190,6 @@ def _n_heads(config) -> int:
     raise UnsupportedModelError("cannot find the number of attention heads in the model config")
 
 
-def _first_tensor(x):
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
-        return x[0]
-    if hasattr(x, "last_hidden_state"):
-        return x.last_hidden_state
-    raise TypeError(f"cannot find a tensor in {type(x).__name__}")
-
-
-def _shared(mask, masks: list[torch.Tensor]):
-    """``mask``, or an equal one already kept (the same values: replays stay bit-identical)."""
-    if not isinstance(mask, torch.Tensor):
-        return mask
-    for kept in masks:
-        if kept is mask or (kept.shape == mask.shape and kept.dtype == mask.dtype and kept.device == mask.device
-                            and torch.equal(kept, mask)):
-            return kept
-    masks.append(mask.detach())
-    return masks[-1]
-
-
-def _hidden_arg(args, kwargs):
-    if args:
-        return args[0]
-    return kwargs["hidden_states"]
-
-
 @serialised  # one trace of a model at a time; the model is restored exactly whatever happens
 @torch.no_grad()
 def trace(
@@ -233,212 +208,38 @@ def trace(
             contribution engine use it so long prompts never hold every layer's attention at once).
         keep_attention: keep [H, T, T] attention of every layer on the trace; default: when it fits in 256 MB.
     """
-    from .layer_weights import read_weights  # it builds this module's LayerWeights
+    # these modules build this module's records, so they are imported here rather than at the top
+    from .facts import read_facts
+    from .instrument import instrumented
+    from .recorder import LayerRecorder
 
     lm = load_model(model)
-    net, adapter, config = lm.model, lm.adapter, lm.model.config
     ids, text = tokenize(lm, prompt)
+    facts = read_facts(lm)
     T = ids.numel()
-    n_heads = _n_heads(config)
-    blocks = list(net.get_submodule(adapter.blocks))
-    L = len(blocks)
     if keep_attention is None:
-        keep_attention = L * n_heads * T * T <= KEEP_ATTENTION_LIMIT
-    topology = adapter.resolve_topology(config)
-
-    final_norm_module = net.get_submodule(adapter.final_norm)
-    # weights are read where accelerate materialises them (offloaded models), on each layer's device
-    final_norm, post, weights = read_weights(net, adapter, blocks)
-    head_dim = weights[0].w_o.shape[1] // n_heads
-
+        keep_attention = facts.n_layers * facts.n_heads * T * T <= KEEP_ATTENTION_LIMIT
     result = Trace(
         lm=lm,
         prompt=text,
         input_ids=ids,
         tokens=token_texts(lm.tokenizer, ids),
-        topology=topology,
-        n_heads=n_heads,
-        n_kv_heads=_n_kv_heads(config, n_heads),
-        head_dim=head_dim,
-        weights=weights,
-        final_norm=final_norm,
+        topology=facts.topology,
+        n_heads=facts.n_heads,
+        n_kv_heads=facts.n_kv_heads,
+        head_dim=facts.head_dim,
+        weights=list(facts.weights),
+        final_norm=facts.final_norm,
     )
-
-    layer_of = {id(b.get_submodule(adapter.attention)): i for i, b in enumerate(blocks)}
-    scratch: list[dict] = [dict() for _ in blocks]
-
-    def f32(x):
-        x = x.detach()
-        return upcast(x[0] if x.dim() == 3 else x)  # OPT flattens [1, T, d] to [T, d] around its MLP
-
-    masks: list[torch.Tensor] = []  # distinct masks of the pass: layers share them (one [T, T] each, not one per layer)
-
-    def record_attention(module, value, weights_, replay):
-        i = layer_of.get(id(module))
-        if i is not None:
-            scratch[i]["attention"] = upcast(weights_.detach()[0])
-            scratch[i]["values"] = upcast(value.detach()[0])
-            if not keep_attention:
-                replay.mask = _shared(replay.mask, masks)
-                scratch[i]["attention_replay"] = replay
-
-    hooks = []
-
-    def add(module, kind, fn):
-        register = module.register_forward_pre_hook if kind == "pre" else module.register_forward_hook
-        hooks.append(register(fn, with_kwargs=True))
-
-    for i, block in enumerate(blocks):
-        s = scratch[i]
-
-        def block_pre(mod, args, kwargs, s=s):
-            s["resid_pre"] = f32(_hidden_arg(args, kwargs))
-
-        def block_post(mod, args, kwargs, output, s=s, i=i):
-            s["resid_post"] = f32(_first_tensor(output))
-            emit(i)
-
-        def o_pre(mod, args, kwargs, s=s):
-            s["head_signal"] = f32(_hidden_arg(args, kwargs))
-
-        def o_post(mod, args, kwargs, output, s=s):
-            s["attn_out"] = f32(_first_tensor(output))
-
-        def mlp_pre(mod, args, kwargs, s=s):
-            s["neurons"] = f32(_hidden_arg(args, kwargs))
-
-        def mlp_post(mod, args, kwargs, output, s=s):
-            s["mlp_out"] = f32(_first_tensor(output))
-
-        def mid_pre(mod, args, kwargs, s=s):
-            s["resid_mid"] = f32(_hidden_arg(args, kwargs))
-
-        def post_norm_out(key):
-            def hook(mod, args, kwargs, output, s=s):
-                s[key] = f32(_first_tensor(output))
-
-            return hook
-
-        add(block, "pre", block_pre)
-        add(block, "post", block_post)
-        o_proj = block.get_submodule(adapter.attn_out_proj)
-        s["signal_hooked"] = bool(o_proj._forward_pre_hooks) or bool(torch.nn.modules.module._global_forward_pre_hooks)
-        add(o_proj, "pre", o_pre)
-        add(o_proj, "post", o_post)
-        mlp_out_proj = block.get_submodule(adapter.mlp_out_proj)
-        add(mlp_out_proj, "pre", mlp_pre)
-        add(mlp_out_proj, "post", mlp_post)
-        if topology != "parallel":
-            add(block.get_submodule(adapter.mlp_norm), "pre", mid_pre)
-        if adapter.attn_post_norm:
-            add(block.get_submodule(adapter.attn_post_norm), "post", post_norm_out("attn_update"))
-        if adapter.mlp_post_norm:
-            add(block.get_submodule(adapter.mlp_post_norm), "post", post_norm_out("mlp_update"))
-
-    def final_pre(mod, args, kwargs):
-        result.final_resid = f32(_hidden_arg(args, kwargs))
-        result.final_rstd = final_norm.rstd(result.final_resid)
-
-    add(final_norm_module, "pre", final_pre)
-
-    def check_identities(rec: LayerRecord) -> None:
-        """Sets the record's edits and notes every edit of the stream (one reduction per update)."""
-        parallel = rec.resid_mid is None
-        y = rec.resid_post if parallel else rec.resid_mid
-        terms = (rec.resid_pre, rec.attn_update) + ((rec.mlp_update,) if parallel else ())
-        rec.edit_attn = edits.unexplained(y, *terms, dtype=model_dtype)
-        if not parallel:
-            rec.edit_mlp = edits.unexplained(rec.resid_post, rec.resid_mid, rec.mlp_update, dtype=model_dtype)
-        for gap, total, where in ((rec.edit_attn, y, "attention"), (rec.edit_mlp, rec.resid_post, "mlp")):
-            if gap is not None:
-                result.external_edits.append(edits.describe(gap, total, rec.index, where, scored=True))
-        if result.layers:  # the input of this block is the output of the one before
-            before = result.layers[-1].resid_post
-            gap = edits.unexplained(rec.resid_pre, before, dtype=model_dtype)
-            if gap is not None:
-                result.external_edits.append(edits.describe(gap, rec.resid_pre, rec.index, "before block",
-                                                            scored=False))
-
-    def emit(i: int) -> None:
-        s = scratch[i]
-        missing = {"resid_pre", "attention", "values", "head_signal", "attn_out", "mlp_out", "neurons"} - set(s)
-        if missing & {"attention", "values"} and not missing - {"attention", "values"}:
-            attn = blocks[i].get_submodule(adapter.attention)
-            raise UnsupportedModelError(
-                f"layer {i}: {type(attn).__name__} ran but its attention weights never reached the "
-                f"{routes[i]!r} capture route; this transformers release computes attention in a way lmtt-widgets "
-                "does not recognise for this class."
-            )
-        if missing:
-            raise UnsupportedModelError(
-                f"layer {i}: the hooks saw no {', '.join(sorted(missing))}; the adapter for "
-                f"{config.model_type!r} does not match this model's modules."
-            )
-        check_block(i, s, adapter)  # NaN or inf: stop at the first block that made it, naming the module
-        T_ = s["resid_pre"].shape[0]
-        a_post, m_post = post[i]
-        attn_update = s.get("attn_update", s["attn_out"])
-        mlp_update = s.get("mlp_update", s["mlp_out"])
-        rec = LayerRecord(
-            index=i,
-            resid_pre=s["resid_pre"],
-            resid_mid=s.get("resid_mid"),
-            resid_post=s["resid_post"],
-            attention=s["attention"],
-            values=s["values"],
-            head_signal=s["head_signal"].reshape(T_, n_heads, -1),
-            attn_out=s["attn_out"],
-            attn_update=attn_update,
-            mlp_out=s["mlp_out"],
-            mlp_update=mlp_update,
-            neurons=s["neurons"],
-            attn_post_rstd=a_post.rstd(s["attn_out"]) if a_post else None,
-            mlp_post_rstd=m_post.rstd(s["mlp_out"]) if m_post else None,
-            model_dtype=model_dtype,
-            signal_hooked=s["signal_hooked"],
-            attention_replay=s.get("attention_replay"),
-        )
-        check_identities(rec)
-        if on_layer is not None:
-            on_layer(rec, weights[i])
-        if not keep_attention:
-            rec.attention = None
-        result.layers.append(rec)
-        scratch[i].clear()  # the hooks hold this very dict: clearing it is what frees the attention
-        if not keep_attention and device.type == "cpu" and n_heads * T_ * T_ >= TRIM_ATTENTION_LIMIT:
-            release_freed_memory()
-
-    routes = lm.capture_routes or _capture_routes(net, adapter)
-    capture = attention_capture(net, [b.get_submodule(adapter.attention) for b in blocks], routes, record_attention)
-
-    # Modules in training mode (dropout) run in eval mode for the pass, through the model's own train() (Hugging
-    # Face models re-select their kernels there), and are put back exactly as they were, a mixed state included.
-    # A model already in eval mode is left alone (net.eval()/net.train() cost ~5 ms per pass on 30 blocks).
-    training = {m for m in net.modules() if m.training}
-    was_training = net.training
-    device = input_device(net)  # an offloaded model's parameters may be on meta
-    model_dtype = next(net.parameters()).dtype
-    try:
-        if training:
-            net.eval()
-        # no autograd graph: it would hold every layer's attention until the pass ends (GBs on long prompts)
-        with capture, torch.no_grad():
-            out = net(input_ids=ids[None].to(device), use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
-        if training:
-            net.train(was_training)
-            for m in net.modules():
-                m.training = m in training
-    result.logits = out.logits.detach()[0]
-    check_logits(result.logits, adapter)
-    if result.final_resid is not None and result.layers:
-        gap = edits.unexplained(result.final_resid, result.layers[-1].resid_post, dtype=model_dtype)
-        if gap is not None:
-            result.external_edits.append(edits.describe(gap, result.final_resid, L - 1, "before the final norm",
-                                                        scored=False))
-    edits.warn(result.external_edits)
-    if len(result.layers) != L:
-        raise UnsupportedModelError(f"only {len(result.layers)} of {L} blocks ran; the adapter does not fit this model")
+    # a long streamed trace frees a large attention after every layer: hand that memory back as it goes
+    trim = not keep_attention and facts.device.type == "cpu" and facts.n_heads * T * T >= TRIM_ATTENTION_LIMIT
+    recorder = LayerRecorder(facts, result, keep_attention=keep_attention, on_layer=on_layer,
+                             after_layer=release_freed_memory if trim else None)
+    with instrumented(facts.net, recorder.hooks(), facts.capture(recorder.record_attention)):
+        out = facts.net(input_ids=ids[None].to(facts.device), use_cache=False)
+    recorder.finish(out.logits.detach()[0])
+    edits.warn(result.external_edits)  # from here, so that the warning points where it always has
+    if len(result.layers) != facts.n_layers:
+        raise UnsupportedModelError(
+            f"only {len(result.layers)} of {facts.n_layers} blocks ran; the adapter does not fit this model")
     return result
