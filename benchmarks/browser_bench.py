@@ -16,6 +16,14 @@
    - Python -> browser: `w.selection = ...` in a cell until the vocabulary pane's title shows it.
    Median over --clicks.
 
+3. Redraw time by τ (`--redraw`, at `--redraw-tokens`, default 128 and 512): the graph pane alone in the static page,
+   its graph variants holding the route at every rung of the τ slider. For each rung, in a shuffled order, the
+   slider's `change` event (as a user's release: the host swaps in that τ's graph), then the pane's `draw()` timed
+   synchronously up to a 1-pixel `getImageData`, which forces the canvas to rasterise (without it Chromium defers
+   the work past the timer). "τ change" includes decoding the new graph and building its layout; "same graph" is a
+   redraw with nothing new (hover, selection, focus). Median over --redraw-reps passes. Target 16 ms at 128 tokens,
+   33 ms at 512.
+
 Every non-loopback request is aborted and counted (must be 0), as in the e2e tests. Prints a table; --json writes
 the raw numbers.
 """
@@ -23,20 +31,18 @@ the raw numbers.
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import json
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests" / "e2e"), str(REPO / "tests")]
 
+from browser import serve  # noqa: E402
 from nbdriver import (  # noqa: E402
     CHROMIUM, CHROMIUM_ARGS, is_loopback, open_notebook, py_eval, run_all, run_code, start_server, stop_server,
     write_notebook,
@@ -75,6 +81,36 @@ while (!tDrawn) { const t = await frame(); if (g.dataset.drawMs) tDrawn = t; }
 const tPainted = await frame();  // the frame with the drawn canvas has been presented
 window.__bench = { mount: tMount - t0, drawn: tDrawn - t0, painted: tPainted - t0, drawMs: Number(g.dataset.drawMs) };
 </script></body></html>"""
+
+# The graph pane alone; each rung of the τ slider in turn: the slider's change event, then draw() + a forced raster.
+REDRAW_JS = """async ([order, reps]) => {
+  const g = document.querySelector('.lmtt-graph');
+  const api = g.__lmtt;
+  const slider = g.querySelector('input.lmtt-slider');
+  const canvas = g.querySelector('canvas');
+  const c = canvas.getContext('2d');
+  const frame = () => new Promise((r) => requestAnimationFrame(() => r(performance.now())));
+  const out = {};
+  for (let rep = 0; rep < reps; rep++) {
+    for (const i of order) {
+      slider.value = String(i);
+      slider.dispatchEvent(new Event('change', { bubbles: true }));
+      const tau = g.querySelector('.lmtt-num').textContent;
+      let t0 = performance.now();
+      api.draw();
+      c.getImageData(0, 0, 1, 1);
+      const change = performance.now() - t0;
+      t0 = performance.now();
+      api.draw();
+      c.getImageData(0, 0, 1, 1);
+      const same = performance.now() - t0;
+      (out[i] ??= { tau, change: [], same: [], edges: g.querySelector('.lmtt-info').textContent }).change.push(change);
+      out[i].same.push(same);
+      await frame();
+    }
+  }
+  return out;
+}"""
 
 # In a JupyterLab page, before the notebook runs: time from the widget's root element appearing to the graph painted.
 LAB_FIRST_PAINT_JS = """(n) => {
@@ -152,15 +188,15 @@ def percentile(xs, q):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def make_prompt(lm, n_tokens: int) -> str:
+def make_prompt(lm, n_tokens: int, text: str = TEXT) -> str:
     tok = lm.tokenizer
-    ids = tok(TEXT)["input_ids"][:n_tokens]
+    ids = tok(text)["input_ids"][:n_tokens]
     prompt = tok.decode(ids)
     for _ in range(5):  # decoding and re-encoding may shift by a token
         n = len(tok(prompt)["input_ids"])
         if n == n_tokens:
             return prompt
-        ids = ids[: len(ids) - (n - n_tokens)] if n > n_tokens else tok(TEXT)["input_ids"][: len(ids) + 1]
+        ids = ids[: len(ids) - (n - n_tokens)] if n > n_tokens else tok(text)["input_ids"][: len(ids) + 1]
         prompt = tok.decode(ids)
     return prompt
 
@@ -176,16 +212,78 @@ def static_states(lm, prompt: str) -> dict[str, dict]:
     return out
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
+def tau_ladder() -> list[float]:
+    """The τ slider's rungs (js/tau.ts TAU_LADDER: 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 per decade, 0.005 to 0.5)."""
+    rungs = [float(f"{m * 10 ** e:.3g}") for e in range(-3, 1) for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)]
+    return [v for v in rungs if 0.005 - 1e-12 <= v <= 0.5 + 1e-12]
 
 
-def serve(directory: Path):
-    handler = functools.partial(_Quiet, directory=str(directory))
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+def redraw_state(lm, prompt: str) -> dict:
+    """The graph pane's state with the route at every rung of the τ slider as graph variants."""
+    from lmtt_widgets.widgets import payload
+    from lmtt_widgets import Explorer
+    from lmtt_widgets.widgets.codec import to_base64
+
+    w = Explorer(model=lm, prompt=prompt)
+    ex, target = w.explanation, w.target
+    variants = {f"{target}|{tau!r}|head": payload.graph_arrays(ex.route(target, tau, "head")) for tau in tau_ladder()}
+    state = {k: getattr(w, k) for k in TRAITS}
+    state.update(panes=["graph"], graph_variants=variants, threshold=0.04,
+                 graph=variants[f"{target}|0.04|head"])
+    return to_base64(state)
+
+
+def bench_redraw(browser, states: dict[int, dict], reps: int, blocked: list, work: Path, bundle: Path = STATIC) -> dict:
+    shutil.copy(bundle / "widget.js", work / "widget.js")
+    shutil.copy(bundle / "widget.css", work / "widget.css")
+    (work / "index.html").write_text(PAGE)
+    srv, url = serve(work)
+    results = {}
+    try:
+        ctx, page = new_page(browser, blocked)
+        for T, st in states.items():
+            (work / f"redraw-{T}.json").write_text(json.dumps(st))
+            page.goto(f"{url}/index.html?state=redraw-{T}.json&panes=graph")
+            page.wait_for_function("() => window.__bench", timeout=60_000)
+            n = len(tau_ladder())
+            order = [*range(0, n, 2), *range(1, n, 2)]  # every rung, neighbours apart (each one a real change)
+            page.evaluate(REDRAW_JS, [order, 1])  # warm-up pass
+            results[T] = page.evaluate(REDRAW_JS, [order, reps])
+            page.evaluate("() => document.querySelector('.lmtt-graph input.lmtt-slider').value = 0")
+            page.evaluate("() => document.querySelector('.lmtt-graph input.lmtt-slider')"
+                          ".dispatchEvent(new Event('change', { bubbles: true }))")
+            page.wait_for_timeout(200)
+            page.screenshot(path=str(work / f"redraw-{T}-min-tau.png"))
+            assert not page.errors, page.errors
+        ctx.close()
+    finally:
+        srv.shutdown()
+    return results
+
+
+def print_redraw(results: dict) -> None:
+    import re
+
+    print()
+    print("redraw of the graph pane by τ (median ms over passes; τ change = new graph decoded, laid out and drawn)")
+    Ts = sorted(results)
+    head = f"{'τ':>7} " + " ".join(f"{f'{T} tok: edges':>14} {'τ change':>9} {'same':>6}" for T in Ts)
+    print(head)
+    rungs = sorted({int(i) for T in Ts for i in results[T]})
+    for i in rungs:
+        cells = []
+        tau = ""
+        for T in Ts:
+            d = results[T][str(i)] if str(i) in results[T] else results[T][i]
+            tau = d["tau"]
+            m = re.search(r"(\d+) edges", d["edges"])
+            cells.append(f"{m.group(1) if m else '?':>14} {statistics.median(d['change']):>8.1f} "
+                         f"{statistics.median(d['same']):>6.1f}")
+        print(f"{tau:>7} " + " ".join(cells))
+    for T in Ts:
+        worst = max(statistics.median(d["change"]) for d in results[T].values())
+        target = 16 if T <= 128 else 33
+        print(f"{T} tokens: slowest τ change {worst:.1f} ms (target {target} ms): {'yes' if worst <= target else 'NO'}")
 
 
 def new_page(browser, blocked: list):
@@ -324,15 +422,26 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--no-lab", action="store_true", help="only the static first-paint benchmark")
     ap.add_argument("--no-static", action="store_true", help="only the JupyterLab benchmark")
+    ap.add_argument("--redraw", action="store_true", help="redraw time by τ (see 3.) instead of the other benchmarks")
+    ap.add_argument("--redraw-tokens", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--redraw-reps", type=int, default=5)
+    ap.add_argument("--bundle", type=Path, default=STATIC, help="folder of the built widget.js / widget.css")
+    ap.add_argument("--redraw-states", type=Path, help="reuse (or save) the redraw states in this folder")
     ap.add_argument("--json", type=Path, help="write the raw numbers here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (pages, screenshots)")
     args = ap.parse_args(argv)
+
+    if args.redraw and args.redraw_states and all((args.redraw_states / f"redraw-{T}.json").exists()
+                                                  for T in args.redraw_tokens):
+        return main_redraw(None, args)  # saved states: no model needed
 
     from playwright.sync_api import sync_playwright
 
     from lmtt_widgets import load_model
 
     lm = load_model("smollm2")
+    if args.redraw:
+        return main_redraw(lm, args)
     prompt = make_prompt(lm, args.tokens)
     t = time.monotonic()
     states = static_states(lm, prompt)
@@ -394,6 +503,40 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rows": [(n, xs, t) for n, xs, t in rows], "raw": raw}, indent=1, default=str))
+    if args.keep:
+        print(f"work directory: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if blocked else 0
+
+
+def main_redraw(lm, args) -> int:
+    from playwright.sync_api import sync_playwright
+
+    text = TEXT * (1 + max(args.redraw_tokens) // 400)
+    states = {}
+    for T in args.redraw_tokens:
+        t = time.monotonic()
+        saved = args.redraw_states / f"redraw-{T}.json" if args.redraw_states else None
+        if saved and saved.exists():
+            states[T] = json.loads(saved.read_text())
+            continue
+        states[T] = redraw_state(lm, make_prompt(lm, T, text))
+        if saved:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(states[T]))
+        print(f"{T} tokens: {len(tau_ladder())} routes in {time.monotonic() - t:.1f} s", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="lmtt-bench-"))
+    blocked: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, chromium_sandbox=False, args=CHROMIUM_ARGS)
+        results = bench_redraw(browser, states, args.redraw_reps, blocked, work, args.bundle)
+        browser.close()
+    print_redraw(results)
+    print(f"non-loopback requests aborted: {len(blocked)}" + (f" {blocked[:5]}" if blocked else ""))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"redraw": results}, indent=1))
     if args.keep:
         print(f"work directory: {work}")
     else:

@@ -199,3 +199,38 @@ export function visibleLabels(T: number, v: View, width: number, always: number[
   }
   return [...out].sort((a, b) => a - b);
 }
+
+/** Most px per token the token zoom goes to: a label's full width, far past the 14 px that shows every label. */
+export const MAX_TOKEN_PX = 120;
+
+/**
+ * Keep the tokens covering the width they were fitted to: the first column no further right than when fitted, the
+ * last one's MLP squares no further left (no empty space beside the tokens after a stretch or a pan).
+ */
+export function clampTokens(v: View, fit: View, T: number): View {
+  const maxTx = fit.tx;
+  // the last column's MLP squares (MLP_DX to its right) where the fitted view has them
+  const minTx = fit.tx + (T - 1 + MLP_DX) * (fit.sx - v.sx);
+  return { ...v, tx: Math.min(maxTx, Math.max(Math.min(minTx, maxTx), v.tx)) };
+}
+
+/**
+ * Stretch (k > 1) or shrink the token axis around screen x while every layer stays in view: rows as fitted,
+ * columns between the fitted width and MAX_TOKEN_PX.
+ */
+export function zoomTokensAt(v: View, k: number, x: number, fit: View, T: number): View {
+  const sx = Math.min(Math.max(MAX_TOKEN_PX, fit.sx), Math.max(fit.sx, v.sx * k));
+  const tx = x - (x - v.tx) * (sx / v.sx);
+  return clampTokens({ sx, sy: fit.sy, tx, ty: fit.ty }, fit, T);
+}
+
+/** Pan horizontally (only) so that column `col` is inside [left, right] of the screen, `margin` px from the edges. */
+export function keepColumnInView(v: View, col: number, left: number, right: number, margin = 0): View {
+  const x = v.tx + col * v.sx;
+  const lo = left + margin;
+  const hi = right - margin;
+  if (lo > hi) return { ...v, tx: v.tx + (left + right) / 2 - x };
+  if (x < lo) return { ...v, tx: v.tx + lo - x };
+  if (x > hi) return { ...v, tx: v.tx - (x - hi) };
+  return v;
+}

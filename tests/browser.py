@@ -6,7 +6,11 @@ fixture in tests/conftest.py); report and notebook tests open their own pages in
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
+from pathlib import Path
 
 CHROMIUM = os.environ.get("LMTT_CHROMIUM", "/usr/lib/chromium/chromium")
 ARGS = [
@@ -22,3 +26,16 @@ def launch(playwright):
         raise RuntimeError(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (scripts/test.sh does it); "
                            "never `playwright install`")
     return playwright.chromium.launch(executable_path=CHROMIUM, chromium_sandbox=False, args=ARGS, headless=True)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+
+def serve(directory: Path):
+    """Serve `directory` on a free loopback port (module scripts do not load from file:// URLs)."""
+    handler = functools.partial(_Quiet, directory=str(directory))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"

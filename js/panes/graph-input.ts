@@ -2,7 +2,7 @@
  * FlowGraph input controller: pointer (hover, click to select, drag to pan), wheel zoom, keyboard (cursor, Enter,
  * Escape, zoom keys) and clicks on the token axis. It turns events into view changes or one commit per user action.
  */
-import { Hit, panBy, toScreen, zoomAt } from "../geometry";
+import { clampTokens, Hit, panBy, toScreen, zoomAt } from "../geometry";
 import { cursorToSelection, moveCursor, selectionToCursor } from "../selection";
 import { dims, getSelection, getTarget } from "../state";
 import type { PaneContext, Selection } from "../types";
@@ -95,10 +95,24 @@ export function attachGraphInput(ctx: PaneContext, gv: GraphView): void {
     "wheel",
     (ev) => {
       ev.preventDefault();
-      const [x, y] = localXY(ev);
-      const k = Math.exp(-ev.deltaY * (ev.deltaMode === 1 ? 0.05 : 0.0015));
-      gv.setView(zoomAt(gv.ensureView(), k, x, y));
       gv.hideTooltip();
+      const [x, y] = localXY(ev);
+      const unit = ev.deltaMode === 1 ? 0.05 : 0.0015;
+      // a pinch (which browsers send as ctrl + wheel) or ctrl/⌘ + wheel: zoom both axes, as on a map
+      if (ev.ctrlKey || ev.metaKey) {
+        gv.setView(zoomAt(gv.ensureView(), Math.exp(-ev.deltaY * unit), x, y));
+        return;
+      }
+      // a sideways swipe pans along the tokens
+      if (Math.abs(ev.deltaX) > Math.abs(ev.deltaY) && !ev.shiftKey) {
+        const v = panBy(gv.ensureView(), -ev.deltaX * (ev.deltaMode === 1 ? 16 : 1), 0);
+        const fit = gv.fitted();
+        // with the layers as fitted (a token zoom), the tokens keep covering the width
+        gv.setView(v.sy === fit.sy ? clampTokens(v, fit, dims(model).T) : v);
+        return;
+      }
+      // the wheel (or shift + wheel, which some systems turn into deltaX) stretches the tokens: every layer stays
+      gv.zoomTokens(Math.exp(-(ev.deltaY || ev.deltaX) * unit), x);
     },
     { signal: ac.signal, passive: false },
   );
@@ -132,6 +146,10 @@ export function attachGraphInput(ctx: PaneContext, gv: GraphView): void {
         gv.setView(zoomAt(gv.ensureView(), 1.25, size.w / 2, size.h / 2));
       } else if (ev.key === "-") {
         gv.setView(zoomAt(gv.ensureView(), 0.8, size.w / 2, size.h / 2));
+      } else if (ev.key === "]") {
+        gv.zoomTokens(1.25);
+      } else if (ev.key === "[") {
+        gv.zoomTokens(0.8);
       } else if (ev.key === "0") {
         gv.resetView();
       }

@@ -1,13 +1,16 @@
 /** Paints the flow graph on a 2D canvas: layer grid, edges batched by kind and weight, nodes, rings, layer labels. */
 import { importanceColor, rgbString, Theme } from "../color";
-import { binCenter, edgeGeometry, edgeStyle, nodeGeometry, nodeImportance, WEIGHT_BINS, weightBin } from "../draw";
+import { binCenter, edgeGeometry, edgeStyle, WEIGHT_BINS } from "../draw";
+import { EDGE_KINDS, graphLayout, GraphLayout, NODE_BINS } from "../graph-layout";
 import { findEdge } from "../graph-select";
-import { Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
+import { edgeControl, Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
 import { routesFrom } from "../routes";
 import { Cursor, selectionToCursor } from "../selection";
 import type { GraphData } from "../state";
 import type { Selection } from "../types";
 
+/** Widest stroke (px) drawn as a 1 px hairline (see paintEdges). */
+const HAIRLINE_MAX = 1.5;
 // Marks a node whose update cancelled (every part farther from the sum than 0): its importances are an even split.
 const CANCEL_COLOR = "#e08a00";
 // Marks a node whose update holds an external edit (code outside the model's modules changed the stream).
@@ -26,24 +29,61 @@ export interface PaintInput {
   hover: Hit;
   /** the keyboard cursor, when the graph has focus */
   cursor: Cursor | null;
+  /** device pixels per CSS pixel of `c` */
+  dpr: number;
 }
 
-/** Paint everything; returns the MLP blocks drawn (`${layer}:${token}`), which hit testing needs. */
-export function paintGraph(p: PaintInput): Set<string> {
-  const { c, v, size, theme, g, T, L, target, sel, hover, cursor } = p;
+/**
+ * Bitmaps of the parts that change only with the graph, the view, the size or the theme (edges; nodes), so that a
+ * redraw for a hover, a selection or focus only composites them under the highlights.
+ */
+export interface PaintCache {
+  /** what the background bitmap shows (view, size, theme), and the edges and nodes bitmaps (that and the graph) */
+  bgKey: string;
+  key: string;
+  bg: HTMLCanvasElement | null;
+  edges: HTMLCanvasElement | null;
+  nodes: HTMLCanvasElement | null;
+}
+
+export function newPaintCache(): PaintCache {
+  return { bgKey: "", key: "", bg: null, edges: null, nodes: null };
+}
+
+const graphIds = new WeakMap<GraphData, number>();
+let nextGraphId = 1;
+function graphId(g: GraphData): number {
+  let id = graphIds.get(g);
+  if (!id) graphIds.set(g, (id = nextGraphId++));
+  return id;
+}
+
+function layerCanvas(old: HTMLCanvasElement | null, W: number, H: number): HTMLCanvasElement | null {
+  const cv = old ?? (typeof document !== "undefined" ? document.createElement("canvas") : null);
+  if (!cv) return null;
+  if (cv.width !== W) cv.width = W;
+  if (cv.height !== H) cv.height = H;
+  return cv;
+}
+
+/** Screen position of every node for this view. */
+function nodeScreen(lay: GraphLayout, v: View): [Float32Array, Float32Array] {
+  const n = lay.col.length;
+  const x = new Float32Array(n);
+  const y = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    x[i] = v.tx + lay.col[i] * v.sx;
+    y[i] = v.ty - lay.row[i] * v.sy;
+  }
+  return [x, y];
+}
+
+/** Background, layer lines and the faint grid of residual nodes: the same for every graph of these tokens. */
+function paintBackground(c: CanvasRenderingContext2D, p: PaintInput) {
+  const { v, size, theme, T, L } = p;
   const rows = 2 * L + 1;
   c.fillStyle = theme.bg;
   c.fillRect(0, 0, size.w, size.h);
-  // target column band
-  const [txc] = toScreen(v, target, 0);
-  c.fillStyle = theme.accent;
-  c.globalAlpha = 0.09;
-  c.fillRect(txc - v.sx / 2, 0, v.sx, size.h);
-  c.globalAlpha = 1;
-  // layer bands + labels
-  c.font = `10px ${theme.font}`;
-  c.textBaseline = "middle";
-  const layerStep = Math.max(1, Math.ceil(13 / (2 * v.sy)));
   c.strokeStyle = theme.grid;
   c.lineWidth = 1;
   c.beginPath();
@@ -54,54 +94,165 @@ export function paintGraph(p: PaintInput): Set<string> {
     c.lineTo(size.w, Math.round(y) + 0.5);
   }
   c.stroke();
-  // faint grid of all residual nodes when there is room
   if (v.sx >= 4 && v.sy >= 3) {
-    c.fillStyle = theme.grid;
+    // one path, one fill: thousands of fillRect calls cost more than the rest of the frame
     const lo = Math.max(0, Math.floor(-v.tx / v.sx) - 1);
     const hi = Math.min(T - 1, Math.ceil((size.w - v.tx) / v.sx) + 1);
     const rlo = Math.max(0, Math.floor((v.ty - size.h) / v.sy) - 1);
     const rhi = Math.min(rows - 1, Math.ceil(v.ty / v.sy) + 1);
     const d = Math.max(1, Math.min(3, Math.min(v.sx, v.sy) * 0.16));
+    c.fillStyle = theme.grid;
+    c.beginPath();
     for (let r = rlo; r <= rhi; r++) {
       const y = v.ty - r * v.sy;
-      for (let t = lo; t <= hi; t++) c.fillRect(v.tx + t * v.sx - d / 2, y - d / 2, d, d);
+      for (let t = lo; t <= hi; t++) c.rect(v.tx + t * v.sx - d / 2, y - d / 2, d, d);
     }
+    c.fill();
   }
-  // edges batched by kind and weight bin
+}
+
+/** Edges: one path and one stroke per (kind, weight bin) bucket; edges wholly off screen are skipped. */
+function paintEdges(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array) {
+  const { v, size, theme, g } = p;
   const zoom = Math.min(v.sx, v.sy) / 8;
-  const kinds = ["residual", "mlp", "attention"];
-  const bins = new Map<string, number[]>();
-  for (let i = 0; i < g.e; i++) {
-    const k = g.edgeKind[i];
-    const b = weightBin(g.maxWeight > 0 ? Math.sqrt(Math.max(0, g.edgeWeight[i]) / g.maxWeight) : 0);
-    const key = `${k}|${b}`;
-    let arr = bins.get(key);
-    if (!arr) bins.set(key, (arr = []));
-    arr.push(i);
-  }
+  const m = 8 + v.sx;
   c.lineCap = "round";
-  for (const k of kinds) {
+  EDGE_KINDS.forEach((k, ki) => {
     for (let b = 0; b < WEIGHT_BINS; b++) {
-      const idx = bins.get(`${k}|${b}`);
-      if (!idx) continue;
+      const bucket = ki * WEIGHT_BINS + b;
+      const s0 = lay.start[bucket];
+      const s1 = lay.start[bucket + 1];
+      if (s0 === s1) continue;
       const tt = binCenter(b);
       const st = edgeStyle(k, tt, theme, zoom);
       c.strokeStyle = st.color;
-      c.lineWidth = st.width;
+      const alpha = k === "residual" ? 0.35 + 0.6 * tt : 0.55 + 0.45 * tt;
+      // a thin stroke is drawn 1 px wide with its width folded into its opacity: Skia draws 1 px strokes as
+      // hairlines, about twice as fast as wider ones, and the low-weight bulk of a low-τ graph is all thin
+      const thin = st.width <= HAIRLINE_MAX;
+      c.lineWidth = thin ? 1 : st.width;
+      c.globalAlpha = thin ? alpha * Math.min(1, st.width) : alpha;
       c.setLineDash(st.dash);
-      c.globalAlpha = k === "residual" ? 0.35 + 0.6 * tt : 0.55 + 0.45 * tt;
       c.beginPath();
-      for (const i of idx) {
-        const e = edgeGeometry(v, g, i);
-        c.moveTo(e.x0, e.y0);
-        if (e.curved) c.quadraticCurveTo(e.cx, e.cy, e.x1, e.y1);
-        else c.lineTo(e.x1, e.y1);
+      for (let j = s0; j < s1; j++) {
+        const i = lay.order[j];
+        const s = g.edgeSrc[i];
+        const d = g.edgeDst[i];
+        const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
+        if ((x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m)) continue;
+        if ((y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m)) continue;
+        c.moveTo(x0, y0);
+        if (k === "attention") {
+          const [cx, cy] = edgeControl(x0, y0, x1, y1, v.sx);
+          c.quadraticCurveTo(cx, cy, x1, y1);
+        } else c.lineTo(x1, y1);
       }
+      c.stroke();
+    }
+  });
+  c.setLineDash([]);
+  c.globalAlpha = 1;
+}
+
+/** Nodes: one fill per colour bin (circles for residual nodes, squares for MLP blocks), one outline stroke. */
+function paintNodes(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array) {
+  const { v, size, theme, g } = p;
+  const r = nodeRadius(v);
+  const m = mlpHalf(v);
+  const visible: number[][] = Array.from({ length: NODE_BINS }, () => []);
+  for (let i = 0; i < g.n; i++) {
+    const x = nx[i], y = ny[i];
+    if (x < -10 || x > size.w + 10 || y < -10 || y > size.h + 10) continue;
+    visible[lay.colorBin[i]].push(i);
+  }
+  const shape = (path: CanvasRenderingContext2D, i: number) => {
+    const x = nx[i], y = ny[i];
+    if (g.nodeKind[i] === "mlp") path.rect(x - m, y - m, 2 * m, 2 * m);
+    else {
+      path.moveTo(x + r, y);
+      path.arc(x, y, r, 0, Math.PI * 2);
+    }
+  };
+  visible.forEach((idx, b) => {
+    if (!idx.length) return;
+    c.fillStyle = rgbString(importanceColor((b + 0.5) / NODE_BINS, theme.dark));
+    c.beginPath();
+    for (const i of idx) shape(c, i);
+    c.fill();
+  });
+  if (r >= 2.5 || m >= 2.5) {
+    c.lineWidth = 0.75;
+    c.strokeStyle = theme.fg;
+    c.beginPath();
+    for (const idx of visible) for (const i of idx) if ((g.nodeKind[i] === "mlp" ? m : r) >= 2.5) shape(c, i);
+    c.stroke();
+  }
+  // cancelling updates (importances split evenly): a dashed ring; external edits (a hook changed the stream):
+  // a solid ring
+  c.lineWidth = 1.5;
+  for (const [flags, color, dash] of [
+    [g.nodeCancelling, CANCEL_COLOR, [2, 2]],
+    [g.nodeExternal, EXTERNAL_COLOR, []],
+  ] as [Uint8Array, string, number[]][]) {
+    c.strokeStyle = color;
+    c.setLineDash(dash);
+    for (let i = 0; i < g.n; i++) {
+      if (!flags[i]) continue;
+      const rr = (g.nodeKind[i] === "mlp" ? m : r) + 2;
+      c.beginPath();
+      c.arc(nx[i], ny[i], rr, 0, Math.PI * 2);
       c.stroke();
     }
   }
   c.setLineDash([]);
+}
+
+/** Draw `paintLayer` into a cached bitmap (rebuilt when `fresh`) and composite it; straight onto `c` without one. */
+function composite(c: CanvasRenderingContext2D, p: PaintInput, cv: HTMLCanvasElement | null, fresh: boolean, paintLayer: (lc: CanvasRenderingContext2D) => void) {
+  const lc = cv?.getContext("2d");
+  if (!cv || !lc) {
+    paintLayer(c);
+    return;
+  }
+  if (fresh) {
+    lc.setTransform(1, 0, 0, 1, 0, 0);
+    lc.clearRect(0, 0, cv.width, cv.height);
+    lc.setTransform(p.dpr, 0, 0, p.dpr, 0, 0);
+    paintLayer(lc);
+  }
+  c.save();
+  c.setTransform(1, 0, 0, 1, 0, 0);
+  c.drawImage(cv, 0, 0);
+  c.restore();
+}
+
+/**
+ * Paint everything; returns the MLP blocks hit testing should know (`${layer}:${token}`). With a cache, the edges
+ * and nodes are drawn once per graph, view, size and theme, and composited on later redraws.
+ */
+export function paintGraph(p: PaintInput, cache: PaintCache | null = null): Set<string> {
+  const { c, v, size, theme, g, L, target, sel, hover, cursor } = p;
+  const lay = graphLayout(g);
+  const W = Math.round(size.w * p.dpr);
+  const H = Math.round(size.h * p.dpr);
+  const bgKey = [v.sx, v.sy, v.tx, v.ty, W, H, p.dpr, p.T, L, theme.bg, theme.fg, theme.grid, theme.accent, theme.residual, theme.dark].join("|");
+  const key = `${graphId(g)}|${bgKey}`;
+  const fresh = !cache || cache.key !== key;
+  let nxy: [Float32Array, Float32Array] | null = null;
+  const screen = () => (nxy ??= nodeScreen(lay, v));
+  const bgCv = cache ? (cache.bg = layerCanvas(cache.bg, W, H)) : null;
+  const edgesCv = cache ? (cache.edges = layerCanvas(cache.edges, W, H)) : null;
+  const nodesCv = cache ? (cache.nodes = layerCanvas(cache.nodes, W, H)) : null;
+  composite(c, p, bgCv, !cache || cache.bgKey !== bgKey, (lc) => paintBackground(lc, p));
+  if (cache) cache.bgKey = bgKey;
+  // the target's column band
+  const [txc] = toScreen(v, target, 0);
+  c.fillStyle = theme.accent;
+  c.globalAlpha = 0.09;
+  c.fillRect(txc - v.sx / 2, 0, v.sx, size.h);
   c.globalAlpha = 1;
+  composite(c, p, edgesCv, fresh, (lc) => paintEdges(lc, p, lay, ...screen()));
+  const zoom = Math.min(v.sx, v.sy) / 8;
   // a selected input token (embedding node): the routes that start at it
   if (sel && sel.kind === "node" && sel.node_kind === "embedding") {
     c.strokeStyle = theme.accent;
@@ -135,39 +286,9 @@ export function paintGraph(p: PaintInput): Set<string> {
     c.stroke();
     c.globalAlpha = 1;
   }
-  // nodes
-  const mlpNodes = new Set<string>();
-  const imp = nodeImportance(g);
-  const nodes = nodeGeometry(v, g, imp);
-  c.lineWidth = 0.75;
-  c.strokeStyle = theme.fg;
-  for (const n of nodes) {
-    if (n.kind === "mlp") mlpNodes.add(`${n.layer}:${n.token}`);
-    if (n.x < -10 || n.x > size.w + 10 || n.y < -10 || n.y > size.h + 10) continue;
-    c.fillStyle = rgbString(importanceColor(n.t, theme.dark));
-    c.beginPath();
-    if (n.kind === "mlp") c.rect(n.x - n.r, n.y - n.r, 2 * n.r, 2 * n.r);
-    else c.arc(n.x, n.y, n.r, 0, Math.PI * 2);
-    c.fill();
-    if (n.r >= 2.5) c.stroke();
-  }
-  // cancelling updates (importances split evenly): a dashed ring; external edits (a hook changed the stream):
-  // a solid ring
-  c.lineWidth = 1.5;
-  for (const [flags, color, dash] of [
-    [g.nodeCancelling, CANCEL_COLOR, [2, 2]],
-    [g.nodeExternal, EXTERNAL_COLOR, []],
-  ] as [Uint8Array, string, number[]][]) {
-    c.strokeStyle = color;
-    c.setLineDash(dash);
-    for (const n of nodes) {
-      if (!flags[n.i]) continue;
-      c.beginPath();
-      c.arc(n.x, n.y, n.r + 2, 0, Math.PI * 2);
-      c.stroke();
-    }
-  }
-  c.setLineDash([]);
+  composite(c, p, nodesCv, fresh, (lc) => paintNodes(lc, p, lay, ...screen()));
+  if (cache) cache.key = key;
+  const mlpNodes = new Set(lay.mlpNodes);
   if (sel && (sel.kind === "mlp" || sel.kind === "neuron")) mlpNodes.add(`${sel.layer}:${sel.token}`);
   // selection ring, hover ring, keyboard cursor
   const ring = (kind: "node" | "mlp", token: number, row: number, color: string, width: number, dash: number[] = []) => {
@@ -200,6 +321,9 @@ export function paintGraph(p: PaintInput): Set<string> {
   }
   if (cursor) ring("node", cursor.token, cursor.row, theme.accent, 1.5, [3, 2]);
   // layer labels (drawn last, on an opaque gutter)
+  c.font = `10px ${theme.font}`;
+  c.textBaseline = "middle";
+  const layerStep = Math.max(1, Math.ceil(13 / (2 * v.sy)));
   c.fillStyle = theme.bg;
   c.globalAlpha = 0.85;
   c.fillRect(0, 0, 34, size.h);

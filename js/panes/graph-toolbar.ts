@@ -12,6 +12,8 @@ import type { PaneContext } from "../types";
 /** What the toolbar's view buttons do (the view owns zoom and export). */
 export interface ToolbarActions {
   resetView(): void;
+  /** Stretch (k > 1) or shrink the token axis, every layer kept in view. */
+  zoomTokens(k: number): void;
   exportPng(): void;
   exportSvg(): void;
 }
@@ -54,6 +56,8 @@ export function createGraphToolbar(ctx: PaneContext, actions: ToolbarActions, to
   const granBtns = (["head", "edge"] as const).map((g) =>
     h("button", { type: "button", class: "lmtt-seg", "data-value": g, title: g === "head" ? "Threshold each head, then sum" : "Threshold the head-summed edge" }, g),
   );
+  const widerBtn = h("button", { type: "button", class: "lmtt-btn", "aria-label": "Stretch tokens", title: "Stretch the tokens, all layers kept in view (wheel, ])" }, "↔+");
+  const narrowerBtn = h("button", { type: "button", class: "lmtt-btn", "aria-label": "Shrink tokens", title: "Shrink the tokens back (wheel, [)" }, "↔−");
   const resetBtn = h("button", { type: "button", class: "lmtt-btn", title: "Reset zoom and pan (0)" }, "Reset");
   const pngBtn = h("button", { type: "button", class: "lmtt-btn", title: "Download PNG" }, "PNG");
   const svgBtn = h("button", { type: "button", class: "lmtt-btn", title: "Download SVG" }, "SVG");
@@ -64,7 +68,7 @@ export function createGraphToolbar(ctx: PaneContext, actions: ToolbarActions, to
     h("label", { class: "lmtt-field" }, h("span", { class: "lmtt-lbl" }, "τ"), slider, tauOut),
     h("span", { class: "lmtt-segs", role: "group", "aria-label": "Granularity" }, ...granBtns),
     h("span", { class: "lmtt-spacer" }),
-    h("span", { class: "lmtt-actions" }, resetBtn, pngBtn, svgBtn),
+    h("span", { class: "lmtt-actions" }, narrowerBtn, widerBtn, resetBtn, pngBtn, svgBtn),
   );
   const legend = legendEl();
   const info = h("div", { class: "lmtt-info", "aria-live": "polite" });
@@ -99,6 +103,8 @@ export function createGraphToolbar(ctx: PaneContext, actions: ToolbarActions, to
   }
 
   resetBtn.addEventListener("click", () => actions.resetView(), sig);
+  widerBtn.addEventListener("click", () => actions.zoomTokens(1.5), sig);
+  narrowerBtn.addEventListener("click", () => actions.zoomTokens(1 / 1.5), sig);
   pngBtn.addEventListener("click", () => actions.exportPng(), sig);
   svgBtn.addEventListener("click", () => actions.exportSvg(), sig);
   targetSel.addEventListener("change", () => ctx.commit({ target: Number(targetSel.value) }), sig);

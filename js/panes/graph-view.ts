@@ -3,13 +3,13 @@
  * testing. It reads the model and never commits to it: the input controller and the toolbar do.
  */
 import { readTheme, Theme } from "../color";
-import { fitView, hitTest, Hit, Size, toScreen, View, visibleLabels } from "../geometry";
+import { clampTokens, fitView, hitTest, Hit, keepColumnInView, PAD, Size, toScreen, View, visibleLabels, zoomTokensAt } from "../geometry";
 import { Cursor } from "../selection";
 import { dims, getGraph, getSelection, getTarget, getTokens } from "../state";
 import { displayToken, h, truncate } from "../text";
 import { isLaidOut, watchTheme } from "../theme";
 import type { PaneContext } from "../types";
-import { paintGraph } from "./graph-paint";
+import { newPaintCache, paintGraph } from "./graph-paint";
 import { placeTooltip, tooltipContent } from "./graph-tooltip";
 
 export interface GraphView {
@@ -22,6 +22,12 @@ export interface GraphView {
   /** The user's zoom / pan. */
   setView(v: View): void;
   resetView(): void;
+  /** The view that shows the whole graph at this size. */
+  fitted(): View;
+  /** Stretch (k > 1) or shrink the tokens around screen x (default: the target's column), all layers in view. */
+  zoomTokens(k: number, x?: number): void;
+  /** After a new target: pan sideways so that its column (where the route ends) is in view. */
+  keepTargetInView(): void;
   /** Whether the user zoomed or panned (a resize or new tokens then keep the view). */
   userView(): boolean;
   getView(): View | null;
@@ -57,7 +63,7 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
       class: "lmtt-canvas-wrap",
       tabindex: 0,
       role: "application",
-      "aria-label": "Information flow graph. Arrows move, Enter selects, Escape clears, +/- zoom, 0 resets.",
+      "aria-label": "Information flow graph. Arrows move, Enter selects, Escape clears, +/- zoom, ] and [ stretch or shrink the tokens, 0 resets.",
     },
     canvas,
     tooltip,
@@ -71,6 +77,7 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
   let hover: Hit = null;
   let raf = 0;
   let mlpNodes = new Set<string>();
+  const paintCache = newPaintCache();
   let theme: Theme = readTheme(ctx.root);
   let labelEls: HTMLElement[] = [];
   let labelTokens: string[] | null = null;
@@ -124,14 +131,17 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
     if (sel && "token" in sel) always.push(sel.token);
     if (sel && sel.kind === "edge") always.push(sel.source);
     const shown = new Set(visibleLabels(toks.length, v, size.w, always));
+    // write only what changed: at 512 tokens, restyling every label on every frame costs more than the drawing
     labelEls.forEach((s, i) => {
       const vis = shown.has(i);
-      s.hidden = !vis;
+      if (s.hidden === vis) s.hidden = !vis;
       if (!vis) return;
-      const [x] = toScreen(v, i, 0);
-      s.style.left = `${x.toFixed(1)}px`;
-      s.classList.toggle("is-target", i === target);
-      s.classList.toggle("is-selected", !!sel && "token" in sel && sel.token === i && i !== target);
+      const left = `${toScreen(v, i, 0)[0].toFixed(1)}px`;
+      if (s.style.left !== left) s.style.left = left;
+      const isTarget = i === target;
+      const isSel = !!sel && "token" in sel && sel.token === i && i !== target;
+      if (s.classList.contains("is-target") !== isTarget) s.classList.toggle("is-target", isTarget);
+      if (s.classList.contains("is-selected") !== isSel) s.classList.toggle("is-selected", isSel);
     });
   }
 
@@ -167,9 +177,37 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
       sel: getSelection(model),
       hover,
       cursor: document.activeElement === wrap ? cursor : null,
-    });
+      dpr,
+    }, paintCache);
     lastDrawMs = performance.now() - t0;
     el().dataset.drawMs = lastDrawMs.toFixed(1);
+  }
+
+  function fitted(): View {
+    const { T, L } = dims(model);
+    return fitView(T, L, size);
+  }
+
+  function zoomTokens(k: number, x?: number) {
+    const v = ensureView();
+    const [xt] = toScreen(v, getTarget(model), 0);
+    const anchor = x ?? (xt >= PAD.left && xt <= size.w - PAD.right ? xt : size.w / 2);
+    const fit = fitted();
+    const T = dims(model).T;
+    view = clampTokens(keepColumnInView(zoomTokensAt(v, k, anchor, fit, T), getTarget(model), PAD.left, size.w - PAD.right), fit, T);
+    userView = true;
+    schedule();
+  }
+
+  function keepTargetInView() {
+    if (!view || !userView) return;
+    const fit = fitted();
+    let v = keepColumnInView(view, getTarget(model), PAD.left, size.w - PAD.right, 8);
+    if (v.sy === fit.sy) v = clampTokens(v, fit, dims(model).T); // a token zoom: no blank beside the tokens
+    if (v.tx !== view.tx) {
+      view = v;
+      schedule();
+    }
   }
 
   function resetView() {
@@ -208,6 +246,9 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
       schedule();
     },
     resetView,
+    fitted,
+    zoomTokens,
+    keepTargetInView,
     userView: () => userView,
     getView: () => view,
     hitAt(x, y) {

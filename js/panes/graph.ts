@@ -22,7 +22,7 @@ export function createGraphPane(ctx: PaneContext): Pane {
   const gv = createGraphView(ctx, () => el as HTMLElement, () => bar.sync(), tokText);
   const bar = createGraphToolbar(
     ctx,
-    { resetView: () => gv.resetView(), exportPng: () => downloadPng(gv), exportSvg: () => downloadSvg(ctx, gv) },
+    { resetView: () => gv.resetView(), zoomTokens: (k) => gv.zoomTokens(k), exportPng: () => downloadPng(ctx, gv), exportSvg: () => downloadSvg(ctx, gv) },
     tokText,
   );
   el = h("div", { class: "lmtt-pane lmtt-graph" }, bar.toolbar, gv.wrap, gv.axis, h("div", { class: "lmtt-footer" }, bar.info, bar.legend));
@@ -34,6 +34,8 @@ export function createGraphPane(ctx: PaneContext): Pane {
     bar.sync();
     gv.schedule();
   };
+  // a new target: its column (where the route ends) comes into view when the user has zoomed
+  ctx.listen("change:target", () => gv.keepTargetInView());
   for (const name of ["graph", "target", "threshold", "granularity", "meta", "block_importance"]) ctx.listen(`change:${name}`, onGraphChange);
   ctx.listen("change:tokens", () => gv.tokensChanged());
   ctx.listen("change:selection", () => {
