@@ -1,8 +1,9 @@
 /** Paints the flow graph on a 2D canvas: layer grid, edges batched by kind and weight, nodes, rings, layer labels. */
-import { importanceColor, rgbString, Theme } from "../color";
+import type { Theme } from "../color";
 import { binCenter, edgeGeometry, edgeStyle, WEIGHT_BINS } from "../draw";
 import { EDGE_KINDS, graphLayout, GraphLayout, NODE_BINS } from "../graph-layout";
 import { findEdge } from "../graph-select";
+import { nodeAtlas, NodeAtlas, stampCell } from "../node-sprites";
 import { edgeControl, Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
 import { routesFrom } from "../routes";
 import { Cursor, selectionToCursor } from "../selection";
@@ -10,7 +11,7 @@ import type { GraphData } from "../state";
 import type { Selection } from "../types";
 
 /** Widest stroke (px) drawn as a 1 px hairline (see paintEdges). */
-const HAIRLINE_MAX = 1.5;
+const HAIRLINE_MAX = 2;
 // Marks a node whose update cancelled (every part farther from the sum than 0): its importances are an even split.
 const CANCEL_COLOR = "#e08a00";
 // Marks a node whose update holds an external edit (code outside the model's modules changed the stream).
@@ -58,9 +59,8 @@ function graphId(g: GraphData): number {
   return id;
 }
 
-function layerCanvas(old: HTMLCanvasElement | null, W: number, H: number): HTMLCanvasElement | null {
-  const cv = old ?? (typeof document !== "undefined" ? document.createElement("canvas") : null);
-  if (!cv) return null;
+function layerCanvas(old: HTMLCanvasElement | null, W: number, H: number): HTMLCanvasElement {
+  const cv = old ?? document.createElement("canvas");
   if (cv.width !== W) cv.width = W;
   if (cv.height !== H) cv.height = H;
   return cv;
@@ -154,7 +154,26 @@ function paintEdges(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout
   c.globalAlpha = 1;
 }
 
-/** Nodes: one fill per colour bin (circles for residual nodes, squares for MLP blocks), one outline stroke. */
+/**
+ * Nodes as copies of their stamp, at whole device pixels, lowest colour bin first, written into the layer's pixels:
+ * the layer must be clear (it is: nodes are the first thing on it).
+ */
+function stampNodes(c: CanvasRenderingContext2D, p: PaintInput, visible: number[][], atlas: NodeAtlas, nx: Float32Array, ny: Float32Array) {
+  const { g, dpr } = p;
+  const W = c.canvas.width;
+  const H = c.canvas.height;
+  const img = c.createImageData(W, H);
+  const half = atlas.cell / 2;
+  visible.forEach((idx, b) => {
+    for (const i of idx) {
+      const shape = g.nodeKind[i] === "mlp" ? 1 : 0;
+      stampCell(img.data, W, H, atlas, b, shape, Math.round(nx[i] * dpr - half), Math.round(ny[i] * dpr - half));
+    }
+  });
+  c.putImageData(img, 0, 0);
+}
+
+/** Nodes (circles for residual nodes, squares for MLP blocks) coloured by importance, and their flag rings. */
 function paintNodes(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array) {
   const { v, size, theme, g } = p;
   const r = nodeRadius(v);
@@ -165,28 +184,7 @@ function paintNodes(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout
     if (x < -10 || x > size.w + 10 || y < -10 || y > size.h + 10) continue;
     visible[lay.colorBin[i]].push(i);
   }
-  const shape = (path: CanvasRenderingContext2D, i: number) => {
-    const x = nx[i], y = ny[i];
-    if (g.nodeKind[i] === "mlp") path.rect(x - m, y - m, 2 * m, 2 * m);
-    else {
-      path.moveTo(x + r, y);
-      path.arc(x, y, r, 0, Math.PI * 2);
-    }
-  };
-  visible.forEach((idx, b) => {
-    if (!idx.length) return;
-    c.fillStyle = rgbString(importanceColor((b + 0.5) / NODE_BINS, theme.dark));
-    c.beginPath();
-    for (const i of idx) shape(c, i);
-    c.fill();
-  });
-  if (r >= 2.5 || m >= 2.5) {
-    c.lineWidth = 0.75;
-    c.strokeStyle = theme.fg;
-    c.beginPath();
-    for (const idx of visible) for (const i of idx) if ((g.nodeKind[i] === "mlp" ? m : r) >= 2.5) shape(c, i);
-    c.stroke();
-  }
+  stampNodes(c, p, visible, nodeAtlas(r, m, p.dpr, theme), nx, ny);
   // cancelling updates (importances split evenly): a dashed ring; external edits (a hook changed the stream):
   // a solid ring
   c.lineWidth = 1.5;
@@ -207,13 +205,10 @@ function paintNodes(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout
   c.setLineDash([]);
 }
 
-/** Draw `paintLayer` into a cached bitmap (rebuilt when `fresh`) and composite it; straight onto `c` without one. */
-function composite(c: CanvasRenderingContext2D, p: PaintInput, cv: HTMLCanvasElement | null, fresh: boolean, paintLayer: (lc: CanvasRenderingContext2D) => void) {
-  const lc = cv?.getContext("2d");
-  if (!cv || !lc) {
-    paintLayer(c);
-    return;
-  }
+/** Draw `paintLayer` into the layer's bitmap when `fresh` (else reuse what it holds) and composite it onto `c`. */
+function composite(c: CanvasRenderingContext2D, p: PaintInput, cv: HTMLCanvasElement, fresh: boolean, paintLayer: (lc: CanvasRenderingContext2D) => void) {
+  const lc = cv.getContext("2d");
+  if (!lc) throw new Error("lmtt-widgets: no 2D canvas context for a graph layer");
   if (fresh) {
     lc.setTransform(1, 0, 0, 1, 0, 0);
     lc.clearRect(0, 0, cv.width, cv.height);
@@ -227,24 +222,24 @@ function composite(c: CanvasRenderingContext2D, p: PaintInput, cv: HTMLCanvasEle
 }
 
 /**
- * Paint everything; returns the MLP blocks hit testing should know (`${layer}:${token}`). With a cache, the edges
- * and nodes are drawn once per graph, view, size and theme, and composited on later redraws.
+ * Paint everything; returns the MLP blocks hit testing should know (`${layer}:${token}`). The background is drawn
+ * once per view, size and theme, the edges and nodes once per graph too; later redraws composite them.
  */
-export function paintGraph(p: PaintInput, cache: PaintCache | null = null): Set<string> {
+export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   const { c, v, size, theme, g, L, target, sel, hover, cursor } = p;
   const lay = graphLayout(g);
   const W = Math.round(size.w * p.dpr);
   const H = Math.round(size.h * p.dpr);
   const bgKey = [v.sx, v.sy, v.tx, v.ty, W, H, p.dpr, p.T, L, theme.bg, theme.fg, theme.grid, theme.accent, theme.residual, theme.dark].join("|");
   const key = `${graphId(g)}|${bgKey}`;
-  const fresh = !cache || cache.key !== key;
+  const fresh = cache.key !== key;
   let nxy: [Float32Array, Float32Array] | null = null;
   const screen = () => (nxy ??= nodeScreen(lay, v));
-  const bgCv = cache ? (cache.bg = layerCanvas(cache.bg, W, H)) : null;
-  const edgesCv = cache ? (cache.edges = layerCanvas(cache.edges, W, H)) : null;
-  const nodesCv = cache ? (cache.nodes = layerCanvas(cache.nodes, W, H)) : null;
-  composite(c, p, bgCv, !cache || cache.bgKey !== bgKey, (lc) => paintBackground(lc, p));
-  if (cache) cache.bgKey = bgKey;
+  const bgCv = (cache.bg = layerCanvas(cache.bg, W, H));
+  const edgesCv = (cache.edges = layerCanvas(cache.edges, W, H));
+  const nodesCv = (cache.nodes = layerCanvas(cache.nodes, W, H));
+  composite(c, p, bgCv, cache.bgKey !== bgKey, (lc) => paintBackground(lc, p));
+  cache.bgKey = bgKey;
   // the target's column band
   const [txc] = toScreen(v, target, 0);
   c.fillStyle = theme.accent;
@@ -287,7 +282,7 @@ export function paintGraph(p: PaintInput, cache: PaintCache | null = null): Set<
     c.globalAlpha = 1;
   }
   composite(c, p, nodesCv, fresh, (lc) => paintNodes(lc, p, lay, ...screen()));
-  if (cache) cache.key = key;
+  cache.key = key;
   const mlpNodes = new Set(lay.mlpNodes);
   if (sel && (sel.kind === "mlp" || sel.kind === "neuron")) mlpNodes.add(`${sel.layer}:${sel.token}`);
   // selection ring, hover ring, keyboard cursor

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { WEIGHT_BINS } from "../draw";
 import { clampTokens, fitView, keepColumnInView, MAX_TOKEN_PX, MLP_DX, zoomTokensAt } from "../geometry";
 import { bucketEdges, colorBin, EDGE_KINDS, edgeBucket, graphLayout, NODE_BINS } from "../graph-layout";
+import { stampCell } from "../node-sprites";
 import { tinyGraph as graph } from "./tiny-graph";
 
 
@@ -96,5 +97,39 @@ describe("token zoom (stretch the tokens, every layer kept)", () => {
     expect(keepColumnInView(k, 299, 44, size.w - 14, 8)).toBe(k);
     const left = keepColumnInView(v, 0, 44, size.w - 14, 0);
     expect(left.tx).toBe(v.tx); // column 0 was in view already
+  });
+});
+
+describe("node stamps composited in script", () => {
+  // a 2 × 2 cell per bin; bin 0 circle cell: opaque red at (0,0), half-transparent blue at (1,1), empty elsewhere
+  const cell = 2;
+  const AW = cell * NODE_BINS;
+  const pixels = new Uint8ClampedArray(AW * cell * 2 * 4);
+  pixels.set([255, 0, 0, 255], 0);
+  pixels.set([0, 0, 255, 128], (1 * AW + 1) * 4);
+  const atlas = { canvas: null as unknown as HTMLCanvasElement, pixels, cell, key: "t" };
+  const px = (d: Uint8ClampedArray, W: number, x: number, y: number) => [...d.slice((y * W + x) * 4, (y * W + x) * 4 + 4)];
+
+  it("copies onto clear pixels and blends source-over onto drawn ones", () => {
+    const W = 4, H = 3;
+    const dst = new Uint8ClampedArray(W * H * 4);
+    dst.set([0, 255, 0, 255], (2 * W + 2) * 4); // opaque green under the blue pixel
+    stampCell(dst, W, H, atlas, 0, 0, 1, 1);
+    expect(px(dst, W, 1, 1)).toEqual([255, 0, 0, 255]);
+    const blended = px(dst, W, 2, 2);
+    expect(blended[3]).toBe(255);
+    expect(blended[2]).toBeCloseTo(128, -1); // half blue
+    expect(blended[1]).toBeCloseTo(127, -1); // half the green left
+    expect(px(dst, W, 2, 1)).toEqual([0, 0, 0, 0]); // transparent stamp pixels leave the image alone
+  });
+
+  it("clips a stamp hanging over any edge", () => {
+    const W = 2, H = 2;
+    const dst = new Uint8ClampedArray(W * H * 4);
+    stampCell(dst, W, H, atlas, 0, 0, -1, -1); // only the blue pixel lands, at (0, 0)
+    expect(px(dst, W, 0, 0)).toEqual([0, 0, 255, 128]);
+    expect(px(dst, W, 1, 1)).toEqual([0, 0, 0, 0]);
+    stampCell(dst, W, H, atlas, 0, 0, 1, 1); // only the red pixel lands, at (1, 1)
+    expect(px(dst, W, 1, 1)).toEqual([255, 0, 0, 255]);
   });
 });
