@@ -160,17 +160,33 @@ function paintEdges(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout
  */
 function stampNodes(c: CanvasRenderingContext2D, p: PaintInput, visible: number[][], atlas: NodeAtlas, nx: Float32Array, ny: Float32Array) {
   const { g, dpr } = p;
-  const W = c.canvas.width;
-  const H = c.canvas.height;
+  const cell = atlas.cell;
+  const half = cell / 2;
+  // only the box around the nodes: a short route's nodes sit in a few columns, and a full-canvas image costs
+  // more than drawing them
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const idx of visible) {
+    for (const i of idx) {
+      const x = Math.round(nx[i] * dpr - half), y = Math.round(ny[i] * dpr - half);
+      if (x < x0) x0 = x;
+      if (y < y0) y0 = y;
+      if (x > x1) x1 = x;
+      if (y > y1) y1 = y;
+    }
+  }
+  x0 = Math.max(0, x0);
+  y0 = Math.max(0, y0);
+  const W = Math.min(c.canvas.width, x1 + cell) - x0;
+  const H = Math.min(c.canvas.height, y1 + cell) - y0;
+  if (!(W > 0 && H > 0)) return;
   const img = c.createImageData(W, H);
-  const half = atlas.cell / 2;
   visible.forEach((idx, b) => {
     for (const i of idx) {
       const shape = g.nodeKind[i] === "mlp" ? 1 : 0;
-      stampCell(img.data, W, H, atlas, b, shape, Math.round(nx[i] * dpr - half), Math.round(ny[i] * dpr - half));
+      stampCell(img.data, W, H, atlas, b, shape, Math.round(nx[i] * dpr - half) - x0, Math.round(ny[i] * dpr - half) - y0);
     }
   });
-  c.putImageData(img, 0, 0);
+  c.putImageData(img, x0, y0);
 }
 
 /** Nodes (circles for residual nodes, squares for MLP blocks) coloured by importance, and their flag rings. */
