@@ -1,5 +1,7 @@
 /** Decoding of `{dtype, shape, data}` array dicts (see docs/widget-protocol.md, "Arrays"). */
-export type DType = "float32" | "uint32" | "int32" | "uint8";
+import type { DType } from "./protocol.gen";
+
+export type { DType };
 export type TypedArray = Float32Array | Uint32Array | Int32Array | Uint8Array;
 
 export interface ArrayDict {
@@ -130,4 +132,44 @@ export function encodeArray(data: TypedArray, shape: number[]): ArrayDict {
   const dtype: DType =
     data instanceof Float32Array ? "float32" : data instanceof Uint32Array ? "uint32" : data instanceof Int32Array ? "int32" : "uint8";
   return { dtype, shape, data: new DataView(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/** One array field of the protocol (js/protocol.gen.ts ARRAY_FIELDS): dtype and named dimensions. */
+export interface ArraySpec {
+  readonly dtype: DType;
+  readonly dims: readonly string[];
+  readonly optional: boolean;
+}
+
+/**
+ * Where decoded arrays differ from the protocol: a missing required field, another dtype, another rank, or a named
+ * dimension whose size differs from `sizes` (bound on first sight, so pre-bind L, H, T from `meta`). [] = follows it.
+ */
+export function shapeProblems(
+  value: Record<string, unknown>,
+  spec: Readonly<Record<string, ArraySpec>>,
+  sizes: Record<string, number> = {},
+): string[] {
+  const out: string[] = [];
+  for (const [name, s] of Object.entries(spec)) {
+    const a = value[name];
+    if (a == null) {
+      if (!s.optional) out.push(`${name} is missing`);
+      continue;
+    }
+    if (!isNDArray(a)) {
+      out.push(`${name} is not a decoded array`);
+      continue;
+    }
+    if (a.dtype !== s.dtype) out.push(`${name} is ${a.dtype}, not ${s.dtype}`);
+    if (a.shape.length !== s.dims.length) {
+      out.push(`${name} has shape [${a.shape}], not [${s.dims}]`);
+      continue;
+    }
+    s.dims.forEach((d, i) => {
+      if (sizes[d] === undefined) sizes[d] = a.shape[i];
+      else if (sizes[d] !== a.shape[i]) out.push(`${name} has ${d} = ${a.shape[i]}, expected ${sizes[d]}`);
+    });
+  }
+  return out;
 }

@@ -10,7 +10,7 @@ import { createPromptPane } from "./panes/prompt";
 import { createVocabPane } from "./panes/vocab";
 import { inflateState, StaticModel } from "./static";
 import { h } from "./text";
-import type { Handler, Pane, PaneContext, WidgetModel } from "./types";
+import type { Changes, Handler, Pane, PaneContext, WidgetModel } from "./types";
 
 export const PANES: Record<string, (ctx: PaneContext) => Pane> = {
   prompt: createPromptPane,
@@ -64,7 +64,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
         cleanups.push(() => model.off(event, wrapped));
       },
       commit: (changes) => {
-        for (const [k, v] of Object.entries(changes)) model.set(k, v);
+        for (const k of Object.keys(changes) as (keyof Changes)[]) model.set(k, changes[k] as never);
         model.save_changes();
       },
     };

@@ -3,10 +3,10 @@
  * legend text (quantity and units), and the component id a selection names for the Check action.
  */
 import { decodeArray, NDArray } from "./codec";
+import { HEAD_MODES, type HeadMode, type Metric } from "./protocol.gen";
 import type { Selection, WidgetModel } from "./types";
 
-export type HeadMode = "importance" | "logit_attribution" | "attribution_patching";
-export const HEAD_MODES: HeadMode[] = ["importance", "logit_attribution", "attribution_patching"];
+export { HEAD_MODES, type HeadMode };
 export const MODE_LABELS: Record<HeadMode, string> = {
   importance: "flow share",
   logit_attribution: "logit attribution",
@@ -14,18 +14,8 @@ export const MODE_LABELS: Record<HeadMode, string> = {
 };
 export const CAUSAL: HeadMode = "attribution_patching";
 
-export interface MetricInfo {
-  position?: number;
-  target?: number;
-  target_text?: string;
-  foil?: number | null;
-  foil_text?: string;
-  name?: string;
-  candidates?: [number, string, number][];
-  corrupted?: string;
-  ablation?: "corrupted" | "mean" | "zero";
-  causal_ready?: boolean;
-}
+/** The `metric` trait: every field may be missing (`{}` before the first explanation, no metric formed). */
+export type MetricInfo = Partial<Metric>;
 
 export interface MethodTable {
   method: string;

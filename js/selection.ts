@@ -1,6 +1,7 @@
 /** Selection helpers: keyboard cursor movement, selection <-> grid cursor, equality, detail keys. */
+import { DETAIL_KEYS, type DetailKind } from "./protocol.gen";
 import type { Selection } from "./types";
-import { rowToNode } from "./state";
+import { rowOf, rowToNode } from "./state";
 
 export interface Cursor {
   token: number;
@@ -49,10 +50,7 @@ export function selectionToCursor(s: Selection, target: number, L: number): Curs
   if (!s) return { token: target, row: 2 * L };
   switch (s.kind) {
     case "node":
-      return {
-        token: s.token,
-        row: s.node_kind === "embedding" ? 0 : s.node_kind === "after_attention" ? 2 * s.layer + 1 : 2 * s.layer + 2,
-      };
+      return { token: s.token, row: rowOf(s.node_kind, s.layer) };
     case "edge":
     case "head":
       return { token: s.token, row: 2 * s.layer + 1 };
@@ -70,20 +68,24 @@ export function sameSelection(a: Selection, b: Selection): boolean {
   return ka.every((k) => (a as any)[k] === (b as any)[k]);
 }
 
+/** A `details` key from its fields, in the protocol's order (DETAIL_KEYS). */
+export function detailKey<K extends DetailKind>(kind: K, fields: Record<(typeof DETAIL_KEYS)[K][number], number>): string {
+  const values = (DETAIL_KEYS[kind] as readonly string[]).map((f) => (fields as Record<string, number>)[f]);
+  return [kind, ...values].join(":");
+}
+
 /** `details` key whose result describes the selection (see protocol), or null. */
 export function detailsKey(s: Selection): string | null {
   if (!s) return null;
   switch (s.kind) {
-    case "node": {
-      const row = s.node_kind === "embedding" ? 0 : s.node_kind === "after_attention" ? 2 * s.layer + 1 : 2 * s.layer + 2;
-      return `lens:${row}:${s.token}`;
-    }
+    case "node":
+      return detailKey("lens", { row: rowOf(s.node_kind, s.layer), token: s.token });
     case "head":
-      return `head:${s.layer}:${s.head}:${s.token}`;
+      return detailKey("head", s);
     case "mlp":
-      return `mlp:${s.layer}:${s.token}`;
+      return detailKey("mlp", s);
     case "neuron":
-      return `neuron:${s.layer}:${s.neuron}:${s.token}`;
+      return detailKey("neuron", s);
     case "edge":
       return null;
   }

@@ -1,9 +1,12 @@
 /** Decoded views of model traits, cached by trait-object identity. */
 import { decodeArray, decodeDict, NDArray } from "./codec";
+import { EDGE_KINDS, NODE_KINDS, ROW_OFFSET } from "./protocol.gen";
+import type { SelectableNodeKind } from "./protocol.gen";
 import type { Meta, NodeKindName, Selection, WidgetModel } from "./types";
 
-export const DEFAULT_NODE_KINDS: NodeKindName[] = ["embedding", "after_attention", "mlp", "after_mlp"];
-export const DEFAULT_EDGE_KINDS = ["residual", "attention", "mlp"];
+/** The kind names of the codes in `graph.node_kind` / `edge_kind` when `meta` does not list them. */
+export const DEFAULT_NODE_KINDS: readonly NodeKindName[] = NODE_KINDS;
+export const DEFAULT_EDGE_KINDS: readonly string[] = EDGE_KINDS;
 
 export interface GraphData {
   n: number; // nodes
@@ -101,8 +104,8 @@ export function getGraph(model: WidgetModel): GraphData {
 export function decodeGraph(raw: unknown, meta: Meta = {}): GraphData {
   if (!raw || typeof raw !== "object") return EMPTY_GRAPH;
   const d = decodeDict(raw);
-  const nk = meta.node_kinds?.length ? meta.node_kinds : DEFAULT_NODE_KINDS;
-  const ek = meta.edge_kinds?.length ? meta.edge_kinds : DEFAULT_EDGE_KINDS;
+  const nk: readonly string[] = meta.node_kinds?.length ? meta.node_kinds : DEFAULT_NODE_KINDS;
+  const ek: readonly string[] = meta.edge_kinds?.length ? meta.edge_kinds : DEFAULT_EDGE_KINDS;
   const kindArr = d.node_kind?.data ?? new Uint8Array(0);
   const n = kindArr.length;
   const nodeKind = Array.from(kindArr, (k) => (nk[k] ?? "after_mlp") as NodeKindName);
@@ -183,15 +186,14 @@ export function getLens(model: WidgetModel): LensData | null {
   });
 }
 
-/** Residual row of a node: 0 embeddings, 2l+1 after attention, 2l+2 after MLP. */
+/** Residual row of a node (the protocol's ROW_OFFSET): 0 embeddings, 2l+1 after attention, 2l+1.5 the MLP, 2l+2 after
+ * MLP. An unknown kind is drawn as after MLP. */
 export function rowOf(kind: string, layer: number): number {
   if (kind === "embedding" || layer < 0) return 0;
-  if (kind === "after_attention") return 2 * layer + 1;
-  if (kind === "mlp") return 2 * layer + 1.5;
-  return 2 * layer + 2;
+  return 2 * layer + (ROW_OFFSET[kind as NodeKindName] ?? ROW_OFFSET.after_mlp);
 }
 
-export function rowToNode(row: number): { node_kind: "embedding" | "after_attention" | "after_mlp"; layer: number } {
+export function rowToNode(row: number): { node_kind: SelectableNodeKind; layer: number } {
   if (row <= 0) return { node_kind: "embedding", layer: -1 };
   if (row % 2 === 1) return { node_kind: "after_attention", layer: (row - 1) / 2 };
   return { node_kind: "after_mlp", layer: row / 2 - 1 };

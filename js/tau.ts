@@ -3,8 +3,9 @@
  * from TAU_MIN to TAU_MAX. One arrow press is one rung (about ×1.25), a Page key three rungs (about ×2), Home/End
  * the ends, so every key press shows a different graph and a value Python accepts as typed.
  */
-export const TAU_MIN = 0.005;
-export const TAU_MAX = 0.5;
+import { TAU_MAX, TAU_MIN } from "./protocol.gen";
+
+export { TAU_MAX, TAU_MIN }; // the protocol's slider range (Python declares it: widgets/protocol)
 const MANTISSAS = [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8];
 /** Rungs per Page key: three rungs double τ (1 -> 2, 1.2 -> 2.5, 1.5 -> 3 ...). */
 export const TAU_PAGE = 3;

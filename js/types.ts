@@ -1,41 +1,32 @@
-/** Minimal shape of the anywidget model used by the front end (AFM). */
+/** The anywidget model as the front end uses it, typed by the protocol (js/protocol.gen.ts, generated from Python). */
+import type { BrowserWritable, Meta as WireMeta, Status as WireStatus, Traits } from "./protocol.gen";
+
+export type { NodeKindName, EdgeKindName, SelectableNodeKind, Selection, Traits } from "./protocol.gen";
+
 export type Handler = (...args: any[]) => void;
 
-export interface WidgetModel {
-  get(name: string): any;
-  set(name: string, value: unknown): void;
+/**
+ * anywidget's model with typed traits: `get("graph")` is a `Partial<Graph>` (Python sends `{}` before a trait is
+ * computed), `set` takes only values of the trait's type. Values come from another process: decoders still check.
+ */
+export interface AnyModel<T> {
+  get<K extends keyof T & string>(name: K): T[K];
+  set<K extends keyof T & string>(name: K, value: T[K]): void;
   on(event: string, cb: Handler): void;
   off(event?: string | null, cb?: Handler | null): void;
   save_changes(): void;
   send(content: unknown, callbacks?: unknown, buffers?: unknown[]): void;
 }
 
-export type NodeKindName = "embedding" | "after_attention" | "mlp" | "after_mlp";
+export type WidgetModel = AnyModel<Traits>;
 
-export type Selection =
-  | { kind: "node"; layer: number; token: number; node_kind: "embedding" | "after_attention" | "after_mlp" }
-  | { kind: "edge"; layer: number; source: number; token: number }
-  | { kind: "mlp"; layer: number; token: number }
-  | { kind: "head"; layer: number; head: number; token: number }
-  | { kind: "neuron"; layer: number; neuron: number; token: number }
-  | null;
+/** `meta` as the panes read it: any field may be missing (before the first explanation, or in older states). */
+export type Meta = Partial<WireMeta>;
 
-export interface Meta {
-  model?: string;
-  n_layers?: number;
-  n_heads?: number;
-  n_tokens?: number;
-  topology?: string;
-  node_kinds?: string[];
-  edge_kinds?: string[];
-  prediction?: { token: string; prob: number; top?: [string, number][] };
-}
+export type Status = Pick<WireStatus, "state"> & Partial<WireStatus>;
 
-export interface Status {
-  state: "idle" | "running" | "error";
-  message?: string;
-  progress?: number;
-}
+/** What one user action may set: only browser-writable traits; enum values as plain text (Python checks them). */
+export type Changes = { [K in BrowserWritable]?: Traits[K] extends string ? string : Traits[K] };
 
 /** Everything a pane needs; one per render() call. */
 export interface PaneContext {
@@ -47,7 +38,7 @@ export interface PaneContext {
   /** model.on with automatic model.off on cleanup. */
   listen(event: string, cb: Handler): void;
   /** One user action: set all keys then exactly one save_changes(). */
-  commit(changes: Record<string, unknown>): void;
+  commit(changes: Changes): void;
 }
 
 export interface Pane {

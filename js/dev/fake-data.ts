@@ -1,5 +1,8 @@
 /** Synthetic but realistically sized trace (30 layers, 9 heads, 128 tokens) following docs/widget-protocol.md. */
 import { encodeArray } from "../codec";
+import { EDGE_KINDS, NODE_KINDS, type EdgeKindName, type NodeKindName } from "../protocol.gen";
+
+const EDGE = Object.fromEntries(EDGE_KINDS.map((k, i) => [k, i])) as Record<EdgeKindName, number>;
 
 export interface FakeOpts {
   L?: number;
@@ -90,7 +93,7 @@ export function makeDense(L: number, H: number, T: number, seed = 1): Dense {
 /** Backward traversal from the top node at `target`, keeping edges with weight >= tau (like Python's filtering). */
 export function buildGraph(d: Dense, target: number, tau: number, granularity: "head" | "edge" = "head") {
   const { L, H } = d;
-  const kinds = { embedding: 0, after_attention: 1, mlp: 2, after_mlp: 3 } as const;
+  const kinds = Object.fromEntries(NODE_KINDS.map((k, i) => [k, i])) as Record<NodeKindName, number>;
   const nodeIndex = new Map<string, number>();
   const nk: number[] = [], nl: number[] = [], nt: number[] = [];
   const es: number[] = [], ed: number[] = [], ew: number[] = [], ek: number[] = [], eh: number[] = [];
@@ -120,13 +123,13 @@ export function buildGraph(d: Dense, target: number, tau: number, granularity: "
       const m = d.mlp(l, i);
       const a = node("after_attention", l, i);
       if (m.res >= tau || m.mlp < tau) {
-        edge(a, dst, m.res, 0);
+        edge(a, dst, m.res, EDGE.residual);
         afterAttn.add(i);
       }
       if (m.mlp >= tau) {
         const mn = node("mlp", l, i);
-        edge(mn, dst, m.mlp, 2);
-        edge(a, mn, m.mlp, 2);
+        edge(mn, dst, m.mlp, EDGE.mlp);
+        edge(a, mn, m.mlp, EDGE.mlp);
         afterAttn.add(i);
       }
     }
@@ -135,13 +138,13 @@ export function buildGraph(d: Dense, target: number, tau: number, granularity: "
       const dst = node("after_attention", l, i);
       const at = d.attn(l, i);
       if (at.res >= tau) {
-        edge(prevRow(l, i), dst, at.res, 0);
+        edge(prevRow(l, i), dst, at.res, EDGE.residual);
         next.add(i);
       }
       for (const [j, w, heads] of at.src) {
         const kept = granularity === "head" ? heads.reduce((acc, s) => acc + (s * w >= tau / 2 ? s * w : 0), 0) : w >= tau ? w : 0;
         if (kept >= tau) {
-          edge(prevRow(l, j), dst, kept, 1, heads);
+          edge(prevRow(l, j), dst, kept, EDGE.attention, heads);
           next.add(j);
         }
       }
@@ -180,11 +183,11 @@ export function makeState(opts: FakeOpts = {}) {
     return encodeArray(a, [L, T]);
   };
   const graph = buildGraph(dense, target, threshold, "head");
-  // like Python: top-K rows only for the MLP blocks of the initial graph (node kind 2), the rest via `mlp:` details
+  // like Python: top-K rows only for the MLP blocks of the initial graph (mlp nodes), the rest via `mlp:` details
   const available = new Uint8Array(L * T);
   {
     const nk = graph.node_kind.data as DataView, nl = graph.node_layer.data as DataView, nt = graph.node_token.data as DataView;
-    for (let i = 0; i < nk.byteLength; i++) if (nk.getUint8(i) === 2) available[nl.getInt32(4 * i, true) * T + nt.getUint32(4 * i, true)] = 1;
+    for (let i = 0; i < nk.byteLength; i++) if (nk.getUint8(i) === NODE_KINDS.indexOf("mlp")) available[nl.getInt32(4 * i, true) * T + nt.getUint32(4 * i, true)] = 1;
   }
   const ids = new Uint32Array(L * T * K), imp = new Float32Array(L * T * K), act = new Float32Array(L * T * K);
   for (let i = 0; i < L * T; i++) {
@@ -222,8 +225,8 @@ export function makeState(opts: FakeOpts = {}) {
       n_heads: H,
       n_tokens: T,
       topology: "sequential",
-      node_kinds: ["embedding", "after_attention", "mlp", "after_mlp"],
-      edge_kinds: ["residual", "attention", "mlp"],
+      node_kinds: [...NODE_KINDS],
+      edge_kinds: [...EDGE_KINDS],
       prediction: { token: " Einstein", prob: 0.61, top: [[" Einstein", 0.61], [" relativity", 0.12], [" physics", 0.05], ["<script>", 0.01]] },
     },
     target,

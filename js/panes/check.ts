@@ -5,6 +5,7 @@
  * units. Results hold only for the settings they were computed with: they are forgotten when `metric` changes.
  */
 import type { DetailState } from "../details";
+import { CHECK_PREFIX, THRESHOLD_DEFAULT } from "../protocol.gen";
 import { approxOf, componentId, getMethodScores, getMetric, metricText, settingText, signed, unitsOf } from "../scores";
 import { getSelection } from "../state";
 import { h } from "../text";
@@ -15,7 +16,7 @@ export const CHECK_TIMEOUT_MS = 180_000;
 
 export function routeKey(threshold: unknown): string {
   const tau = Number(threshold);
-  return `check:route:${Number.isFinite(tau) ? tau : 0.04}`;
+  return `${CHECK_PREFIX}route:${Number.isFinite(tau) ? tau : THRESHOLD_DEFAULT}`;
 }
 
 function row(label: string, value: string, cls = ""): HTMLElement {
@@ -80,14 +81,14 @@ export function createCheckBox(ctx: PaneContext, sig: { signal: AbortSignal }): 
       body.replaceChildren(ready ? h("div", { class: "lmtt-hint" }, "Runs exact activation patching in the kernel.") : h("div", { class: "lmtt-hint" }, `Check${why}.`));
       return;
     }
-    const what = shown.slice("check:".length);
+    const what = shown.slice(CHECK_PREFIX.length);
     body.replaceChildren(...result(ctx.details.get(shown, false), what));
   }
 
   checkBtn.addEventListener("click", () => {
     const id = compId();
     if (!id) return;
-    shown = `check:${id}`;
+    shown = `${CHECK_PREFIX}${id}`;
     if (ctx.details.get(shown, false)?.status !== "ok") ctx.details.request(shown, CHECK_TIMEOUT_MS);
     draw();
   }, sig);
@@ -97,14 +98,14 @@ export function createCheckBox(ctx: PaneContext, sig: { signal: AbortSignal }): 
     draw();
   }, sig);
   ctx.listen("change:metric", () => {
-    ctx.details.forget("check:");
+    ctx.details.forget(CHECK_PREFIX);
     shown = null;
     draw();
   });
   ctx.listen("change:selection", () => {
     // the result of another component stays until a new Check; a selection's own cached result shows at once
     const id = compId();
-    if (id && ctx.details.get(`check:${id}`, false)) shown = `check:${id}`;
+    if (id && ctx.details.get(`${CHECK_PREFIX}${id}`, false)) shown = `${CHECK_PREFIX}${id}`;
     draw();
   });
   for (const n of ["method_scores", "threshold", "static"]) ctx.listen(`change:${n}`, draw);

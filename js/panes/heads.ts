@@ -7,6 +7,7 @@ import {
   unitsOf,
 } from "../scores";
 import { dims, focusToken, getGraph, getHeadImportance, getSelection, getTokens, getTarget } from "../state";
+import { detailKey } from "../selection";
 import { displayToken, fmt, h, pct, truncate } from "../text";
 import type { Pane, PaneContext, Status } from "../types";
 import { createCheckBox } from "./check";
@@ -279,7 +280,7 @@ export function createHeadsPane(ctx: PaneContext): Pane {
       detail.replaceChildren(h("div", { class: "lmtt-hint" }, "Click a cell to see that head's attention pattern and contribution map."));
       return;
     }
-    const key = `head:${sel.layer}:${sel.head}:${sel.token}`;
+    const key = detailKey("head", sel);
     const st = ctx.details.get(key);
     const what = `head L${sel.layer}.H${sel.head}`;
     if (!detailStatus(detail, st, ctx.details, what) || !st || st.status !== "ok") return;

@@ -1,6 +1,7 @@
 /** NeuronView pane: top-K neurons of the selected MLP block with importance bars and activation sign. */
 import { at, lastAxis, NDArray } from "../codec";
 import { dims, getBlockImportance, getNeurons, getSelection, getTarget, getTokens } from "../state";
+import { detailKey } from "../selection";
 import { displayToken, fmt, h, truncate } from "../text";
 import type { Pane, PaneContext, WidgetModel } from "../types";
 import { detailStatus } from "./common";
@@ -131,7 +132,7 @@ export function createNeuronsPane(ctx: PaneContext): Pane {
     sub.textContent = blk.reason === "selected" ? "" : `Showing the ${blk.reason}; click an MLP square in the graph to choose.`;
     if (!neuronsAvailable(nr, blk.layer, blk.token)) {
       // not precomputed: the `mlp:` details result carries the top-K neurons
-      fetchKey = `mlp:${blk.layer}:${blk.token}`;
+      fetchKey = detailKey("mlp", blk);
       const st = ctx.details.get(fetchKey);
       if (!detailStatus(statusBox, st, ctx.details, "neurons") || !st || st.status !== "ok") {
         list.replaceChildren();

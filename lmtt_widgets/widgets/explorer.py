@@ -20,10 +20,12 @@ from ..explain import Explanation, explain
 from ..methods import ScoreTable
 from ..methods.targets import make_metric
 from ..models.loading import load_model
-from . import payload, scoring
+from . import payload, protocol, scoring
 from .codec import to_message, wire_safe
 from .scoring import ABLATIONS, CAUSAL, HEAD_MODES, Settings
+from .protocol import TRAIT
 from .selection import check_selection
+from .traits import Typed
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 log = logging.getLogger("lmtt_widgets")
@@ -38,20 +40,22 @@ class _ExplanationWidget(anywidget.AnyWidget):
     _esm = STATIC / "widget.js"
     _css = STATIC / "widget.css"
 
+    # Traits typed by the protocol (widgets/protocol: schema, writer, meaning); Python-only ones ("py") are
+    # refused when the browser sends them (set_state).
     panes = t.List(t.Unicode(), default_value=["graph"]).tag(sync=True)
     tokens = t.List(t.Unicode()).tag(sync=True)
-    meta = t.Dict().tag(sync=True)
+    meta = Typed(TRAIT["meta"])
     target = t.Int(0).tag(sync=True)
     threshold = t.Float(DEFAULT_THRESHOLD).tag(sync=True)
-    granularity = t.Enum(["head", "edge"], default_value="head").tag(sync=True)
-    graph = t.Dict().tag(sync=True)
-    head_importance = t.Dict().tag(sync=True)
-    block_importance = t.Dict().tag(sync=True)
-    neurons = t.Dict().tag(sync=True)
-    lens = t.Dict().tag(sync=True)
+    granularity = t.Enum(list(protocol.GRANULARITIES), default_value="head").tag(sync=True)
+    graph = Typed(TRAIT["graph"])
+    head_importance = Typed(TRAIT["head_importance"])
+    block_importance = Typed(TRAIT["block_importance"])
+    neurons = Typed(TRAIT["neurons"])
+    lens = Typed(TRAIT["lens"])
     selection = t.Dict(allow_none=True, default_value=None).tag(sync=True)
-    details = t.Dict().tag(sync=True)
-    status = t.Dict(default_value={"state": "idle", "message": "", "progress": 0.0}).tag(sync=True)
+    details = Typed(TRAIT["details"])
+    status = Typed(TRAIT["status"], default_value={"state": "idle", "message": "", "progress": 0.0})
     error = t.Unicode("").tag(sync=True)
     prompt = t.Unicode("").tag(sync=True)
     static = t.Bool(False).tag(sync=True)
@@ -60,13 +64,13 @@ class _ExplanationWidget(anywidget.AnyWidget):
     corrupted = t.Unicode("").tag(sync=True)
     ablation = t.Enum(list(ABLATIONS), default_value="corrupted").tag(sync=True)
     head_mode = t.Enum(list(HEAD_MODES), default_value="importance").tag(sync=True)
-    metric = t.Dict().tag(sync=True)
-    method_scores = t.Dict().tag(sync=True)
-    agreement = t.Dict().tag(sync=True)
+    metric = Typed(TRAIT["metric"])
+    method_scores = Typed(TRAIT["method_scores"])
+    agreement = Typed(TRAIT["agreement"])
     # the attribution pane: an input-attribution method by registry name, its keyword options, and its scores
     attribution_method = t.Unicode(scoring.DEFAULT_ATTRIBUTION).tag(sync=True)
     attribution_options = t.Dict().tag(sync=True)  # method name -> its keyword options, e.g. {"integrated_gradients": {"steps": 8}}
-    attribution = t.Dict().tag(sync=True)
+    attribution = Typed(TRAIT["attribution"])
 
     # Every trait and every custom message goes to the browser through these two: token text with a lone surrogate
     # would make the kernel's strict UTF-8 JSON packer fail, and the widget would never display.
@@ -190,6 +194,14 @@ class _ExplanationWidget(anywidget.AnyWidget):
             return
         if self.error and "error" not in sync_data:
             self.error = ""  # cleared first: what the change computes may report an error of its own
+        refused = [k for k in sync_data if k in protocol.PYTHON_ONLY]
+        if refused:  # computed by Python: the browser's copy is put back, whatever it sent
+            sync_data = {k: v for k, v in sync_data.items() if k not in refused}
+            self.send_state(refused)
+            self.error = (f"the browser may not change {', '.join(refused[:5])}: Python computes "
+                          f"{'it' if len(refused) == 1 else 'them'}; the change is refused")
+            if not sync_data:
+                return
         try:
             super().set_state(sync_data)
         except Exception as exc:  # TraitError for a refused value; anything else must not reach the kernel either
@@ -453,15 +465,18 @@ class _ExplanationWidget(anywidget.AnyWidget):
 
     def _reply_details(self, content) -> None:
         key = content.get("key", "")
-        key = key if isinstance(key, str) else repr(key)  # answered under its text: the browser matches by id
+        key = key if isinstance(key, str) else repr(key)[:protocol.MAX_KEY_LENGTH]  # the browser matches by id
         msg_id = content.get("id")
         reply = {"type": "details", "id": msg_id if isinstance(msg_id, (str, int, float, type(None))) else repr(msg_id),
                  "key": key}
         try:
+            if len(key) > protocol.MAX_KEY_LENGTH:  # refused without echoing it: a hostile page may send megabytes
+                reply["key"] = key[:protocol.MAX_KEY_LENGTH] + "…"
+                raise InputError(f"a details key has at most {protocol.MAX_KEY_LENGTH} characters, not {len(key)}")
             if self.explanation is None:
                 raise LmttError("nothing is explained yet: run a prompt first")
-            if key.startswith("check:"):
-                result, buffers = to_message(self._check_reply(key[len("check:"):]))
+            if key.startswith(protocol.CHECK_PREFIX):
+                result, buffers = to_message(self._check_reply(key[len(protocol.CHECK_PREFIX):]))
             else:
                 result, buffers = to_message(payload.details(self.explanation, key))
             self.send({**reply, "ok": True, "result": result}, buffers)

@@ -10,6 +10,7 @@ from ..errors import InputError
 from ..explain import Explanation
 from ..projections.vocab import project, rank_of
 from .codec import encode_array
+from .protocol import DETAIL_KEYS, detail_key
 
 TOP_K = 10
 # Route MLP blocks whose neurons are sent with each graph; the rest are fetched on selection.
@@ -125,7 +126,7 @@ def lens_details(column: dict) -> dict:
         for r in range(ids.shape[1]):
             change = 0 if prev[row, r] < 0 else int(prev[row, r]) - r
             top.append([column["strings"][str(int(ids[row, r]))], float(probs[row, r]), change])
-        out[f"lens:{row}:{column['token']}"] = {"top": top}
+        out[detail_key("lens", row, column["token"])] = {"top": top}
     return out
 
 
@@ -183,17 +184,20 @@ def details(ex: Explanation, key: str) -> dict:
         nums = [int(p) for p in parts]
     except ValueError:
         raise InputError(f"malformed details key {shown}") from None
-    if kind == "lens" and len(nums) == 2:
+    if len(nums) != len(DETAIL_KEYS.get(kind, ())):
+        raise InputError(f"unknown details key {shown}; use one of "
+                         + ", ".join(f"{k}:<{'>:<'.join(f)}>" for k, f in DETAIL_KEYS.items()))
+    if kind == "lens":
         row, token = nums
         entries = ex.lens(row, token, TOP_K)
         return {"top": [[e.text, e.prob, e.rank_change or 0] for e in entries]}
-    if kind == "head" and len(nums) == 3:
+    if kind == "head":
         layer, head, token = nums
         return head_details(ex, [(layer, head)], token)[0]
-    if kind == "mlp" and len(nums) == 2:
+    if kind == "mlp":
         (result,) = mlp_details(ex, [(nums[0], nums[1])]).values()  # its key is canonical, `key` may not be
         return result
-    if kind == "neuron" and len(nums) == 3:
+    if kind == "neuron":
         layer, neuron, token = nums
         proj = ex.neuron_tokens(layer, neuron, token)
         return {"promoted": _pairs(proj.promoted), "suppressed": _pairs(proj.suppressed)}

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from ..checks import is_integer
 from ..errors import SelectionError, SelectionTypeError
-
-_FIELDS = {
-    "node": ("layer", "token", "node_kind"),
-    "edge": ("layer", "source", "token"),
-    "mlp": ("layer", "token"),
-    "head": ("layer", "head", "token"),
-    "neuron": ("layer", "neuron", "token"),
-}
-NODE_KINDS_SELECTABLE = ("embedding", "after_attention", "after_mlp")
+from .protocol import SELECTABLE_NODE_KINDS, SELECTION_FIELDS
 
 
 def _show(value) -> str:
@@ -28,18 +20,18 @@ def check_selection(sel, *, n_layers: int, n_tokens: int, n_heads: int, n_neuron
     if not isinstance(sel, dict):
         raise SelectionError(f"a selection is a dict or None, not {type(sel).__name__}")
     kind = sel.get("kind")
-    if not isinstance(kind, str) or kind not in _FIELDS:
-        raise SelectionError(f"selection kind {_show(kind)} is unknown; use one of {', '.join(_FIELDS)}")
-    missing = [f for f in _FIELDS[kind] if f not in sel]
+    if not isinstance(kind, str) or kind not in SELECTION_FIELDS:
+        raise SelectionError(f"selection kind {_show(kind)} is unknown; use one of {', '.join(SELECTION_FIELDS)}")
+    missing = [f for f in SELECTION_FIELDS[kind] if f not in sel]
     if missing:
-        raise SelectionError(f"a {kind!r} selection needs {', '.join(_FIELDS[kind])}; missing {', '.join(missing)}")
+        raise SelectionError(f"a {kind!r} selection needs {', '.join(SELECTION_FIELDS[kind])}; missing {', '.join(missing)}")
     out = {"kind": kind}
     ranges = {"token": n_tokens, "source": n_tokens, "head": n_heads, "neuron": n_neurons}
-    for field in _FIELDS[kind]:
+    for field in SELECTION_FIELDS[kind]:
         value = sel[field]
         if field == "node_kind":
-            if not isinstance(value, str) or value not in NODE_KINDS_SELECTABLE:
-                raise SelectionError(f"node_kind {_show(value)} is unknown; use one of {', '.join(NODE_KINDS_SELECTABLE)}")
+            if not isinstance(value, str) or value not in SELECTABLE_NODE_KINDS:
+                raise SelectionError(f"node_kind {_show(value)} is unknown; use one of {', '.join(SELECTABLE_NODE_KINDS)}")
             out[field] = value
             continue
         if isinstance(value, float) and value.is_integer():  # JSON numbers may arrive as 3.0 (never NaN or inf)
