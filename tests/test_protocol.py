@@ -234,3 +234,16 @@ def _bytes(v):
     if isinstance(v, dict):
         return {k: _bytes(x) for k, x in v.items()}
     return v
+
+
+def test_the_report_state_follows_the_protocol(ex):
+    """The report's state is the widget's traits (plus the report-only `graph_variants`), each as the protocol
+    shapes it: a field the report adds or renames without the protocol fails here."""
+    from lmtt_widgets.report import report_state
+
+    state = report_state(ex)
+    assert set(state) <= set(protocol.TRAIT), set(state) - set(protocol.TRAIT)
+    for name, value in state.items():
+        check(protocol.TRAIT[name].schema, value, name)
+    for key, result in state["details"].items():
+        check(protocol.DETAIL_RESULTS[key.split(":")[0]], result, key)
