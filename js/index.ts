@@ -8,6 +8,8 @@ import { createHeadsPane } from "./panes/heads";
 import { createNeuronsPane } from "./panes/neurons";
 import { createPromptPane } from "./panes/prompt";
 import { createVocabPane } from "./panes/vocab";
+import { TRAIT_ARRAYS } from "./protocol.gen";
+import { protocolProblems } from "./state";
 import { inflateState, StaticModel } from "./static";
 import { h } from "./text";
 import type { Changes, Handler, Pane, PaneContext, WidgetModel } from "./types";
@@ -28,7 +30,12 @@ function errorBar(ctx: PaneContext): HTMLElement {
   let dismissed = "";
   const draw = () => {
     const e = ctx.model.get("error");
-    const msg = typeof e === "string" ? e : e ? String(e) : "";
+    const problems = protocolProblems(ctx.model);
+    const drift = problems.length
+      ? `This widget cannot read what Python sent (${problems.slice(0, 3).join("; ")}): the Python package and the ` +
+        "widget bundle come from different versions; reinstall lmtt-widgets and restart the kernel."
+      : "";
+    const msg = [typeof e === "string" ? e : e ? String(e) : "", drift].filter(Boolean).join(" ");
     if (msg !== dismissed) dismissed = "";
     text.textContent = msg;
     bar.hidden = !msg || msg === dismissed;
@@ -38,6 +45,7 @@ function errorBar(ctx: PaneContext): HTMLElement {
     bar.hidden = true;
   });
   ctx.listen("change:error", draw);
+  for (const name of Object.keys(TRAIT_ARRAYS)) ctx.listen(`change:${name}`, draw);
   draw();
   return bar;
 }

@@ -1,6 +1,6 @@
 /** Decoded views of model traits, cached by trait-object identity. */
-import { decodeArray, decodeDict, NDArray } from "./codec";
-import { EDGE_KINDS, NODE_KINDS, ROW_OFFSET } from "./protocol.gen";
+import { decodeArray, decodeDict, NDArray, shapeProblems, type ArraySpec } from "./codec";
+import { ARRAY_FIELDS, EDGE_KINDS, NODE_KINDS, PYTHON_ONLY, ROW_OFFSET, TRAIT_ARRAYS } from "./protocol.gen";
 import type { SelectableNodeKind } from "./protocol.gen";
 import type { Meta, NodeKindName, Selection, WidgetModel } from "./types";
 
@@ -203,4 +203,37 @@ export function rowLabel(row: number): string {
   const n = rowToNode(row);
   if (n.node_kind === "embedding") return "embeddings";
   return `L${n.layer} ${n.node_kind === "after_attention" ? "after attention" : "after MLP"}`;
+}
+
+function problemsOf(raw: unknown, spec: Readonly<Record<string, ArraySpec>>, sizes: Record<string, number>): string[] {
+  if (!raw || typeof raw !== "object" || Object.keys(raw).length === 0) return []; // {}: not computed yet
+  try {
+    return shapeProblems(decodeDict(raw), spec, { ...sizes });
+  } catch (e) {
+    return [String(e)];
+  }
+}
+
+/**
+ * Where the traits Python sent differ from the protocol this bundle was built with (a kernel and a front end of
+ * different versions): "graph: edge_src is missing". Decoders fall back to empty data; this says why.
+ */
+export function protocolProblems(model: WidgetModel): string[] {
+  const { L, H, T } = dims(model);
+  const sizes: Record<string, number> = L && H && T ? { L, H, T, R: 2 * L + 1 } : {};
+  const out: string[] = [];
+  for (const [trait, where] of Object.entries(TRAIT_ARRAYS)) {
+    if (!(PYTHON_ONLY as readonly string[]).includes(trait)) continue; // report-only variants: checked in Python
+    const raw = model.get(trait as keyof typeof TRAIT_ARRAYS) as unknown;
+    let found: string[] = [];
+    if ("array" in where) {
+      found = raw && typeof raw === "object" && Object.keys(raw).length ? problemsOf({ [trait]: raw }, { [trait]: where.array }, sizes) : [];
+    } else if ("struct" in where) {
+      found = problemsOf(raw, ARRAY_FIELDS[where.struct], sizes);
+    } else if (raw && typeof raw === "object") {
+      for (const v of Object.values(raw)) found.push(...problemsOf(v, ARRAY_FIELDS[where.mapOf], sizes));
+    }
+    out.push(...found.map((f) => `${trait}: ${f}`));
+  }
+  return out;
 }

@@ -1,3 +1,4 @@
+// @vitest-environment happy-dom
 /// <reference types="node" />
 /**
  * Issue 11, point 1: the state Python exports from a tiny model (tests/test_protocol.py writes and checks
@@ -8,10 +9,16 @@ import { describe, expect, it } from "vitest";
 import { at, decodeArray, decodeDict, decodeTree, shapeProblems } from "../codec";
 import { ARRAY_FIELDS, EDGE_KINDS, NODE_KINDS, PYTHON_ONLY, SELECTION_FIELDS, TRAIT_ARRAYS } from "../protocol.gen";
 import { detailsKey } from "../selection";
-import { decodeGraph, dims, getHeadImportance, getLens, getNeurons, getSelection, rowOf, rowToNode } from "../state";
+import widget from "../index";
+import { FakeModel } from "../dev/fake-model";
+import { makeState } from "../dev/fake-data";
+import {
+  decodeGraph, dims, getHeadImportance, getLens, getNeurons, getSelection, protocolProblems, rowOf, rowToNode,
+} from "../state";
 import { inflateState, StaticModel } from "../static";
 
-const raw = JSON.parse(readFileSync(new URL("./fixtures/explorer-state.json", import.meta.url), "utf-8"));
+// vitest runs from the repository root (package.json)
+const raw = JSON.parse(readFileSync("js/test/fixtures/explorer-state.json", "utf-8"));
 const state = inflateState(raw);
 const model = new StaticModel(state);
 
@@ -124,5 +131,29 @@ describe("a tiny model's exported state", () => {
 
   it("holds every Python-only trait the protocol lists", () => {
     for (const name of PYTHON_ONLY) expect(name in raw, name).toBe(true);
+  });
+});
+
+describe("drift between Python and the bundle", () => {
+  it("is none for the exported state and for the dev harness's fake data", () => {
+    expect(protocolProblems(model)).toEqual([]);
+    const fake = makeState({ L: 4, H: 3, T: 8, K: 4 });
+    delete (fake as Record<string, unknown>)._dense;
+    expect(protocolProblems(new FakeModel(fake))).toEqual([]);
+  });
+
+  it("shows in the error bar when a field is renamed, instead of an empty pane", () => {
+    const { edge_src, ...rest } = state.graph;
+    const drifted = new StaticModel({ ...state, graph: { ...rest, edge_source: edge_src } });
+    expect(protocolProblems(drifted)).toEqual(["graph: edge_src is missing"]);
+    const el = document.createElement("div");
+    document.body.appendChild(el);
+    const cleanup = widget.render({ model: drifted, el });
+    const bar = el.querySelector(".lmtt-errorbar") as HTMLElement;
+    expect(bar.hidden).toBe(false);
+    expect(bar.textContent).toContain("graph: edge_src is missing");
+    expect(bar.textContent).toContain("different versions");
+    cleanup();
+    el.remove();
   });
 });
