@@ -116,6 +116,8 @@ def test_drifted_payloads_are_refused_in_python(ex):
         w.graph = {**good, "edge_src": -np.ones(e, np.int64)}
     with pytest.raises(t.TraitError, match=r"head_importance must be float32\[L, H, T\]"):
         w.head_importance = np.zeros((2, 3))
+    with pytest.raises(t.TraitError, match=r"details\['head:0:0:1'\] \(HeadDetail\) lacks pattern"):
+        w.details = {"head:0:0:1": {"promoted": [], "suppressed": [], "importance": 0.0, "contribution": np.eye(2)}}
     assert w.graph == good  # nothing was changed by the refusals
 
 

@@ -216,7 +216,7 @@ DETAIL_RESULTS = {
     "neuron": Struct("NeuronDetail", {"promoted": _PAIRS, "suppressed": _PAIRS}),
 }
 
-DETAILS = MapOf(Value("DetailResult", py=(dict,)), doc="details key -> result")
+DETAILS = MapOf(Value("DetailResult", py=(dict,)), doc="details key -> result", by_prefix=DETAIL_RESULTS)
 SELECTION = Value("Selection", py=(dict, type(None)), nullable=True)
 
 _selection_doc = ("null or one of " + ", ".join(

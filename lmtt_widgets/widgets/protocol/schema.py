@@ -84,6 +84,12 @@ class MapOf:
     doc: str = ""
     optional: bool = False
     nullable: bool = False
+    by_prefix: dict | None = None  # key "<prefix>:..." -> that value's schema (the others follow ``value``)
+
+    def value_for(self, key) -> object:
+        if self.by_prefix and isinstance(key, str):
+            return self.by_prefix.get(key.split(":", 1)[0], self.value)
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ def check(schema, value, path: str = "", sizes: dict | None = None):
     if isinstance(schema, MapOf):
         if not isinstance(value, dict):
             raise ProtocolError(f"{_where(path)} must be an object, not {type(value).__name__}")
-        return {k: check(schema.value, v, f"{path}[{k!r}]") for k, v in value.items()}
+        return {k: check(schema.value_for(k), v, f"{path}[{k!r}]") for k, v in value.items()}
     if isinstance(schema, Struct):
         return _check_struct(schema, value, path)
     raise TypeError(f"not a schema: {schema!r}")
