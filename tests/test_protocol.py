@@ -168,14 +168,18 @@ def test_python_only_and_writable_cover_every_trait():
     assert {"selection", "target", "threshold", "foil"} <= set(protocol.BROWSER_WRITABLE)
 
 
-def test_a_huge_details_key_is_refused_without_being_echoed(ex):
+def test_a_huge_details_key_or_id_is_not_echoed_back(ex):
     w = Explorer(ex)
     sent = []
     w.send = lambda content, buffers=None: sent.append(content)
     w._on_message(w, {"type": "details", "id": "big", "key": "lens:" + "1" * 1_000_000}, [])
-    (reply,) = sent
-    assert not reply["ok"] and "at most 200 characters" in reply["error"]
-    assert len(json.dumps(reply)) < 600
+    w._on_message(w, {"type": "details", "id": "i" * 1_000_000, "key": "lens:1:1"}, [])
+    refused, answered = sent
+    assert not refused["ok"] and "malformed details key" in refused["error"] and refused["id"] == "big"
+    assert refused["key"] == "lens:" + "1" * 195 + "…"
+    assert answered["ok"] and answered["id"] == "i" * 200 + "…"
+    for reply in sent:
+        assert len(json.dumps(reply)) < 2000
 
 
 # ---- the state a tiny model exports, decoded by js/test/protocol.test.ts

@@ -467,12 +467,13 @@ class _ExplanationWidget(anywidget.AnyWidget):
         key = content.get("key", "")
         key = key if isinstance(key, str) else repr(key)[:protocol.MAX_KEY_LENGTH]  # the browser matches by id
         msg_id = content.get("id")
-        reply = {"type": "details", "id": msg_id if isinstance(msg_id, (str, int, float, type(None))) else repr(msg_id),
-                 "key": key}
+        msg_id = msg_id if isinstance(msg_id, (str, int, float, type(None))) else repr(msg_id)
+        if isinstance(msg_id, str) and len(msg_id) > protocol.MAX_KEY_LENGTH:  # echoed back: never megabytes
+            msg_id = msg_id[:protocol.MAX_KEY_LENGTH] + "…"
+        # echoed back cut short: a hostile page may send megabytes (no valid key is that long)
+        shown = key if len(key) <= protocol.MAX_KEY_LENGTH else key[:protocol.MAX_KEY_LENGTH] + "…"
+        reply = {"type": "details", "id": msg_id, "key": shown}
         try:
-            if len(key) > protocol.MAX_KEY_LENGTH:  # refused without echoing it: a hostile page may send megabytes
-                reply["key"] = key[:protocol.MAX_KEY_LENGTH] + "…"
-                raise InputError(f"a details key has at most {protocol.MAX_KEY_LENGTH} characters, not {len(key)}")
             if self.explanation is None:
                 raise LmttError("nothing is explained yet: run a prompt first")
             if key.startswith(protocol.CHECK_PREFIX):

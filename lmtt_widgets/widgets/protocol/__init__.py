@@ -44,7 +44,7 @@ DETAIL_KEYS = {
     "neuron": ("layer", "neuron", "token"),
 }
 CHECK_PREFIX = "check:"
-MAX_KEY_LENGTH = 200  # longer details keys are refused without being echoed back
+MAX_KEY_LENGTH = 200  # a details reply echoes at most this much of the key and id
 
 # ---- ranges
 THRESHOLD_DEFAULT = DEFAULT_THRESHOLD
