@@ -9,8 +9,11 @@ from ..contributions.graph import EDGE_KINDS, MLP, NODE_KINDS, Route, node_of
 from ..errors import InputError
 from ..explain import Explanation
 from ..projections.vocab import project, rank_of
-from .codec import encode_array
+from . import protocol
 from .protocol import DETAIL_KEYS, detail_key
+
+# Arrays are handed over as numpy / torch / lists: protocol.check encodes each with the dtype the protocol gives its
+# field (and refuses a field the protocol lacks), so dtypes and field names are written down only there.
 
 TOP_K = 10
 # Route MLP blocks whose neurons are sent with each graph; the rest are fetched on selection.
@@ -35,35 +38,36 @@ def graph_arrays(g: Route) -> dict:
     nodes = g.nodes
     index = {int(n): i for i, n in enumerate(nodes)}
     decoded = [node_of(int(n), g.n_tokens) for n in nodes]
-    return {
-        "node_kind": encode_array([k for k, _, _ in decoded], "uint8"),
-        "node_layer": encode_array([layer for _, layer, _ in decoded], "int32"),
-        "node_token": encode_array([t for _, _, t in decoded], "uint32"),
-        "edge_src": encode_array([index[int(s)] for s in g.src], "uint32"),
-        "edge_dst": encode_array([index[int(d)] for d in g.dst], "uint32"),
-        "edge_weight": encode_array(g.weight),
-        "edge_kind": encode_array(g.kind, "uint8"),
-        "edge_heads": encode_array(g.heads.reshape(len(g.src), g.n_heads)),
+    return protocol.check(protocol.GRAPH, {
+        "node_kind": np.array([k for k, _, _ in decoded], np.int64),
+        "node_layer": np.array([layer for _, layer, _ in decoded], np.int64),
+        "node_token": np.array([t for _, _, t in decoded], np.int64),
+        "edge_src": np.array([index[int(s)] for s in g.src], np.int64),
+        "edge_dst": np.array([index[int(d)] for d in g.dst], np.int64),
+        "edge_weight": g.weight,
+        "edge_kind": g.kind,
+        "edge_heads": g.heads.reshape(len(g.src), g.n_heads),
         # 1 where the update into the node cancelled (its importances are an even split over its parts)
-        "node_cancelling": encode_array(np.isin(nodes, g.cancelling).astype(np.uint8), "uint8"),
+        "node_cancelling": np.isin(nodes, g.cancelling),
         # 1 where the update into the node holds an external edit (a hook changed the stream; see tracing/edits.py)
-        "node_external": encode_array(np.isin(nodes, g.external).astype(np.uint8), "uint8"),
-    }
+        "node_external": np.isin(nodes, g.external),
+    }, "graph")
 
 
 def head_importance(ex: Explanation) -> dict:
-    return encode_array(torch.stack([ls.head_total.t() for ls in ex.scores.layers]))  # [L, H, T]
+    head_importance = protocol.TRAIT["head_importance"].schema
+    return protocol.check(head_importance, torch.stack([ls.head_total.t() for ls in ex.scores.layers]))
 
 
 def block_importance(ex: Explanation) -> dict:
     layers = ex.scores.layers
     zeros = torch.zeros(ex.n_tokens)
-    return {
-        "attention": encode_array(torch.stack([ls.head_total.sum(1) for ls in layers])),
-        "mlp": encode_array(torch.stack([ls.mlp for ls in layers])),
-        "residual_attention": encode_array(torch.stack([ls.resid_attn for ls in layers])),
-        "residual_mlp": encode_array(torch.stack([zeros if ls.resid_mlp is None else ls.resid_mlp for ls in layers])),
-    }
+    return protocol.check(protocol.BLOCK_IMPORTANCE, {
+        "attention": torch.stack([ls.head_total.sum(1) for ls in layers]),
+        "mlp": torch.stack([ls.mlp for ls in layers]),
+        "residual_attention": torch.stack([ls.resid_attn for ls in layers]),
+        "residual_mlp": torch.stack([zeros if ls.resid_mlp is None else ls.resid_mlp for ls in layers]),
+    }, "block_importance")
 
 
 def neuron_rows(ex: Explanation, nodes: set[tuple[int, int]], k: int = TOP_K) -> dict:
@@ -77,8 +81,8 @@ def neuron_rows(ex: Explanation, nodes: set[tuple[int, int]], k: int = TOP_K) ->
         for r, n in enumerate(ex.neurons(layer, token, k)):
             ids[layer, token, r], imp[layer, token, r], act[layer, token, r] = n.neuron, n.importance, n.activation
         available[layer, token] = 1
-    return {"ids": encode_array(ids, "uint32"), "importance": encode_array(imp), "activation": encode_array(act),
-            "available": encode_array(available, "uint8")}
+    return protocol.check(protocol.NEURONS, {"ids": ids, "importance": imp, "activation": act, "available": available},
+                          "neurons")
 
 
 def mlp_nodes(g: Route) -> set[tuple[int, int]]:
@@ -111,8 +115,8 @@ def lens_column(ex: Explanation, token: int, k: int = TOP_K) -> dict:
     ids = top.indices.numpy().astype(np.uint32)
     tok = ex.trace.lm.tokenizer
     strings = {str(i): tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in np.unique(ids)}
-    return {"rows": rows, "token": token, "ids": encode_array(ids, "uint32"), "probs": encode_array(top.values),
-            "rank_prev": encode_array(rank_prev, "int32"), "strings": strings}
+    return protocol.check(protocol.LENS, {"rows": rows, "token": token, "ids": ids, "probs": top.values,
+                                          "rank_prev": rank_prev, "strings": strings}, "lens")
 
 
 def lens_details(column: dict) -> dict:
@@ -148,12 +152,12 @@ def head_details(ex: Explanation, heads: list[tuple[int, int]], token: int, k: i
     promoted, suppressed = _named_top(ex, project(ex.trace, vecs, token, "final"), k)
     out = []
     for n, (layer, h) in enumerate(heads):
-        out.append({
+        out.append(protocol.check(protocol.DETAIL_RESULTS["head"], {
             "promoted": promoted[n], "suppressed": suppressed[n],
             "importance": float(ex.scores.layers[layer].head_total[token, h]),
-            "pattern": encode_array(ex.head_attention(layer, h)),  # one head: long prompts compute only that one
-            "contribution": encode_array(ex.head_contributions(layer, h)),
-        })
+            "pattern": ex.head_attention(layer, h),  # one head: long prompts compute only that one
+            "contribution": ex.head_contributions(layer, h),
+        }, detail_key("head", layer, h, token)))
     return out
 
 
@@ -249,12 +253,12 @@ def method_scores(tables: dict, n_layers: int, n_heads: int) -> dict:
         for c, v in zip(table.components, table.scores.tolist()):
             if c.kind == "mlp" and c.position is None:
                 mlp[c.layer] = v
-        out[name] = {
+        out[name] = protocol.check(protocol.METHOD_SCORES, {
             "method": table.method, "quantity": table.quantity, "signed": bool(table.signed),
             "metric": table.metric.to_dict() if table.metric else None,
-            "heads": encode_array(table.head_matrix(n_layers, n_heads)), "mlp": encode_array(mlp),
+            "heads": table.head_matrix(n_layers, n_heads), "mlp": mlp,
             "extra": scalars(table.extra),
-        }
+        }, f"method_scores[{name!r}]")
     return out
 
 
@@ -312,16 +316,16 @@ def attribution(ex: Explanation, table, matrix, methods: list[str], *, options: 
         "position": int(table.extra.get("position", table.metric.position if table.metric else T - 1)),
         "metric": table.metric.to_dict() if table.metric else None,
         "units": "" if table.metric is None else ("logits" if table.metric.foil is not None else "nats"),
-        "scores": encode_array(scores), "extra": scalars(table.extra), "methods": list(methods),
+        "scores": scores, "extra": scalars(table.extra), "methods": list(methods),
         "options": {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool))},
         "generated": list(generated), "n_prompt_tokens": ex.n_prompt_tokens,
         "matrix_state": "none" if not generated else ("on_demand" if matrix is None else "ready"),
         "matrix": None, "matrix_rows": [], "matrix_metric": "",
     }
     if matrix is not None:
-        out["matrix"] = encode_array(np.asarray(matrix.values, np.float32))  # [generated, source], NaN: unreadable
+        out["matrix"] = np.asarray(matrix.values)  # [generated, source], NaN: unreadable
         out["matrix_rows"] = [int(p) for p in matrix.index.get_level_values("position")]
         # flow methods read no metric: their row g is the flow into position g - 1 (generation.attribution_matrix)
         out["matrix_metric"] = ("flow into the position that predicted each token" if table.metric is None
                                 else str(matrix.attrs.get("metric", "")))
-    return out
+    return protocol.check(protocol.ATTRIBUTION, out, "attribution")
