@@ -5,10 +5,11 @@
  */
 import { nodeImportance, WEIGHT_BINS, weightBin } from "./draw";
 import { nodeWorld } from "./geometry";
+import type { EdgeKindName } from "./protocol.gen";
 import type { GraphData } from "./state";
 
-/** Edge kinds in drawing order (later ones on top). */
-export const EDGE_KINDS = ["residual", "mlp", "attention"] as const;
+/** Edge kinds in drawing order (later ones on top); names from the protocol. */
+export const EDGE_KINDS = ["residual", "mlp", "attention"] as const satisfies readonly EdgeKindName[];
 /** Colour levels of node fills: 64 steps of the importance ramp are closer than the eye can tell apart. */
 export const NODE_BINS = 64;
 

@@ -19,7 +19,7 @@ export interface GraphData {
   edgeSrc: Uint32Array;
   edgeDst: Uint32Array;
   edgeWeight: Float32Array;
-  edgeKind: string[]; // per edge kind name
+  edgeKind: string[]; // per edge kind name (a kind this bundle does not know stays as sent: it is not drawn)
   edgeHeads: NDArray | null; // [E, H]
   maxWeight: number;
 }
