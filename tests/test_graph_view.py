@@ -80,7 +80,7 @@ def test_wheel_stretches_tokens_and_keeps_every_layer(chromium, graph_page):
     with open_graph(chromium, url) as page:
         before = page.evaluate(VIEW_JS)
         assert rows_in_view(before, L)
-        box = page.locator(".lmtt-graph canvas").bounding_box()
+        box = page.locator(".lmtt-graph canvas.lmtt-canvas").bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
         for _ in range(6):
             page.mouse.wheel(0, -300)
@@ -141,3 +141,36 @@ def test_png_export_holds_labels_and_legend(chromium, graph_page):
     legend = inked(int(img.height - 24 * scale), img.height)
     assert labels > 200, f"no token labels under the graph ({labels} inked pixels)"
     assert legend > 200, f"no legend ({legend} inked pixels)"
+
+
+def test_minimap_shows_the_window_and_moves_it(chromium, graph_page):
+    url, L, T = graph_page
+    with open_graph(chromium, url) as page:
+        strip = page.locator(".lmtt-graph canvas.lmtt-minimap")
+        fitted = page.evaluate(VIEW_JS)
+        assert strip.is_hidden(), "the overview shows although every token is in view"
+        for _ in range(4):
+            page.get_by_role("button", name="Stretch tokens").click()
+        page.wait_for_timeout(100)
+        assert strip.is_visible()
+        zoomed = page.evaluate(VIEW_JS)
+        assert zoomed["tx"] < fitted["tx"] - 50, "the default target (last token) should have panned the view right"
+        box = strip.bounding_box()
+        # a click at the strip's left end brings the first tokens into view, at the same zoom
+        page.mouse.click(box["x"] + 2, box["y"] + box["height"] / 2)
+        page.wait_for_timeout(100)
+        left = page.evaluate(VIEW_JS)
+        assert left["sx"] == pytest.approx(zoomed["sx"]) and left["sy"] == pytest.approx(zoomed["sy"])
+        assert left["tx"] == pytest.approx(fitted["tx"]), "the first token is not at the left edge"
+        assert rows_in_view(left, L)
+        # a drag to the middle pans on: the middle token ends up in the middle of the canvas
+        page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2, steps=4)
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2, steps=4)
+        page.mouse.up()
+        page.wait_for_timeout(100)
+        mid = page.evaluate(VIEW_JS)
+        col = (mid["w"] / 2 + (44 - 14) / 2 - mid["tx"]) / mid["sx"]  # the token at the middle of PAD.left .. w - PAD.right
+        assert col == pytest.approx((T - 1) / 2, abs=0.6), mid
+        page.locator(".lmtt-graph").screenshot(path=str(ARTIFACTS / "graph-minimap.png"))

@@ -9,6 +9,7 @@ import { dims, getGraph, getSelection, getTarget, getTokens } from "../state";
 import { displayToken, h, truncate } from "../text";
 import { isLaidOut, watchTheme } from "../theme";
 import type { PaneContext } from "../types";
+import { createMinimap, panToStrip } from "./graph-minimap";
 import { newPaintCache, paintGraph } from "./graph-paint";
 import { placeTooltip, tooltipContent } from "./graph-tooltip";
 
@@ -16,6 +17,8 @@ export interface GraphView {
   wrap: HTMLElement;
   canvas: HTMLCanvasElement;
   axis: HTMLElement;
+  /** the token overview strip (shown while the tokens are stretched) */
+  minimap: HTMLElement;
   size(): Size;
   /** The current view transform (the fitted one unless the user zoomed or panned). */
   ensureView(): View;
@@ -85,6 +88,14 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
   let stale = false;
   /** wrap's width as last reported by the ResizeObserver (0: not displayed), null before its first report */
   let roWidth: number | null = null;
+  const mapAbort = new AbortController();
+  ctx.onCleanup(() => mapAbort.abort());
+  // a click or drag on the overview strip pans the stretched tokens there
+  const minimap = createMinimap((x, width) => {
+    view = panToStrip(ensureView(), fitted(), size, dims(model).T, x, width);
+    userView = true;
+    schedule();
+  }, mapAbort.signal);
 
   function measure() {
     const { L } = dims(model);
@@ -179,6 +190,7 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
       cursor: document.activeElement === wrap ? cursor : null,
       dpr,
     }, paintCache);
+    minimap.draw(v, fitted(), size, getGraph(model), T, getTarget(model), theme, dpr);
     lastDrawMs = performance.now() - t0;
     el().dataset.drawMs = lastDrawMs.toFixed(1);
   }
@@ -238,6 +250,7 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
     wrap,
     canvas,
     axis,
+    minimap: minimap.el,
     size: () => size,
     ensureView,
     setView(v) {

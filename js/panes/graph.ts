@@ -25,7 +25,7 @@ export function createGraphPane(ctx: PaneContext): Pane {
     { resetView: () => gv.resetView(), zoomTokens: (k) => gv.zoomTokens(k), exportPng: () => downloadPng(ctx, gv), exportSvg: () => downloadSvg(ctx, gv) },
     tokText,
   );
-  el = h("div", { class: "lmtt-pane lmtt-graph" }, bar.toolbar, gv.wrap, gv.axis, h("div", { class: "lmtt-footer" }, bar.info, bar.legend));
+  el = h("div", { class: "lmtt-pane lmtt-graph" }, bar.toolbar, gv.wrap, gv.axis, gv.minimap, h("div", { class: "lmtt-footer" }, bar.info, bar.legend));
   attachGraphInput(ctx, gv);
 
   // ---- model events -> one redraw path
