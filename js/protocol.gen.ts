@@ -32,7 +32,7 @@ export const ROW_OFFSET: Readonly<Record<NodeKindName, number>> = {"embedding": 
 export const SELECTION_FIELDS = {"node": ["layer", "token", "node_kind"], "edge": ["layer", "source", "token"], "mlp": ["layer", "token"], "head": ["layer", "head", "token"], "neuron": ["layer", "neuron", "token"]} as const;
 export type SelectionKind = keyof typeof SELECTION_FIELDS;
 export type Selection =
-  | { kind: "node"; layer: number; token: number; node_kind: SelectableNodeKind }
+  | { kind: "node"; layer: number; token: number; node_kind: SelectableNodeKind; last?: number }
   | { kind: "edge"; layer: number; source: number; token: number }
   | { kind: "mlp"; layer: number; token: number }
   | { kind: "head"; layer: number; head: number; token: number }
@@ -79,6 +79,8 @@ export interface Meta {
   /** index = `graph.edge_kind` code (= EDGE_KINDS) */
   edge_kinds: EdgeKindName[];
   prediction: Prediction;
+  /** the position `prediction` is read at (the `target` it was computed for): the browser changes `target` before this arrives, so panes label the prediction by it */
+  position?: number;
 }
 
 /** the important subgraph for (`target`, `threshold`, `granularity`) */
@@ -231,6 +233,51 @@ export interface Attribution {
   matrix: WireArray<"float32"> | null;
   matrix_rows: number[];
   matrix_metric: string;
+  /** the shown method against the others on this target (Explorer only) */
+  agreement?: AttributionAgreement;
+  /** the tokens merged into words (Explorer only) */
+  words?: AttributionWords;
+}
+
+export interface AttributionAgreementRow {
+  method: string;
+  /** the registry's one line */
+  cost: string;
+  /** "on_demand": not computed yet (the `attribution_agreement` message computes it); "error": it cannot run here, the text is in `error` */
+  state: "ready" | "on_demand" | "error";
+  error?: string;
+  /** the other method's; null when not computed */
+  signed: boolean | null;
+  /** Spearman ρ over tokens 0..`position` (NaN pairs dropped); null when not computed or undefined (a constant side) */
+  spearman: number | null;
+  /** "signed" when both methods are signed, "|score|" otherwise, "" when not computed */
+  compared: string;
+  /** how many of the `k` tokens of largest |score| both share */
+  top_k: number | null;
+}
+
+/** the shown method against every other input-attribution method on the same target and foil; cheap methods (flow family, saliency, input_x_gradient) computed on every change, the others once computed or asked for */
+export interface AttributionAgreement {
+  /** the shown method */
+  method: string;
+  /** min(3, `n`) */
+  k: number;
+  /** tokens 0..`position` */
+  n: number;
+  position: number;
+  /** the caption: what the numbers measure */
+  measures: string;
+  rows: AttributionAgreementRow[];
+}
+
+/** the attribution pane's word view (its subword / word control is view state, not synced) */
+export interface AttributionWords {
+  /** [first, last] token of each word (granularity.word_spans: a word starts at whitespace / a word marker, after a newline, and where the token role changes) */
+  spans: [number, number][];
+  /** ["sum", "mean", "max"] */
+  merges: string[];
+  /** merge -> the shown `scores` merged per word (granularity.merge: sum; mean; max = the score of largest magnitude, sign kept; NaN tokens skipped, NaN when none is read) */
+  merged: Record<string, WireArray<"float32">>;
 }
 
 export interface LensDetail {

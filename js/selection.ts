@@ -96,6 +96,9 @@ export function describeSelection(s: Selection, tokenText: (t: number) => string
   const tk = (t: number) => `${tokenText(t)} (#${t})`;
   switch (s.kind) {
     case "node":
+      if (s.node_kind === "embedding" && s.last != null && s.last > s.token) {
+        return `the word #${s.token}–#${s.last}, from ${tk(s.token)}`;
+      }
       return s.node_kind === "embedding"
         ? `embedding of ${tk(s.token)}`
         : `L${s.layer} ${s.node_kind === "after_attention" ? "after attention" : "after MLP"} at ${tk(s.token)}`;

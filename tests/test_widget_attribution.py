@@ -7,6 +7,7 @@ import pytest
 import traitlets
 
 from lmtt_widgets import Explorer, explain
+from lmtt_widgets.methods.agreement import spearman, top_k_overlap
 from lmtt_widgets.widgets.codec import decode_array, to_message
 from tiny_models import loaded
 
@@ -108,3 +109,74 @@ def test_smollm2_generated_continuation(smollm2):
     t = w.tables["integrated_gradients"]
     assert w.error == "" and t.metric.position == ex.n_prompt_tokens - 1
     assert scores_of(w)[: t.metric.position + 1].sum() == pytest.approx(t.extra["sum"], rel=1e-4)
+
+
+# ---- agreement beside the pane, and words (issue 13 points 5 and 3, widget side)
+def agreement_rows(w):
+    return {r["method"]: r for r in w.attribution["agreement"]["rows"]}
+
+
+def test_agreement_cheap_methods_at_once_expensive_ones_on_a_click(ex):
+    w = Explorer(ex)
+    w.attribution_options = {"occlusion": {"baseline": "t"}, "integrated_gradients": {"baseline": 0, "steps": 4}}
+    w.attribution_method = "input_x_gradient"
+    w.target = 5
+    rows = agreement_rows(w)
+    assert "importance" not in rows and "importance" not in w.attribution["methods"]  # heads, not tokens
+    assert set(rows) == {"flow_attribution", "attention_rollout", "saliency", "integrated_gradients", "occlusion"}
+    shown = ex.score("input_x_gradient", position=5).scores
+    # flow shares are unsigned: ranked by |score|; both signed (occlusion below): ranked signed
+    flow = ex.score("flow_attribution", position=5).scores
+    assert rows["flow_attribution"]["state"] == "ready" and rows["flow_attribution"]["compared"] == "|score|"
+    assert rows["flow_attribution"]["spearman"] == pytest.approx(spearman(shown.abs(), flow.abs()), abs=1e-9)
+    assert rows["flow_attribution"]["top_k"] == top_k_overlap(shown.abs(), flow.abs(), 3)
+    assert rows["occlusion"]["state"] == "on_demand" and rows["occlusion"]["spearman"] is None  # expensive
+    assert rows["integrated_gradients"]["state"] == "on_demand"
+    assert w.attribution["agreement"]["k"] == 3 and w.attribution["agreement"]["n"] == 6
+    assert "Spearman" in w.attribution["agreement"]["measures"]
+    with pytest.warns(RuntimeWarning):  # 4 steps of integrated gradients: the completeness warning
+        w._on_message(w, {"type": "attribution_agreement"}, [])
+    rows = agreement_rows(w)
+    assert w.error == "" and rows["occlusion"]["state"] == rows["integrated_gradients"]["state"] == "ready"
+    occ = ex.score("occlusion", position=5, baseline="t").scores
+    assert rows["occlusion"]["compared"] == "signed"
+    assert rows["occlusion"]["spearman"] == pytest.approx(spearman(shown, occ), abs=1e-9)
+    json.dumps(to_message(w.attribution)[0], allow_nan=False)
+
+
+def test_agreement_reports_a_method_that_cannot_run(ex):
+    w = Explorer(ex)  # the tiny tokenizer has no pad / unk / eos: occlusion needs a baseline token
+    w._on_message(w, {"type": "attribution_agreement"}, [])
+    row = agreement_rows(w)["occlusion"]
+    assert row["state"] == "error" and "baseline" in row["error"] and w.error == ""
+    assert agreement_rows(w)["saliency"]["state"] == "ready"  # the others are still shown
+
+
+def test_words_merged_by_granularity_and_a_word_selects_its_tokens(ex):
+    from lmtt_widgets.granularity import merge, word_spans
+
+    w = Explorer(ex)
+    words = w.attribution["words"]
+    spans = word_spans(list(ex.tokens), ex.token_roles)
+    assert words["spans"] == [[a, b - 1] for a, b in spans] and len(spans) == 4  # "the", " cat", " sat", generated
+    tokens = scores_of(w)
+    for how in ("sum", "mean", "max"):
+        np.testing.assert_allclose(decode_array(words["merged"][how]), merge(tokens, spans, how).numpy(), rtol=1e-6)
+    a, b = words["spans"][1]
+    w.selection = {"kind": "node", "node_kind": "embedding", "layer": -1, "token": a, "last": b}
+    assert w.selection == {"kind": "node", "node_kind": "embedding", "layer": -1, "token": a, "last": b}
+    with pytest.raises(traitlets.TraitError, match="last"):
+        w.selection = {"kind": "node", "node_kind": "embedding", "layer": -1, "token": a, "last": a - 1}
+
+
+def test_meta_says_which_position_its_prediction_is_read_at(ex):
+    # the browser sets `target` at once and gets `meta` later: the prediction carries its position, so a pane never
+    # labels the previous target's prediction with the new target (the stale `meta['prediction']` seen in e2e)
+    w = Explorer(ex)
+    assert w.meta["position"] == w.target == ex.n_tokens - 1
+    for g in ex.generated_positions:  # what clicking generated token g's column sends: target g - 1
+        w.set_state({"target": g - 1})
+        assert w.error == "" and w.meta["position"] == w.target == g - 1
+        # greedy generation: the prediction at g - 1 is the generated token g
+        assert w.meta["prediction"]["token"] == ex.tokens[g]
+        assert w.lens["token"] == g - 1 and w.attribution["position"] == g - 1

@@ -3,9 +3,12 @@
  * prediction, a method picker, and for generated continuations the source × generated matrix (SVG).
  * Clicking a source token selects its embedding node (the graph highlights the routes that start at it);
  * clicking a generated token makes the position that predicted it the target everywhere.
+ * A granularity control shows tokens merged into words (sum / mean / max, merged in Python); clicking a word selects
+ * its tokens' embedding nodes. Beside it, the agreement of the shown method with the others on the same target.
  */
 import {
-  Attribution, columnOfTarget, completenessText, getAttribution, legendOf, scaleMax, scoreColor, targetForGenerated,
+  agreementText, Attribution, cellSelection, cellsOf, columnOfTarget, completenessText, getAttribution, legendOf,
+  scaleMax, scoreColor, targetForGenerated,
 } from "../attribution";
 import { divergingGradient, heatGradient, readTheme, rgbString } from "../color";
 import { getSelection, getTarget, getTokens } from "../state";
@@ -38,15 +41,25 @@ export function createAttributionPane(ctx: PaneContext): Pane {
   const legendEnds = h("span", { class: "lmtt-hint lmtt-attr-ends" });
   const note = h("div", { class: "lmtt-hint lmtt-attr-note" });
   const tokens = h("div", { class: "lmtt-attr-tokens", role: "list" });
+  // subword: one cell per token; sum / mean / max: words, their tokens' scores merged that way (granularity.py)
+  const granularity = h("select", { class: "lmtt-attr-granularity", "aria-label": "Tokens or words" },
+    h("option", { value: "subword" }, "subword tokens"),
+    h("option", { value: "sum" }, "words (sum)"),
+    h("option", { value: "mean" }, "words (mean)"),
+    h("option", { value: "max" }, "words (max |score|)"),
+  ) as HTMLSelectElement;
+  granularity.title = "Words start at whitespace or a word marker; a word's score is the sum, the mean or the largest-magnitude score of its tokens (unread tokens skipped)";
+  const agreeBox = h("div", { class: "lmtt-attr-agreement" });
+  const agreeAll = h("button", { type: "button", class: "lmtt-btn lmtt-attr-agree-all" }, "Compute the others");
   const compute = h("button", { type: "button", class: "lmtt-btn lmtt-attr-compute" }, "Compute source × generated matrix");
   const matrixBox = h("div", { class: "lmtt-attr-matrix" });
   const el = h(
     "div",
     { class: "lmtt-pane lmtt-attribution" },
-    h("div", { class: "lmtt-pane-head" }, h("span", { class: "lmtt-pane-title" }, "Input attribution"), picker),
+    h("div", { class: "lmtt-pane-head" }, h("span", { class: "lmtt-pane-title" }, "Input attribution"), picker, granularity),
     h("div", { class: "lmtt-legend" }, legendBar, legendEnds, legendText),
     note,
-    tokens,
+    h("div", { class: "lmtt-attr-row" }, tokens, agreeBox),
     compute,
     matrixBox,
   );
@@ -64,22 +77,24 @@ export function createAttributionPane(ctx: PaneContext): Pane {
 
   function drawTokens(a: Attribution, toks: string[], dark: boolean) {
     const sel = getSelection(model);
-    const picked = sel && sel.kind === "node" && sel.node_kind === "embedding" ? sel.token : -1;
-    const vals = a.scores?.data ?? new Float32Array();
-    const max = scaleMax(vals);
+    const emb = sel && sel.kind === "node" && sel.node_kind === "embedding" ? sel : null;
+    const [p0, p1] = emb ? [emb.token, emb.last ?? emb.token] : [-1, -2];
+    const cells = cellsOf(a, granularity.value, toks.length);
+    const max = scaleMax(cells.map((c) => c.value));
     const gen = new Set(a.generated);
     tokens.replaceChildren(
-      ...toks.map((tok, j) => {
-        const v = j < vals.length ? vals[j] : NaN;
-        const rgb = scoreColor(v, max, a.signed, dark);
+      ...cells.map((c) => {
+        const text = toks.slice(c.first, c.last + 1).join("");
+        const rgb = scoreColor(c.value, max, a.signed, dark);
+        const where = c.last > c.first ? `#${c.first}–#${c.last}` : `#${c.first}`;
         const span = h(
           "button",
           {
-            type: "button", role: "listitem", "data-position": j,
-            class: `lmtt-attr-tok${rgb ? "" : " is-unread"}${gen.has(j) ? " is-generated" : ""}${j === picked ? " is-selected" : ""}${j === a.position ? " is-target" : ""}`,
-            title: `#${j} ${displayToken(tok)}: ${rgb ? fmt(v, 4) : "not read by this prediction"}`,
+            type: "button", role: "listitem", "data-position": c.first, "data-last": c.last,
+            class: `lmtt-attr-tok${rgb ? "" : " is-unread"}${gen.has(c.first) ? " is-generated" : ""}${c.first <= p1 && c.last >= p0 ? " is-selected" : ""}${a.position >= c.first && a.position <= c.last ? " is-target" : ""}`,
+            title: `${where} ${displayToken(text)}: ${rgb ? fmt(c.value, 4) : "not read by this prediction"}`,
           },
-          truncate(displayToken(tok), 16),
+          truncate(displayToken(text), 24),
         );
         if (rgb) {
           span.style.background = rgbString(rgb);
@@ -88,6 +103,24 @@ export function createAttributionPane(ctx: PaneContext): Pane {
         }
         return span;
       }),
+    );
+  }
+
+  function drawAgreement(a: Attribution) {
+    const ag = a.agreement;
+    if (!ag || !ag.rows.length) {
+      agreeBox.replaceChildren();
+      return;
+    }
+    const rows = ag.rows.map((r) => h("tr", { class: `lmtt-attr-agree is-${r.state}`, "data-method": r.method },
+      h("td", null, r.method), h("td", null, agreementText(r, ag.k))));
+    agreeAll.hidden = !ag.rows.some((r) => r.state === "on_demand");
+    agreeAll.disabled = busy() || model.get("static") === true;
+    agreeBox.replaceChildren(
+      h("div", { class: "lmtt-subtitle" }, `Agreement of ${ag.method} with the other methods (this target, ${ag.n} tokens)`),
+      h("table", { class: "lmtt-attr-agree-table" }, h("tbody", null, ...rows)),
+      agreeAll,
+      h("div", { class: "lmtt-hint lmtt-attr-measures" }, ag.measures),
     );
   }
 
@@ -145,22 +178,27 @@ export function createAttributionPane(ctx: PaneContext): Pane {
     const toks = getTokens(model);
     drawPicker(a);
     legendBar.style.background = a.signed ? divergingGradient(dark) : heatGradient(dark);
-    const max = scaleMax(a.scores?.data ?? []);
+    const max = scaleMax(cellsOf(a, granularity.value, toks.length).map((c) => c.value));
     legendEnds.textContent = a.signed ? `−${fmt(max, 3)} … +${fmt(max, 3)}` : `0 … ${fmt(max, 3)}`;
     legendText.textContent = legendOf(a);
     note.textContent = completenessText(a);
     note.hidden = !note.textContent;
+    granularity.hidden = !a.words;
     drawTokens(a, toks, dark);
+    drawAgreement(a);
     drawMatrix(a, toks, dark);
   }
 
   picker.addEventListener("change", () => ctx.commit({ attribution_method: picker.value }), sig);
   compute.addEventListener("click", () => model.send({ type: "attribution_matrix" }), sig);
+  granularity.addEventListener("change", draw, sig); // a view setting: the merged scores are already in the trait
+  agreeAll.addEventListener("click", () => model.send({ type: "attribution_agreement" }), sig);
   tokens.addEventListener("click", (ev) => {
     const b = (ev.target as Element).closest?.("[data-position]");
     if (!b) return;
-    const token = Number(b.getAttribute("data-position"));
-    ctx.commit({ selection: { kind: "node", node_kind: "embedding", layer: -1, token } });
+    const first = Number(b.getAttribute("data-position"));
+    const last = Number(b.getAttribute("data-last") ?? first);
+    ctx.commit({ selection: cellSelection({ first, last, value: NaN }) });
   }, sig);
   matrixBox.addEventListener("click", (ev) => {
     const t = ev.target as Element;

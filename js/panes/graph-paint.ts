@@ -268,7 +268,7 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   if (sel && sel.kind === "node" && sel.node_kind === "embedding") {
     c.strokeStyle = theme.accent;
     c.globalAlpha = 0.5;
-    for (const i of routesFrom(g, sel.token)) {
+    for (const i of routesFrom(g, sel.token, sel.last ?? sel.token)) {
       const e = edgeGeometry(v, g, i);
       c.lineWidth = edgeStyle(e.kind, e.t, theme, zoom).width + 2;
       c.beginPath();

@@ -46,7 +46,8 @@ export function createPromptPane(ctx: PaneContext): Pane {
     msg.textContent = st.message ? String(st.message) : running ? "running…" : "";
     msg.className = `lmtt-status-msg ${st.state === "error" ? "is-error" : ""}`;
     const m = getMeta(model);
-    pred.textContent = m.prediction ? `${m.model ? m.model + " · " : ""}next: “${truncate(displayToken(m.prediction.token), 20)}” ${pct(m.prediction.prob)}` : m.model ?? "";
+    const at = m.position != null ? ` after #${m.position}` : "";
+    pred.textContent = m.prediction ? `${m.model ? m.model + " · " : ""}next${at}: “${truncate(displayToken(m.prediction.token), 20)}” ${pct(m.prediction.prob)}` : m.model ?? "";
   }
 
   function doRun() {

@@ -46,7 +46,9 @@ export function createVocabPane(ctx: PaneContext): Pane {
         return;
       }
       const top = Array.isArray(pred.top) && pred.top.length ? pred.top : [[pred.token, pred.prob]];
-      body.replaceChildren(tokenList(`next token after #${lensToken()}`, top, "prob"));
+      // labelled by meta's own position: right after a target click it is still the previous target's
+      const at = getMeta(model).position ?? lensToken();
+      body.replaceChildren(tokenList(`next token after #${at}`, top, "prob"));
       return;
     }
     const key = detailsKey(s);

@@ -44,10 +44,28 @@ def top_k_overlap(a, b, k: int = 10) -> int:
     return len(set(a.topk(k).indices.tolist()) & set(b.topk(k).indices.tolist()))
 
 
+def compared_as(a_signed: bool, b_signed: bool) -> str:
+    """What two methods' scores are ranked by: "signed" when both are signed (a negative score ranks low), else
+    "|score|" (an unsigned method, e.g. a flow share or a gradient norm, says how much, not which way)."""
+    return "signed" if a_signed and b_signed else "|score|"
+
+
+def pair_agreement(a, b, *, a_signed: bool, b_signed: bool, k: int) -> dict:
+    """Spearman (signed when both are signed, else of |score|) and the overlap of the k largest |score| of two
+    score vectors over the same components; NaN entries (unread) are dropped from the Spearman."""
+    a = torch.as_tensor(a, dtype=torch.float64).flatten()
+    b = torch.as_tensor(b, dtype=torch.float64).flatten()
+    how = compared_as(a_signed, b_signed)
+    rho = spearman(a, b) if how == "signed" else spearman(a.abs(), b.abs())
+    k = min(int(k), a.numel())
+    return {"spearman": rho, "compared": how, "top_k_overlap_abs": top_k_overlap(a.abs(), b.abs(), k), "k": k,
+            "n": a.numel()}
+
+
 def table_agreement(tables, *, k: int = 5):
     """Pairwise agreement of ScoreTables on the components they share: a DataFrame with one row per pair
-    (method_a, method_b, spearman, top_k_overlap_abs, k, n). Spearman is over the scores as they are (signed where
-    the method is signed); the overlap is of the k largest |score|."""
+    (method_a, method_b, spearman, compared, top_k_overlap_abs, k, n). Spearman is over the signed scores when both
+    methods are signed, else over |score| (``compared`` says which); the overlap is of the k largest |score|."""
     import pandas as pd
 
     rows = []
@@ -57,7 +75,6 @@ def table_agreement(tables, *, k: int = 5):
             shared = [c for c in ta.components if c in tb]
             a = torch.tensor([ta[c] for c in shared], dtype=torch.float64)
             b = torch.tensor([tb[c] for c in shared], dtype=torch.float64)
-            rows.append({"method_a": ta.method, "method_b": tb.method, "spearman": spearman(a, b),
-                         "top_k_overlap_abs": top_k_overlap(a.abs(), b.abs(), k), "k": min(k, len(shared)),
-                         "n": len(shared)})
+            rows.append({"method_a": ta.method, "method_b": tb.method,
+                         **pair_agreement(a, b, a_signed=bool(ta.signed), b_signed=bool(tb.signed), k=k)})
     return pd.DataFrame(rows)

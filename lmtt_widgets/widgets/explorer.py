@@ -323,27 +323,51 @@ class _ExplanationWidget(anywidget.AnyWidget):
     @property
     def _attr_options(self) -> dict:
         """The chosen method's own options (``attribution_options`` holds them per method name)."""
-        opts = self.attribution_options.get(self.attribution_method, {})
+        return self._options_of(self.attribution_method)
+
+    def _options_of(self, name: str) -> dict:
+        opts = self.attribution_options.get(name, {})
         return opts if isinstance(opts, dict) else {"<not a dict>": opts}  # refused by check_attribution
 
-    def _attr_key(self, *rest):
-        return (self.attribution_method, repr(sorted(self._attr_options.items())), *rest)
+    def _attr_key(self, *rest, name: str | None = None):
+        name = name or self.attribution_method
+        return (name, repr(sorted(self._options_of(name).items())), *rest)
 
     def _busy(self, message: str, progress: float = 0.0) -> None:
         self.status = {"state": "running", "message": message, "progress": progress}
 
-    def _attribution_table(self, st: Settings) -> ScoreTable:
-        name, key = self.attribution_method, self._attr_key(st.position, st.foil)
+    def _attribution_table(self, st: Settings, name: str | None = None, *, quiet: bool = False) -> ScoreTable:
+        """The method's table (default: the pane's), computed once per options and target; progress in `status`
+        unless free or ``quiet`` (the cheap methods the agreement computes on every target change)."""
+        name = name or self.attribution_method
+        key = self._attr_key(st.position, st.foil, name=name)
         if key not in self._attr_cache:
-            free = scoring.is_free(name)
+            free = quiet or scoring.is_free(name)
             if not free:
                 self._busy(f"computing {name} at #{st.position}…")
             try:
-                self._attr_cache[key] = scoring.run_attribution(self.explanation, name, self._attr_options, st)
+                self._attr_cache[key] = scoring.run_attribution(self.explanation, name, self._options_of(name), st)
             finally:
                 if not free:
                     self.status = {"state": "idle", "message": "", "progress": 1.0}
         return self._attr_cache[key]
+
+    def _attribution_agreement(self, st: Settings, table: ScoreTable, *, compute_all: bool = False) -> dict:
+        """Agreement of the shown method with every other one on this target: the cheap ones are computed, the
+        expensive ones (integrated gradients, occlusion) only when already computed or when ``compute_all``."""
+        others = {}
+        for other in scoring.attribution_methods():
+            if other == table.method:
+                continue
+            key = self._attr_key(st.position, st.foil, name=other)
+            failed = key + ("error",)  # a method that cannot run here is reported, not retried on every change
+            if (compute_all or scoring.is_cheap(other)) and failed not in self._attr_cache:
+                try:
+                    self._attribution_table(st, other, quiet=scoring.is_cheap(other))
+                except (LmttError, ValueError, TypeError) as exc:
+                    self._attr_cache[failed] = str(exc)
+            others[other] = self._attr_cache.get(key, self._attr_cache.get(failed))
+        return scoring.attribution_agreement(table, others)
 
     def _attribution_payload(self, st: Settings, tables: dict, errors: list) -> dict:
         """The chosen method's table (kept in ``tables`` under its registry name) and matrix; errors go to the bar."""
@@ -364,7 +388,8 @@ class _ExplanationWidget(anywidget.AnyWidget):
             return {}
         tables[name] = table
         return payload.attribution(self.explanation, table, matrix, scoring.attribution_methods(),
-                                   options=self._attr_options)
+                                   options=self._attr_options, agreement=self._attribution_agreement(st, table),
+                                   words=scoring.attribution_words(self.explanation, table))
 
     def attribution_matrix(self, method: str | None = None, *, update: bool = True):
         """Source x generated attributions of ``method`` (default: the pane's) as a DataFrame [generated, source],
@@ -392,6 +417,18 @@ class _ExplanationWidget(anywidget.AnyWidget):
         if update:
             self._rescore()
         return self.matrices[name]
+
+    def attribution_agreement(self):
+        """Agreement of the pane's method with every input-attribution method on the current target, computing the
+        expensive ones (integrated gradients, occlusion) too; a DataFrame (what the pane's agreement table shows)."""
+        import pandas as pd
+
+        ex = self._need_explanation()
+        st = self.settings
+        make_metric(ex, None, st.foil, st.position)  # a bad foil is refused before any work
+        agreement = self._attribution_agreement(st, self._attribution_table(st), compute_all=True)
+        self._rescore()
+        return pd.DataFrame(agreement["rows"])
 
     def check(self, components) -> ScoreTable:
         """Exact patching of each component separately (metric(clean) - metric(patched)), for the current foil and
@@ -441,14 +478,19 @@ class _ExplanationWidget(anywidget.AnyWidget):
                     self.attribution_matrix()
                 except LmttError as exc:
                     raise InputError(str(exc)) from None
+            elif kind == "attribution_agreement":
+                try:
+                    self.attribution_agreement()
+                except LmttError as exc:
+                    raise InputError(str(exc)) from None
             elif kind == "run":
                 prompt = content.get("prompt", self.prompt)
                 if not isinstance(prompt, str):
                     raise InputError(f"a run message's prompt must be text, not {type(prompt).__name__}")
                 self.run(prompt)
             else:
-                raise InputError(f"unknown message type {kind!r} from the browser; expected 'run', 'details' or "
-                                 "'attribution_matrix'")
+                raise InputError(f"unknown message type {kind!r} from the browser; expected 'run', 'details', "
+                                 "'attribution_matrix' or 'attribution_agreement'")
         except InputError as exc:
             self._refuse(str(exc))
         except Exception as exc:  # a bug must not escape into the kernel's message loop

@@ -30,6 +30,9 @@ def meta(ex: Explanation, target: int) -> dict:
         "topology": ex.trace.topology,
         "node_kinds": list(NODE_KINDS),
         "edge_kinds": list(EDGE_KINDS),
+        # the position `prediction` is read at: the browser changes `target` before this arrives, so a pane tells a
+        # prediction of the previous target from the new one's by this, never by `target`
+        "position": int(target),
         "prediction": {"token": preds[0].text, "prob": preds[0].score, "top": [[p.text, p.score] for p in preds]},
     }
 
@@ -302,7 +305,8 @@ def route_check_result(result, tau: float, settings) -> dict:
 
 # ---- input attribution (the attribution pane)
 
-def attribution(ex: Explanation, table, matrix, methods: list[str], *, options: dict) -> dict:
+def attribution(ex: Explanation, table, matrix, methods: list[str], *, options: dict, agreement: dict | None = None,
+                words: dict | None = None) -> dict:
     """The ``attribution`` trait: per source token the chosen method's score for the target's prediction (NaN
     after the position), and the source x generated matrix when it was computed (``matrix_state``: "ready",
     "on_demand" (not computed yet: ask with a ``{"type": "attribution_matrix"}`` message) or "none")."""
@@ -328,4 +332,8 @@ def attribution(ex: Explanation, table, matrix, methods: list[str], *, options: 
         # flow methods read no metric: their row g is the flow into position g - 1 (generation.attribution_matrix)
         out["matrix_metric"] = ("flow into the position that predicted each token" if table.metric is None
                                 else str(matrix.attrs.get("metric", "")))
+    if agreement is not None:  # the Explorer's agreement table and word view (scoring.py builds them)
+        out["agreement"] = protocol.check(protocol.ATTRIBUTION_AGREEMENT, agreement, "attribution.agreement")
+    if words is not None:
+        out["words"] = protocol.check(protocol.ATTRIBUTION_WORDS, words, "attribution.words")
     return protocol.check(protocol.ATTRIBUTION, out, "attribution")

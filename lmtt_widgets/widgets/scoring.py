@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import LmttError, SelectionError
 from ..methods import Component, ScoreTable, available_methods, get_method
-from ..methods.agreement import spearman, top_k_overlap
+from ..methods.agreement import pair_agreement, spearman, top_k_overlap
 
 # Heatmap modes: the flow share every explanation has, then the logit-based and causal methods.
 HEAD_MODES = ("importance", "logit_attribution", "attribution_patching")
@@ -134,8 +134,67 @@ DEFAULT_ATTRIBUTION = "flow_attribution"  # free: read off the trace's scores, n
 
 def attribution_methods() -> list[str]:
     """Registered input-attribution methods: the flow-based ones (free) first, then gradients / perturbation."""
-    names = [n for n in available_methods() if get_method(n).family in ATTRIBUTION_FAMILIES]
+    # "importance" is flow-family too, but it scores heads, not input tokens: it is a heatmap mode, not one of these
+    names = [n for n in available_methods()
+             if get_method(n).family in ATTRIBUTION_FAMILIES and n not in HEAD_MODES]
     return sorted(names, key=lambda n: (get_method(n).family != "flow", n))
+
+
+# Agreement beside the pane: the shown method against every other one on the same target. Cheap methods (read off
+# the trace, or one forward and backward pass) are computed for it; the others only once computed or when asked.
+CHEAP_INPUT = ("saliency", "input_x_gradient")
+ATTRIBUTION_TOP_K = 3  # prompts are short: the top 3 tokens (of every token the prediction reads)
+AGREEMENT_MEASURES = (
+    "Spearman rank correlation over the tokens the prediction reads (of the signed scores when both methods are "
+    "signed, else of |score|), and how many of the {k} tokens of largest |score| both methods share. It measures "
+    "whether two methods rank the tokens alike, not whether either is right.")
+
+
+def is_cheap(name: str) -> bool:
+    """Computed for the agreement without being asked: flow methods and single-gradient methods."""
+    return is_free(name) or name in CHEAP_INPUT
+
+
+def attribution_agreement(shown: ScoreTable, others: dict) -> dict:
+    """The ``agreement`` of the ``attribution`` trait: one row per other method, its Spearman (``compared`` says
+    signed or |score|) and top-k overlap with ``shown`` when its table exists (``others[name]``: a ScoreTable, None
+    for not computed yet, or the text of its error). NaN (a constant side) is sent as None."""
+    n = len(shown.components)
+    k = min(ATTRIBUTION_TOP_K, n)
+    rows = []
+    for name, other in others.items():
+        row = {"method": name, "cost": get_method(name).cost}
+        if isinstance(other, ScoreTable):
+            b = [other[c] if c in other else math.nan for c in shown.components]
+            pair = pair_agreement(shown.scores, b, a_signed=bool(shown.signed), b_signed=bool(other.signed), k=k)
+            rho = pair["spearman"]
+            row.update(state="ready", signed=bool(other.signed), spearman=rho if math.isfinite(rho) else None,
+                       compared=pair["compared"], top_k=pair["top_k_overlap_abs"])
+        else:
+            row.update(state="error" if isinstance(other, str) else "on_demand", error=other or "", signed=None,
+                       spearman=None, compared="", top_k=None)
+        rows.append(row)
+    return {"method": shown.method, "k": k, "n": n, "rows": rows, "measures": AGREEMENT_MEASURES.format(k=k),
+            "position": shown.metric.position if shown.metric else int(shown.extra.get("position", n - 1))}
+
+
+# Words beside tokens: the pane's "subword / word" control shows these (granularity.py's rule and merges).
+WORD_MERGES = ("sum", "mean", "max")
+
+
+def attribution_words(ex, table: ScoreTable) -> dict:
+    """The ``words`` of the ``attribution`` trait: every token's word as [first, last] token, and the shown scores
+    merged per word by each of sum / mean / max (granularity.merge: NaN tokens skipped; a word with none is NaN)."""
+    import torch
+
+    from ..granularity import merge, word_spans
+
+    values = torch.full((ex.n_tokens,), float("nan"), dtype=torch.float64)
+    for c, v in zip(table.components, table.scores.tolist()):
+        values[c.position] = v
+    spans = word_spans(list(ex.tokens), ex.token_roles)
+    merged = {how: merge(values, spans, how).numpy() for how in WORD_MERGES}  # float32 on the wire (the protocol)
+    return {"spans": [[a, b - 1] for a, b in spans], "merged": merged, "merges": list(WORD_MERGES)}
 
 
 def check_attribution(name: str, options: dict) -> None:

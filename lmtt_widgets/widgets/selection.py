@@ -44,6 +44,20 @@ def check_selection(sel, *, n_layers: int, n_tokens: int, n_heads: int, n_neuron
         if not low <= value < high:
             raise SelectionError(f"{field} {value} is out of range {low}..{high - 1}")
         out[field] = value
+    if kind == "node" and out["node_kind"] == "embedding" and sel.get("last") is not None:
+        out["last"] = _last_token(sel["last"], out["token"], n_tokens)
     if kind == "edge" and out["source"] > out["token"]:
         raise SelectionError(f"attention flows from earlier tokens only: source {out['source']} > token {out['token']}")
     return out
+
+
+def _last_token(value, first: int, n_tokens: int) -> int:
+    """An input word's last token (an embedding selection's optional ``last``: the word spans first..last)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not is_integer(value):
+        raise SelectionTypeError(f"last must be an integer, got {_show(value)}")
+    if not first <= int(value) < n_tokens:
+        raise SelectionError(f"last {int(value)} is out of range {first}..{n_tokens - 1} (a word ends at or after "
+                             "its first token)")
+    return int(value)

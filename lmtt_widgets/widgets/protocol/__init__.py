@@ -35,6 +35,9 @@ SELECTION_FIELDS = {
     "head": ("layer", "head", "token"),
     "neuron": ("layer", "neuron", "token"),
 }
+# optional fields of a selection kind: an embedding node may span a word, tokens token..last (the attribution
+# pane's word view; the graph highlights the routes from every one of them)
+SELECTION_OPTIONAL = {"node": ("last",)}
 
 # `details` keys: "<kind>:<field>:<field>..." (integers); "check:<component id>" is free text (see the doc)
 DETAIL_KEYS = {
@@ -96,6 +99,9 @@ META = Struct("Meta", {
     "node_kinds": Value("NodeKindName[]", "index = `graph.node_kind` code (= NODE_KINDS)", (list,)),
     "edge_kinds": Value("EdgeKindName[]", "index = `graph.edge_kind` code (= EDGE_KINDS)", (list,)),
     "prediction": PREDICTION,
+    "position": Value("number", "the position `prediction` is read at (the `target` it was computed for): the "
+                      "browser changes `target` before this arrives, so panes label the prediction by it",
+                      _int, optional=True),
 }, "what is explained, for the `target` position", empty_ok=True)
 
 GRAPH = Struct("Graph", {
@@ -200,7 +206,42 @@ ATTRIBUTION = Struct("Attribution", {
                     nullable=True),
     "matrix_rows": Value("number[]", "", (list,)),
     "matrix_metric": Value("string", "", _str),
+    "agreement": Value("AttributionAgreement", "the shown method against the others on this target (Explorer only)",
+                       (dict,), optional=True),
+    "words": Value("AttributionWords", "the tokens merged into words (Explorer only)", (dict,), optional=True),
 }, "the attribution pane's scores, `{}` when they cannot be computed", empty_ok=True)
+
+# the attribution pane's agreement table: one row per other method of `attribution.methods`
+ATTRIBUTION_AGREEMENT_ROW = Struct("AttributionAgreementRow", {
+    "method": Value("string", "", _str),
+    "cost": Value("string", "the registry's one line", _str),
+    "state": Value('"ready" | "on_demand" | "error"', '"on_demand": not computed yet (the `attribution_agreement` '
+                   'message computes it); "error": it cannot run here, the text is in `error`', _str),
+    "error": Value("string", "", _str, optional=True),
+    "signed": Value("boolean | null", "the other method's; null when not computed", (bool, type(None))),
+    "spearman": Value("number | null", "Spearman ρ over tokens 0..`position` (NaN pairs dropped); null when not "
+                      "computed or undefined (a constant side)", (int, float, type(None))),
+    "compared": Value("string", '"signed" when both methods are signed, "|score|" otherwise, "" when not computed',
+                      _str),
+    "top_k": Value("number | null", "how many of the `k` tokens of largest |score| both share", (int, type(None))),
+})
+ATTRIBUTION_AGREEMENT = Struct("AttributionAgreement", {
+    "method": Value("string", "the shown method", _str),
+    "k": Value("number", "min(3, `n`)", _int),
+    "n": Value("number", "tokens 0..`position`", _int),
+    "position": Value("number", "", _int),
+    "measures": Value("string", "the caption: what the numbers measure", _str),
+    "rows": Value("AttributionAgreementRow[]", "", (list,)),
+}, "the shown method against every other input-attribution method on the same target and foil; cheap methods "
+   "(flow family, saliency, input_x_gradient) computed on every change, the others once computed or asked for")
+ATTRIBUTION_WORDS = Struct("AttributionWords", {
+    "spans": Value("[number, number][]", "[first, last] token of each word (granularity.word_spans: a word starts "
+                   "at whitespace / a word marker, after a newline, and where the token role changes)", (list,)),
+    "merges": Value("string[]", '["sum", "mean", "max"]', (list,)),
+    "merged": MapOf(Array("float32", ("W",), "per word"), doc="merge -> the shown `scores` merged per word "
+                    "(granularity.merge: sum; mean; max = the score of largest magnitude, sign kept; NaN tokens "
+                    "skipped, NaN when none is read)"),
+}, "the attribution pane's word view (its subword / word control is view state, not synced)")
 
 # `details` results, by key kind (arrays inside travel like trait arrays; in a message `data` is a buffer index)
 _PAIRS = Value("[string, number][]", "[text, score]", (list,))
@@ -275,7 +316,8 @@ BROWSER_WRITABLE = tuple(tr.name for tr in TRAITS if tr.writer == "both")
 
 # every struct, for the generated types and the doc (a struct reached from several places is listed once)
 STRUCTS = [PREDICTION, META, GRAPH, BLOCK_IMPORTANCE, NEURONS, LENS, STATUS, METRIC_REF, METRIC, METHOD_SCORES,
-           AGREEMENT, ATTRIBUTION, *DETAIL_RESULTS.values()]
+           AGREEMENT, ATTRIBUTION, ATTRIBUTION_AGREEMENT_ROW, ATTRIBUTION_AGREEMENT, ATTRIBUTION_WORDS,
+           *DETAIL_RESULTS.values()]
 
 # string enums the generated TypeScript names
 ENUMS = {

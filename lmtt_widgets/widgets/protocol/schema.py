@@ -23,6 +23,7 @@ DIMS = {
     "N": "nodes of the shown graph",
     "E": "edges of the shown graph",
     "G": "generated tokens with a matrix row",
+    "W": "words of the prompt (`attribution.words.spans`)",
 }
 
 

@@ -6,7 +6,7 @@ import json
 
 from . import (
     BROWSER_WRITABLE, CHECK_PREFIX, DETAIL_KEYS, DETAIL_RESULTS, DTYPES, ENUMS, HEAD_FLOOR, MAX_KEY_LENGTH, PYTHON_ONLY, ROW_OFFSET,
-    SELECTABLE_NODE_KINDS, SELECTION_FIELDS, STRUCTS, TAU_MAX, TAU_MIN, THRESHOLD_DEFAULT, TRAITS, Array, MapOf,
+    SELECTABLE_NODE_KINDS, SELECTION_FIELDS, SELECTION_OPTIONAL, STRUCTS, TAU_MAX, TAU_MIN, THRESHOLD_DEFAULT, TRAITS, Array, MapOf,
     Struct, Value,
 )
 
@@ -72,7 +72,7 @@ def _selection() -> list[str]:
              "export type SelectionKind = keyof typeof SELECTION_FIELDS;", "export type Selection ="]
     for kind, fields in SELECTION_FIELDS.items():
         parts = [f'kind: "{kind}"'] + [f"{f}: {'SelectableNodeKind' if f == 'node_kind' else 'number'}"
-                                       for f in fields]
+                                       for f in fields] + [f"{f}?: number" for f in SELECTION_OPTIONAL.get(kind, ())]
         lines.append(f"  | {{ {'; '.join(parts)} }}")
     return lines + ["  | null;", ""]
 
