@@ -417,3 +417,22 @@ def test_smollm2_integrated_gradients_complete_once_the_first_position_is_kept(s
     kept = run(ex, "integrated_gradients", steps=64)
     assert moved.extra["completeness_relative"] > 0.05
     assert kept.extra["completeness_relative"] < 0.01
+
+
+def test_saliency_and_input_x_gradient_share_one_backward_pass(monkeypatch):
+    """The widget's agreement computes both on every target change: the second must reuse the first's gradient,
+    and a new metric must not reuse it."""
+    from lmtt_widgets.methods import input_attribution as ia
+
+    ex = explain(loaded("llama"), "The capital of France is a")
+    calls = []
+    real = ia._gradients
+    monkeypatch.setattr(ia, "_gradients", lambda *a: (calls.append(1), real(*a))[1])
+    shared = get_method("input_x_gradient").fn(ex)
+    get_method("saliency").fn(ex)
+    assert len(calls) == 1
+    get_method("saliency").fn(ex, position=ex.n_tokens - 2)
+    assert len(calls) == 2
+    vars(ex).pop("_embedding_gradients")
+    fresh = get_method("input_x_gradient").fn(ex)
+    assert torch.equal(shared.scores, fresh.scores)

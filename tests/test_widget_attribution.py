@@ -180,3 +180,19 @@ def test_meta_says_which_position_its_prediction_is_read_at(ex):
         # greedy generation: the prediction at g - 1 is the generated token g
         assert w.meta["prediction"]["token"] == ex.tokens[g]
         assert w.lens["token"] == g - 1 and w.attribution["position"] == g - 1
+
+
+def test_a_widget_without_the_attribution_pane_runs_no_gradients(ex, monkeypatch):
+    """A FlowGraph changing target must not pay for the attribution pane's backward passes; showing the pane
+    computes them."""
+    from lmtt_widgets import FlowGraph
+    from lmtt_widgets.widgets import scoring
+
+    runs = []
+    real = scoring.run_attribution
+    monkeypatch.setattr(scoring, "run_attribution", lambda *a, **k: (runs.append(a[1]), real(*a, **k))[1])
+    w = FlowGraph(ex)
+    w.target = ex.n_tokens - 2
+    assert runs == [] and w.attribution == {}
+    w.panes = ["graph", "attribution"]
+    assert runs and w.attribution["position"] == ex.n_tokens - 2

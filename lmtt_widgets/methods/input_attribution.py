@@ -177,15 +177,33 @@ def _check_forward(value: float, ex, metric, what: str) -> None:
         )
 
 
+# Saliency and input x gradient read the same gradient: one backward pass serves both (the widget's agreement
+# computes both on every target change). Kept on the explanation (it dies with it), for its last few metrics only.
+_GRADIENTS_KEPT = 4
+
+
+def _embedding_gradient(ex, metric, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(embeddings [1, T, d], ∂metric/∂embeddings [1, T, d], metric value [1]) of ``metric``, computed once."""
+    kept = vars(ex).setdefault("_embedding_gradients", {})
+    key = (metric.position, metric.target, metric.foil)
+    if key not in kept:
+        model = ex.trace.lm.model
+        with frozen(model):
+            e = _embeddings(ex, metric)
+            grad, value = _gradients(model, metric, e)
+        _check_forward(float(value[0]), ex, metric, what)
+        while len(kept) >= _GRADIENTS_KEPT:
+            kept.pop(next(iter(kept)))
+        kept[key] = (e, grad, value)
+    return kept[key]
+
+
 @register_method("saliency", quantity=SALIENCY, family="input",
                  cost="one forward and one backward pass")
 def saliency(ex, target=None, foil=None, position=None) -> ScoreTable:
     """L2 norm of the metric's gradient with respect to each input token's embedding (unsigned)."""
     metric = make_metric(ex, target, foil, position)
-    model = ex.trace.lm.model
-    with frozen(model):
-        grad, value = _gradients(model, metric, _embeddings(ex, metric))
-    _check_forward(float(value[0]), ex, metric, "saliency")
+    _, grad, value = _embedding_gradient(ex, metric, "saliency")
     scores = grad[0].double().norm(dim=-1)
     return ScoreTable("saliency", SALIENCY, metric, _tokens(metric), scores.cpu(), False,
                       {"position": metric.position, "metric_value": float(value[0])})
@@ -196,11 +214,7 @@ def saliency(ex, target=None, foil=None, position=None) -> ScoreTable:
 def input_x_gradient(ex, target=None, foil=None, position=None) -> ScoreTable:
     """e_j · ∂metric/∂e_j per input token (signed)."""
     metric = make_metric(ex, target, foil, position)
-    model = ex.trace.lm.model
-    with frozen(model):
-        e = _embeddings(ex, metric)
-        grad, value = _gradients(model, metric, e)
-    _check_forward(float(value[0]), ex, metric, "input_x_gradient")
+    e, grad, value = _embedding_gradient(ex, metric, "input_x_gradient")
     scores = (e[0].double() * grad[0].double()).sum(-1)
     return ScoreTable("input_x_gradient", INPUT_X_GRADIENT, metric, _tokens(metric),
                       scores.cpu(), True, {"position": metric.position, "metric_value": float(value[0])})

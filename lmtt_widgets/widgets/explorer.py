@@ -255,7 +255,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
             raise WidgetValueError(str(exc)) from None
         return proposal["value"]
 
-    @t.observe("foil", "corrupted", "ablation", "head_mode", "attribution_method", "attribution_options")
+    @t.observe("foil", "corrupted", "ablation", "head_mode", "attribution_method", "attribution_options", "panes")
     def _on_score_change(self, change):
         if getattr(self, "_updating", False):
             return
@@ -308,7 +308,9 @@ class _ExplanationWidget(anywidget.AnyWidget):
                 except Exception as exc:  # a bug must not leave the heatmap silently stale
                     log.error("%s failed:\n%s", name, traceback.format_exc())
                     errors.append(f"internal error in {name}: {exc}")
-        attribution = self._attribution_payload(st, tables, errors) if metric is not None else {}
+        # the attribution pane's gradients cost a backward pass or more: only a widget that shows it pays for them
+        shown = metric is not None and "attribution" in self.panes
+        attribution = self._attribution_payload(st, tables, errors) if shown else {}
         self.tables = tables
         L, H = ex.n_layers, ex.n_heads
         with self.hold_sync():
