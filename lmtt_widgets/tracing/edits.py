@@ -33,16 +33,33 @@ class ExternalEdit:
 
 
 def unexplained(total: torch.Tensor, *terms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """total - sum(terms) [T, d] on the rows where it exceeds float rounding (0 on the others), or None."""
-    acc = terms[0].clone()
+    """total - sum(terms) [T, d] on the rows where it exceeds float rounding (0 on the others), or None.
+
+    Most passes edit nothing, and then the check is nearly free: a block's input is the previous block's output
+    tensor itself, and the model adds the very float32 tensors summed here (x + y equals y + x bit for bit, so the
+    order of two terms does not matter), so the sum equals ``total`` exactly. Where it does, the gap is 0 (or NaN beside an inf) on
+    every row, which the rounding test below never flags, so None is returned without it. The row norms are
+    computed only when the sum differs (an edit, low-precision rounding, three terms added in another order).
+    """
+    if len(terms) == 1 and _same_memory(total, terms[0]):
+        return None
+    acc = terms[0]
     for t in terms[1:]:
-        acc += t
+        acc = acc + t
+    if torch.equal(total, acc):  # one pass, where the gap and the norms below take about eight
+        return None
     gap = total - acc
     scale = total.abs().sum(-1) + sum(t.abs().sum(-1) for t in terms)
     bad = gap.abs().sum(-1) > ROUNDING_EPS * torch.finfo(dtype).eps * scale + torch.finfo(total.dtype).tiny
     if not bool(bad.any()):
         return None
     return gap * bad.unsqueeze(-1)
+
+
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a and b are views of the same numbers (so a - b is 0, or NaN beside an inf, everywhere)."""
+    return (a.data_ptr() == b.data_ptr() and a.device == b.device and a.dtype == b.dtype and a.shape == b.shape
+            and a.stride() == b.stride())
 
 
 def describe(gap: torch.Tensor, total: torch.Tensor, layer: int, where: str, scored: bool) -> ExternalEdit:
