@@ -156,4 +156,9 @@ export async function renderReport(el: HTMLElement, b64: string): Promise<() => 
   return render({ model: new StaticModel(state, report), el });
 }
 
+// for tests and tools: the report's decoder and route tracer, callable outside a page (Node)
+export { readContainer } from "./reportcodec";
+export { reportParts } from "./static";
+export { traceRoute } from "./staticroute";
+
 export default { render };

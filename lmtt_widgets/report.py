@@ -32,7 +32,7 @@ import torch
 
 from .contributions.graph import DEFAULT_THRESHOLD, node_id, AFTER_ATTENTION, AFTER_MLP
 from .explain import Explanation
-from .report_pack import pack_base64, reduced
+from .report_pack import pack_base64, reduced, unpack
 from .widgets import payload, scoring
 from .widgets.codec import encode_array, wire_text
 from .widgets.explorer import STATIC, Explorer
@@ -316,6 +316,11 @@ await mod.renderReport(document.getElementById("lmtt-report"), document.getEleme
 </script>
 </body></html>
 """
+
+
+def read_report(page: str) -> dict:
+    """The report dict inside a written page (tests, tools): its state block unpacked, arrays as numpy arrays."""
+    return unpack(page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0])
 
 
 def write_report(ex: Explanation, path="lmtt-report.html", threshold: float = DEFAULT_THRESHOLD,
