@@ -32,6 +32,8 @@ import torch
 
 from .contributions.graph import DEFAULT_THRESHOLD, node_id, AFTER_ATTENTION, AFTER_MLP
 from .explain import Explanation
+from .methods.targets import make_metric
+from .projections.vocab import project
 from .report_pack import pack_base64, reduced, unpack
 from .widgets import payload, scoring
 from .widgets.codec import encode_array, wire_text
@@ -47,8 +49,6 @@ TAU_FLOOR = 0.005
 MAP_LEVELS = (255, 63, 15)
 FLOW_METHODS = ("flow_attribution", "attention_rollout")  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient",)  # one backward pass: the default target only
-# Traits a kernel answers for, never part of a target's snapshot (the page sets them itself).
-_PAGE_TRAITS = {"target", "threshold", "granularity", "graph", "selection", "details", "status", "error", "static"}
 
 _CSP = ("default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:; connect-src 'none'")
@@ -72,6 +72,29 @@ def report_state(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granular
     return _Content(ex, threshold, granularity).build(max_bytes)[0]
 
 
+def lens_columns(ex: Explanation, tokens, chunk: int = 8) -> dict[int, dict]:
+    """``payload.lens_column`` of many tokens, batched: the "own" projection does not depend on the position, and
+    the ranks at the previous row come from one sort per row instead of a comparison per listed token."""
+    tokens, rows, k = list(tokens), 2 * ex.n_layers + 1, payload.TOP_K
+    tok, out = ex.trace.lm.tokenizer, {}
+    for start in range(0, len(tokens), chunk):
+        part = tokens[start:start + chunk]
+        vecs = torch.stack([ex.residual(r, t) for t in part for r in range(rows)])
+        logits = project(ex.trace, vecs, part[0], "own").reshape(len(part), rows, -1)
+        top = logits.softmax(-1).topk(k, dim=-1)
+        ordered = logits[:, :-1].sort(-1).values  # ascending, per (token, row)
+        above = logits[:, :-1].gather(-1, top.indices[:, 1:])  # a listed token's logit at the previous row
+        greater = ordered.shape[-1] - torch.searchsorted(ordered.contiguous(), above.contiguous(), right=True)
+        for n, t in enumerate(part):
+            ids = top.indices[n].numpy().astype(np.uint32)
+            rank_prev = np.full((rows, k), -1, np.int32)
+            rank_prev[1:] = greater[n].numpy()
+            strings = {str(i): tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in np.unique(ids)}
+            out[t] = {"rows": rows, "token": t, "ids": encode_array(ids, "uint32"), "probs": encode_array(top.values[n]),
+                      "rank_prev": encode_array(rank_prev, "int32"), "strings": strings}
+    return out
+
+
 class _Content:
     """The report's parts, computed once; ``build`` fits them under a size with the fewest omissions."""
 
@@ -89,29 +112,51 @@ class _Content:
         self.state = widget_state(w)
         self.state.update(static=True, details={}, selection=None, error="",
                           status={"state": "idle", "message": "", "progress": 1.0})
-        self.attributions: dict[str, dict[str, dict]] = {}
-        self.per_target = self._targets(w)
+        self.attributions = self._attributions(w)
+        w.close()
+        self.per_target = self._targets()
         self.state["neurons"] = payload.neuron_rows(ex, self.neuron_nodes)
         self.flow = flow_scores(ex, min(TAU_FLOOR, threshold))
         self.heads = dict(zip(*self._head_details()))
         self.mlp = payload.mlp_details(ex, sorted(self.route_mlp))
         self.neurons = neuron_details(ex, payload.mlp_nodes(ex.route(self.target, threshold, granularity)))
-        w.close()
 
-    def _targets(self, w) -> dict:
-        """Per target, the traits that differ from the last token's (what the widget recomputes on a change), and
-        the attribution pane's scores of the free flow methods (every target) and the cheap ones (the last)."""
-        snaps, shown = {}, w.attribution_method
-        for t in reversed(range(self.ex.n_tokens)):
-            w.target = t
-            if t != self.target:
-                names = [n for n in widget_traits(w) if n not in _PAGE_TRAITS | {"neurons", "attribution"}]
-                snaps[str(t)] = {k: v for k, v in widget_state(w, names).items() if v != self.state.get(k)}
-            methods = FLOW_METHODS + (CHEAP_INPUT_METHODS if t == self.target else ())
-            for name in [shown] + [m for m in methods if m != shown and m in scoring.attribution_methods()]:
+    def _attributions(self, w) -> dict:
+        """The attribution pane's trait per method and target: the free flow methods at every target (computed
+        like the widget does, see ``_target_attribution``), the cheap input methods at the last one (by the widget)."""
+        out: dict[str, dict[str, dict]] = {}
+        shown = w.attribution_method
+        for name in (shown,) + CHEAP_INPUT_METHODS:
+            if name in scoring.attribution_methods():
                 w.attribution_method = name
-                self.attributions.setdefault(name, {})[str(t)] = widget_state(w, ["attribution"])["attribution"]
-            w.attribution_method = shown
+                out.setdefault(name, {})[str(self.target)] = widget_state(w, ["attribution"])["attribution"]
+        w.attribution_method = shown
+        for name in FLOW_METHODS:
+            if name not in scoring.attribution_methods():
+                continue
+            matrix = (scoring.run_attribution_matrix(self.ex, name, {}) if self.ex.generated_positions else None)
+            for t in range(self.ex.n_tokens):
+                if str(t) not in out.get(name, {}):
+                    table = scoring.run_attribution(self.ex, name, {}, scoring.Settings(t))
+                    out.setdefault(name, {})[str(t)] = payload.attribution(
+                        self.ex, table, matrix, scoring.attribution_methods(), options={})
+        return out
+
+    def _targets(self) -> dict:
+        """Per target, what the widget recomputes when its target changes (Explorer._refilter and _rescore):
+        predictions, logit lens, metric and the importance table; direct logit attribution stays the last
+        token's (computing it at every position would take minutes), so the page offers it there only."""
+        ex, snaps = self.ex, {}
+        lens = lens_columns(ex, range(ex.n_tokens - 1))
+        for t in range(ex.n_tokens - 1):
+            st = scoring.Settings(t)
+            tables = {"importance": scoring.run_method(ex, "importance", st)}
+            snaps[str(t)] = {
+                "meta": payload.meta(ex, t), "lens": lens[t],
+                "metric": payload.metric_info(ex, make_metric(ex, None, None, t), st,
+                                              ready=not scoring.causal_problem(ex, st)),
+                "method_scores": payload.method_scores(tables, ex.n_layers, ex.n_heads), "agreement": {},
+            }
         return snaps
 
     def _head_details(self):
@@ -163,8 +208,9 @@ _STEPS = [
 _ALWAYS_OMITTED = [
     "Causal methods (attribution patching, exact patching checks) and input-attribution methods that run the "
     "model more than once (integrated gradients, occlusion, saliency) need a kernel.",
-    "Vocabulary projections of single neurons are included for the MLP blocks on the last token's route; heads' "
-    "vocabulary projections at the last token (their attention maps serve every target).",
+    "Vocabulary projections of single neurons: only for the MLP blocks on the last token's route. Heads' "
+    "vocabulary projections: only at the last token (their attention and contribution maps serve every target). "
+    "Direct logit attribution and input × gradient: only at the last token.",
 ]
 
 
@@ -195,11 +241,17 @@ def warm_neurons(ex: Explanation, nodes) -> None:
 
 
 def neuron_details(ex: Explanation, blocks) -> dict:
-    """``neuron:<layer>:<neuron>:<token>`` results of the top neurons of ``blocks``."""
-    out = {}
+    """``neuron:<layer>:<neuron>:<token>`` results (``payload.details``) of the top neurons of ``blocks``, their
+    vocabulary projections batched per token (one product instead of one per neuron)."""
+    by_token: dict[int, list[tuple[int, int]]] = {}
     for layer, token in sorted(blocks):
-        for n in ex.neurons(layer, token, payload.TOP_K):
-            out[f"neuron:{layer}:{n.neuron}:{token}"] = payload.details(ex, f"neuron:{layer}:{n.neuron}:{token}")
+        by_token.setdefault(token, []).extend((layer, n.neuron) for n in ex.neurons(layer, token, payload.TOP_K))
+    out = {}
+    for token, pairs in by_token.items():
+        vecs = torch.stack([ex.neuron_output(layer, n, token) for layer, n in pairs])
+        promoted, suppressed = payload._named_top(ex, project(ex.trace, vecs, token, "final"), payload.TOP_K)
+        for i, (layer, n) in enumerate(pairs):
+            out[f"neuron:{layer}:{n}:{token}"] = {"promoted": promoted[i], "suppressed": suppressed[i]}
     return out
 
 
@@ -263,8 +315,8 @@ def _note(ex: Explanation, omitted: list[str]) -> str:
     T, L, H = ex.n_tokens, ex.n_layers, ex.n_heads
     holds = (f"Offline report: routes for all {T} target tokens at any threshold and both granularities; all "
              f"{L * H} heads' details; the neurons of every MLP block on a route and of each target's column; the "
-             "logit lens at every token; importance, direct logit attribution and flow-based input attribution at "
-             "every target, input × gradient at the last token.")
+             "logit lens at every token; head importance and flow-based input attribution at every target; direct "
+             "logit attribution and input × gradient at the last token.")
     items = "".join(f"<li>{html.escape(wire_text(x))}</li>" for x in omitted)
     return (f'<div class="lmtt-report-note" role="note"><p>{html.escape(holds)}</p>'
             f"<p>Not in this report (open the notebook with a kernel for these):</p><ul>{items}</ul></div>")

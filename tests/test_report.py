@@ -54,17 +54,23 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     assert "error: No model directory" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def _offline_page(chromium, outside: list, errors: list):
+    """A page that aborts (and lists) every request leaving the machine and lists page errors."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1100})
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "blob:", "data:"))
+               else (outside.append(route.request.url), route.abort()))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page
+
+
 @pytest.mark.smollm2
 @pytest.mark.browser
 def test_report_renders_offline_and_reacts_to_clicks(smollm2_paris, tmp_path, chromium):
     path = write_report(smollm2_paris, tmp_path / "report.html")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = chromium.new_page(viewport={"width": 1400, "height": 1100})
+    outside, errors, dialogs = [], [], []
+    page = _offline_page(chromium, outside, errors)
     try:
-        outside, errors, dialogs = [], [], []
-        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "blob:", "data:"))
-                   else (outside.append(route.request.url), route.abort()))
-        page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto(path.as_uri())
         page.wait_for_selector(".lmtt-graph canvas")
@@ -194,3 +200,49 @@ def test_smollm2_128_token_report_is_complete_within_3mb(smollm2, tmp_path):
     assert len(heads) == 30 * 9
     assert len(rep["per_target"]) == 127 and all("lens" in s for s in rep["per_target"].values())
     assert rep["state"]["neurons"]["available"].all()
+
+
+@pytest.mark.smollm2
+@pytest.mark.browser
+def test_report_answers_clicks_on_heads_neurons_and_other_targets_offline(smollm2_paris, tmp_path, chromium):
+    path = write_report(smollm2_paris, tmp_path / "report.html")
+    outside, errors = [], []
+    page = _offline_page(chromium, outside, errors)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_selector(".lmtt-graph canvas")
+        note = page.locator(".lmtt-report-note").inner_text()
+        assert "routes for all 5 target tokens" in note and "Not in this report" in note
+        vocab = page.locator(".lmtt-vocab")
+        detail = page.locator(".lmtt-head-detail")
+
+        def click_head(x: float, y: float, token: int):
+            heat = page.locator("canvas.lmtt-heat")
+            box = heat.bounding_box()
+            heat.click(position={"x": box["width"] * x, "y": box["height"] * y})
+            page.wait_for_function("t => { const d = document.querySelector('.lmtt-head-detail');"
+                                   " return d.querySelectorAll('canvas.lmtt-matrix').length === 2"
+                                   " && d.textContent.includes('at #' + t); }", arg=token, timeout=10_000)
+
+        click_head(0.6, 0.5, 4)  # a head at the last token: its maps and its vocabulary projection
+        assert vocab.locator(".lmtt-tokrow").count() >= 10
+        neuron = page.locator("li.lmtt-neuron").first  # the top neuron of an MLP block on the route
+        neuron.click()
+        page.wait_for_function("() => document.querySelector('.lmtt-vocab .lmtt-pane-title').textContent"
+                               ".includes('neuron')")
+        page.wait_for_function("() => document.querySelectorAll('.lmtt-vocab .lmtt-tokrow').length >= 10")
+        edges_before = page.locator(".lmtt-graph").inner_text()
+        page.locator("select[aria-label='Target token']").select_option("1")  # " capital": not the last token
+        page.wait_for_function("t => document.querySelector('.lmtt-graph').innerText !== t", arg=edges_before)
+        page.locator("canvas.lmtt-heat").press("Escape")  # clear the selection: the focus is the target again
+        click_head(0.3, 0.3, 1)  # a head at the new target: maps and importance there
+        assert page.locator("li.lmtt-neuron").count() == 10  # the new target's route blocks have their neurons
+        page.screenshot(path=str(ARTIFACTS / "report-other-target.png"), full_page=True)
+        text = page.inner_text("body")
+        assert "(#1)" in page.locator(".lmtt-heads .lmtt-pane-title").inner_text()
+        assert "not in this report" not in text and "left out of this report" not in text
+        assert page.locator(".lmtt-errorbar").is_hidden()
+    finally:
+        page.close()
+    assert outside == [] and errors == []
