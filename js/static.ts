@@ -26,6 +26,22 @@ export interface ReportData {
   bytes: Uint8Array;
   defaultTarget: number;
   omitted: string[];
+  /** token texts that vocabulary projections index (report.py `_compact_pairs`) */
+  texts: string[];
+}
+
+/** Lists of [text, value] pairs stored as two arrays (`pair_texts`, `pair_values`) back as lists. */
+export function expandPairs(v: unknown, texts: readonly string[]): unknown {
+  if (Array.isArray(v)) return v.map((x) => expandPairs(x, texts));
+  if (!v || typeof v !== "object" || ArrayBuffer.isView(v)) return v;
+  const o = v as Record<string, unknown>;
+  if ("pair_texts" in o && "pair_values" in o) {
+    const ids = decodeArray(o.pair_texts)!.data;
+    const vals = decodeArray(o.pair_values)!.data;
+    return Array.from(ids, (id, i) => [texts[id] ?? `#${id}`, vals[i]]);
+  }
+  if (isArrayDict(o)) return o;
+  return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, expandPairs(x, texts)]));
 }
 
 function floats(a: unknown): Float32Array {
@@ -59,6 +75,7 @@ export function reportParts(body: any, bytes: Uint8Array): { state: Record<strin
     bytes,
     defaultTarget: Number(body.default_target ?? state.target),
     omitted: Array.isArray(body.omitted) ? body.omitted.map(String) : [],
+    texts: Array.isArray(body.texts) ? body.texts.map(String) : [],
   };
   return { state, report };
 }
@@ -263,7 +280,7 @@ export class StaticModel implements WidgetModel {
     const [kind, ...nums] = key.split(":");
     const n = nums.map(Number);
     if (Object.prototype.hasOwnProperty.call(r.details, key)) {
-      out = inflateTree(r.details[key], r.bytes);
+      out = expandPairs(inflateTree(r.details[key], r.bytes), r.texts);
     } else if (kind === "lens" && n.length === 2) {
       const raw = n[1] === r.defaultTarget ? this.base.lens ?? this.state.lens : r.perTarget[String(n[1])]?.lens;
       out = raw ? lensFromTrait(getLens({ get: () => raw } as unknown as WidgetModel), n[0]) ?? undefined : undefined;
@@ -283,7 +300,7 @@ export class StaticModel implements WidgetModel {
     const r = this.report!;
     const raw = r.details[`head:${layer}:${head}:${r.defaultTarget}`];
     if (raw === undefined) return undefined;
-    const d = inflateTree(raw, r.bytes) as Record<string, unknown>;
+    const d = expandPairs(inflateTree(raw, r.bytes), r.texts) as Record<string, unknown>;
     const hi = decodeArray(this.state.head_importance);
     const importance = hi && hi.shape.length === 3 && token < hi.shape[2] ? hi.data[(layer * hi.shape[1] + head) * hi.shape[2] + token] : NaN;
     return { ...d, importance, promoted: [], suppressed: [], note: `vocabulary projection at #${token}: ${LEFT_OUT}` };

@@ -47,7 +47,7 @@ TAU_FLOOR = 0.005
 # Levels of the square-root colour scale the head matrices are stored with (report_pack "sqrt"); the pane draws
 # 256 colour steps, so 255 levels are what it shows; the attention pattern's first step down keeps 63 (6 bits).
 MAP_LEVELS = (255, 63, 15)
-FLOW_METHODS = ("flow_attribution", "attention_rollout")  # read off the trace: every target
+FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient",)  # one backward pass: the default target only
 
 _CSP = ("default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
@@ -73,8 +73,7 @@ def report_state(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granular
 
 
 def lens_columns(ex: Explanation, tokens, chunk: int = 8) -> dict[int, dict]:
-    """``payload.lens_column`` of many tokens, batched: the "own" projection does not depend on the position, and
-    the ranks at the previous row come from one sort per row instead of a comparison per listed token."""
+    """``payload.lens_column`` of many tokens, batched: the "own" projection does not depend on the position."""
     tokens, rows, k = list(tokens), 2 * ex.n_layers + 1, payload.TOP_K
     tok, out = ex.trace.lm.tokenizer, {}
     for start in range(0, len(tokens), chunk):
@@ -82,9 +81,10 @@ def lens_columns(ex: Explanation, tokens, chunk: int = 8) -> dict[int, dict]:
         vecs = torch.stack([ex.residual(r, t) for t in part for r in range(rows)])
         logits = project(ex.trace, vecs, part[0], "own").reshape(len(part), rows, -1)
         top = logits.softmax(-1).topk(k, dim=-1)
-        ordered = logits[:, :-1].sort(-1).values  # ascending, per (token, row)
         above = logits[:, :-1].gather(-1, top.indices[:, 1:])  # a listed token's logit at the previous row
-        greater = ordered.shape[-1] - torch.searchsorted(ordered.contiguous(), above.contiguous(), right=True)
+        # its rank there: how many logits beat it (payload.lens_column's rank_of, one token at a time)
+        greater = torch.stack([(logits[n, :-1].unsqueeze(1) > above[n].unsqueeze(-1)).sum(-1)
+                               for n in range(len(part))])
         for n, t in enumerate(part):
             ids = top.indices[n].numpy().astype(np.uint32)
             rank_prev = np.full((rows, k), -1, np.int32)
@@ -184,14 +184,47 @@ class _Content:
                 d = {**d, "pattern": reduced(d["pattern"], "sqrt", level["maps"]),
                      "contribution": reduced(d["contribution"], "sqrt", MAP_LEVELS[0])}
             details[key] = d
-        details.update(self.mlp)
+        # the report's neurons trait lists every block's neurons: the copy inside each mlp: result is not needed
+        details.update({k: {n: v for n, v in d.items() if n != "neurons"} for k, d in self.mlp.items()})
         details.update(self.neurons)
-        per_target = self.per_target if level["lens"] else {
-            t: {k: v for k, v in snap.items() if k != "lens"} for t, snap in self.per_target.items()}
-        state = {**self.state, "neurons": _neurons_reduced(self.state["neurons"])}
+        texts: dict[str, int] = {}
+        details = _compact_pairs(details, texts)
+        per_target = {t: _reduced_snapshot(snap, level["lens"]) for t, snap in self.per_target.items()}
+        state = {**self.state, "neurons": _neurons_reduced(self.state["neurons"]), "lens": _lens_reduced(self.state["lens"]),
+                 "head_importance": reduced(self.state["head_importance"], "f16")}
         return {"version": 1, "state": state, "per_target": per_target, "attributions": self.attributions,
-                "flow": self.flow, "details": details, "omitted": _ALWAYS_OMITTED + omitted,
+                "flow": self.flow, "details": details, "texts": list(texts), "omitted": _ALWAYS_OMITTED + omitted,
                 "default_target": self.target}
+
+
+def _compact_pairs(obj, texts: dict[str, int]):
+    """Every list of [text, number] pairs (vocabulary projections) as two arrays, an index into the report's one
+    table of token texts and the numbers (float32): a token text is written once, not once per list it is in."""
+    if isinstance(obj, dict):
+        return {k: _compact_pairs(v, texts) for k, v in obj.items()}
+    if isinstance(obj, list) and obj and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                             and isinstance(p[1], (int, float)) for p in obj):
+        ids = [texts.setdefault(p[0], len(texts)) for p in obj]
+        return {"pair_texts": reduced(encode_array(ids, "uint32"), "u16"),
+                "pair_values": encode_array([p[1] for p in obj])}
+    return obj
+
+
+def _lens_reduced(lens: dict) -> dict:
+    """A lens column with ids in 16 bits and probabilities in float16 (shown as percentages)."""
+    if not lens:
+        return lens
+    return {**lens, "ids": reduced(lens["ids"], "u16"), "probs": reduced(lens["probs"], "f16"),
+            "rank_prev": reduced(lens["rank_prev"], "i16")}
+
+
+def _reduced_snapshot(snap: dict, lens: bool) -> dict:
+    out = {k: v for k, v in snap.items() if k != "lens" or lens}
+    if "lens" in out:
+        out["lens"] = _lens_reduced(out["lens"])
+    out["method_scores"] = {name: {**t, "heads": reduced(t["heads"], "f16")}
+                            for name, t in snap.get("method_scores", {}).items()}
+    return out
 
 
 # Steps taken, in order, while a report is over its size: lower precision first, then whole parts.
@@ -371,8 +404,19 @@ await mod.renderReport(document.getElementById("lmtt-report"), document.getEleme
 
 
 def read_report(page: str) -> dict:
-    """The report dict inside a written page (tests, tools): its state block unpacked, arrays as numpy arrays."""
-    return unpack(page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0])
+    """The report dict inside a written page (tests, tools): its state block unpacked, arrays as numpy arrays,
+    vocabulary projections back as [text, value] lists."""
+    report = unpack(page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0])
+    texts = report.get("texts", [])
+
+    def expand(o):
+        if isinstance(o, dict) and "pair_texts" in o:
+            return [[texts[int(i)], float(v)] for i, v in zip(o["pair_texts"], o["pair_values"])]
+        if isinstance(o, dict):
+            return {k: expand(v) for k, v in o.items()}
+        return o
+
+    return {**report, "details": expand(report["details"])}
 
 
 def write_report(ex: Explanation, path="lmtt-report.html", threshold: float = DEFAULT_THRESHOLD,

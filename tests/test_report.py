@@ -158,12 +158,15 @@ def test_report_holds_every_head_target_and_route_neuron(tmp_path):
             # the stored maps are the real ones, to the colour step the pane can draw (sqrt scale, 63 levels)
             want = ex.head_attention(layer, h).numpy()
             assert np.abs(np.sqrt(d["pattern"] / want.max()) - np.sqrt(want / want.max())).max() <= 0.5 / 63 + 1e-6
-    # every target: its own lens column and predictions, flow attribution; input x gradient at the last
+    # every target: its own lens column, predictions, metric and flow attribution; input x gradient at the last
     assert set(rep["per_target"]) == {str(t) for t in range(T - 1)}
     for t in range(T - 1):
         snap = rep["per_target"][str(t)]
         assert snap["lens"]["token"] == t and snap["meta"]["prediction"] == payload.meta(ex, t)["prediction"]
-        assert snap["method_scores"]["logit_attribution"]["metric"]["position"] == t
+        # the heatmap's tables there: importance (direct logit attribution is at the last token only, as the note says)
+        assert set(snap["method_scores"]) == {"importance"} and snap["method_scores"]["importance"]["heads"].shape == (L, H)
+        assert snap["metric"]["position"] == t
+    assert state["method_scores"]["logit_attribution"]["metric"]["position"] == last
     for name in FLOW_METHODS:
         assert set(rep["attributions"][name]) == {str(t) for t in range(T)}
     assert set(rep["attributions"][CHEAP_INPUT_METHODS[0]]) == {str(last)}
