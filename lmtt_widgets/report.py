@@ -165,15 +165,19 @@ class _Content:
         keys = [f"head:{layer}:{h}:{self.target}" for layer, h in heads]
         return keys, payload.head_details(ex, heads, self.target)
 
-    def build(self, max_bytes: int) -> tuple[dict, list[str]]:
-        """The report dict and the omissions it needed for its base64 container to stay under ``max_bytes``."""
+    def build(self, max_bytes: int) -> tuple[dict, list[str], str]:
+        """The report dict, the omissions it needed for its base64 container to stay under ``max_bytes``, and
+        that container."""
         for step in range(len(_STEPS)):
             omitted = [note for _, note in _STEPS[1:step + 1]]
             report = self._report(_STEPS[step][0], omitted)
-            size = len(pack_base64(report))
-            if size <= max_bytes:
+            packed = pack_base64(report)
+            if len(packed) <= max_bytes:
                 break
-        return report, omitted
+        else:
+            omitted = omitted + [f"Even so this report's state is {len(packed) / 1e6:.1f} MB, over its budget of "
+                                 f"{max_bytes / 1e6:.1f} MB."]
+        return report, omitted, packed
 
     def _report(self, level: dict, omitted: list[str]) -> dict:
         details = {}
@@ -357,8 +361,8 @@ def _note(ex: Explanation, omitted: list[str]) -> str:
 
 def render_html(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granularity: str = "head", *,
                 max_bytes: int = MAX_BYTES) -> str:
-    report, omitted = _Content(ex, threshold, granularity).build(max_bytes - _page_bytes())
-    return _page(ex, pack_base64(report), _ALWAYS_OMITTED + omitted)
+    _, omitted, packed = _Content(ex, threshold, granularity).build(max_bytes - _page_bytes() - 4096)  # 4 kB: the title and note
+    return _page(ex, packed, _ALWAYS_OMITTED + omitted)
 
 
 def _page_bytes() -> int:
