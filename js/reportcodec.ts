@@ -13,6 +13,16 @@ export interface Stored {
   max?: number;
   levels?: number;
   tril?: boolean;
+  /** bytes per number when stored byte plane by byte plane */
+  planes?: number;
+}
+
+/** Undo the byte-plane order of `n` bytes of `size`-byte numbers (report_pack.py `_planes`). */
+function unplane(src: Uint8Array, size: number): Uint8Array {
+  const count = src.length / size;
+  const out = new Uint8Array(src.length);
+  for (let p = 0; p < size; p++) for (let i = 0; i < count; i++) out[i * size + p] = src[p * count + i];
+  return out;
 }
 
 export interface Container {
@@ -64,7 +74,8 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
   const Ctor = WIRE[a.dtype as keyof typeof WIRE];
   if (!Ctor) throw new Error(`unsupported dtype ${a.dtype} in the report`);
   const size = a.shape.reduce((x, y) => x * y, 1);
-  const src = bytes.subarray(d.at, d.at + d.n);
+  const stored = bytes.subarray(d.at, d.at + d.n);
+  const src = d.planes ? unplane(stored, d.planes) : stored;
   const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
   const out = new Ctor(size);
   if (d.enc === "raw") {

@@ -35,7 +35,7 @@ from .explain import Explanation
 from .methods.targets import make_metric
 from .projections.vocab import project
 from .report_pack import pack_base64, reduced, unpack
-from .widgets import payload, scoring
+from .widgets import payload, protocol, scoring
 from .widgets.codec import encode_array, wire_text
 from .widgets.explorer import STATIC, Explorer
 
@@ -44,9 +44,10 @@ MAX_BYTES = 3_000_000
 # Every part of the route scores above this τ is carried, so the page traces routes for any τ its slider offers
 # (js/tau.ts TAU_MIN) exactly as the kernel would.
 TAU_FLOOR = 0.005
-# Levels of the square-root colour scale the head matrices are stored with (report_pack "sqrt"); the pane draws
-# 256 colour steps, so 255 levels are what it shows; the attention pattern's first step down keeps 63 (6 bits).
-MAP_LEVELS = (255, 63, 15)
+# Levels of the square-root colour scale the head matrices are stored with (report_pack "sqrt"): contribution maps
+# (sparse, small) keep 255, what the pane's colour ramp can show; attention patterns (dense, most of a report) keep
+# 31 (5 bits: 1-pixel cells of a 32-step ramp), 15 past the budget.
+MAP_LEVELS = (255, 31, 15)
 FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient",)  # one backward pass: the default target only
 
@@ -57,7 +58,7 @@ _CSP = ("default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe
 def widget_traits(w) -> list[str]:
     """The Explorer's own synced traits (ipywidgets' and anywidget's bookkeeping left out): the report's state."""
     base = set(anywidget.AnyWidget.class_trait_names(sync=True))
-    return sorted(n for n in w.trait_names(sync=True) if n not in base)
+    return sorted(n for n in w.trait_names(sync=True) if n not in base and not n.startswith("_"))
 
 
 def widget_state(w, names=None) -> dict:
@@ -65,10 +66,16 @@ def widget_state(w, names=None) -> dict:
     return w.get_state(list(names or widget_traits(w)))
 
 
-def report_state(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granularity: str = "head", *,
-                 max_bytes: int = MAX_BYTES) -> dict:
-    """What the page needs to work with no kernel: the Explorer's state at the last token, each target's
-    snapshot of the traits that follow the target, the route scores, and the details a click asks for."""
+def report_state(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granularity: str = "head") -> dict:
+    """The report's widget state: the Explorer's synced traits at the last token (what the page starts from; the
+    rest of the report, per-target snapshots, route scores and details, is in ``report_content``)."""
+    return _Content(ex, threshold, granularity).state
+
+
+def report_content(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granularity: str = "head", *,
+                   max_bytes: int = MAX_BYTES) -> dict:
+    """Everything the page holds: the state, each target's snapshot of the traits that follow the target, the
+    route scores, and the details a click asks for (arrays as bytes, marked for their reduced storage)."""
     return _Content(ex, threshold, granularity).build(max_bytes)[0]
 
 
@@ -90,8 +97,8 @@ def lens_columns(ex: Explanation, tokens, chunk: int = 8) -> dict[int, dict]:
             rank_prev = np.full((rows, k), -1, np.int32)
             rank_prev[1:] = greater[n].numpy()
             strings = {str(i): tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in np.unique(ids)}
-            out[t] = {"rows": rows, "token": t, "ids": encode_array(ids, "uint32"), "probs": encode_array(top.values[n]),
-                      "rank_prev": encode_array(rank_prev, "int32"), "strings": strings}
+            out[t] = protocol.check(protocol.LENS, {"rows": rows, "token": t, "ids": ids, "probs": top.values[n],
+                                                    "rank_prev": rank_prev, "strings": strings}, "lens")
     return out
 
 
@@ -209,8 +216,9 @@ def _compact_pairs(obj, texts: dict[str, int]):
     if isinstance(obj, list) and obj and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
                                              and isinstance(p[1], (int, float)) for p in obj):
         ids = [texts.setdefault(p[0], len(texts)) for p in obj]
+        # values are logits shown with 2 decimals: float16 keeps 3 significant digits
         return {"pair_texts": reduced(encode_array(ids, "uint32"), "u16"),
-                "pair_values": encode_array([p[1] for p in obj])}
+                "pair_values": reduced(encode_array([p[1] for p in obj]), "f16")}
     return obj
 
 
@@ -235,7 +243,7 @@ def _reduced_snapshot(snap: dict, lens: bool) -> dict:
 _STEPS = [
     ({"maps": MAP_LEVELS[1], "lens": True}, ""),
     ({"maps": MAP_LEVELS[2], "lens": True},
-     "Attention patterns are drawn with 16 colour levels instead of 64 (the report's size budget)."),
+     "Attention patterns are drawn with 16 colour levels instead of 32 (the report's size budget)."),
     ({"maps": MAP_LEVELS[2], "lens": False},
      "The logit lens is included for the last token only (the report's size budget)."),
     ({"maps": None, "lens": False},
@@ -324,9 +332,12 @@ def flow_scores(ex: Explanation, floor: float) -> dict:
         "L": ex.n_layers, "T": T, "H": H, "parallel": sc.topology == "parallel", "floor": floor,
         **{name: per_update(name) for name in ("resid_attn", "bias_attn", "external_attn", "mlp", "resid_mlp",
                                                 "external_mlp")},
-        "head_ptr": encode_array(head_ptr, "uint32"), "head_col": encode_array(torch.cat(head_col), "uint32"),
+        # scores stay float32 (τ compares them exactly); indices fit 16 bits up to 65,536 sources
+        "head_ptr": encode_array(head_ptr, "uint32"),
+        "head_col": reduced(encode_array(torch.cat(head_col), "uint32"), "u16"),
         "head_val": encode_array(torch.cat(head_val)),
-        "edge_ptr": encode_array(edge_ptr, "uint32"), "edge_src": encode_array(torch.cat(edge_src), "uint32"),
+        "edge_ptr": encode_array(edge_ptr, "uint32"),
+        "edge_src": reduced(encode_array(torch.cat(edge_src), "uint32"), "u16"),
         "edge_val": encode_array(torch.cat(edge_val)),
         "cancelling": encode_array(route.cancelling, "int32"), "external": encode_array(route.external, "int32"),
     }

@@ -13,6 +13,8 @@ are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``en
   triangle (row >= column) is stored, the rest is exactly 0 (causal attention). Values below
   ``max / (2 * levels)**2`` read 0 and are drawn as the background, one colour step from the ramp's start.
 
+``planes`` (float32 and float16): the bytes are stored byte plane by byte plane (deflate compresses them better).
+
 The browser inflates every array back to its wire dtype, so the panes see exactly what a kernel would send.
 """
 
@@ -57,12 +59,20 @@ def reduced(a: dict, enc: str, levels: int = 255) -> dict:
     return {**a, "enc": enc if ok else "raw", "levels": levels}
 
 
+def _planes(data: np.ndarray) -> tuple[bytes, dict]:
+    """Numbers of 2 or 4 bytes stored byte plane by byte plane (all first bytes, then all second bytes...): the
+    exponent bytes of nearby values repeat, which deflate then finds (10-20 % smaller for float scores)."""
+    size = data.dtype.itemsize
+    return np.ascontiguousarray(data.view(np.uint8).reshape(-1, size).T).tobytes(), {"planes": size}
+
+
 def _store(a: dict) -> tuple[bytes, dict]:
     """(bytes, data descriptor) of one array."""
     enc = a.get("enc", "raw")
     v = _values(a)
     if enc == "f16":
-        return v.astype(np.float16).tobytes(), {"enc": "f16"}
+        data, desc = _planes(v.astype(np.float16).reshape(-1))
+        return data, {"enc": "f16", **desc}
     if enc == "u16":
         return v.astype(np.uint16).tobytes(), {"enc": "u16"}
     if enc == "i16":
@@ -75,6 +85,9 @@ def _store(a: dict) -> tuple[bytes, dict]:
         if v.ndim == 2 and v.shape[0] == v.shape[1] and not np.triu(v, 1).any():
             q, desc["tril"] = q[np.tril_indices(v.shape[0])], True
         return q.tobytes(), desc
+    if v.dtype == np.float32 and v.size:
+        data, desc = _planes(v.reshape(-1))
+        return data, {"enc": "raw", **desc}
     return bytes(a["data"]), {"enc": "raw"}
 
 
@@ -131,6 +144,8 @@ def unpack(blob: bytes | str) -> object:
 def _inflate(a: dict, data: bytes) -> np.ndarray:
     d, shape, dtype = a["data"], a["shape"], DTYPES[a["dtype"]]
     enc = d["enc"]
+    if d.get("planes"):
+        data = np.frombuffer(data, np.uint8).reshape(d["planes"], -1).T.tobytes()
     if enc == "raw":
         return np.frombuffer(data, dtype).reshape(shape)
     if enc in ("f16", "u16", "i16"):

@@ -28,3 +28,14 @@ describe("report container arrays", () => {
     expect(() => inflateArray({ dtype: "float32", shape: [1], data: { enc: "zip" as any, at: 0, n: 1 } }, bytes([0]))).toThrow(/unknown array encoding/);
   });
 });
+
+describe("byte planes", () => {
+  it("reads float32 stored byte plane by byte plane", () => {
+    const v = new Float32Array([1, -2, 0.5]);
+    const b = new Uint8Array(v.buffer);
+    const planes = new Uint8Array(12);
+    for (let p = 0; p < 4; p++) for (let i = 0; i < 3; i++) planes[p * 3 + i] = b[i * 4 + p];
+    const a = inflateArray({ dtype: "float32", shape: [3], data: { enc: "raw", at: 0, n: 12, planes: 4 } }, planes);
+    expect(Array.from(new Float32Array((a.data as DataView).buffer))).toEqual([1, -2, 0.5]);
+  });
+});
