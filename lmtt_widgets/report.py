@@ -46,8 +46,8 @@ MAX_BYTES = 3_000_000
 TAU_FLOOR = 0.005
 # Levels of the square-root colour scale the head matrices are stored with (report_pack "sqrt"): contribution maps
 # (sparse, small) keep 255, what the pane's colour ramp can show; attention patterns (dense, most of a report) keep
-# 31 (5 bits: 1-pixel cells of a 32-step ramp), 15 past the budget.
-MAP_LEVELS = (255, 31, 15)
+# 15 (4 bits: 16 steps of the ramp on 1-pixel cells of a 130-pixel thumbnail), 7 past the budget.
+MAP_LEVELS = (255, 15, 7)
 FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient",)  # one backward pass: the default target only
 
@@ -243,7 +243,7 @@ def _reduced_snapshot(snap: dict, lens: bool) -> dict:
 _STEPS = [
     ({"maps": MAP_LEVELS[1], "lens": True}, ""),
     ({"maps": MAP_LEVELS[2], "lens": True},
-     "Attention patterns are drawn with 16 colour levels instead of 32 (the report's size budget)."),
+     "Attention patterns are drawn with 8 colour levels instead of 16 (the report's size budget)."),
     ({"maps": MAP_LEVELS[2], "lens": False},
      "The logit lens is included for the last token only (the report's size budget)."),
     ({"maps": None, "lens": False},
