@@ -9,8 +9,9 @@ import { createNeuronsPane } from "./panes/neurons";
 import { createPromptPane } from "./panes/prompt";
 import { createVocabPane } from "./panes/vocab";
 import { TRAIT_ARRAYS } from "./protocol.gen";
+import { readContainer } from "./reportcodec";
 import { protocolProblems } from "./state";
-import { inflateState, StaticModel } from "./static";
+import { inflateState, reportParts, StaticModel } from "./static";
 import { h } from "./text";
 import type { Changes, Handler, Pane, PaneContext, WidgetModel } from "./types";
 
@@ -144,5 +145,20 @@ export function renderStatic(el: HTMLElement, state: object): () => void {
   const model = new StaticModel(inflateState((state ?? {}) as Record<string, any>));
   return render({ model, el });
 }
+
+/**
+ * Host of a complete offline report (lmtt_widgets/report.py): `b64` is its gzip container as base64, decompressed
+ * by the browser itself. Resolves to the cleanup function.
+ */
+export async function renderReport(el: HTMLElement, b64: string): Promise<() => void> {
+  const { body, bytes } = await readContainer(b64);
+  const { state, report } = reportParts(body, bytes);
+  return render({ model: new StaticModel(state, report), el });
+}
+
+// for tests and tools: the report's decoder and route tracer, callable outside a page (Node)
+export { readContainer } from "./reportcodec";
+export { reportParts } from "./static";
+export { traceRoute } from "./staticroute";
 
 export default { render };

@@ -2,11 +2,83 @@
  * Kernel-less host for self-contained HTML reports (see docs/widget-protocol.md, "Report and neuron fallback").
  * `renderStatic(el, state)` draws the same widget from a plain JSON state whose array dicts carry base64 `data`.
  */
-import { isArrayDict } from "./codec";
+import { decodeArray, isArrayDict } from "./codec";
+import { inflateTree } from "./reportcodec";
+import { traceRoute, type FlowScores } from "./staticroute";
+import { getLens } from "./state";
 import type { Handler, WidgetModel } from "./types";
+import { lensFromTrait } from "./panes/vocab";
 
 export const STATIC_RUN_ERROR = "This is a static report: running a new prompt needs a notebook kernel";
 export const STATIC_DETAILS_ERROR = "not in this report: open it in a notebook with a kernel to compute it";
+export const LEFT_OUT = "left out of this report (see the note at its top): open it in a notebook with a kernel to compute it";
+
+/**
+ * A complete report (lmtt_widgets/report.py): per-target snapshots of the traits that follow the target, the
+ * attribution pane's scores per method and target, the route scores the page traces routes from, and the
+ * details a click asks for (still stored: inflated when asked).
+ */
+export interface ReportData {
+  perTarget: Record<string, Record<string, unknown>>;
+  attributions: Record<string, Record<string, unknown>>;
+  flow: FlowScores | null;
+  details: Record<string, unknown>;
+  bytes: Uint8Array;
+  defaultTarget: number;
+  omitted: string[];
+  /** token texts that vocabulary projections index (report.py `_compact_pairs`) */
+  texts: string[];
+}
+
+/** Lists of [text, value] pairs stored as two arrays (`pair_texts`, `pair_values`) back as lists. */
+export function expandPairs(v: unknown, texts: readonly string[]): unknown {
+  if (Array.isArray(v)) return v.map((x) => expandPairs(x, texts));
+  if (!v || typeof v !== "object" || ArrayBuffer.isView(v)) return v;
+  const o = v as Record<string, unknown>;
+  if ("pair_texts" in o && "pair_values" in o) {
+    const ids = decodeArray(o.pair_texts)!.data;
+    const vals = decodeArray(o.pair_values)!.data;
+    return Array.from(ids, (id, i) => [texts[id] ?? `#${id}`, vals[i]]);
+  }
+  if (isArrayDict(o)) return o;
+  return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, expandPairs(x, texts)]));
+}
+
+function floats(a: unknown): Float32Array {
+  return decodeArray(a)!.data as Float32Array;
+}
+
+function uints(a: unknown): Uint32Array {
+  return decodeArray(a)!.data as Uint32Array;
+}
+
+/** The report's `flow` section, its arrays inflated, as typed arrays for the route tracer. */
+export function flowScores(raw: any): FlowScores {
+  return {
+    L: Number(raw.L), T: Number(raw.T), H: Number(raw.H), parallel: raw.parallel === true, floor: Number(raw.floor),
+    residAttn: floats(raw.resid_attn), biasAttn: floats(raw.bias_attn), externalAttn: floats(raw.external_attn),
+    mlp: floats(raw.mlp), residMlp: floats(raw.resid_mlp), externalMlp: floats(raw.external_mlp),
+    headPtr: uints(raw.head_ptr), headCol: uints(raw.head_col), headVal: floats(raw.head_val),
+    edgePtr: uints(raw.edge_ptr), edgeSrc: uints(raw.edge_src), edgeVal: floats(raw.edge_val),
+    cancelling: decodeArray(raw.cancelling)!.data as Int32Array, external: decodeArray(raw.external)!.data as Int32Array,
+  };
+}
+
+/** Split a decoded report body into the widget state (arrays inflated) and what the page answers from. */
+export function reportParts(body: any, bytes: Uint8Array): { state: Record<string, any>; report: ReportData } {
+  const state = inflateTree(body.state ?? {}, bytes);
+  const report: ReportData = {
+    perTarget: inflateTree(body.per_target ?? {}, bytes),
+    attributions: inflateTree(body.attributions ?? {}, bytes),
+    flow: body.flow ? flowScores(inflateTree(body.flow, bytes)) : null,
+    details: body.details ?? {},
+    bytes,
+    defaultTarget: Number(body.default_target ?? state.target),
+    omitted: Array.isArray(body.omitted) ? body.omitted.map(String) : [],
+    texts: Array.isArray(body.texts) ? body.texts.map(String) : [],
+  };
+  return { state, report };
+}
 
 /** Decode standard (or URL-safe) base64 into a fresh, aligned DataView. Whitespace is ignored. */
 export function base64ToDataView(s: string): DataView {
@@ -103,9 +175,17 @@ export class StaticModel implements WidgetModel {
   /** Route (target, threshold, granularity) that the current `graph` belongs to. */
   private route: Record<(typeof ROUTE_KEYS)[number], unknown>;
 
-  constructor(state: Record<string, any>) {
+  /** Trait values at the report's default target, for the traits some target's snapshot replaces. */
+  private base: Record<string, unknown> = {};
+  private inflated = new Map<string, unknown>();
+
+  constructor(state: Record<string, any>, private report: ReportData | null = null) {
     this.state = { ...state, static: true };
     this.route = { target: this.state.target, threshold: this.state.threshold, granularity: this.state.granularity };
+    if (report) {
+      for (const snap of Object.values(report.perTarget)) for (const k of Object.keys(snap)) this.base[k] = this.state[k];
+      this.base.attribution = this.state.attribution;
+    }
   }
 
   get(name: string): any {
@@ -139,7 +219,8 @@ export class StaticModel implements WidgetModel {
   save_changes(): void {
     const changed = [...this.dirty];
     this.dirty.clear();
-    if (changed.some((k) => (ROUTE_KEYS as readonly string[]).includes(k))) this.updateRoute();
+    if (this.report) this.followReport(changed);
+    else if (changed.some((k) => (ROUTE_KEYS as readonly string[]).includes(k))) this.updateRoute();
   }
 
   send(content: unknown, _callbacks?: unknown, _buffers?: unknown[]): void {
@@ -151,9 +232,10 @@ export class StaticModel implements WidgetModel {
       const d = this.state.details;
       const key = String(msg.key);
       const has = !!d && typeof d === "object" && Object.prototype.hasOwnProperty.call(d, key);
-      const reply = has
-        ? { type: "details", id: msg.id, key: msg.key, ok: true, result: d[key] }
-        : { type: "details", id: msg.id, key: msg.key, ok: false, error: STATIC_DETAILS_ERROR };
+      const found = has ? d[key] : this.fromReport(key);
+      const reply = found !== undefined
+        ? { type: "details", id: msg.id, key: msg.key, ok: true, result: found }
+        : { type: "details", id: msg.id, key: msg.key, ok: false, error: this.report ? LEFT_OUT : STATIC_DETAILS_ERROR };
       // answer asynchronously, like a kernel would (no re-entrant redraws inside a pane's draw)
       Promise.resolve().then(() => this.emit("msg:custom", reply, []));
     }
@@ -187,6 +269,75 @@ export class StaticModel implements WidgetModel {
     if (this.state.error === msg) this.pySet("error", "");
     this.lastError = msg;
     this.pySet("error", msg);
+  }
+
+  /** A details result the report holds or derives (lens rows from a target's lens column); undefined if none. */
+  private fromReport(key: string): unknown {
+    const r = this.report;
+    if (!r) return undefined;
+    if (this.inflated.has(key)) return this.inflated.get(key);
+    let out: unknown;
+    const [kind, ...nums] = key.split(":");
+    const n = nums.map(Number);
+    if (Object.prototype.hasOwnProperty.call(r.details, key)) {
+      out = expandPairs(inflateTree(r.details[key], r.bytes), r.texts);
+    } else if (kind === "lens" && n.length === 2) {
+      const raw = n[1] === r.defaultTarget ? this.base.lens ?? this.state.lens : r.perTarget[String(n[1])]?.lens;
+      out = raw ? lensFromTrait(getLens({ get: () => raw } as unknown as WidgetModel), n[0]) ?? undefined : undefined;
+    } else if (kind === "head" && n.length === 3 && n[2] !== r.defaultTarget) {
+      out = this.headElsewhere(n[0], n[1], n[2]);
+    }
+    if (out !== undefined) this.inflated.set(key, out);
+    return out;
+  }
+
+  /**
+   * A head's detail at a target other than the report's: its attention and contribution maps are the same at
+   * every target (one row is highlighted), its importance there is in `head_importance`; its vocabulary
+   * projection at that token is not in the report (empty lists, as the note at the top says).
+   */
+  private headElsewhere(layer: number, head: number, token: number): unknown {
+    const r = this.report!;
+    const raw = r.details[`head:${layer}:${head}:${r.defaultTarget}`];
+    if (raw === undefined) return undefined;
+    const d = expandPairs(inflateTree(raw, r.bytes), r.texts) as Record<string, unknown>;
+    const hi = decodeArray(this.state.head_importance);
+    const importance = hi && hi.shape.length === 3 && token < hi.shape[2] ? hi.data[(layer * hi.shape[1] + head) * hi.shape[2] + token] : NaN;
+    return { ...d, importance, promoted: [], suppressed: [], note: `vocabulary projection at #${token}: ${LEFT_OUT}` };
+  }
+
+  /** Play the kernel for a complete report: a new target brings its snapshot, any route change a traced route. */
+  private followReport(changed: string[]) {
+    const r = this.report!;
+    const target = Number(this.state.target);
+    if (changed.includes("target")) {
+      const snap = target === r.defaultTarget ? this.base : r.perTarget[String(target)] ?? {};
+      for (const [k, v] of Object.entries(this.base)) if (k !== "attribution") this.pySet(k, k in snap ? snap[k] : v);
+    }
+    if (changed.includes("target") || changed.includes("attribution_method")) this.showAttribution(target);
+    if (changed.some((k) => (ROUTE_KEYS as readonly string[]).includes(k)) && r.flow) {
+      const tau = Number(this.state.threshold);
+      const gran = String(this.state.granularity ?? "head");
+      if (!(tau >= r.flow.floor - 1e-12)) {
+        this.pySet("threshold", this.route.threshold);
+        this.setError(`This report holds routes for τ ≥ ${r.flow.floor}: open it in a notebook with a kernel for lower thresholds.`);
+        return;
+      }
+      this.pySet("graph", traceRoute(r.flow, target, tau, gran));
+      this.route = { target, threshold: tau, granularity: gran };
+    }
+  }
+
+  private showAttribution(target: number) {
+    const method = String(this.state.attribution_method ?? "");
+    const found = this.report!.attributions[method]?.[String(target)];
+    if (found !== undefined) {
+      this.pySet("attribution", found);
+      if (this.lastError && this.state.error === this.lastError) this.pySet("error", "");
+      this.lastError = "";
+    } else {
+      this.setError(`${method} at #${target} is ${LEFT_OUT}`);
+    }
   }
 
   private updateRoute() {

@@ -1,15 +1,17 @@
 """Issue 5: the main job writes a self-contained report that renders offline and reacts to clicks."""
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lmtt_widgets import explain
-from lmtt_widgets.report import render_html, write_report
+from lmtt_widgets.report import read_report, render_html, write_report
 from tiny_models import loaded
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -21,9 +23,11 @@ def test_report_html_is_self_contained():
     assert "default-src 'none'" in page and "connect-src 'none'" in page
     assert not re.search(r"""(src|href)=["']https?://""", page)
     assert "import(\"http" not in page and "from\"http" not in page
-    # the hostile prompt cannot close the state's <script> element early (tests/test_hostile.py goes further)
+    # the hostile prompt cannot close the state's <script> element early: the state is base64 (test_hostile.py
+    # goes further), and it holds the prompt intact
     state = page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]
-    assert "<" not in state and "\\u003c/script>" in state
+    assert re.fullmatch("[A-Za-z0-9+/=]+", state)
+    assert read_report(page)["state"]["prompt"] == "a </script><img src=x onerror=alert(1)> b"
 
 
 @pytest.mark.smollm2
@@ -50,17 +54,23 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     assert "error: No model directory" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def _offline_page(chromium, outside: list, errors: list):
+    """A page that aborts (and lists) every request leaving the machine and lists page errors."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1100})
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "blob:", "data:"))
+               else (outside.append(route.request.url), route.abort()))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page
+
+
 @pytest.mark.smollm2
 @pytest.mark.browser
 def test_report_renders_offline_and_reacts_to_clicks(smollm2_paris, tmp_path, chromium):
     path = write_report(smollm2_paris, tmp_path / "report.html")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = chromium.new_page(viewport={"width": 1400, "height": 1100})
+    outside, errors, dialogs = [], [], []
+    page = _offline_page(chromium, outside, errors)
     try:
-        outside, errors, dialogs = [], [], []
-        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "blob:", "data:"))
-                   else (outside.append(route.request.url), route.abort()))
-        page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto(path.as_uri())
         page.wait_for_selector(".lmtt-graph canvas")
@@ -82,3 +92,160 @@ def test_report_renders_offline_and_reacts_to_clicks(smollm2_paris, tmp_path, ch
     finally:
         page.close()
     assert outside == [] and errors == [] and dialogs == []
+
+
+# ---- issue 11 point 3: a complete report within a size budget
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "lmtt_widgets" / "static" / "widget.js"
+TAUS = (0.005, 0.01, 0.04, 0.1, 0.3)
+
+
+def _page_routes(page_path: Path, queries: list) -> list[dict]:
+    """Routes the page itself traces (js/staticroute.ts, through the built bundle's exports, run by Node)."""
+    script = """
+import { readFileSync } from "node:fs";
+const [bundle, html, queries] = process.argv.slice(1);
+const mod = await import(bundle);
+const b64 = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
+const { body, bytes } = await mod.readContainer(b64);
+const { report } = mod.reportParts(body, bytes);
+const CTOR = { float32: Float32Array, uint32: Uint32Array, int32: Int32Array, uint8: Uint8Array };
+const out = JSON.parse(queries).map(([t, tau, gran]) => Object.fromEntries(
+  Object.entries(mod.traceRoute(report.flow, t, tau, gran)).map(([k, v]) => {
+    const C = CTOR[v.dtype];
+    return [k, Array.from(new C(v.data.buffer, v.data.byteOffset, v.data.byteLength / C.BYTES_PER_ELEMENT))];
+  })));
+console.log(JSON.stringify(out));
+"""
+    proc = subprocess.run(["node", "--input-type=module", "-e", script, BUNDLE.as_uri(), str(page_path),
+                           json.dumps(queries)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])  # sequential and parallel blocks
+def test_routes_traced_in_the_page_equal_the_kernels(family, tmp_path):
+    from lmtt_widgets.widgets import payload
+    from lmtt_widgets.widgets.codec import decode_array
+
+    ex = explain(loaded(family), "The capital of France is Paris.")
+    path = write_report(ex, tmp_path / "r.html")
+    queries = [[t, tau, gran] for t in range(ex.n_tokens) for tau in TAUS for gran in ("head", "edge")]
+    sizes = []
+    for (t, tau, gran), got in zip(queries, _page_routes(path, queries)):
+        want = {k: decode_array(v) for k, v in payload.graph_arrays(ex.route(t, tau, gran)).items()}
+        for k, v in want.items():
+            assert np.allclose(np.asarray(got[k]).reshape(v.shape), v, rtol=1e-6, atol=1e-7), (t, tau, gran, k)
+        sizes.append(len(want["edge_src"]))
+    assert max(sizes) > 10 and len(set(sizes)) > 5  # real routes, different ones
+
+
+def test_report_holds_every_head_target_and_route_neuron(tmp_path):
+    from lmtt_widgets.report import CHEAP_INPUT_METHODS, FLOW_METHODS, read_report, widget_traits
+    from lmtt_widgets.widgets import Explorer, payload
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris.")
+    T, L, H, last = ex.n_tokens, ex.n_layers, ex.n_heads, ex.n_tokens - 1
+    rep = read_report(write_report(ex, tmp_path / "r.html").read_text(encoding="utf-8"))
+    state, details = rep["state"], rep["details"]
+    # the state is the widget's own: every synced trait of an Explorer, at the last token
+    assert set(widget_traits(Explorer())) <= set(state) and state["target"] == last and state["static"] is True
+    for layer in range(L):
+        for h in range(H):
+            d = details[f"head:{layer}:{h}:{last}"]
+            assert d["pattern"].shape == (T, T) and d["contribution"].shape == (T, T) and d["promoted"]
+            # the stored maps are the real ones, to the colour step the pane can draw (sqrt scale, 15 levels)
+            want = ex.head_attention(layer, h).numpy()
+            assert np.abs(np.sqrt(d["pattern"] / want.max()) - np.sqrt(want / want.max())).max() <= 0.5 / 15 + 1e-6
+    # every target: its own lens column, predictions, metric and flow attribution; input x gradient at the last
+    assert set(rep["per_target"]) == {str(t) for t in range(T - 1)}
+    for t in range(T - 1):
+        snap = rep["per_target"][str(t)]
+        assert snap["lens"]["token"] == t and snap["meta"]["prediction"] == payload.meta(ex, t)["prediction"]
+        # the heatmap's tables there: importance (direct logit attribution is at the last token only, as the note says)
+        assert set(snap["method_scores"]) == {"importance"} and snap["method_scores"]["importance"]["heads"].shape == (L, H)
+        assert snap["metric"]["position"] == t
+    assert state["method_scores"]["logit_attribution"]["metric"]["position"] == last
+    for name in FLOW_METHODS:
+        assert set(rep["attributions"][name]) == {str(t) for t in range(T)}
+    assert set(rep["attributions"][CHEAP_INPUT_METHODS[0]]) == {str(last)}
+    # every MLP block on any target's route has its neurons, and the last token's route its neurons' projections
+    available = state["neurons"]["available"]
+    for t in range(T):
+        for layer, token in payload.mlp_nodes(ex.route(t, 0.04, "head")):
+            assert available[layer, token] == 1
+    route_blocks = payload.mlp_nodes(ex.route(last, 0.04, "head"))
+    assert route_blocks
+    for layer, token in route_blocks:
+        assert f"mlp:{layer}:{token}" in details
+        for n in ex.neurons(layer, token, 10):
+            assert f"neuron:{layer}:{n.neuron}:{token}" in details
+    assert rep["flow"]["floor"] == 0.005
+
+
+@pytest.mark.smollm2
+def test_smollm2_128_token_report_is_complete_within_3mb(smollm2, tmp_path):
+    from lmtt_widgets.report import _ALWAYS_OMITTED, read_report
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from browser_bench import make_prompt
+
+    ex = explain(smollm2, make_prompt(smollm2, 128))
+    assert ex.n_tokens == 128
+    path = write_report(ex, tmp_path / "r.html")
+    size = path.stat().st_size
+    print(f"128-token SmolLM2 report: {size} bytes")
+    assert size <= 3_000_000
+    rep = read_report(path.read_text(encoding="utf-8"))
+    assert rep["omitted"] == _ALWAYS_OMITTED  # nothing left out for the budget at 128 tokens
+    heads = [k for k, v in rep["details"].items() if k.startswith("head:") and v["pattern"].shape == (128, 128)]
+    assert len(heads) == 30 * 9
+    assert len(rep["per_target"]) == 127 and all("lens" in s for s in rep["per_target"].values())
+    assert rep["state"]["neurons"]["available"].all()
+
+
+@pytest.mark.smollm2
+@pytest.mark.browser
+def test_report_answers_clicks_on_heads_neurons_and_other_targets_offline(smollm2_paris, tmp_path, chromium):
+    path = write_report(smollm2_paris, tmp_path / "report.html")
+    outside, errors = [], []
+    page = _offline_page(chromium, outside, errors)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_selector(".lmtt-graph canvas")
+        note = page.locator(".lmtt-report-note").inner_text()
+        assert "routes for all 5 target tokens" in note and "Not in this report" in note
+        vocab = page.locator(".lmtt-vocab")
+        detail = page.locator(".lmtt-head-detail")
+
+        def click_head(x: float, y: float, token: int):
+            heat = page.locator("canvas.lmtt-heat")
+            box = heat.bounding_box()
+            heat.click(position={"x": box["width"] * x, "y": box["height"] * y})
+            page.wait_for_function("t => { const d = document.querySelector('.lmtt-head-detail');"
+                                   " return d.querySelectorAll('canvas.lmtt-matrix').length === 2"
+                                   " && d.textContent.includes('at #' + t); }", arg=token, timeout=10_000)
+
+        click_head(0.6, 0.5, 4)  # a head at the last token: its maps and its vocabulary projection
+        assert vocab.locator(".lmtt-tokrow").count() >= 10
+        neuron = page.locator("li.lmtt-neuron").first  # the top neuron of an MLP block on the route
+        neuron.click()
+        page.wait_for_function("() => document.querySelector('.lmtt-vocab .lmtt-pane-title').textContent"
+                               ".includes('neuron')")
+        page.wait_for_function("() => document.querySelectorAll('.lmtt-vocab .lmtt-tokrow').length >= 10")
+        edges_before = page.locator(".lmtt-graph").inner_text()
+        page.locator("select[aria-label='Target token']").select_option("1")  # " capital": not the last token
+        page.wait_for_function("t => document.querySelector('.lmtt-graph').innerText !== t", arg=edges_before)
+        page.locator("canvas.lmtt-heat").press("Escape")  # clear the selection: the focus is the target again
+        click_head(0.3, 0.3, 1)  # a head at the new target: maps and importance there
+        assert page.locator("li.lmtt-neuron").count() == 10  # the new target's route blocks have their neurons
+        page.screenshot(path=str(ARTIFACTS / "report-other-target.png"), full_page=True)
+        text = page.inner_text("body")
+        assert "(#1)" in page.locator(".lmtt-heads .lmtt-pane-title").inner_text()
+        assert "not in this report" not in text and "left out of this report" not in text
+        assert page.locator(".lmtt-errorbar").is_hidden()
+    finally:
+        page.close()
+    assert outside == [] and errors == []

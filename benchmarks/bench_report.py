@@ -1,0 +1,67 @@
+"""Size and build time of the offline HTML report by prompt length, on the real SmolLM2 (30 layers x 9 heads).
+
+    .venv/bin/python benchmarks/bench_report.py [--tokens 8 32 128 256] [--json out.json]
+
+For each length: the time of `explain` and of `write_report` (which also builds an Explorer, so its traits are the
+report's state), the file's size, the size of its base64 state and of the bundle, how many head details hold their
+maps, and what the report had to leave out for its 3 MB budget (the note at its top says the same). Prompts are
+the browser benchmark's text cut to the length (benchmarks/browser_bench.py make_prompt). Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+from bench_engine import timed  # noqa: E402
+from browser_bench import make_prompt  # noqa: E402
+
+
+def measure(lm, n_tokens: int, work: Path) -> dict:
+    from lmtt_widgets import explain
+    from lmtt_widgets.report import _ALWAYS_OMITTED, read_report, write_report
+
+    prompt = make_prompt(lm, n_tokens)
+    t_explain, ex = timed(lambda: explain(lm, prompt))
+    t_report, path = timed(lambda: write_report(ex, work / f"report-{n_tokens}.html"))
+    page = path.read_text(encoding="utf-8")
+    rep = read_report(page)
+    state = page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]
+    maps = sum(1 for k, v in rep["details"].items() if k.startswith("head:") and "pattern" in v)
+    return {"tokens": ex.n_tokens, "bytes": path.stat().st_size, "state_bytes": len(state),
+            "explain_s": t_explain, "report_s": t_report, "head_maps": maps, "heads": ex.n_layers * ex.n_heads,
+            "targets": len(rep["per_target"]) + 1, "left_out": rep["omitted"][len(_ALWAYS_OMITTED):]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, nargs="+", default=[8, 32, 128, 256])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    from lmtt_widgets import load_model
+
+    lm = load_model("smollm2")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.tokens:
+            rows.append(measure(lm, n, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n| tokens | report size | state (base64) | head maps | targets | explain | write_report | left out for 3 MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['tokens']} | {r['bytes'] / 1e6:.2f} MB | {r['state_bytes'] / 1e6:.2f} MB | "
+              f"{r['head_maps']}/{r['heads']} | {r['targets']} | {r['explain_s']:.0f} s | {r['report_s']:.0f} s | "
+              f"{'; '.join(r['left_out']) or 'nothing'} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

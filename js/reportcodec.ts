@@ -1,0 +1,116 @@
+/**
+ * Reading the offline report's container (lmtt_widgets/report_pack.py): base64 text -> gzip (the browser's own
+ * DecompressionStream, no library, no network) -> a 4-byte JSON length, the JSON, then the arrays' bytes. Every
+ * array comes back as a wire array dict `{dtype, shape, data: DataView}` of its wire dtype, whatever reduced form
+ * (`f16`, `u16`, `i16`, `sqrt`) stored it, so the panes read a report exactly like a kernel's traits.
+ */
+import type { ArrayDict } from "./codec";
+
+export interface Stored {
+  enc: "raw" | "f16" | "u16" | "i16" | "sqrt";
+  at: number;
+  n: number;
+  max?: number;
+  levels?: number;
+  tril?: boolean;
+  /** bytes per number when stored byte plane by byte plane */
+  planes?: number;
+}
+
+/** Undo the byte-plane order of `n` bytes of `size`-byte numbers (report_pack.py `_planes`). */
+function unplane(src: Uint8Array, size: number): Uint8Array {
+  const count = src.length / size;
+  const out = new Uint8Array(src.length);
+  for (let p = 0; p < size; p++) for (let i = 0; i < count; i++) out[i * size + p] = src[p * count + i];
+  return out;
+}
+
+export interface Container {
+  body: any;
+  bytes: Uint8Array;
+}
+
+function base64Bytes(b64: string): Uint8Array {
+  const bin = atob(b64.replace(/\s/g, ""));
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+export async function gunzip(data: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([data as BlobPart]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** The container's JSON body, its arrays still stored (see `inflateStored`), and the array bytes. */
+export async function readContainer(b64: string): Promise<Container> {
+  const raw = await gunzip(base64Bytes(b64));
+  const n = new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(0, true);
+  const body = JSON.parse(new TextDecoder().decode(raw.subarray(4, 4 + n)));
+  const base = 4 + n + ((8 - ((4 + n) % 8)) % 8);
+  return { body, bytes: raw.subarray(base) };
+}
+
+export function isStored(v: unknown): v is { dtype: string; shape: number[]; data: Stored } {
+  const d = (v as any)?.data;
+  return !!v && typeof v === "object" && Array.isArray((v as any).shape) && !!d && typeof d === "object" && typeof d.enc === "string" && typeof d.at === "number";
+}
+
+/** float16 bits -> number (IEEE 754 half precision, subnormals and infinities included). */
+export function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * f * 2 ** -24;
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+const WIRE = { float32: Float32Array, uint32: Uint32Array, int32: Int32Array, uint8: Uint8Array } as const;
+
+/** One stored array back as a wire array dict with a fresh, aligned buffer of its wire dtype. */
+export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }, bytes: Uint8Array): ArrayDict {
+  const d = a.data;
+  const Ctor = WIRE[a.dtype as keyof typeof WIRE];
+  if (!Ctor) throw new Error(`unsupported dtype ${a.dtype} in the report`);
+  const size = a.shape.reduce((x, y) => x * y, 1);
+  const stored = bytes.subarray(d.at, d.at + d.n);
+  const src = d.planes ? unplane(stored, d.planes) : stored;
+  const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
+  const out = new Ctor(size);
+  if (d.enc === "raw") {
+    new Uint8Array(out.buffer).set(src.subarray(0, out.byteLength));
+  } else if (d.enc === "f16") {
+    for (let i = 0; i < size; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
+  } else if (d.enc === "u16") {
+    for (let i = 0; i < size; i++) out[i] = view.getUint16(2 * i, true);
+  } else if (d.enc === "i16") {
+    for (let i = 0; i < size; i++) out[i] = view.getInt16(2 * i, true);
+  } else if (d.enc === "sqrt") {
+    const levels = Number(d.levels) || 255;
+    const max = Number(d.max) || 0;
+    const lut = new Float32Array(256).map((_, q) => (q / levels) ** 2 * max);
+    if (d.tril) {
+      const R = a.shape[0];
+      let k = 0;
+      for (let r = 0; r < R; r++) for (let c = 0; c <= r; c++) out[r * R + c] = lut[src[k++]];
+    } else {
+      for (let i = 0; i < size; i++) out[i] = lut[src[i]];
+    }
+  } else {
+    throw new Error(`unknown array encoding ${String(d.enc)} in the report`);
+  }
+  return { dtype: a.dtype as ArrayDict["dtype"], shape: a.shape, data: new DataView(out.buffer) };
+}
+
+/** Recursively inflate every stored array of a JSON value. */
+export function inflateTree<T = any>(v: T, bytes: Uint8Array): T {
+  if (isStored(v)) return inflateArray(v, bytes) as any;
+  if (Array.isArray(v)) return v.map((x) => inflateTree(x, bytes)) as any;
+  if (v && typeof v === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) out[k] = inflateTree(x, bytes);
+    return out as T;
+  }
+  return v;
+}

@@ -1,0 +1,162 @@
+"""The report's state as one gzip-compressed binary container (js/reportcodec.ts reads it back).
+
+Layout before compression: a 4-byte little-endian length, the JSON text (UTF-8), zero padding to a multiple of
+8, then the arrays' bytes, each starting at a multiple of 8. In the JSON every array is
+``{"dtype", "shape", "data": {"at": offset in the array part, "n": bytes, "enc": ...}}``; ``dtype`` and ``shape``
+are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``enc`` how the bytes store it:
+
+- ``raw``: the wire dtype's own bytes;
+- ``f16``: float32 stored as IEEE float16 (about 3 significant digits: probabilities and neuron scores);
+- ``u16`` / ``i16``: uint32 / int32 whose values fit in 16 bits (token ids of a vocabulary under 65,536);
+- ``sqrt``: a non-negative float32 matrix drawn on a square-root colour scale (js/panes/common.ts drawMatrix),
+  stored as ``round(levels * sqrt(v / max))`` in one byte, with ``max`` and ``levels``; ``tril``: only the lower
+  triangle (row >= column) is stored, the rest is exactly 0 (causal attention). Values below
+  ``max / (2 * levels)**2`` read 0 and are drawn as the background, one colour step from the ramp's start.
+
+``planes`` (float32 and float16): the bytes are stored byte plane by byte plane (deflate compresses them better).
+
+The browser inflates every array back to its wire dtype, so the panes see exactly what a kernel would send.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import struct
+
+import numpy as np
+
+from .widgets.codec import DTYPES, wire_safe
+
+ENCODINGS = ("raw", "f16", "u16", "i16", "sqrt")
+_F16_MAX = 65504.0
+
+
+def is_array(obj) -> bool:
+    return isinstance(obj, dict) and {"dtype", "shape", "data"} <= set(obj) and isinstance(
+        obj["data"], (bytes, bytearray, memoryview))
+
+
+def _values(a: dict) -> np.ndarray:
+    return np.frombuffer(bytes(a["data"]), DTYPES[a["dtype"]]).reshape(a["shape"])
+
+
+def reduced(a: dict, enc: str, levels: int = 255) -> dict:
+    """Mark the array dict ``a`` to be stored as ``enc``; falls back to ``raw`` whenever ``enc`` would change a
+    value more than it says (out of float16's range, ids past 16 bits, negative or non-finite map values)."""
+    if enc not in ENCODINGS:
+        raise ValueError(f"unknown array encoding {enc!r}; use one of {ENCODINGS}")
+    v = _values(a)
+    finite = np.isfinite(v).all() if v.dtype.kind == "f" else True
+    ok = {
+        "raw": True,
+        "f16": a["dtype"] == "float32" and finite and (v.size == 0 or float(np.abs(v).max()) <= _F16_MAX),
+        "u16": a["dtype"] == "uint32" and (v.size == 0 or int(v.max()) < 1 << 16),
+        "i16": a["dtype"] == "int32" and (v.size == 0 or -(1 << 15) <= int(v.min()) <= int(v.max()) < 1 << 15),
+        "sqrt": a["dtype"] == "float32" and finite and (v.size == 0 or float(v.min()) >= 0) and 1 <= levels <= 255,
+    }[enc]
+    return {**a, "enc": enc if ok else "raw", "levels": levels}
+
+
+def _planes(data: np.ndarray) -> tuple[bytes, dict]:
+    """Numbers of 2 or 4 bytes stored byte plane by byte plane (all first bytes, then all second bytes...): the
+    exponent bytes of nearby values repeat, which deflate then finds (10-20 % smaller for float scores)."""
+    size = data.dtype.itemsize
+    return np.ascontiguousarray(data.view(np.uint8).reshape(-1, size).T).tobytes(), {"planes": size}
+
+
+def _store(a: dict) -> tuple[bytes, dict]:
+    """(bytes, data descriptor) of one array."""
+    enc = a.get("enc", "raw")
+    v = _values(a)
+    if enc == "f16":
+        data, desc = _planes(v.astype(np.float16).reshape(-1))
+        return data, {"enc": "f16", **desc}
+    if enc == "u16":
+        return v.astype(np.uint16).tobytes(), {"enc": "u16"}
+    if enc == "i16":
+        return v.astype(np.int16).tobytes(), {"enc": "i16"}
+    if enc == "sqrt":
+        levels = int(a.get("levels", 255))
+        top = float(v.max()) if v.size else 0.0
+        q = np.rint(levels * np.sqrt(v / top)).astype(np.uint8) if top > 0 else np.zeros(v.shape, np.uint8)
+        desc = {"enc": "sqrt", "max": top, "levels": levels}
+        if v.ndim == 2 and v.shape[0] == v.shape[1] and not np.triu(v, 1).any():
+            q, desc["tril"] = q[np.tril_indices(v.shape[0])], True
+        return q.tobytes(), desc
+    if v.dtype == np.float32 and v.size:
+        data, desc = _planes(v.reshape(-1))
+        return data, {"enc": "raw", **desc}
+    return bytes(a["data"]), {"enc": "raw"}
+
+
+def pack(obj) -> bytes:
+    """The gzip-compressed container of a JSON-like value holding array dicts (strings made wire-safe)."""
+    chunks: list[bytes] = []
+    size = 0
+
+    def walk(o):
+        nonlocal size
+        if is_array(o):
+            data, desc = _store(o)
+            pad = -size % 8
+            chunks.append(b"\0" * pad + data)
+            size += pad
+            desc.update(at=size, n=len(data))
+            size += len(data)
+            return {"dtype": o["dtype"], "shape": list(o["shape"]), "data": desc}
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v) for v in o]
+        return o
+
+    text = json.dumps(walk(wire_safe(obj)), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    head = struct.pack("<I", len(text)) + text
+    head += b"\0" * (-len(head) % 8)
+    return gzip.compress(head + b"".join(chunks), compresslevel=9, mtime=0)
+
+
+def pack_base64(obj) -> str:
+    return base64.b64encode(pack(obj)).decode("ascii")
+
+
+def unpack(blob: bytes | str) -> object:
+    """Read a container back in Python (tests, tools): arrays become numpy arrays of their wire dtype."""
+    raw = gzip.decompress(base64.b64decode(blob) if isinstance(blob, str) else blob)
+    (n,) = struct.unpack_from("<I", raw)
+    body = json.loads(raw[4:4 + n].decode())
+    base = 4 + n + (-(4 + n) % 8)
+
+    def walk(o):
+        if isinstance(o, dict) and isinstance(o.get("data"), dict) and "enc" in o["data"]:
+            return _inflate(o, raw[base + o["data"]["at"]: base + o["data"]["at"] + o["data"]["n"]])
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [walk(v) for v in o]
+        return o
+
+    return walk(body)
+
+
+def _inflate(a: dict, data: bytes) -> np.ndarray:
+    d, shape, dtype = a["data"], a["shape"], DTYPES[a["dtype"]]
+    enc = d["enc"]
+    if d.get("planes"):
+        data = np.frombuffer(data, np.uint8).reshape(d["planes"], -1).T.tobytes()
+    if enc == "raw":
+        return np.frombuffer(data, dtype).reshape(shape)
+    if enc in ("f16", "u16", "i16"):
+        src = {"f16": np.float16, "u16": np.uint16, "i16": np.int16}[enc]
+        return np.frombuffer(data, src).astype(dtype).reshape(shape)
+    if enc == "sqrt":
+        q = np.frombuffer(data, np.uint8).astype(np.float32)
+        v = (q / d["levels"]) ** 2 * np.float32(d["max"])
+        if d.get("tril"):
+            out = np.zeros(shape, np.float32)
+            out[np.tril_indices(shape[0])] = v
+            return out
+        return v.reshape(shape)
+    raise ValueError(f"unknown array encoding {enc!r} in a report")
