@@ -1,14 +1,20 @@
-"""Cost of tracing plus the full importance graph, as a ratio against a plain eager forward pass.
+"""Cost of tracing plus the full importance graph, as a ratio against the model's own forward pass.
 
-    .venv/bin/python benchmarks/bench_engine.py [--lengths 128 512 2048] [--repeats 3]
+    .venv/bin/python benchmarks/bench_engine.py [--lengths 128 512 2048] [--repeats 3] [--text natural|random]
 
-Every figure is measured in the same run on the same model (the embedded SmolLM2-135M unless --model is given):
-- forward: the model's own eager forward pass (no hooks), median of --repeats;
+Every figure is measured in the same run on the same model (the embedded SmolLM2-135M unless --model is given), on
+natural text (the repository's own Markdown, repeated as needed) unless --text random:
+- forward: the model's own forward pass (no hooks) with its default attention (sdpa for SmolLM2) and with eager
+  attention (what the method reads), each the median of --repeats;
 - explain: trace + every update's importances (heads, sources, MLPs) + the route for the last token;
-- ratio: median over repeats of explain / the forward run just before it (they alternate);
+- ratios: median over repeats of explain / each forward run just before it (they alternate);
+- full_graph: ex.full_graph() (every stored edge) after the last explain;
 - peak extra memory: the highest resident memory seen during the first explain minus the level just before it
   (taken after handing the allocator's free pages back, so memory freed by the warm-up and reused by explain is
-  not hidden), next to lmtt_widgets.estimate_memory's estimate for the same run.
+  not hidden), next to what the returned Explanation holds (its tensors, each storage counted once) and
+  lmtt_widgets.estimate_memory's estimate for the same run.
+
+Long prompts (past 512 tokens) run explain once: that run gives both the memory and the time.
 
     .venv/bin/python benchmarks/bench_engine.py --heads --lengths 2048
 
@@ -62,11 +68,48 @@ class PeakSampler:
         self.peak = max(self.peak, rss_mb())
 
 
+def natural_ids(tokenizer, n_tokens: int) -> torch.Tensor:
+    """[1, n_tokens] ids of the repository's own Markdown (README, docs), repeated as needed: natural text."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = "\n\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
+    ids = torch.tensor(tokenizer(text).input_ids)
+    return ids.repeat(-(-n_tokens // ids.numel()))[:n_tokens][None]
+
+
+def held_mb(ex) -> float:
+    """MB of tensors the Explanation holds (trace records, attention calls, logits, scores), each storage once."""
+    seen, total = set(), 0
+
+    def add(t):
+        nonlocal total
+        if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
+            total += t.untyped_storage().nbytes()
+
+    tr = ex.trace
+    logits = tr.logits if isinstance(tr.logits, torch.Tensor) else getattr(tr.logits, "_rows", {}).values()
+    for t in [tr.final_resid, tr.final_rstd, *([logits] if isinstance(logits, torch.Tensor) else logits)]:
+        add(t)
+    for rec in tr.layers:
+        for t in vars(rec).values():
+            add(t)
+        if rec.attention_replay is not None:
+            for t in (*rec.attention_replay.args, rec.attention_replay.mask):
+                add(t)
+    for ls in ex.scores.layers:
+        for t in vars(ls).values():
+            add(t)
+    return total / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--text", choices=["natural", "random"], default="natural")
     parser.add_argument("--heads", action="store_true", help="time heads/top_heads/head details after one explain")
     args = parser.parse_args()
 
@@ -74,43 +117,55 @@ def main() -> None:
     from lmtt_widgets.tracing.memory import release_freed_memory
 
     lm = load_model(args.model)
-    lm.model.set_attn_implementation("eager")  # the baseline is the plain eager forward, as the method needs
+    default = lm.model.config._attn_implementation  # what a user's forward runs (sdpa for SmolLM2)
     vocab = lm.model.get_input_embeddings().weight.shape[0]
-    print(f"model {lm.name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"model {lm.name}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.text} text, "
+          f"default attention {default}")
     if args.heads:
+        lm.model.set_attn_implementation("eager")
         return bench_heads(lm, args.lengths, vocab)
-    print(f"{'tokens':>6} | {'forward s':>9} | {'explain s':>9} | {'ratio':>5} | {'peak extra MB':>13} | "
-          f"{'estimate MB':>11} | {'est/peak':>8}")
-    for T in args.lengths:
-        ids = torch.randint(100, vocab - 100, (1, T), generator=torch.Generator().manual_seed(T))
+
+    def explain_and_route(ids):
+        ex = explain(lm, ids, check_memory=False)  # measured, not refused
+        ex.route()
+        return ex
+
+    def forward(ids, implementation):
+        lm.model.set_attn_implementation(implementation)
         with torch.no_grad():
-            lm.model(ids)  # warm-up
+            return timed(lambda: lm.model(ids))[0]
+
+    print(f"{'tokens':>6} | {'fwd ' + default + ' s':>11} | {'fwd eager s':>11} | {'explain s':>9} | "
+          f"{'x ' + default:>7} | {'x eager':>7} | {'full_graph s':>12} | {'peak extra MB':>13} | "
+          f"{'held MB':>7} | {'estimate MB':>11}")
+    for T in args.lengths:
+        if args.text == "natural":
+            ids = natural_ids(lm.tokenizer, T)
+        else:
+            ids = torch.randint(100, vocab - 100, (1, T), generator=torch.Generator().manual_seed(T))
+        forward(ids, default)  # warm-up
         estimate = estimate_memory(lm, ids).total / 2**20
-        gc.collect()
-        release_freed_memory()
-        base = rss_mb()
-        with PeakSampler() as sampler:  # memory: the first call, before the allocator keeps anything of it
-            explain(lm, ids).route()
-        extra = sampler.peak - base
-        gc.collect()
-        fwd, runs = [], []
-        repeats = args.repeats if T <= 512 else 1
-        # forward and explain alternate, so a change in the machine's speed hits both sides of each ratio alike
-        for _ in range(repeats):
-            with torch.no_grad():
-                t0 = time.perf_counter()
-                lm.model(ids)
-                fwd.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            ex = explain(lm, ids)
-            ex.route()
-            runs.append(time.perf_counter() - t0)
+        fast, eager, runs, extra = [], [], [], None
+        # forwards and explain alternate, so a change in the machine's speed hits both sides of each ratio alike
+        for _ in range(args.repeats if T <= 512 else 1):
+            fast.append(forward(ids, default))
+            eager.append(forward(ids, "eager"))
+            lm.model.set_attn_implementation(default)  # explain runs on the model as the user has it
+            gc.collect()
+            release_freed_memory()
+            base = rss_mb()
+            with PeakSampler() as sampler:  # memory: the first call, before the allocator keeps anything of it
+                t, ex = timed(lambda: explain_and_route(ids))
+            runs.append(t)
+            extra = sampler.peak - base if extra is None else extra
+            t_graph = timed(ex.full_graph)[0]
+            held = held_mb(ex)
             del ex
             gc.collect()
-        f, e = statistics.median(fwd), statistics.median(runs)
-        ratio = statistics.median(r / q for r, q in zip(runs, fwd))
-        print(f"{T:>6} | {f:>9.3f} | {e:>9.3f} | {ratio:>5.2f} | {extra:>13.0f} | {estimate:>11.0f} | "
-              f"{estimate / extra:>8.2f}")
+        ratio = [statistics.median(r / q for r, q in zip(runs, f)) for f in (fast, eager)]
+        print(f"{T:>6} | {statistics.median(fast):>11.3f} | {statistics.median(eager):>11.3f} | "
+              f"{statistics.median(runs):>9.3f} | {ratio[0]:>7.2f} | {ratio[1]:>7.2f} | {t_graph:>12.3f} | "
+              f"{extra:>13.0f} | {held:>7.0f} | {estimate:>11.0f}", flush=True)
 
 
 def replay_mb(ex) -> float:

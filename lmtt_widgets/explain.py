@@ -11,7 +11,8 @@ import torch
 
 from .contributions.graph import DEFAULT_THRESHOLD, Route, Granularity, full_graph, route
 from .contributions.proximity import CHUNK_BUDGET
-from .contributions.scores import ContributionScores, LayerScores, layers_per_group, neuron_importance, score_layers
+from .contributions.scores import (ContributionScores, LayerScores, edge_floor, layers_per_group, neuron_importance,
+                                   score_layers)
 from . import checks
 from .errors import InputTypeError, PromptTypeError
 from .models.loading import load_model
@@ -367,8 +368,11 @@ def _one_row(rec, token):
 def _on_cpu(ls: LayerScores) -> LayerScores:
     if ls.edge.device.type == "cpu":
         return ls
-    return LayerScores(**{f.name: None if getattr(ls, f.name) is None else getattr(ls, f.name).cpu()
-                          for f in dataclasses.fields(ls)})
+    return LayerScores(**{f.name: _cpu(getattr(ls, f.name)) for f in dataclasses.fields(ls)})
+
+
+def _cpu(value):
+    return value.cpu() if isinstance(value, torch.Tensor) else value
 
 
 def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool | None = None,
@@ -413,8 +417,9 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
 
     def score_pending():
         # each layer is scored on its own device; only the reduced scores move (to the CPU, where graphs are read)
+        floor = edge_floor(pending[0][0].resid_pre.shape[0], n_layers)
         layers.extend(_on_cpu(ls) for ls in score_layers([rec for rec, _ in pending], [w for _, w in pending],
-                                                         n_heads, topology, budget=budget))
+                                                         n_heads, topology, budget=budget, edge_floor=floor))
         if on_layer is not None:
             for rec, w in pending:
                 on_layer(rec, w)
@@ -431,13 +436,26 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
         if len(pending) == group or rec.index == n_layers - 1:
             score_pending()
 
-    tr = trace(lm, prompt, on_layer=score, keep_attention=keep_attention)
+    tr = trace(lm, prompt, on_layer=score, keep_attention=keep_attention, logits_at=_kept_logits(lm, prompt))
     if pending:
         score_pending()
     ex = Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers))
     if sequence is not None:
         sequence.annotate(ex)
     return ex
+
+
+def _kept_logits(lm, prompt) -> list[int] | None:
+    """Positions whose logits the Explanation keeps: all (None) on short prompts, else the last one (the prediction;
+    ``trace.logits`` computes any other row from the final residual when read)."""
+    from .projections.logits import keeps_all
+    from .tracing.tracer import tokenize
+
+    T = int(tokenize(lm, prompt)[0].numel())
+    vocab = lm.model.config.get_text_config().vocab_size if hasattr(lm.model.config, "get_text_config") else None
+    vocab = vocab or lm.model.get_input_embeddings().weight.shape[0]
+    itemsize = next(lm.model.parameters()).element_size()
+    return None if keeps_all(T, vocab, itemsize) else [T - 1]
 
 
 def explain_many(model, prompts, **kwargs) -> list[Explanation]:

@@ -5,7 +5,9 @@ The estimate follows what the engine allocates (shapes from the model's own modu
   (views of the model's own tensors for a float32 model, float32 copies for bf16/fp16);
 - attention [H, T, T]: every layer's when kept (``keep_attention``, default when L*H*T*T <= KEEP_ATTENTION_LIMIT),
   else one group of layers while it is scored, and every layer's attention call (query and key states, a mask);
-- the logits [T, V] in the model's dtype, and the per-layer scores (packed edges, heads, sparse per-head scores);
+- the logits [T, V] in the model's dtype on short prompts, one row on long ones (projections/logits.py), and the
+  per-layer scores (head-summed edges: every causal one on short prompts, those >= EDGE_FLOOR on long ones;
+  head totals; sparse per-head scores);
 - float32 copies of W_O and W_out for offloaded or bf16/fp16 layers, at most WEIGHT_CACHE_BYTES (or one layer's);
 - the larger of two transients: the forward pass of one layer (eager attention scores and softmax, the MLP's
   intermediates) and the scoring of one group (head directions, a chunk's temporaries, bounded by CHUNK_BUDGET).
@@ -23,13 +25,15 @@ from dataclasses import dataclass, field
 import torch
 
 from .contributions.proximity import CHUNK_BUDGET
-from .contributions.scores import layers_per_group
+from .contributions.scores import edge_floor, layers_per_group
 from .errors import MemoryEstimateError
 from .models.loading import load_model
 from .models.offload import OffloadMap, input_device
 
 # Per-head scores kept per target row and layer (those >= HEAD_FLOOR): ~20-23 measured on SmolLM2 prompts.
 SPARSE_PER_ROW = 24
+# Head-summed edges kept per target row and layer on long prompts (those >= EDGE_FLOOR): at most a per-head count.
+SPARSE_EDGES_PER_ROW = SPARSE_PER_ROW
 # One scoring chunk holds about this many [rows, parts] temporaries (coefficients, linear term, bounds, masks, and
 # int64 part indices over the selected pairs) of B*m*T*H numbers each.
 CHUNK_TEMPORARIES = 12
@@ -131,7 +135,13 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
     scoring = (B * T * H * d + 4 * B * T * d + CHUNK_TEMPORARIES * B * min(rows, T) * T * H) * f
     if not keep_attention:
         scoring += B * attention  # the group's attention, held until it is scored
-    scores = T * (T + 1) // 2 * 4 + T * H * 4 + 4 * T * 4 + (T + 1) * 8 + T * min(H * (T + 1) // 2, SPARSE_PER_ROW) * 8
+    # CSR rows (int64 pointers, int32 columns, float32 values): edges, then per-head scores; head totals; 4 vectors
+    edges = T * (T + 1) // 2 if edge_floor(T, L) == 0 else T * min((T + 1) // 2, SPARSE_EDGES_PER_ROW)
+    scores = ((T + 1) * 8 + edges * 8 + T * H * 4 + 4 * T * 4 + (T + 1) * 8
+              + T * min(H * (T + 1) // 2, SPARSE_PER_ROW) * 8)
+    from .projections.logits import keeps_all
+
+    logit_rows = T if keeps_all(T, V, m) else 1
 
     from .tracing.layer_weights import WEIGHT_CACHE_BYTES
 
@@ -139,12 +149,12 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
         "layer records (residuals, heads, neurons)": L * record + T * d * f,
         "attention of every layer (kept)": L * attention if keep_attention else 0,
         "attention calls kept instead (q, k, mask)": L * replay + (0 if keep_attention else T * T * m),
-        "logits [T, V]": T * V * m,
+        "logits [T, V] (one row on long prompts)": logit_rows * V * m,
         "scores (edges, heads)": L * scores,
         "float32 W_O and W_out copies": min(sum(o or copies for o in offloaded) * weight_copy,
                                             max(WEIGHT_CACHE_BYTES, weight_copy)),
         "offloaded block loaded for the pass": _block_bytes(blocks[0]) if any(offloaded) else 0,
-        "transient beyond the logits": max(0, max(forward, scoring) - T * V * m),
+        "transient beyond the logits": max(0, max(forward, scoring) - logit_rows * V * m),
         "allocator slack (CPU heap)": 0,
         "interpreter": FIXED_BYTES,
     }
@@ -173,7 +183,7 @@ def _by_device(parts: dict[str, int], layer_devices: list[str], main: str) -> di
     for dev in devices:
         add(dev, shares[dev] + parts["transient beyond the logits"] + parts["offloaded block loaded for the pass"])
         add(dev, slack // len(devices) + (slack % len(devices) if dev == devices[0] else 0))
-    add(main, parts["logits [T, V]"] + parts["float32 W_O and W_out copies"])
+    add(main, parts["logits [T, V] (one row on long prompts)"] + parts["float32 W_O and W_out copies"])
     add("cpu", parts["scores (edges, heads)"] + parts["interpreter"])
     return out
 

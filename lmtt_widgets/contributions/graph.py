@@ -174,7 +174,7 @@ def flagged_nodes(scores: ContributionScores, flag: str) -> np.ndarray:
     return np.array(sorted(ids), np.int64)
 
 
-def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float | None, granularity: str):
+def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float, granularity: str):
     """Kept parts of the attention update at (layer, i): residual, bias and source weights, renormalised.
 
     Returns (residual weight, {source: (weight, per-head [H])}, mlp weight for parallel blocks).
@@ -185,13 +185,6 @@ def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float 
     bias = float(ls.bias_attn[i])
     external = float(ls.external_attn[i]) if ls.external_attn is not None else 0.0  # no edge, like the bias
     mlp = float(ls.mlp[i]) if scores.topology == "parallel" else 0.0
-    if tau is None:
-        per_head = np.zeros((i + 1, H), np.float32)
-        cols, vals = ls.head_row(i)
-        per_head.reshape(-1)[cols.numpy()] = vals.numpy()
-        edge = ls.edge_row(i).numpy()
-        sources = {j: (float(edge[j]), per_head[j]) for j in range(i + 1)}
-        return resid, sources, mlp
     keep = lambda v: v if v > tau else 0.0  # noqa: E731
     resid, bias, mlp, external = keep(resid), keep(bias), keep(mlp), keep(external)
     sources: dict[int, tuple[float, np.ndarray]] = {}
@@ -204,37 +197,41 @@ def _attention_parts(scores: ContributionScores, layer: int, i: int, tau: float 
             hv[h] = v
             sources[j] = (w + v, hv)
     else:
-        edge = ls.edge_row(i)
-        for j in (edge > tau).nonzero(as_tuple=True)[0].tolist():
+        src, weight = ls.edge_sparse_row(i)
+        sel = weight > tau
+        cols, vals = ls.head_row(i)
+        for j, w in zip(src[sel].tolist(), weight[sel].tolist()):
             per_head = np.zeros(H, np.float32)
-            cols, vals = ls.head_row(i)
             mine = (cols // H) == j
             per_head[(cols[mine] % H).numpy()] = vals[mine].numpy()
-            sources[j] = (float(edge[j]), per_head)
+            sources[j] = (w, per_head)
     total = resid + bias + mlp + external + sum(w for w, _ in sources.values())
     if total <= 0:
         return 0.0, {}, 0.0
     return resid / total, {j: (w / total, hv / total) for j, (w, hv) in sources.items()}, mlp / total
 
 
-def _mlp_parts(scores: ContributionScores, layer: int, i: int, tau: float | None):
+def _mlp_parts(scores: ContributionScores, layer: int, i: int, tau: float):
     ls = scores.layers[layer]
     resid, mlp = float(ls.resid_mlp[i]), float(ls.mlp[i])
     external = float(ls.external_mlp[i]) if ls.external_mlp is not None else 0.0  # no edge, like the bias
-    if tau is None:
-        return resid, mlp
     resid, mlp, external = (resid if resid > tau else 0.0), (mlp if mlp > tau else 0.0), (external if external > tau else 0.0)
     total = resid + mlp + external
     return (resid / total, mlp / total) if total > 0 else (0.0, 0.0)
 
 
-def check_threshold(threshold, granularity) -> float:
-    """The threshold as a float, or an InputError (a ValueError; InputTypeError for a non-number)."""
+def check_threshold(threshold, granularity, edge_floor: float = 0.0) -> float:
+    """The threshold as a float, or an InputError (a ValueError; InputTypeError for a non-number).
+
+    ``edge_floor``: the smallest head-summed edge the scores store (ContributionScores.edge_floor; long prompts)."""
     checks.choice(granularity, "granularity", ("head", "edge"))
     threshold = checks.fraction(threshold, "threshold")
     if granularity == "head" and threshold < HEAD_FLOOR:
         raise InputError(f"in 'head' granularity the threshold must be >= {HEAD_FLOOR} (per-head scores below it "
                          "are not stored); use granularity='edge' for lower thresholds")
+    if granularity == "edge" and threshold < edge_floor:
+        raise InputError(f"on this long prompt the threshold must be >= {edge_floor}: head-summed edges below it are "
+                         "not stored (lmtt_widgets.contributions.scores.DENSE_EDGE_LIMIT says from which length)")
     return threshold
 
 
@@ -245,7 +242,7 @@ def route(scores: ContributionScores, target: int | None = None, threshold: floa
     if target is None:
         target = T - 1
     target = checks.index(target, "target token", T, f"the prompt has {T} tokens; None means the last")
-    threshold = check_threshold(threshold, granularity)
+    threshold = check_threshold(threshold, granularity, scores.edge_floor)
     buf = _EdgeBuffer(scores.n_heads)
     parallel = scores.topology == "parallel"
     active = {target}  # tokens whose residual after layer `l` is on the route
@@ -290,26 +287,51 @@ def route(scores: ContributionScores, target: int | None = None, threshold: floa
 
 
 def full_graph(scores: ContributionScores) -> Route:
-    """Every edge with its raw (unthresholded) importance, for all targets. Attention edges: all causal pairs."""
-    T, L = scores.n_tokens, scores.n_layers
+    """Every stored edge with its raw (unthresholded) importance, for all targets: every causal attention pair (on
+    long prompts, whose scores keep head-summed edges from ``scores.edge_floor`` on, every pair from the floor on).
+    Built with array operations, layer by layer."""
+    T, L, H = scores.n_tokens, scores.n_layers, scores.n_heads
     parallel = scores.topology == "parallel"
-    buf = _EdgeBuffer(scores.n_heads)
-    for layer in range(L):
-        for i in range(T):
-            src = (lambda j: node_id(EMBEDDING, -1, j, T)) if layer == 0 else (lambda j: node_id(AFTER_MLP, layer - 1, j, T))
-            dst = node_id(AFTER_MLP if parallel else AFTER_ATTENTION, layer, i, T)
-            r, sources, m = _attention_parts(scores, layer, i, None, "head")
-            buf.add(src(i), dst, r, RESIDUAL, layer)
-            for j, (w, hv) in sources.items():
-                buf.add(src(j), dst, w, ATTENTION, layer, hv)
-            mlp_node = node_id(MLP, layer, i, T)
-            if parallel:
-                buf.add(src(i), mlp_node, m, MLP_EDGE, layer)
-                buf.add(mlp_node, dst, m, MLP_EDGE, layer)
-            else:
-                r2, m2 = _mlp_parts(scores, layer, i, None)
-                out = node_id(AFTER_MLP, layer, i, T)
-                buf.add(dst, out, r2, RESIDUAL, layer)
-                buf.add(dst, mlp_node, m2, MLP_EDGE, layer)
-                buf.add(mlp_node, out, m2, MLP_EDGE, layer)
-    return buf.build(scores)
+    tok = np.arange(T, dtype=np.int64)
+    blocks = []  # (src, dst, weight, kind, layer, per-head [E, H] or None): one block of edges each
+    for layer, ls in enumerate(scores.layers):
+        src = 3 * layer * T  # the block input: embeddings (layer 0) or the previous layer's output
+        mid, mlp_node, out = (node_id(k, layer, 0, T) for k in (AFTER_ATTENTION, MLP, AFTER_MLP))
+        dst, m = (out if parallel else mid), ls.mlp.numpy()
+        blocks.append((src + tok, dst + tok, ls.resid_attn.numpy(), RESIDUAL, layer, None))
+        blocks.append(_attention_edges(ls, src, dst, H, layer))
+        if not parallel:
+            blocks.append((mid + tok, out + tok, ls.resid_mlp.numpy(), RESIDUAL, layer, None))
+        mlp_in = src if parallel else mid
+        blocks += [(mlp_in + tok, mlp_node + tok, m, MLP_EDGE, layer, None),
+                   (mlp_node + tok, out + tok, m, MLP_EDGE, layer, None)]
+    sizes = [len(b[0]) for b in blocks]
+    heads = np.zeros((sum(sizes), H), np.float32)
+    at = 0
+    for b, n in zip(blocks, sizes):
+        if b[5] is not None:
+            heads[at : at + n] = b[5]
+        at += n
+    return Route(L, T, H, np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks]),
+                 np.concatenate([b[2] for b in blocks]).astype(np.float32),
+                 np.concatenate([np.full(n, b[3], np.uint8) for b, n in zip(blocks, sizes)]),
+                 np.concatenate([np.full(n, b[4], np.int32) for b, n in zip(blocks, sizes)]), heads,
+                 cancelling=cancelling_nodes(scores), external=flagged_nodes(scores, "edited"))
+
+
+def _attention_edges(ls, src: int, dst: int, H: int, layer: int):
+    """(src, dst, weight, ATTENTION, layer, per-head [E, H]) of every stored edge of one layer, from its CSR rows."""
+    ptr = ls.edge_ptr.numpy()
+    T = len(ptr) - 1
+    rows = np.repeat(np.arange(T, dtype=np.int64), np.diff(ptr))
+    cols = ls.edge_col.numpy().astype(np.int64)
+    heads = np.zeros((len(cols), H), np.float32)
+    h_rows = np.repeat(np.arange(T, dtype=np.int64), np.diff(ls.head_ptr.numpy()))
+    h_col = ls.head_col.numpy().astype(np.int64)
+    key = rows * T + cols  # ascending: rows ascending, sources ascending within a row
+    at = np.searchsorted(key, h_rows * T + h_col // H)
+    # every stored per-head score has its edge stored (an edge is at least each of its heads, EDGE_FLOOR <= HEAD_FLOOR)
+    if len(at) and (at.max() >= len(key) or not np.array_equal(key[at], h_rows * T + h_col // H)):
+        raise AssertionError("a stored per-head score has no stored edge: EDGE_FLOOR must not exceed HEAD_FLOOR")
+    heads[at, h_col % H] = ls.head_val.numpy()
+    return src + cols, dst + rows, ls.edge_val.numpy(), ATTENTION, layer, heads

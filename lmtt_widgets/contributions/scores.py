@@ -31,6 +31,14 @@ from .proximity import CHUNK_BUDGET, l1_proximity, scaled_part_proximity
 # Per-head scores below this are not stored (the head sums and head-summed edges are kept exactly);
 # thresholds below it are refused in per-head granularity.
 HEAD_FLOOR = 1e-3
+# Long prompts store head-summed edges (each the exact sum over all heads) only from this importance on; thresholds
+# below it are refused in edge granularity. It must not exceed HEAD_FLOOR: an edge is at least each of its heads,
+# so every stored per-head score has its edge stored.
+EDGE_FLOOR = 1e-3
+# Every causal edge is stored while L*T(T+1)/2 is at most this many (64 MB with their columns; ~730 tokens on
+# SmolLM2's 30 layers); longer prompts store those >= EDGE_FLOOR (a row sums to at most 1: <= 1000 per row, ~40 in
+# practice), so their edges grow like T, not T^2 (4 GB dense at 8,192 tokens).
+DENSE_EDGE_LIMIT = 8 * 2**20
 ROW_BLOCK = 256
 # Rows, and layers (every CHECK_EVERY-th), on which an unhooked layer's attention identity is checked.
 CHECK_ROWS = 16
@@ -44,11 +52,20 @@ def packed_offset(i: int | torch.Tensor):
     return i * (i + 1) // 2
 
 
+def edge_floor(n_tokens: int, n_layers: int) -> float:
+    """The smallest head-summed edge :func:`score_layers` stores for a prompt of this length (0: every one)."""
+    return 0.0 if n_layers * n_tokens * (n_tokens + 1) // 2 <= DENSE_EDGE_LIMIT else EDGE_FLOOR
+
+
 @dataclass
 class LayerScores:
     """Importances of one layer. T tokens, H heads."""
 
-    edge: torch.Tensor  # [T(T+1)/2] packed: head-summed importance of source j for target i
+    # CSR over targets of the head-summed importance of source j for target i (the exact sum over every head, stored
+    # sparse or not): every causal pair when edge_floor is 0, else those >= edge_floor
+    edge_ptr: torch.Tensor  # [T+1] row pointers
+    edge_col: torch.Tensor  # [nnz] int32: source j, ascending within a row
+    edge_val: torch.Tensor  # [nnz] float32
     head_total: torch.Tensor  # [T, H] importance of each head at each target (summed over sources)
     head_ptr: torch.Tensor  # [T+1] CSR row pointers over targets
     head_col: torch.Tensor  # [nnz] int32: j * H + h, for per-head scores >= HEAD_FLOOR
@@ -66,9 +83,28 @@ class LayerScores:
     external_mlp: torch.Tensor | None = None  # None for parallel blocks
     edited_attn: torch.Tensor | None = None  # [T] bool: the update holds an external edit (whatever its importance)
     edited_mlp: torch.Tensor | None = None
+    edge_floor: float = 0.0  # edges below it are not stored (0: every causal edge is)
 
     def edge_row(self, i: int) -> torch.Tensor:
-        return self.edge[packed_offset(i) : packed_offset(i) + i + 1]
+        """[i+1] head-summed importance of every source of target i (0 where below the floor)."""
+        cols, vals = self.edge_sparse_row(i)
+        row = torch.zeros(i + 1, dtype=self.edge_val.dtype, device=self.edge_val.device)
+        row[cols.long()] = vals
+        return row
+
+    def edge_sparse_row(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sources, importances) of the stored edges into target i."""
+        a, b = int(self.edge_ptr[i]), int(self.edge_ptr[i + 1])
+        return self.edge_col[a:b], self.edge_val[a:b]
+
+    @property
+    def edge(self) -> torch.Tensor:
+        """[T(T+1)/2] every causal edge packed row by row (0 where below the floor), built on each call."""
+        T = self.edge_ptr.shape[0] - 1
+        rows = torch.repeat_interleave(torch.arange(T, device=self.edge_ptr.device), self.edge_ptr.diff())
+        out = torch.zeros(T * (T + 1) // 2, dtype=self.edge_val.dtype, device=self.edge_val.device)
+        out[packed_offset(rows) + self.edge_col.long()] = self.edge_val
+        return out
 
     def head_row(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = int(self.head_ptr[i]), int(self.head_ptr[i + 1])
@@ -88,6 +124,10 @@ class ContributionScores:
     @property
     def n_tokens(self) -> int:
         return self.layers[0].resid_attn.shape[0]
+
+    @property
+    def edge_floor(self) -> float:
+        return max((ls.edge_floor for ls in self.layers), default=0.0)
 
 
 def head_directions(values: torch.Tensor, w_o: torch.Tensor, n_heads: int,
@@ -191,8 +231,10 @@ def layers_per_group(n_tokens: int, n_heads: int, d_model: int, n_layers: int, b
 
 
 def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_heads: int, topology: str, *,
-                 budget: int = CHUNK_BUDGET) -> list[LayerScores]:
+                 budget: int = CHUNK_BUDGET, edge_floor: float = 0.0) -> list[LayerScores]:
     """Importances of every update of a group of layers of one trace.
+
+    Head-summed edges are stored from ``edge_floor`` on (0: every causal one); each is the exact sum over all heads.
 
     The layers are scored together (a leading block axis through the proximity kernel): on short prompts the cost
     of a layer is mostly the number of tensor operations, not their size.
@@ -230,9 +272,10 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     # Head parts, chunked over targets; only sources j <= last target of the chunk enter.
     # Row blocks keep the non-causal half of each block small; the budget caps its temporaries.
     rows_per_chunk = max(1, min(ROW_BLOCK, budget // max(1, B * T * H * 8)))
-    edge = torch.empty(B, T * (T + 1) // 2, dtype=torch.float32, device=dev)
+    if not 0 <= edge_floor <= HEAD_FLOOR:
+        raise ValueError(f"edge_floor must lie in [0, {HEAD_FLOOR}] (HEAD_FLOOR), not {edge_floor}")
     head_total = torch.empty(B, T, H, dtype=torch.float32, device=dev)
-    cols, vals, counts = [[] for _ in range(B)], [[] for _ in range(B)], []
+    heads_csr, edges_csr = _SparseRows(B), _SparseRows(B)
     ext_imp = torch.empty(B, T, extra_prox.shape[-1], dtype=torch.float32, device=dev)
     reach = u.abs().amax(-1).view(B, T * H)  # largest coordinate of each head-source direction
     dh = records[0].values.shape[-1]
@@ -257,20 +300,16 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         cancel_attn[:, i0:i1] = cancel
         heads = heads.float().view(B, m, i1, H)
         ext_imp[:, i0:i1] = ext
-        causal = torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None]
-        edge[:, packed_offset(i0) : packed_offset(i1)] = heads.sum(3)[:, causal]  # row-major = packed order
+        summed = heads.sum(3)  # [B, m, sources]: the head-summed edges, exact whatever is stored
+        if edge_floor > 0:  # future sources have importance exactly 0 < floor: only causal pairs pass
+            edges_csr.add(summed, summed >= edge_floor)
+        else:
+            causal = torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None]
+            edges_csr.add(summed, causal.expand(B, m, i1))
         head_total[:, i0:i1] = heads.sum(2)
         # future sources have coefficient 0, hence importance exactly 0: the floor alone keeps only causal pairs
-        flat = heads.view(-1)
-        kept = (flat >= HEAD_FLOOR).nonzero().squeeze(1)
-        r = kept.div(i1 * H, rounding_mode="floor")  # row over all layers of the chunk: b * m + i - i0
-        col = (kept - r * (i1 * H)).to(torch.int32)
-        per_row = torch.bincount(r, minlength=B * m).view(B, m)
-        counts.append(per_row)
-        sizes = per_row.sum(1).tolist()
-        for b, (c, v) in enumerate(zip(col.split(sizes), flat.index_select(0, kept).split(sizes))):
-            cols[b].append(c)
-            vals[b].append(v)
+        flat = heads.view(B, m, i1 * H)
+        heads_csr.add(flat, flat >= HEAD_FLOOR)
 
     if parallel:
         mlp, resid_mlp, cancel_mlp, external_mlp = ext_imp[..., 2], None, None, None
@@ -289,20 +328,53 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         imp = imp.float()
         resid_mlp, mlp, external_mlp = imp[..., 0], imp[..., 1], imp[..., 2]
 
-    ptr = torch.cat(counts, 1).cumsum(1)  # [B, T]
-    zero = torch.zeros(1, dtype=ptr.dtype, device=dev)
     return [
         LayerScores(
-            edge=edge[b], head_total=head_total[b], head_ptr=torch.cat([zero, ptr[b]]),
-            head_col=torch.cat(cols[b]), head_val=torch.cat(vals[b]), resid_attn=ext_imp[b, :, 0],
+            *edges_csr.layer(b), head_total=head_total[b], head_ptr=heads_csr.ptr(b), head_col=heads_csr.cols(b),
+            head_val=heads_csr.vals(b), resid_attn=ext_imp[b, :, 0],
             bias_attn=ext_imp[b, :, 1], mlp=mlp[b], resid_mlp=None if resid_mlp is None else resid_mlp[b],
             cancel_attn=cancel_attn[b], cancel_mlp=None if cancel_mlp is None else cancel_mlp[b],
             external_attn=ext_imp[b, :, -1], external_mlp=None if external_mlp is None else external_mlp[b],
             edited_attn=_edited_rows(records[b].edit_attn, T, dev),
-            edited_mlp=None if parallel else _edited_rows(records[b].edit_mlp, T, dev),
+            edited_mlp=None if parallel else _edited_rows(records[b].edit_mlp, T, dev), edge_floor=float(edge_floor),
         )
         for b in range(B)
     ]
+
+
+class _SparseRows:
+    """CSR rows (targets) of B layers, filled chunk of targets by chunk of targets."""
+
+    def __init__(self, n_layers: int):
+        self.counts: list[torch.Tensor] = []
+        self._cols: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+        self._vals: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+
+    def add(self, values: torch.Tensor, keep: torch.Tensor) -> None:
+        """values [B, m, n] of m targets; keep [B, m, n] bool: the entries to store (column = index in n)."""
+        B, m, n = values.shape
+        kept = keep.reshape(-1).nonzero().squeeze(1)
+        r = kept.div(n, rounding_mode="floor")  # row over all layers of the chunk: b * m + target
+        per_row = torch.bincount(r, minlength=B * m).view(B, m)
+        self.counts.append(per_row)
+        sizes = per_row.sum(1).tolist()
+        cols = (kept - r * n).to(torch.int32)
+        for b, (c, v) in enumerate(zip(cols.split(sizes), values.reshape(-1).index_select(0, kept).split(sizes))):
+            self._cols[b].append(c)
+            self._vals[b].append(v)
+
+    def ptr(self, b: int) -> torch.Tensor:
+        counts = torch.cat([c[b] for c in self.counts])
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+    def cols(self, b: int) -> torch.Tensor:
+        return torch.cat(self._cols[b])
+
+    def vals(self, b: int) -> torch.Tensor:
+        return torch.cat(self._vals[b])
+
+    def layer(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.ptr(b), self.cols(b), self.vals(b)
 
 
 def _attention_parts(rows, i0, coef, x, reach, records, weights, parallel) -> list[torch.Tensor]:

@@ -12,7 +12,9 @@ its update in proportion to their importances (every update's importances sum to
 - parallel blocks (one update): residual and MLP parts go to the block input at i, sources to j, the bias is lost.
 
 So the shares of tokens 0..p sum to 1 minus the share lost to attention output biases (``extra["lost_to_bias"]``,
-0 for models without them). The share is the sum over all paths of the product of importances along the path
+0 for models without them). On long prompts, whose scores store head-summed edges only from
+``scores.edge_floor`` on (contributions/scores.py), the share that flowed through the smaller edges is not followed:
+``extra["below_edge_floor"]`` says how much it was (1 - the shares - the bias's; 0 on short prompts). The share is the sum over all paths of the product of importances along the path
 (Ferrando & Voita's graph read as a flow). It does not depend on the target token or the foil: flow says where the
 information came from, not what it did.
 
@@ -64,7 +66,9 @@ def flow_attribution(ex, target=None, foil=None, position=None) -> ScoreTable:
     p = ex._token(position)
     v, lost = flow_shares(ex.scores, [p])
     comps = [Component("token", position=j) for j in range(p + 1)]
-    extra = {"position": p, "lost_to_bias": float(lost[0]), "sum": float(v[0].sum())}
+    extra = {"position": p, "lost_to_bias": float(lost[0]), "sum": float(v[0].sum()),
+             "edge_floor": ex.scores.edge_floor,
+             "below_edge_floor": max(0.0, 1 - float(v[0].sum()) - float(lost[0])) if ex.scores.edge_floor else 0.0}
     return ScoreTable("flow_attribution", FLOW, None, comps, v[0, : p + 1], False, extra)
 
 

@@ -198,6 +198,7 @@ def trace(
     *,
     on_layer: Callable[[LayerRecord, LayerWeights], None] | None = None,
     keep_attention: bool | None = None,
+    logits_at: list[int] | None = None,
 ) -> Trace:
     """Run ``prompt`` through ``model`` once and record every block.
 
@@ -207,11 +208,14 @@ def trace(
         on_layer: called with each block's record as soon as the block has run (streaming consumers such as the
             contribution engine use it so long prompts never hold every layer's attention at once).
         keep_attention: keep [H, T, T] attention of every layer on the trace; default: when it fits in 256 MB.
+        logits_at: unembed only these positions in the pass; ``Trace.logits`` is then a
+            :class:`~lmtt_widgets.projections.logits.LogitRows` that computes the other rows from the final residual.
     """
     # these modules build this module's records, so they are imported here rather than at the top
     from .facts import read_facts
     from .instrument import instrumented
     from .recorder import LayerRecorder
+    from ..projections.logits import LogitRows, keep_rows
 
     lm = load_model(model)
     ids, text = tokenize(lm, prompt)
@@ -235,9 +239,12 @@ def trace(
     trim = not keep_attention and facts.device.type == "cpu" and facts.n_heads * T * T >= TRIM_ATTENTION_LIMIT
     recorder = LayerRecorder(facts, result, keep_attention=keep_attention, on_layer=on_layer,
                              after_layer=release_freed_memory if trim else None)
-    with instrumented(facts.net, recorder.hooks(), facts.capture(recorder.record_attention)):
+    with instrumented(facts.net, recorder.hooks(), facts.capture(recorder.record_attention)), \
+            keep_rows(facts.net, logits_at):
         out = facts.net(input_ids=ids[None].to(facts.device), use_cache=False)
     recorder.finish(out.logits.detach()[0])
+    if logits_at is not None:
+        result.logits = LogitRows(result, logits_at, result.logits)
     edits.warn(result.external_edits)  # from here, so that the warning points where it always has
     if len(result.layers) != facts.n_layers:
         raise UnsupportedModelError(
