@@ -179,3 +179,11 @@ def test_memory_estimate_grows_linearly_in_edges_and_keeps_one_logit_row(monkeyp
     assert scores_module.edge_floor(4000, n_layers) == EDGE_FLOOR
     edges = "scores (edges, heads)"
     assert longer.parts[edges] < 2.2 * long.parts[edges]  # dense edges would grow 4x
+
+
+def test_flow_attribution_says_how_much_flowed_below_the_edge_floor(monkeypatch):
+    dense, sparse = dense_and_sparse("llama", monkeypatch)
+    a, b = dense.score("flow_attribution").extra, sparse.score("flow_attribution").extra
+    assert a["edge_floor"] == 0 and a["below_edge_floor"] == 0
+    assert b["edge_floor"] == EDGE_FLOOR and b["below_edge_floor"] > 0
+    assert b["sum"] + b["lost_to_bias"] + b["below_edge_floor"] == pytest.approx(a["sum"] + a["lost_to_bias"], abs=1e-6)
