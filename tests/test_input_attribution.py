@@ -240,6 +240,7 @@ def test_attribution_holds_the_model_like_a_trace(tiny):
     from lmtt_widgets.tracing.guard import exclusive
 
     lm, ex = tiny("llama")
+    vars(ex).pop("_embedding_gradients", None)  # a gradient kept from an earlier test would not touch the model
     with exclusive(lm.model):  # this thread holds it (as a trace would): a method run inside must not slip through
         with pytest.raises(TraceInUseError):
             run(ex, "input_x_gradient", position=P)

@@ -1,7 +1,6 @@
 """Issue 10, point 8: long prompts keep sparse edges (each the exact head-summed value, totals exact), the logits of
 the positions asked for (others computed from the final residual), and the full graph is built with array operations."""
 
-import time
 
 import numpy as np
 import pytest
@@ -119,18 +118,11 @@ def test_full_graph_equals_edge_by_edge_reference(family):
 
 
 @pytest.mark.smollm2
-def test_full_graph_costs_a_small_fraction_of_the_explain(smollm2):
-    """Before: a Python loop over every edge, 0.79 s at 128 tokens on SmolLM2 (more than the explain)."""
-    prompt = list(range(1000, 1128))
-    # processor time of this process (all its threads): a busy machine slows both sides alike
-    t0 = time.process_time()
-    ex = explain(smollm2, prompt)
-    t_explain = time.process_time() - t0
-    t0 = time.process_time()
+def test_full_graph_holds_every_causal_attention_edge(smollm2):
+    """Every (layer, source <= target) pair once (its cost is timed in benchmarks/bench_engine.py, not here)."""
+    ex = explain(smollm2, list(range(1000, 1128)))
     g = ex.full_graph()
-    t_graph = time.process_time() - t0
     assert (g.kind == ATTENTION).sum() == ex.n_layers * ex.n_tokens * (ex.n_tokens + 1) // 2
-    assert t_graph < 0.2 * t_explain, (t_graph, t_explain)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
