@@ -13,6 +13,7 @@ import {
 import { divergingGradient, heatGradient, readTheme, rgbString } from "../color";
 import { getSelection, getTarget, getTokens } from "../state";
 import { displayToken, fmt, h, truncate } from "../text";
+import { frameThrottle } from "../frame";
 import { watchTheme } from "../theme";
 import type { Pane, PaneContext, Status } from "../types";
 
@@ -210,7 +211,8 @@ export function createAttributionPane(ctx: PaneContext): Pane {
     const colEl = t.closest?.("[data-generated]");
     if (colEl && model.get("static") !== true) ctx.commit({ target: targetForGenerated(Number(colEl.getAttribute("data-generated"))) });
   }, sig);
-  for (const n of ["attribution", "tokens", "target", "selection", "status", "static"]) ctx.listen(`change:${n}`, draw);
+  ctx.listen("change:selection", frameThrottle(draw, ac.signal)); // once a frame during a burst of selections
+  for (const n of ["attribution", "tokens", "target", "status", "static"]) ctx.listen(`change:${n}`, draw);
   watchTheme(el, draw, ac.signal);
   draw();
   return { el, destroy: () => ac.abort() };
