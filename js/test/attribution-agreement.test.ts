@@ -7,6 +7,7 @@ import { encodeArray } from "../codec";
 import { agreementText, cellSelection, cellsOf, getAttribution } from "../attribution";
 import { FakeModel } from "../dev/fake-model";
 import { makeState } from "../dev/fake-data";
+import { mountAttribution } from "./mount-attribution";
 import { routesFrom } from "../routes";
 import type { GraphData } from "../state";
 
@@ -73,19 +74,7 @@ describe("words and agreement helpers", () => {
 });
 
 describe("attribution pane: words and agreement", () => {
-  function mount(over: Record<string, unknown> = {}) {
-    const st = makeState({ L: 4, H: 3, T: 6, K: 4 });
-    delete st._dense;
-    st.panes = ["attribution"];
-    st.tokens = ["The", "cap", " of", " Fr", "an", "ce"];
-    st.target = 4;
-    st.attribution = attribution(over);
-    const model = new FakeModel(st);
-    const el = document.createElement("div");
-    document.body.appendChild(el);
-    widget.render({ model, el });
-    return { model, el };
-  }
+  const mount = (over: Record<string, unknown> = {}) => mountAttribution(["The", "cap", " of", " Fr", "an", "ce"], attribution(over));
 
   it("shows the agreement table with its label, escaped, and asks for the expensive methods on a click", () => {
     const { el, model } = mount();

@@ -1,13 +1,12 @@
 // @vitest-environment happy-dom
 import { afterEach, describe, expect, it } from "vitest";
-import widget from "../index";
 import { encodeArray } from "../codec";
 import {
   columnOfTarget, completenessText, getAttribution, legendOf, scaleMax, scoreColor, targetForGenerated,
 } from "../attribution";
 import { divergingColor, heatColor } from "../color";
 import { FakeModel } from "../dev/fake-model";
-import { makeState } from "../dev/fake-data";
+import { mountAttribution } from "./mount-attribution";
 import { routesFrom } from "../routes";
 import type { GraphData } from "../state";
 
@@ -69,19 +68,7 @@ describe("routesFrom", () => {
 });
 
 describe("attribution pane", () => {
-  function mount(over: Record<string, unknown> = {}) {
-    const st = makeState({ L: 4, H: 3, T: 6, K: 4 });
-    delete st._dense;
-    st.panes = ["attribution"];
-    st.tokens = ["The", " capital", HOSTILE, " is", " Paris", "."];
-    st.target = 4;
-    st.attribution = attribution(over);
-    const model = new FakeModel(st);
-    const el = document.createElement("div");
-    document.body.appendChild(el);
-    widget.render({ model, el });
-    return { model, el };
-  }
+  const mount = (over: Record<string, unknown> = {}) => mountAttribution(["The", " capital", HOSTILE, " is", " Paris", "."], attribution(over));
 
   it("colours the tokens, greys the unread, escapes token text and draws the matrix", () => {
     const { el } = mount();
