@@ -2,7 +2,9 @@
 
 The estimate follows what the engine allocates (shapes from the model's own modules, so offloaded models work):
 - what the trace keeps for every layer: residual states, the projections' inputs and outputs, values; in float32
-  (views of the model's own tensors for a float32 model, float32 copies for bf16/fp16);
+  (views of the model's own tensors for a float32 model, float32 copies for bf16/fp16); on long prompts the
+  per-position tensors are dropped once scored (tracing/rebuild.py), so all but the group being scored keep only
+  their input and values;
 - attention [H, T, T]: every layer's when kept (``keep_attention``, default when L*H*T*T <= KEEP_ATTENTION_LIMIT),
   else one group of layers while it is scored, and every layer's attention call (query and key states, a mask);
 - the logits [T, V] in the model's dtype on short prompts, one row on long ones (projections/logits.py), and the
@@ -29,6 +31,8 @@ from .contributions.scores import edge_floor, layers_per_group
 from .errors import MemoryEstimateError
 from .models.loading import load_model
 from .models.offload import OffloadMap, input_device
+from .tracing.capture import ATTENTION_ROW_BLOCK
+from .tracing.rebuild import REBUILD_LIMIT, droppable_bytes
 
 # Per-head scores kept per target row and layer (those >= HEAD_FLOOR): ~20-23 measured on SmolLM2 prompts.
 SPARSE_PER_ROW = 24
@@ -118,8 +122,13 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
     offload = OffloadMap(net, check=False)  # shapes suffice: a model built on meta (no weights) is estimated too
     main = input_device(net)
 
-    # per layer, kept to the end of the run
-    record = T * f * ((0 if parallel else d) + 3 * d + post_norms + hd + F + K * hd // H + (d if copies else 0))
+    # per layer, kept to the end of the run: the block's input (its output is the next one's), values (and a
+    # float32 copy of the output for bf16/fp16), and, unless a long trace drops them after scoring (rebuild.py),
+    # the residual after attention, the projections' outputs (and post-norm outputs), head signals and neurons
+    kept = T * f * (d + K * hd // H + (d if copies else 0))
+    dropped = droppable_bytes(1, T, d, hd, F, parallel=parallel, post_norms=bool(post_norms)) * f // 4
+    slim = not keep_attention and droppable_bytes(L, T, d, hd, F, parallel=parallel,
+                                                  post_norms=bool(post_norms)) > REBUILD_LIMIT
     attention = H * T * T * f
     # without kept attention, each layer keeps its attention call instead (tracer.py): the query and key states
     # (and a low-precision model's own values) in the model's dtype, plus one [T, T] mask shared by the layers
@@ -128,9 +137,12 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
     offloaded = [offload.is_offloaded(b.get_submodule(adapter.attn_out_proj)) for b in blocks]
     weight_copy = (d * hd + d * F) * 4
     # transients of one layer / group
-    # eager attention: scores and probabilities at once (and a float32 softmax for bf16/fp16); the MLP's gate, up
-    # and activation; queries, keys and values repeated for GQA
-    forward = H * T * T * (2 * m + (4 if m < 4 else 0)) + 3 * T * F * m + 4 * T * hd * m
+    # eager attention, in blocks of query rows past ATTENTION_ROW_BLOCK (capture.py): one block's scores and
+    # probabilities (and a float32 softmax for bf16/fp16) beside the [H, T, T] probabilities they fill; the MLP's
+    # gate, up and activation; queries, keys and values repeated for GQA
+    rows_at_once = min(T, ATTENTION_ROW_BLOCK) if T > ATTENTION_ROW_BLOCK else T
+    forward = (H * rows_at_once * T * (2 * m + (4 if m < 4 else 0)) + (H * T * T * m if rows_at_once < T else 0)
+               + 3 * T * F * m + 4 * T * hd * m)
     rows = max(1, min(256, budget // max(1, B * T * H * 8)))  # score_layers' rows per chunk
     scoring = (B * T * H * d + 4 * B * T * d + CHUNK_TEMPORARIES * B * min(rows, T) * T * H) * f
     if not keep_attention:
@@ -146,7 +158,7 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
     from .tracing.layer_weights import WEIGHT_CACHE_BYTES
 
     parts = {
-        "layer records (residuals, heads, neurons)": L * record + T * d * f,
+        "layer records (residuals, heads, neurons)": L * kept + T * d * f + (B + 1 if slim else L) * dropped,
         "attention of every layer (kept)": L * attention if keep_attention else 0,
         "attention calls kept instead (q, k, mask)": L * replay + (0 if keep_attention else T * T * m),
         "logits [T, V] (one row on long prompts)": logit_rows * V * m,

@@ -18,6 +18,7 @@ from ..errors import UnsupportedModelError
 from ..models.weights import upcast
 from . import edits
 from .capture import AttentionReplay
+from .rebuild import LayerRebuilder, RebuildCache, slim
 from .facts import ModelFacts
 from .finite import check_block, check_logits
 from .tracer import LayerRecord, LayerWeights, Trace
@@ -35,9 +36,13 @@ class LayerRecorder:
 
     def __init__(self, facts: ModelFacts, result: Trace, *, keep_attention: bool,
                  on_layer: Callable[[LayerRecord, LayerWeights], None] | None,
-                 after_layer: Callable[[], object] | None):
+                 after_layer: Callable[[], object] | None, slim: bool = False, only: int | None = None):
+        """``slim``: drop each record's per-position tensors once ``on_layer`` has returned (rebuild.py);
+        ``only``: hook that one block alone (a layer run again by rebuild.py), not the final norm."""
         self.facts, self.result = facts, result
         self.keep_attention, self.on_layer, self.after_layer = keep_attention, on_layer, after_layer
+        self.only = only
+        self.rebuild_cache = RebuildCache() if slim else None
         self.scratch: list[dict] = [dict() for _ in facts.blocks]
         self.layer_of = {id(m): i for i, m in enumerate(facts.attention_modules)}
         self.masks: list[torch.Tensor] = []  # distinct masks of the pass: layers share them (one [T, T] each)
@@ -48,8 +53,11 @@ class LayerRecorder:
         """Every hook of the pass, in registration order."""
         adapter, plan = self.facts.adapter, []
         for i, block in enumerate(self.facts.blocks):
+            if self.only is not None and i != self.only:
+                continue
             s = self.scratch[i]
-            plan += [(block, "pre", _store_input(s, "resid_pre")), (block, "post", self._block_end(i))]
+            store = _store_call(s) if self.rebuild_cache is not None else _store_input(s, "resid_pre")
+            plan += [(block, "pre", store), (block, "post", self._block_end(i))]
             o_proj = block.get_submodule(adapter.attn_out_proj)
             # another pre-hook there (a head ablation) may make the head signal differ from attention x values:
             # the finiteness and contribution checks then read every tensor (finite.py, contributions/scores.py)
@@ -66,7 +74,8 @@ class LayerRecorder:
                 plan.append((block.get_submodule(adapter.attn_post_norm), "post", _store_output(s, "attn_update")))
             if adapter.mlp_post_norm:
                 plan.append((block.get_submodule(adapter.mlp_post_norm), "post", _store_output(s, "mlp_update")))
-        plan.append((self.facts.net.get_submodule(adapter.final_norm), "pre", self._final_norm_input))
+        if self.only is None:
+            plan.append((self.facts.net.get_submodule(adapter.final_norm), "pre", self._final_norm_input))
         return plan
 
     def record_attention(self, module, value, weights, replay: AttentionReplay) -> None:
@@ -108,6 +117,8 @@ class LayerRecorder:
             self.on_layer(rec, self.facts.weights[i])
         if not self.keep_attention:
             rec.attention = None
+        if self.rebuild_cache is not None and _rebuildable(rec):
+            slim(rec, LayerRebuilder(self.facts, i, *s["call"], cache=self.rebuild_cache))
         self.result.layers.append(rec)
         s.clear()  # the hooks hold this very dict: clearing it is what frees the attention
         if self.after_layer is not None:
@@ -211,6 +222,21 @@ def _store_input(s: dict, key: str):
         s[key] = _f32(_hidden_arg(args, kwargs))
 
     return hook
+
+
+def _store_call(s: dict):
+    """A block's forward pre-hook that stores its input and its call's arguments (to run it again: rebuild.py)."""
+
+    def hook(mod, args, kwargs):
+        s["resid_pre"] = _f32(_hidden_arg(args, kwargs))
+        s["call"] = (args, kwargs)
+
+    return hook
+
+
+def _rebuildable(rec: LayerRecord) -> bool:
+    """Running the block again gives the same tensors: no outside code edited its stream or its head signals."""
+    return rec.edit_attn is None and rec.edit_mlp is None and not rec.signal_hooked
 
 
 def _store_output(s: dict, key: str):

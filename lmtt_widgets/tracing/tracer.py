@@ -37,6 +37,11 @@ KEEP_ATTENTION_LIMIT = 64 * 2**20
 TRIM_ATTENTION_LIMIT = 16 * 2**20
 
 
+# LayerRecord fields a long trace may drop after scoring and compute again on demand (rebuild.py). None has a
+# default: reading a dropped one goes through LayerRecord.__getattr__.
+DROPPABLE = frozenset({"resid_mid", "head_signal", "attn_out", "attn_update", "mlp_out", "mlp_update", "neurons"})
+
+
 @dataclass
 class LayerRecord:
     """What one block did at every position. Shapes: T tokens, d width, H heads, K kv heads, dh head width, F neurons."""
@@ -66,6 +71,20 @@ class LayerRecord:
     # edits.py), [T, d] with 0 on rows within rounding, or None when the identity holds everywhere.
     edit_attn: torch.Tensor | None = None  # in the attention update (the block's one update if parallel)
     edit_mlp: torch.Tensor | None = None
+    # On long prompts: what runs this block again to compute the tensors dropped after scoring (rebuild.py).
+    rebuilder: object | None = None
+
+    def __getattr__(self, name: str):
+        # Only reached for an attribute not found the usual way: a tensor a long trace dropped (rebuild.py).
+        rebuilder = self.__dict__.get("rebuilder")
+        if rebuilder is not None and name in DROPPABLE:
+            return getattr(rebuilder.record(self), name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def slim(self) -> bool:
+        """The record dropped its per-position tensors after scoring; reading one runs this block again."""
+        return self.__dict__.get("rebuilder") is not None
 
     def attention_probs(self) -> torch.Tensor:
         """[H, T, T] attention probabilities: the kept ones, or the same computed again from the stored call."""
@@ -214,6 +233,7 @@ def trace(
     # these modules build this module's records, so they are imported here rather than at the top
     from .facts import read_facts
     from .instrument import instrumented
+    from .rebuild import REBUILD_LIMIT, droppable_bytes
     from .recorder import LayerRecorder
     from ..projections.logits import LogitRows, keep_rows
 
@@ -237,8 +257,13 @@ def trace(
     )
     # a long streamed trace frees a large attention after every layer: hand that memory back as it goes
     trim = not keep_attention and facts.device.type == "cpu" and facts.n_heads * T * T >= TRIM_ATTENTION_LIMIT
+    # past REBUILD_LIMIT, per-position tensors are dropped once scored and computed again when read (rebuild.py)
+    d, F = facts.weights[0].w_out.shape
+    slim = not keep_attention and droppable_bytes(
+        facts.n_layers, T, d, facts.weights[0].w_o.shape[1], F, parallel=facts.topology == "parallel",
+        post_norms=facts.lm.adapter.attn_post_norm is not None) > REBUILD_LIMIT
     recorder = LayerRecorder(facts, result, keep_attention=keep_attention, on_layer=on_layer,
-                             after_layer=release_freed_memory if trim else None)
+                             after_layer=release_freed_memory if trim else None, slim=slim)
     with instrumented(facts.net, recorder.hooks(), facts.capture(recorder.record_attention)), \
             keep_rows(facts.net, logits_at):
         out = facts.net(input_ids=ids[None].to(facts.device), use_cache=False)

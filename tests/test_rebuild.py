@@ -1,0 +1,128 @@
+"""Long traces: attention computed in blocks of query rows, and per-layer tensors dropped after scoring and computed
+again from that layer alone when read (tracing/capture.py eager_in_row_blocks, tracing/rebuild.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmtt_widgets import explain
+from lmtt_widgets.contributions.scores import neuron_importance
+from lmtt_widgets.tracing import capture, rebuild
+from lmtt_widgets.tracing.rebuild import StaleTraceError
+from lmtt_widgets.tracing.tracer import DROPPABLE, trace
+from tiny_models import FAMILIES, loaded
+
+PROMPT = "The quick brown fox jumps over the lazy dog, again and again."  # 62 tokens of the toy tokenizer
+
+
+@pytest.fixture
+def slim_always(monkeypatch):
+    monkeypatch.setattr(rebuild, "REBUILD_LIMIT", 0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_slim_record_gives_back_exactly_what_a_full_trace_holds(family, monkeypatch):
+    lm = loaded(family)
+    full = trace(lm, PROMPT, keep_attention=False)
+    monkeypatch.setattr(rebuild, "REBUILD_LIMIT", 0)
+    slim = trace(lm, PROMPT, keep_attention=False)
+    assert not any(rec.slim for rec in full.layers)
+    for a, b in zip(full.layers, slim.layers):
+        assert b.slim and not DROPPABLE & set(vars(b))  # dropped from the record itself
+        for name in sorted(DROPPABLE):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None) == (y is None), name
+            if x is not None:
+                assert torch.equal(x, y), (family, a.index, name)
+
+
+def test_rebuilt_layers_are_cached_a_few_at_a_time(slim_always):
+    lm = loaded("llama")
+    tr = trace(lm, PROMPT, keep_attention=False)
+    rec = tr.layers[1]
+    assert rec.neurons is rec.neurons  # the second read is the kept rebuild, not another run
+    cache = rec.rebuilder.cache
+    tr.layers[0].neurons
+    assert cache.get(0) is not None and cache.get(1) is not None
+    assert len(cache._layers) <= rebuild.KEEP_REBUILT
+
+
+def test_a_model_changed_since_the_trace_is_refused(slim_always):
+    lm = loaded("llama")
+    tr = trace(lm, PROMPT, keep_attention=False)
+    with torch.no_grad():
+        lm.model.model.layers[1].mlp.down_proj.weight.mul_(1.5)
+    with pytest.raises(StaleTraceError, match="layer 1.*Explain the prompt again"):
+        tr.layers[1].mlp_out
+
+
+def test_a_layer_edited_by_a_users_hook_is_kept_whole(slim_always):
+    lm = loaded("llama")
+    block = lm.model.model.layers[0]
+    handle = block.mlp.register_forward_hook(lambda m, a, out: out + 0.5)
+    try:
+        with pytest.warns(UserWarning):
+            tr = trace(lm, PROMPT, keep_attention=False)
+    finally:
+        handle.remove()
+    assert not tr.layers[0].slim and tr.layers[1].slim
+
+
+def test_neuron_scores_of_a_slim_explanation_equal_the_full_ones(monkeypatch):
+    lm = loaded("llama", dtype=torch.float32)
+    full = explain(lm, PROMPT, keep_attention=False)
+    monkeypatch.setattr(rebuild, "REBUILD_LIMIT", 0)
+    slim = explain(lm, PROMPT, keep_attention=False)
+    assert slim.trace.layers[1].slim
+    a = neuron_importance(full.trace.layers[1], full.trace.weights[1])
+    b = neuron_importance(slim.trace.layers[1], slim.trace.weights[1])
+    assert torch.equal(a, b)
+    assert torch.equal(full.scores.layers[1].head_total, slim.scores.layers[1].head_total)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "mistral", "gpt_neox"])
+def test_attention_in_row_blocks_equals_the_full_call(family, monkeypatch):
+    lm = loaded(family)
+    full = trace(lm, PROMPT, keep_attention=True)
+    monkeypatch.setattr(capture, "ATTENTION_ROW_BLOCK", 8)  # 62 tokens: 8 blocks of rows
+    calls = []
+    eager = capture.eager_in_row_blocks
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return eager(*args, **kwargs)
+
+    monkeypatch.setattr(capture, "eager_in_row_blocks", counted)
+    blocks = trace(lm, PROMPT, keep_attention=True)
+    assert calls
+    for a, b in zip(full.layers, blocks.layers):
+        T = a.attention.shape[-1]
+        # the modeling files' softmax runs in float32 whatever the model's dtype: equal to its rounding
+        assert torch.allclose(a.attention, b.attention, rtol=0, atol=1e-6)
+        assert torch.equal(b.attention.triu(1), torch.zeros_like(b.attention))  # zero above the diagonal
+        assert torch.allclose(a.head_signal, b.head_signal, rtol=0, atol=1e-6)
+        assert b.attention.shape[-2:] == (T, T)
+
+
+def test_a_mask_that_lets_rows_see_later_keys_is_called_whole():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 2, 10, 4), torch.randn(1, 2, 10, 4), torch.randn(1, 2, 10, 4)
+    mask = torch.zeros(1, 1, 10, 10)  # bidirectional: every row sees every key
+    seen = []
+
+    def fn(module, q_, k_, v_, m_, **kw):
+        seen.append(q_.shape[-2])
+        w = torch.softmax(q_ @ k_.transpose(-1, -2) + m_, -1)
+        return (w @ v_).transpose(1, 2), w
+
+    out, w = capture.eager_in_row_blocks(fn, None, q, k, v, mask, {}, block=4)
+    assert seen[-1] == 10  # the one full call
+    ref_out, ref_w = fn(None, q, k, v, mask)
+    assert torch.equal(w, ref_w) and torch.equal(out, ref_out)
+    causal = torch.full((10, 10), torch.finfo(torch.float32).min).triu(1)[None, None]
+    seen.clear()
+    out, w = capture.eager_in_row_blocks(fn, None, q, k, v, causal, {}, block=4)
+    assert seen == [4, 4, 2]
+    ref_out, ref_w = fn(None, q, k, v, causal)
+    assert torch.allclose(w, ref_w, atol=1e-6) and torch.allclose(out, ref_out, atol=1e-6)
