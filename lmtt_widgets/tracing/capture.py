@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import inspect
 import sys
+import weakref
 from typing import Callable, Literal
 
 import torch
@@ -85,13 +86,11 @@ def eager_in_row_blocks(eager, module, query, key, value, mask, kwargs: dict, bl
     output is not laid out [B, T, H, dh].
     """
     T, block = query.shape[-2], block or ATTENTION_ROW_BLOCK
-    if T <= block or not _causal_shape(mask, T, key.shape[-2]):
-        return eager(module, query, key, value, mask, **kwargs)
+    if T <= block or not _causal_shape(mask, T, key.shape[-2]) or not _blocks_see_no_later_key(mask, block):
+        return eager(module, query, key, value, mask, **kwargs)  # not causal: the function as it is
     outputs, weights = [], None
     for r0 in range(0, T, block):
         r1 = min(T, r0 + block)
-        if not _hidden(mask[:, :, r0:r1, r1:]):  # a row sees a later key: not causal, the function as it is
-            return eager(module, query, key, value, mask, **kwargs)
         out, w = eager(module, query[:, :, r0:r1], key[:, :, :r1], value[:, :, :r1], mask[:, :, r0:r1, :r1], **kwargs)
         if out.dim() != 4 or out.shape[1] != r1 - r0 or w.shape[-2:] != (r1 - r0, r1):
             return eager(module, query, key, value, mask, **kwargs)  # another layout: the function as it is
@@ -104,6 +103,24 @@ def eager_in_row_blocks(eager, module, query, key, value, mask, kwargs: dict, bl
 
 def _causal_shape(mask, T: int, S: int) -> bool:
     return isinstance(mask, torch.Tensor) and mask.dim() == 4 and mask.shape[-2:] == (T, T) and S == T
+
+
+# masks already read (by id, while the mask lives), per block size: the layers of a pass and every later replay share
+# one mask. (A WeakKeyDictionary would compare tensors with ==, which is elementwise.)
+_causal_masks: dict[int, tuple[weakref.ref, dict[int, bool]]] = {}
+
+
+def _blocks_see_no_later_key(mask: torch.Tensor, block: int) -> bool:
+    """No row of any block of ``block`` rows sees a key after the block's last row (read once per mask)."""
+    ref, seen = _causal_masks.get(id(mask), (None, None))
+    if ref is None or ref() is not mask:
+        key = id(mask)
+        seen = {}
+        _causal_masks[key] = (weakref.ref(mask, lambda _r, key=key: _causal_masks.pop(key, None)), seen)
+    if block not in seen:
+        T = mask.shape[-2]
+        seen[block] = all(_hidden(mask[:, :, r0 : r0 + block, r0 + block :]) for r0 in range(0, T, block))
+    return seen[block]
 
 
 def _hidden(mask_part: torch.Tensor) -> bool:
