@@ -1,17 +1,16 @@
 /** Paints the flow graph on a 2D canvas: layer grid, edges batched by kind and weight, nodes, rings, layer labels. */
 import type { Theme } from "../color";
-import { binCenter, edgeGeometry, edgeStyle, WEIGHT_BINS } from "../draw";
-import { EDGE_KINDS, graphLayout, GraphLayout, NODE_BINS } from "../graph-layout";
+import { edgeGeometry, edgeStyle } from "../draw";
+import { graphLayout, GraphLayout, NODE_BINS } from "../graph-layout";
 import { findEdge } from "../graph-select";
 import { nodeAtlas, NodeAtlas, stampCell } from "../node-sprites";
-import { edgeControl, Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
+import { Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
+import { paintEdges } from "./graph-edges";
 import { routesFrom } from "../routes";
 import { Cursor, selectionToCursor } from "../selection";
 import type { GraphData } from "../state";
 import type { Selection } from "../types";
 
-/** Widest stroke (px) drawn as a 1 px hairline (see paintEdges). */
-const HAIRLINE_MAX = 2;
 // Marks a node whose update cancelled (every part farther from the sum than 0): its importances are an even split.
 const CANCEL_COLOR = "#e08a00";
 // Marks a node whose update holds an external edit (code outside the model's modules changed the stream).
@@ -109,49 +108,6 @@ function paintBackground(c: CanvasRenderingContext2D, p: PaintInput) {
     }
     c.fill();
   }
-}
-
-/** Edges: one path and one stroke per (kind, weight bin) bucket; edges wholly off screen are skipped. */
-function paintEdges(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array) {
-  const { v, size, theme, g } = p;
-  const zoom = Math.min(v.sx, v.sy) / 8;
-  const m = 8 + v.sx;
-  c.lineCap = "round";
-  EDGE_KINDS.forEach((k, ki) => {
-    for (let b = 0; b < WEIGHT_BINS; b++) {
-      const bucket = ki * WEIGHT_BINS + b;
-      const s0 = lay.start[bucket];
-      const s1 = lay.start[bucket + 1];
-      if (s0 === s1) continue;
-      const tt = binCenter(b);
-      const st = edgeStyle(k, tt, theme, zoom);
-      c.strokeStyle = st.color;
-      const alpha = k === "residual" ? 0.35 + 0.6 * tt : 0.55 + 0.45 * tt;
-      // a thin stroke is drawn 1 px wide with its width folded into its opacity: Skia draws 1 px strokes as
-      // hairlines, about twice as fast as wider ones, and the low-weight bulk of a low-τ graph is all thin
-      const thin = st.width <= HAIRLINE_MAX;
-      c.lineWidth = thin ? 1 : st.width;
-      c.globalAlpha = thin ? alpha * Math.min(1, st.width) : alpha;
-      c.setLineDash(st.dash);
-      c.beginPath();
-      for (let j = s0; j < s1; j++) {
-        const i = lay.order[j];
-        const s = g.edgeSrc[i];
-        const d = g.edgeDst[i];
-        const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
-        if ((x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m)) continue;
-        if ((y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m)) continue;
-        c.moveTo(x0, y0);
-        if (k === "attention") {
-          const [cx, cy] = edgeControl(x0, y0, x1, y1, v.sx);
-          c.quadraticCurveTo(cx, cy, x1, y1);
-        } else c.lineTo(x1, y1);
-      }
-      c.stroke();
-    }
-  });
-  c.setLineDash([]);
-  c.globalAlpha = 1;
 }
 
 /**

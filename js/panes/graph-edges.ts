@@ -1,0 +1,109 @@
+/**
+ * The flow graph's edges on a 2D canvas, batched by kind and weight bin, each kind drawn the cheapest way that shows
+ * the same picture on a software-rendered canvas (where a low-τ graph spends most of its redraw):
+ * - residual edges are vertical: filled rectangles, not stroked lines (a stroke with round caps is turned into a
+ *   polygon per edge; its caps lie under the nodes at both ends anyway);
+ * - MLP edges are dashed: the dashes are cut here, as plain segments of one path, instead of by the canvas's dash
+ *   effect, which is applied edge by edge and costs more than drawing the dashes;
+ * - attention edges are quadratic curves stroked as hairlines up to HAIRLINE_MAX px.
+ */
+import type { Theme } from "../color";
+import { binCenter, edgeStyle, WEIGHT_BINS } from "../draw";
+import { EDGE_KINDS, GraphLayout } from "../graph-layout";
+import { edgeControl, Size, View } from "../geometry";
+import type { GraphData } from "../state";
+
+/** Widest stroke (px) drawn as a 1 px hairline with its width folded into its opacity. */
+export const HAIRLINE_MAX = 2;
+
+export interface EdgeInput {
+  v: View;
+  size: Size;
+  theme: Theme;
+  g: GraphData;
+}
+
+/**
+ * Append the dashes of the segment (x0, y0) -> (x1, y1) to `out` as x0, y0, x1, y1 quadruples: `on` px drawn, `off`
+ * px skipped, starting with a dash at (x0, y0), the last one cut at the end, as the canvas dashes a path that is
+ * one line (the pattern restarts at each subpath).
+ */
+export function dashSegments(x0: number, y0: number, x1: number, y1: number, on: number, off: number, out: number[]): void {
+  const dx = x1 - x0, dy = y1 - y0;
+  const len = Math.hypot(dx, dy);
+  if (!(len > 0) || !(on > 0)) return;
+  const ux = dx / len, uy = dy / len;
+  for (let s = 0; s < len; s += on + Math.max(0, off)) {
+    const e = Math.min(len, s + on);
+    out.push(x0 + ux * s, y0 + uy * s, x0 + ux * e, y0 + uy * e);
+  }
+}
+
+/** Edge weight -> stroke opacity, by kind (residual edges are background: lighter). */
+function edgeAlpha(kind: string, t: number): number {
+  return kind === "residual" ? 0.35 + 0.6 * t : 0.55 + 0.45 * t;
+}
+
+/** Edges: one path and one stroke (or fill) per (kind, weight bin) bucket; edges wholly off screen are skipped. */
+export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array) {
+  const { v, size, theme, g } = p;
+  const zoom = Math.min(v.sx, v.sy) / 8;
+  const m = 8 + v.sx;
+  const dashes: number[] = [];
+  c.lineCap = "round";
+  c.setLineDash([]);
+  EDGE_KINDS.forEach((k, ki) => {
+    for (let b = 0; b < WEIGHT_BINS; b++) {
+      const bucket = ki * WEIGHT_BINS + b;
+      const s0 = lay.start[bucket];
+      const s1 = lay.start[bucket + 1];
+      if (s0 === s1) continue;
+      const tt = binCenter(b);
+      const st = edgeStyle(k, tt, theme, zoom);
+      // a thin stroke is drawn 1 px wide with its width folded into its opacity: Skia draws 1 px strokes as
+      // hairlines, about twice as fast as wider ones, and the low-weight bulk of a low-τ graph is all thin
+      const thin = st.width <= HAIRLINE_MAX;
+      const lw = thin ? 1 : st.width;
+      const alpha = edgeAlpha(k, tt);
+      c.globalAlpha = thin ? alpha * Math.min(1, st.width) : alpha;
+      c.strokeStyle = c.fillStyle = st.color;
+      c.lineWidth = lw;
+      c.beginPath();
+      // edges the cheap form does not fit (a residual edge that is not vertical): stroked after the bucket
+      let odd: number[] | null = null;
+      for (let j = s0; j < s1; j++) {
+        const i = lay.order[j];
+        const s = g.edgeSrc[i];
+        const d = g.edgeDst[i];
+        const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
+        if ((x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m)) continue;
+        if ((y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m)) continue;
+        if (k === "attention") {
+          const [cx, cy] = edgeControl(x0, y0, x1, y1, v.sx);
+          c.moveTo(x0, y0);
+          c.quadraticCurveTo(cx, cy, x1, y1);
+        } else if (k === "mlp") {
+          dashes.length = 0;
+          dashSegments(x0, y0, x1, y1, st.dash[0], st.dash[1], dashes);
+          for (let q = 0; q < dashes.length; q += 4) {
+            c.moveTo(dashes[q], dashes[q + 1]);
+            c.lineTo(dashes[q + 2], dashes[q + 3]);
+          }
+        } else if (x0 === x1) {
+          c.rect(x0 - lw / 2, Math.min(y0, y1), lw, Math.abs(y1 - y0));
+        } else (odd ??= []).push(x0, y0, x1, y1);
+      }
+      if (k === "residual") c.fill();
+      else c.stroke();
+      if (odd) {
+        c.beginPath();
+        for (let q = 0; q < odd.length; q += 4) {
+          c.moveTo(odd[q], odd[q + 1]);
+          c.lineTo(odd[q + 2], odd[q + 3]);
+        }
+        c.stroke();
+      }
+    }
+  });
+  c.globalAlpha = 1;
+}

@@ -1,0 +1,96 @@
+import { describe, expect, it } from "vitest";
+import { fitView } from "../geometry";
+import { graphLayout } from "../graph-layout";
+import { dashSegments, paintEdges } from "../panes/graph-edges";
+import { tinyGraph } from "./tiny-graph";
+
+const theme = { dark: false, bg: "#ffffff", fg: "#1f1f1f", muted: "#6b6b6b", grid: "#e3e3e3", accent: "#d9480f", residual: "#9aa0a6", font: "sans-serif" };
+
+/** A 2D context that records the calls the edge painter makes (happy-dom has no canvas). */
+function recorder() {
+  const calls: [string, ...unknown[]][] = [];
+  const state: Record<string, unknown> = {};
+  const ctx = new Proxy(state, {
+    get(_t, name: string) {
+      if (name in state) return state[name];
+      return (...args: unknown[]) => calls.push([name, ...args]);
+    },
+    set(_t, name: string, value) {
+      state[name] = value;
+      calls.push([`=${name}`, value]);
+      return true;
+    },
+  });
+  return { ctx: ctx as unknown as CanvasRenderingContext2D, calls };
+}
+
+describe("dashes cut in script", () => {
+  it("starts with a dash, alternates on / off along the segment and cuts the last dash at the end", () => {
+    const out: number[] = [];
+    dashSegments(0, 0, 12, 0, 3, 2, out);
+    expect(out).toEqual([0, 0, 3, 0, 5, 0, 8, 0, 10, 0, 12, 0]);
+  });
+
+  it("follows the segment's direction and restarts the pattern for each segment", () => {
+    const out: number[] = [];
+    dashSegments(0, 10, 0, 0, 4, 4, out); // upwards, length 10: dashes [0, 4] and [8, 10]
+    expect(out).toEqual([0, 10, 0, 6, 0, 2, 0, 0]);
+    dashSegments(5, 5, 5, 5, 4, 4, out); // zero length: nothing
+    expect(out.length).toBe(8);
+  });
+});
+
+describe("edge painter", () => {
+  const g = tinyGraph();
+  const lay = graphLayout(g);
+  const size = { w: 300, h: 200 };
+  const v = fitView(2, 1, size);
+  const nx = new Float32Array(g.n);
+  const ny = new Float32Array(g.n);
+  for (let i = 0; i < g.n; i++) {
+    nx[i] = v.tx + lay.col[i] * v.sx;
+    ny[i] = v.ty - lay.row[i] * v.sy;
+  }
+
+  it("fills vertical residual edges as rectangles between their nodes, strokes no dash pattern", () => {
+    const { ctx, calls } = recorder();
+    paintEdges(ctx, { v, size, theme, g }, lay, nx, ny);
+    const rects = calls.filter((c) => c[0] === "rect");
+    // residual edges 1 (node 1 -> 2) and 4 (node 2 -> 4), both in token 1's column
+    expect(rects.length).toBe(2);
+    for (const [, x, y, w, hh] of rects as [string, number, number, number, number][]) {
+      expect(x + w / 2).toBeCloseTo(nx[2]);
+      expect(hh).toBeGreaterThan(0);
+    }
+    // each spans its two nodes (upper node's y to lower node's y)
+    const r2 = (q: number) => Math.round(q * 100) / 100;
+    const spans = (rects as [string, number, number, number, number][]).map(([, , y, , hh]) => [r2(y), r2(y + hh)]);
+    expect(spans).toContainEqual([r2(ny[2]), r2(ny[1])]);
+    expect(spans).toContainEqual([r2(ny[4]), r2(ny[2])]);
+    // no dash effect left on the context (the MLP dashes are segments of the path)
+    const dashes = calls.filter((c) => c[0] === "setLineDash").map((c) => c[1] as number[]);
+    expect(dashes.every((d) => d.length === 0)).toBe(true);
+    expect(calls.filter((c) => c[0] === "quadraticCurveTo").length).toBe(1); // the one attention edge
+  });
+
+  it("cuts each MLP edge into dashes of the style's pattern", () => {
+    const { ctx, calls } = recorder();
+    paintEdges(ctx, { v, size, theme, g }, lay, nx, ny);
+    // path segments between the fill of the residual bucket(s) and the attention curve: the MLP dashes
+    const moves = calls.filter((c) => c[0] === "moveTo" || c[0] === "lineTo");
+    const lines = calls.filter((c) => c[0] === "lineTo").length;
+    expect(lines).toBeGreaterThanOrEqual(2); // at least one dash per MLP edge
+    // dashes lie on the segment from node 2 to node 3 or from node 3 to node 4
+    for (let q = 0; q + 1 < moves.length; q++) {
+      if (moves[q][0] !== "moveTo" || moves[q + 1][0] !== "lineTo") continue;
+      const [, ax, ay] = moves[q] as [string, number, number];
+      const [, bx, by] = moves[q + 1] as [string, number, number];
+      const onSeg = (s: number, d: number) => {
+        const cross = (nx[d] - nx[s]) * (by - ay) - (ny[d] - ny[s]) * (bx - ax);
+        return Math.abs(cross) < 1e-3 && Math.min(nx[s], nx[d]) - 1e-3 <= Math.min(ax, bx) && Math.max(ax, bx) <= Math.max(nx[s], nx[d]) + 1e-3;
+      };
+      if (ax === bx) continue; // the attention edge's start (moveTo before a curve) is not a dash
+      expect(onSeg(2, 3) || onSeg(3, 4)).toBe(true);
+    }
+  });
+});
