@@ -136,10 +136,11 @@ function stampNodes(c: CanvasRenderingContext2D, p: PaintInput, visible: number[
   const H = Math.min(c.canvas.height, y1 + cell) - y0;
   if (!(W > 0 && H > 0)) return;
   const img = c.createImageData(W, H);
+  const words = new Uint32Array(img.data.buffer, img.data.byteOffset, W * H);
   visible.forEach((idx, b) => {
     for (const i of idx) {
       const shape = g.nodeKind[i] === "mlp" ? 1 : 0;
-      stampCell(img.data, W, H, atlas, b, shape, Math.round(nx[i] * dpr - half) - x0, Math.round(ny[i] * dpr - half) - y0);
+      stampCell(img.data, W, H, atlas, b, shape, Math.round(nx[i] * dpr - half) - x0, Math.round(ny[i] * dpr - half) - y0, words);
     }
   });
   c.putImageData(img, x0, y0);
