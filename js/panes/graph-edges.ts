@@ -2,7 +2,8 @@
  * The flow graph's edges on a 2D canvas, batched by kind and weight bin, each kind drawn the cheapest way that shows
  * the same picture on a software-rendered canvas (where a low-τ graph spends most of its redraw):
  * - residual edges are vertical: filled rectangles, not stroked lines (a stroke with round caps is turned into a
- *   polygon per edge; its caps lie under the nodes at both ends anyway);
+ *   polygon per edge; its caps lie under the nodes at both ends anyway), the edges of one weight bin that stack
+ *   end to end in a column filled as one rectangle (see GraphLayout.runs);
  * - MLP edges are dashed: the dashes are cut here, as plain segments of one path, instead of by the canvas's dash
  *   effect, which is applied edge by edge and costs more than drawing the dashes;
  * - attention edges are quadratic curves stroked as hairlines up to HAIRLINE_MAX px.
@@ -69,8 +70,10 @@ export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: Graph
       c.strokeStyle = c.fillStyle = st.color;
       c.lineWidth = lw;
       c.beginPath();
-      // edges the cheap form does not fit (a residual edge that is not vertical): stroked after the bucket
-      let odd: number[] | null = null;
+      if (k === "residual") {
+        paintRuns(c, p, lay, b, lw, nx, ny, m);
+        continue;
+      }
       for (let j = s0; j < s1; j++) {
         const i = lay.order[j];
         const s = g.edgeSrc[i];
@@ -82,28 +85,44 @@ export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: Graph
           const [cx, cy] = edgeControl(x0, y0, x1, y1, v.sx);
           c.moveTo(x0, y0);
           c.quadraticCurveTo(cx, cy, x1, y1);
-        } else if (k === "mlp") {
+        } else {
           dashes.length = 0;
           dashSegments(x0, y0, x1, y1, st.dash[0], st.dash[1], dashes);
           for (let q = 0; q < dashes.length; q += 4) {
             c.moveTo(dashes[q], dashes[q + 1]);
             c.lineTo(dashes[q + 2], dashes[q + 3]);
           }
-        } else if (x0 === x1) {
-          c.rect(x0 - lw / 2, Math.min(y0, y1), lw, Math.abs(y1 - y0));
-        } else (odd ??= []).push(x0, y0, x1, y1);
-      }
-      if (k === "residual") c.fill();
-      else c.stroke();
-      if (odd) {
-        c.beginPath();
-        for (let q = 0; q < odd.length; q += 4) {
-          c.moveTo(odd[q], odd[q + 1]);
-          c.lineTo(odd[q + 2], odd[q + 3]);
         }
-        c.stroke();
       }
+      c.stroke();
     }
   });
   c.globalAlpha = 1;
+}
+
+/**
+ * One weight bin's residual runs (see GraphLayout.runs): a filled rectangle `lw` wide between the two nodes of each
+ * vertical run (a round-capped stroke's caps would lie under those nodes), a stroked line for any other.
+ */
+function paintRuns(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, b: number, lw: number, nx: Float32Array, ny: Float32Array, m: number) {
+  const { size } = p;
+  let odd = false;
+  for (let q = lay.runStart[b]; q < lay.runStart[b + 1]; q++) {
+    const s = lay.runs[2 * q], d = lay.runs[2 * q + 1];
+    const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
+    if ((x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m)) continue;
+    if ((y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m)) continue;
+    if (x0 === x1) c.rect(x0 - lw / 2, Math.min(y0, y1), lw, Math.abs(y1 - y0));
+    else odd = true;
+  }
+  c.fill();
+  if (!odd) return;
+  c.beginPath();
+  for (let q = lay.runStart[b]; q < lay.runStart[b + 1]; q++) {
+    const s = lay.runs[2 * q], d = lay.runs[2 * q + 1];
+    if (nx[s] === nx[d]) continue;
+    c.moveTo(nx[s], ny[s]);
+    c.lineTo(nx[d], ny[d]);
+  }
+  c.stroke();
 }

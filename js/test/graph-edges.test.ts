@@ -73,6 +73,19 @@ describe("edge painter", () => {
     expect(calls.filter((c) => c[0] === "quadraticCurveTo").length).toBe(1); // the one attention edge
   });
 
+  it("fills residual edges of one weight bin stacked in a column as one rectangle over both", () => {
+    const g2 = tinyGraph();
+    g2.edgeWeight[1] = g2.edgeWeight[4]; // residual 1 -> 2 and 2 -> 4 now share a bin
+    const lay2 = graphLayout(g2);
+    const { ctx, calls } = recorder();
+    paintEdges(ctx, { v, size, theme, g: g2 }, lay2, nx, ny);
+    const rects = calls.filter((c) => c[0] === "rect") as [string, number, number, number, number][];
+    expect(rects.length).toBe(1);
+    const [, , y, , hh] = rects[0];
+    expect(y).toBeCloseTo(ny[4]); // the upper end of the upper edge
+    expect(y + hh).toBeCloseTo(ny[1]); // the lower end of the lower edge
+  });
+
   it("cuts each MLP edge into dashes of the style's pattern", () => {
     const { ctx, calls } = recorder();
     paintEdges(ctx, { v, size, theme, g }, lay, nx, ny);
