@@ -1,9 +1,9 @@
 /**
  * The flow graph's edges on a 2D canvas, batched by kind and weight bin, each kind drawn the cheapest way that shows
  * the same picture on a software-rendered canvas (where a low-τ graph spends most of its redraw):
- * - residual edges are vertical: filled rectangles, not stroked lines (a stroke with round caps is turned into a
- *   polygon per edge; its caps lie under the nodes at both ends anyway), the edges of one weight bin that stack
- *   end to end in a column filled as one rectangle (see GraphLayout.runs);
+ * - residual edges are vertical, and the edges of one weight bin that stack end to end in a column are drawn as
+ *   one (see GraphLayout.runs): a hairline, or where wider a filled rectangle, not a stroke (a stroke with round
+ *   caps is turned into a polygon per edge; its caps lie under the nodes at both ends anyway);
  * - MLP edges are dashed: the dashes are cut here, as plain segments of one path, instead of by the canvas's dash
  *   effect, which is applied edge by edge and costs more than drawing the dashes;
  * - attention edges are quadratic curves stroked as hairlines up to HAIRLINE_MAX px;
@@ -122,21 +122,27 @@ export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: Graph
 }
 
 /**
- * One weight bin's residual runs (see GraphLayout.runs): a filled rectangle `lw` wide between the two nodes of each
- * vertical run (a round-capped stroke's caps would lie under those nodes), a stroked line for any other.
+ * One weight bin's residual runs (see GraphLayout.runs): a 1 px run as a hairline (the cheapest shape Skia draws),
+ * a wider one as a filled rectangle `lw` wide between its two nodes (a round-capped stroke's caps would lie under
+ * those nodes), any run that is not vertical as a stroked line.
  */
 function paintRuns(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, b: number, lw: number, nx: Float32Array, ny: Float32Array, m: number) {
   const { size } = p;
+  const hairline = lw <= 1;
   let odd = false;
   for (let q = lay.runStart[b]; q < lay.runStart[b + 1]; q++) {
     const s = lay.runs[2 * q], d = lay.runs[2 * q + 1];
     const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
     if ((x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m)) continue;
     if ((y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m)) continue;
-    if (x0 === x1) c.rect(x0 - lw / 2, Math.min(y0, y1), lw, Math.abs(y1 - y0));
-    else odd = true;
+    if (x0 !== x1) odd = true;
+    else if (hairline) {
+      c.moveTo(x0, y0);
+      c.lineTo(x1, y1);
+    } else c.rect(x0 - lw / 2, Math.min(y0, y1), lw, Math.abs(y1 - y0));
   }
-  c.fill();
+  if (hairline) c.stroke();
+  else c.fill();
   if (!odd) return;
   c.beginPath();
   for (let q = lay.runStart[b]; q < lay.runStart[b + 1]; q++) {
