@@ -32,6 +32,8 @@ export interface GraphLayout {
    */
   runs: Uint32Array;
   runStart: Uint32Array;
+  /** Columns the attention edges span, summed: their drawn length in px is about this times px per column. */
+  attentionSpan: number;
 }
 
 /** Bucket of an edge: its kind's place in EDGE_KINDS × WEIGHT_BINS + its weight bin; -1 for an unknown kind. */
@@ -114,7 +116,9 @@ export function graphLayout(g: GraphData): GraphLayout {
     bins[i] = colorBin(importance[i]);
     if (g.nodeKind[i] === "mlp") mlpNodes.add(`${g.nodeLayer[i]}:${g.nodeToken[i]}`);
   }
-  lay = { order, start, col, row, importance, colorBin: bins, mlpNodes, ...residualRuns(g, order, start, col, row) };
+  let attentionSpan = 0;
+  for (let i = 0; i < g.e; i++) if (g.edgeKind[i] === "attention") attentionSpan += Math.abs(col[g.edgeSrc[i]] - col[g.edgeDst[i]]);
+  lay = { order, start, col, row, importance, colorBin: bins, mlpNodes, ...residualRuns(g, order, start, col, row), attentionSpan };
   cache.set(g, lay);
   return lay;
 }

@@ -42,6 +42,19 @@ export function dashSegments(x0: number, y0: number, x1: number, y1: number, on:
 }
 
 /**
+ * Where the thin attention curves go: a canvas `kx` times as wide as the layer (same height, same transform), drawn
+ * with x scaled by kx and composited stretched back over the layer (by `flush`, called once they are all drawn).
+ * The curves are long and nearly horizontal (a row apart, often a hundred columns across), and a hairline costs
+ * Skia its length in pixels: at kx = 1/2 half the work, while a horizontal line stretched sideways stays the same
+ * line (only the short bend into the destination node is widened).
+ */
+export interface ThinLayer {
+  c: CanvasRenderingContext2D;
+  kx: number;
+  flush(): void;
+}
+
+/**
  * Wide strokes are stroked this many shapes at a time: Skia fills a wide stroke as one polygon, and its scan
  * converter slows down far more than in proportion with the shapes in one path (the 2,000 dashes of the heaviest MLP
  * bin at τ = 0.005, 512 tokens: 31 ms in one stroke, 3.5 ms in strokes of 32). Where two shapes of one bin overlap
@@ -58,14 +71,17 @@ function edgeAlpha(kind: string, t: number): number {
  * Edges: one path and one stroke (or fill) per (kind, weight bin) bucket, wide strokes in batches of WIDE_BATCH;
  * edges wholly off screen are skipped.
  */
-export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array) {
+export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array, thinLayer?: ThinLayer) {
   const { v, size, theme, g } = p;
   const zoom = Math.min(v.sx, v.sy) / 8;
   const m = 8 + v.sx;
   const dashes: number[] = [];
   c.lineCap = "round";
   c.setLineDash([]);
-  EDGE_KINDS.forEach((k, ki) => {
+  let pending: ThinLayer | null = null;
+  const outer = c;
+  for (let ki = 0; ki < EDGE_KINDS.length; ki++) {
+    const k = EDGE_KINDS[ki];
     for (let b = 0; b < WEIGHT_BINS; b++) {
       const bucket = ki * WEIGHT_BINS + b;
       const s0 = lay.start[bucket];
@@ -78,6 +94,17 @@ export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: Graph
       const thin = st.width <= HAIRLINE_MAX;
       const lw = thin ? 1 : st.width;
       const alpha = edgeAlpha(k, tt);
+      // thin attention curves into the narrow layer, if any; the first wide one flushes it, so that the heavier
+      // curves stay on top as before
+      const narrow = k === "attention" && thin && thinLayer ? thinLayer : null;
+      if (pending && !narrow) {
+        pending.flush();
+        pending = null;
+      }
+      if (narrow) pending = narrow;
+      const kx = narrow ? narrow.kx : 1;
+      const c = narrow ? narrow.c : outer;
+      c.lineCap = "round";
       c.globalAlpha = thin ? alpha * Math.min(1, st.width) : alpha;
       c.strokeStyle = c.fillStyle = st.color;
       c.lineWidth = lw;
@@ -97,8 +124,8 @@ export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: Graph
         if ((y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m)) continue;
         if (k === "attention") {
           const [cx, cy] = edgeControl(x0, y0, x1, y1, v.sx);
-          c.moveTo(x0, y0);
-          c.quadraticCurveTo(cx, cy, x1, y1);
+          c.moveTo(x0 * kx, y0);
+          c.quadraticCurveTo(cx * kx, cy, x1 * kx, y1);
           shapes++;
         } else {
           dashes.length = 0;
@@ -117,8 +144,9 @@ export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: Graph
       }
       c.stroke();
     }
-  });
-  c.globalAlpha = 1;
+  }
+  (pending as ThinLayer | null)?.flush();
+  outer.globalAlpha = 1;
 }
 
 /**

@@ -5,7 +5,7 @@ import { graphLayout, GraphLayout, NODE_BINS } from "../graph-layout";
 import { findEdge } from "../graph-select";
 import { nodeAtlas, NodeAtlas, stampCell } from "../node-sprites";
 import { Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
-import { paintEdges } from "./graph-edges";
+import { paintEdges, ThinLayer } from "./graph-edges";
 import { routesFrom } from "../routes";
 import { Cursor, selectionToCursor } from "../selection";
 import type { GraphData } from "../state";
@@ -43,11 +43,13 @@ export interface PaintCache {
   key: string;
   bg: HTMLCanvasElement | null;
   edges: HTMLCanvasElement | null;
+  /** the thin attention curves, THIN_KX of the width, stretched onto `edges` (see ThinLayer) */
+  thin: HTMLCanvasElement | null;
   nodes: HTMLCanvasElement | null;
 }
 
 export function newPaintCache(): PaintCache {
-  return { bgKey: "", key: "", bg: null, edges: null, nodes: null };
+  return { bgKey: "", key: "", bg: null, edges: null, thin: null, nodes: null };
 }
 
 const graphIds = new WeakMap<GraphData, number>();
@@ -178,6 +180,43 @@ function paintNodes(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout
   c.setLineDash([]);
 }
 
+/** Share of the width the thin attention curves of a dense graph are drawn at (see ThinLayer). */
+export const THIN_KX = 0.5;
+/**
+ * Device px of attention curves from which they go to the narrow layer: below it, stretching the layer back costs
+ * about what the narrow layer saves (drawing a pixel of hairline ~7 ns, the stretch ~1 ms at 1270 × 579), and a
+ * graph of a few hundred edges keeps its full-width curves.
+ */
+export const NARROW_FROM_PX = 300_000;
+
+/**
+ * The narrow layer of the thin attention curves, cleared, flushing onto the edges layer `lc` (W × H device px);
+ * none when the curves are short enough in total (`px`) to be drawn at full width.
+ */
+export function thinLayer(cache: PaintCache, lc: CanvasRenderingContext2D, dpr: number, W: number, H: number, px: number): ThinLayer | undefined {
+  const kx = THIN_KX;
+  if (px < NARROW_FROM_PX) return undefined;
+  const w = Math.ceil(W * kx);
+  const cv = (cache.thin = layerCanvas(cache.thin, w, H));
+  const tc = cv.getContext("2d");
+  if (!tc) return undefined;
+  tc.setTransform(1, 0, 0, 1, 0, 0);
+  tc.clearRect(0, 0, w, H);
+  tc.setTransform(dpr, 0, 0, dpr, 0, 0);
+  return {
+    c: tc,
+    kx,
+    flush() {
+      lc.save();
+      lc.setTransform(1, 0, 0, 1, 0, 0);
+      lc.globalAlpha = 1;
+      lc.imageSmoothingEnabled = true;
+      lc.drawImage(cv, 0, 0, w, H, 0, 0, w / kx, H);
+      lc.restore();
+    },
+  };
+}
+
 /** Draw `paintLayer` into the layer's bitmap when `fresh` (else reuse what it holds) and composite it onto `c`. */
 function composite(c: CanvasRenderingContext2D, p: PaintInput, cv: HTMLCanvasElement, fresh: boolean, paintLayer: (lc: CanvasRenderingContext2D) => void) {
   const lc = cv.getContext("2d");
@@ -219,7 +258,8 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   c.globalAlpha = 0.09;
   c.fillRect(txc - v.sx / 2, 0, v.sx, size.h);
   c.globalAlpha = 1;
-  composite(c, p, edgesCv, fresh, (lc) => paintEdges(lc, p, lay, ...screen()));
+  const attentionPx = lay.attentionSpan * v.sx * p.dpr;
+  composite(c, p, edgesCv, fresh, (lc) => paintEdges(lc, p, lay, ...screen(), thinLayer(cache, lc, p.dpr, W, H, attentionPx)));
   const zoom = Math.min(v.sx, v.sy) / 8;
   // a selected input token (embedding node): the routes that start at it
   if (sel && sel.kind === "node" && sel.node_kind === "embedding") {

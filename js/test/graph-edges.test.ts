@@ -7,8 +7,7 @@ import { tinyGraph } from "./tiny-graph";
 const theme = { dark: false, bg: "#ffffff", fg: "#1f1f1f", muted: "#6b6b6b", grid: "#e3e3e3", accent: "#d9480f", residual: "#9aa0a6", font: "sans-serif" };
 
 /** A 2D context that records the calls the edge painter makes (happy-dom has no canvas). */
-function recorder() {
-  const calls: [string, ...unknown[]][] = [];
+function recorder(calls: [string, ...unknown[]][] = []) {
   const state: Record<string, unknown> = {};
   const ctx = new Proxy(state, {
     get(_t, name: string) {
@@ -105,5 +104,52 @@ describe("edge painter", () => {
       if (ax === bx) continue; // the attention edge's start (moveTo before a curve) is not a dash
       expect(onSeg(2, 3) || onSeg(3, 4)).toBe(true);
     }
+  });
+});
+
+describe("narrow layer of the thin attention curves", () => {
+  const g = tinyGraph();
+  const lay = graphLayout(g);
+  const size = { w: 300, h: 200 };
+  // zoomed out so that every edge is thin (as in a dense graph)
+  const v = { ...fitView(2, 1, size), sx: 6, sy: 6 };
+  const nx = new Float32Array(g.n);
+  const ny = new Float32Array(g.n);
+  for (let i = 0; i < g.n; i++) {
+    nx[i] = v.tx + lay.col[i] * v.sx;
+    ny[i] = v.ty - lay.row[i] * v.sy;
+  }
+
+  it("takes the thin attention curves with x scaled by kx, flushed before the wide curves are drawn over them", () => {
+    const g2 = tinyGraph();
+    g2.edgeWeight[0] = 0.05; // a light attention edge: thin
+    g2.edgeKind[4] = "attention"; // the heaviest edge (node 2 -> 4) as a wide attention curve
+    const lay2 = graphLayout(g2);
+    const log: [string, ...unknown[]][] = [];
+    const main = recorder(log);
+    const narrow = recorder([]);
+    paintEdges(main.ctx, { v, size, theme, g: g2 }, lay2, nx, ny, { c: narrow.ctx, kx: 0.5, flush: () => log.push(["flush"]) });
+    const thin = narrow.calls.filter((c) => c[0] === "quadraticCurveTo") as [string, number, number, number, number][];
+    expect(thin.length).toBe(1);
+    expect(thin[0][3]).toBeCloseTo(nx[2] * 0.5); // edge 0 ends at node 2: x halved, y kept
+    expect(thin[0][4]).toBeCloseTo(ny[2]);
+    expect(narrow.calls.some((c) => c[0] === "stroke")).toBe(true);
+    // the wide curve is drawn at full width, after the narrow layer was flushed (once)
+    const wide = log.findIndex((c) => c[0] === "quadraticCurveTo");
+    expect(wide).toBeGreaterThan(-1);
+    expect((log[wide] as number[])[3]).toBeCloseTo(nx[4]);
+    expect(log.filter((c) => c[0] === "flush").length).toBe(1);
+    expect(log.findIndex((c) => c[0] === "flush")).toBeLessThan(wide);
+  });
+
+  it("is left alone by a graph without thin attention curves", () => {
+    const g2 = tinyGraph();
+    g2.edgeKind[0] = "residual"; // the one attention edge gone
+    const main = recorder();
+    const narrow = recorder();
+    let flushed = 0;
+    paintEdges(main.ctx, { v, size, theme, g: g2 }, graphLayout(g2), nx, ny, { c: narrow.ctx, kx: 0.5, flush: () => flushed++ });
+    expect(narrow.calls.filter((c) => c[0] === "stroke").length).toBe(0);
+    expect(flushed).toBe(0);
   });
 });
