@@ -25,6 +25,11 @@ interface Sprite {
   /** the same RGBA as bytes */
   bytes: Uint8Array;
   alpha: Uint8Array;
+  /** how many of the pixels (the first ones) are opaque */
+  opaque: number;
+  /** dy * width + dx for an image `width` px wide (the last one asked for) */
+  lin: Int32Array;
+  width: number;
 }
 
 export function cellSprites(pixels: Uint8ClampedArray, cell: number): Sprite[] {
@@ -34,20 +39,25 @@ export function cellSprites(pixels: Uint8ClampedArray, cell: number): Sprite[] {
   for (let shape = 0; shape < 2; shape++) {
     for (let bin = 0; bin < NODE_BINS; bin++) {
       const idx: number[] = [];
-      for (let j = 0; j < cell; j++) {
-        for (let i = 0; i < cell; i++) {
-          const k = (shape * cell + j) * AW + bin * cell + i;
-          if (pixels[k * 4 + 3]) idx.push(j, i, k);
+      // opaque pixels first: they are copied without looking at what lies under them
+      for (const opaque of [true, false]) {
+        for (let j = 0; j < cell; j++) {
+          for (let i = 0; i < cell; i++) {
+            const k = (shape * cell + j) * AW + bin * cell + i;
+            const a = pixels[k * 4 + 3];
+            if (a && (a === 255) === opaque) idx.push(j, i, k);
+          }
         }
       }
       const n = idx.length / 3;
       const rgba = new Uint32Array(n);
-      const sp = { dx: new Int16Array(n), dy: new Int16Array(n), rgba, bytes: new Uint8Array(rgba.buffer), alpha: new Uint8Array(n) };
+      const sp = { dx: new Int16Array(n), dy: new Int16Array(n), rgba, bytes: new Uint8Array(rgba.buffer), alpha: new Uint8Array(n), opaque: 0, lin: new Int32Array(n), width: -1 };
       for (let q = 0; q < n; q++) {
         sp.dy[q] = idx[3 * q];
         sp.dx[q] = idx[3 * q + 1];
         sp.rgba[q] = words[idx[3 * q + 2]];
         sp.alpha[q] = pixels[idx[3 * q + 2] * 4 + 3];
+        if (sp.alpha[q] === 255) sp.opaque++;
       }
       out.push(sp);
     }
@@ -100,8 +110,19 @@ export function stampCell(dst: Uint8ClampedArray, W: number, H: number, atlas: N
   const sp = atlas.sprites[shape * NODE_BINS + bin];
   const d32 = words ?? new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 2);
   const inside = x >= 0 && y >= 0 && x + atlas.cell <= W && y + atlas.cell <= H;
-  // only the stamp's inked pixels, copied as whole words where nothing lies under them (most of them)
-  for (let q = 0; q < sp.alpha.length; q++) {
+  let q = 0;
+  if (inside) {
+    // the usual case: the opaque pixels copied as whole words at offsets from the stamp's corner
+    if (sp.width !== W) {
+      for (let k = 0; k < sp.lin.length; k++) sp.lin[k] = sp.dy[k] * W + sp.dx[k];
+      sp.width = W;
+    }
+    const base = y * W + x;
+    for (; q < sp.opaque; q++) d32[base + sp.lin[q]] = sp.rgba[q];
+  }
+  // the rest (or all of a stamp hanging over an edge): only the inked pixels, copied as whole words where
+  // nothing lies under them
+  for (; q < sp.alpha.length; q++) {
     const px = x + sp.dx[q], py = y + sp.dy[q];
     if (!inside && (px < 0 || py < 0 || px >= W || py >= H)) continue;
     const p = py * W + px;
