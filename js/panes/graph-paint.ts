@@ -113,6 +113,18 @@ function paintBackground(c: CanvasRenderingContext2D, p: PaintInput) {
 }
 
 /**
+ * A cleared W × H image for the node stamps, the last one reused when the size is the same: a fresh one is megabytes
+ * of memory the system hands out page by page and the collector then reclaims, on every τ change. Shared by every
+ * graph on the page, which is safe because it is written and put back within one synchronous draw.
+ */
+let scratch: ImageData | null = null;
+function scratchImage(c: CanvasRenderingContext2D, W: number, H: number): ImageData {
+  if (scratch && scratch.width === W && scratch.height === H) scratch.data.fill(0);
+  else scratch = c.createImageData(W, H);
+  return scratch;
+}
+
+/**
  * Nodes as copies of their stamp, at whole device pixels, lowest colour bin first, written into the layer's pixels:
  * the layer must be clear (it is: nodes are the first thing on it).
  */
@@ -137,7 +149,7 @@ function stampNodes(c: CanvasRenderingContext2D, p: PaintInput, visible: number[
   const W = Math.min(c.canvas.width, x1 + cell) - x0;
   const H = Math.min(c.canvas.height, y1 + cell) - y0;
   if (!(W > 0 && H > 0)) return;
-  const img = c.createImageData(W, H);
+  const img = scratchImage(c, W, H);
   const words = new Uint32Array(img.data.buffer, img.data.byteOffset, W * H);
   visible.forEach((idx, b) => {
     for (const i of idx) {
