@@ -1,7 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { fitView } from "../geometry";
 import { graphLayout } from "../graph-layout";
-import { dashSegments, paintEdges } from "../panes/graph-edges";
+import { encodeArray } from "../codec";
+import { binCenter, edgeStyle, WEIGHT_BINS } from "../draw";
+import { dashSegments, HAIRLINE_MAX, paintEdges, WIDE_BATCH } from "../panes/graph-edges";
+import { decodeGraph } from "../state";
 import { tinyGraph } from "./tiny-graph";
 
 const theme = { dark: false, bg: "#ffffff", fg: "#1f1f1f", muted: "#6b6b6b", grid: "#e3e3e3", accent: "#d9480f", residual: "#9aa0a6", font: "sans-serif" };
@@ -151,5 +154,66 @@ describe("narrow layer of the thin attention curves", () => {
     paintEdges(main.ctx, { v, size, theme, g: g2 }, graphLayout(g2), nx, ny, { c: narrow.ctx, kx: 0.5, flush: () => flushed++ });
     expect(narrow.calls.filter((c) => c[0] === "stroke").length).toBe(0);
     expect(flushed).toBe(0);
+  });
+});
+
+describe("wide strokes in batches", () => {
+  it("strokes a bin of many wide MLP dashes WIDE_BATCH shapes at a time, every dash drawn once", () => {
+    // 40 tokens, each with a heavy MLP edge (after attention -> MLP block) in the same weight bin
+    const n = 40;
+    const kinds = new Uint8Array(2 * n);
+    const layers = new Int32Array(2 * n);
+    const tokens = new Uint32Array(2 * n);
+    const src = new Uint32Array(n), dst = new Uint32Array(n);
+    for (let t = 0; t < n; t++) {
+      kinds.set([1, 2], 2 * t);
+      tokens.set([t, t], 2 * t);
+      src[t] = 2 * t;
+      dst[t] = 2 * t + 1;
+    }
+    const g = decodeGraph({
+      node_kind: encodeArray(kinds, [2 * n]),
+      node_layer: encodeArray(layers, [2 * n]),
+      node_token: encodeArray(tokens, [2 * n]),
+      edge_src: encodeArray(src, [n]),
+      edge_dst: encodeArray(dst, [n]),
+      edge_weight: encodeArray(new Float32Array(n).fill(1), [n]),
+      edge_kind: encodeArray(new Uint8Array(n).fill(2), [n]),
+      edge_heads: encodeArray(new Float32Array(n * 2), [n, 2]),
+    });
+    const lay = graphLayout(g);
+    const size = { w: 2000, h: 300 };
+    const v = { sx: 40, sy: 40, tx: 20, ty: 250 }; // zoomed in: the MLP edges are wide
+    const nx = new Float32Array(g.n), ny = new Float32Array(g.n);
+    for (let i = 0; i < g.n; i++) {
+      nx[i] = v.tx + lay.col[i] * v.sx;
+      ny[i] = v.ty - lay.row[i] * v.sy;
+    }
+    const { ctx, calls } = recorder();
+    paintEdges(ctx, { v, size, theme, g }, lay, nx, ny);
+    const widths = calls.filter((c) => c[0] === "=lineWidth").map((c) => c[1] as number);
+    expect(Math.max(...widths)).toBeGreaterThan(HAIRLINE_MAX);
+    // shapes (moveTo) per stroke: none over WIDE_BATCH, more than one stroke, and all the dashes of all edges
+    const perStroke: number[] = [];
+    let shapes = 0;
+    for (const c of calls) {
+      if (c[0] === "moveTo") shapes++;
+      if (c[0] === "stroke") {
+        perStroke.push(shapes);
+        shapes = 0;
+      }
+    }
+    expect(Math.max(...perStroke)).toBeLessThanOrEqual(WIDE_BATCH + 1); // a batch closes after the edge that fills it
+    expect(perStroke.filter((k) => k > 0).length).toBeGreaterThan(1);
+    // every dash of every edge, once: the style's pattern cut along each edge
+    const dash = edgeStyle("mlp", binCenter(WEIGHT_BINS - 1), theme, Math.min(v.sx, v.sy) / 8).dash;
+    let expected = 0;
+    for (let t = 0; t < n; t++) {
+      const out: number[] = [];
+      dashSegments(nx[src[t]], ny[src[t]], nx[dst[t]], ny[dst[t]], dash[0], dash[1], out);
+      expected += out.length / 4;
+    }
+    expect(expected).toBeGreaterThan(WIDE_BATCH);
+    expect(perStroke.reduce((x, y) => x + y, 0)).toBe(expected);
   });
 });
