@@ -24,7 +24,9 @@
    redraw with nothing new (hover, selection, focus). Median over --redraw-reps passes. "CPU" is the CPU time
    Chromium's processes spend per τ change (from /proc, pairs of changes to the rung and back to the top one, the top
    one's cost subtracted): wall time on a loaded machine includes waiting for a core, CPU time does not. Target 16 ms
-   at 128 tokens, 33 ms at 512.
+   at 128 tokens, 33 ms at 512. With `--redraw-against DIR` (another build's widget.js and widget.css), the two
+   bundles are measured in one browser taking turns rung by rung, as an A/B that the machine's changing load
+   affects alike.
 
 Every non-loopback request is aborted and counted (must be 0), as in the e2e tests. Prints a table; --json writes
 the raw numbers.
@@ -314,6 +316,92 @@ def bench_redraw(browser, states: dict[int, dict], reps: int, blocked: list, wor
     return results
 
 
+# τ changes to rung r and back to the top one, k times; the wall time of each change to r.
+WALL_PAIRS_JS = """([r, k]) => {
+  const g = document.querySelector('.lmtt-graph');
+  const slider = g.querySelector('input.lmtt-slider');
+  const c = g.querySelector('canvas').getContext('2d');
+  const top = Number(slider.max);
+  const out = [];
+  for (let j = 0; j < k; j++) for (const i of [r, top]) {
+    const t0 = performance.now();
+    slider.value = String(i);
+    slider.dispatchEvent(new Event('change', { bubbles: true }));
+    g.__lmtt.draw();
+    c.getImageData(0, 0, 1, 1);
+    if (i === r) out.push(performance.now() - t0);
+  }
+  return out;
+}"""
+
+
+# The graph's info line ("… N edges …") at rung r.
+EDGES_AT_JS = """(r) => {
+  const g = document.querySelector('.lmtt-graph');
+  const slider = g.querySelector('input.lmtt-slider');
+  slider.value = String(r);
+  slider.dispatchEvent(new Event('change', { bubbles: true }));
+  g.__lmtt.draw();
+  return g.querySelector('.lmtt-info').textContent;
+}"""
+
+
+def bench_redraw_ab(browser, state: dict, bundles: list[Path], blocked: list, work: Path, rounds: int = 3) -> dict:
+    """Two bundles, one page each in one browser, taking turns rung by rung: load on the machine changes from one
+    minute to the next, so two runs one after the other can differ more than the bundles do. Per rung and bundle:
+    CPU per τ change (median of `rounds` readings of 6 pairs) and the wall time of each change."""
+    pages, servers = [], []
+    n = len(tau_ladder())
+    for b, bundle in enumerate(bundles):
+        d = work / str(b)
+        d.mkdir(parents=True)
+        shutil.copy(bundle / "widget.js", d / "widget.js")
+        shutil.copy(bundle / "widget.css", d / "widget.css")
+        (d / "index.html").write_text(PAGE)
+        (d / "redraw.json").write_text(json.dumps(state))
+        srv, url = serve(d)
+        servers.append(srv)
+        ctx, page = new_page(browser, blocked)
+        page.goto(f"{url}/index.html?state=redraw.json&panes=graph")
+        page.wait_for_function("() => window.__bench", timeout=60_000)
+        for r in range(n):
+            page.evaluate(WALL_PAIRS_JS, [r, 1])  # warm-up: every graph decoded and laid out once
+        pages.append(page)
+    out = {str(b): {str(r): {"cpu": [], "wall": []} for r in range(n)} for b in range(len(bundles))}
+    try:
+        for _ in range(rounds):
+            for r in range(n):
+                for b, page in enumerate(pages):
+                    out[str(b)][str(r)]["cpu"].append(cpu_per_change(page, [r], 6)[r])
+                    out[str(b)][str(r)]["wall"] += page.evaluate(WALL_PAIRS_JS, [r, 3])
+        for b, page in enumerate(pages):
+            assert not page.errors, page.errors
+        out["edges"] = {str(r): pages[0].evaluate(EDGES_AT_JS, r) for r in range(n)}
+    finally:
+        for srv in servers:
+            srv.shutdown()
+    return out
+
+
+def print_redraw_ab(ab: dict, bundles: list[Path]) -> None:
+    import re
+
+    print()
+    print("A/B, taking turns rung by rung: CPU ms per τ change (median), wall ms (median, fastest)")
+    for b, bundle in enumerate(bundles):
+        print(f"[{b}] {bundle}")
+    for T, res in ab.items():
+        print(f"{T} tokens")
+        print(f"{'τ':>7} {'edges':>7} " + " ".join(f"{f'[{b}] CPU':>8} {'wall':>6} {'min':>6}" for b in range(len(bundles))))
+        for r, tau in enumerate(tau_ladder()):
+            m = re.search(r"(\d+) edges", res["edges"][str(r)])
+            cells = []
+            for b in range(len(bundles)):
+                d = res[str(b)][str(r)]
+                cells.append(f"{statistics.median(d['cpu']):>8.1f} {statistics.median(d['wall']):>6.1f} {min(d['wall']):>6.1f}")
+            print(f"{tau:>7g} {m.group(1) if m else '?':>7} " + " ".join(cells))
+
+
 def print_redraw(results: dict) -> None:
     import re
 
@@ -483,6 +571,9 @@ def main(argv=None) -> int:
     ap.add_argument("--redraw-reps", type=int, default=5)
     ap.add_argument("--bundle", type=Path, default=STATIC, help="folder of the built widget.js / widget.css")
     ap.add_argument("--redraw-states", type=Path, help="reuse (or save) the redraw states in this folder")
+    ap.add_argument("--redraw-against", type=Path, metavar="DIR",
+                    help="A/B: also this folder's widget.js/widget.css, in the same browser, the two taking turns "
+                         "rung by rung (3 rounds); prints CPU and wall for both")
     ap.add_argument("--json", type=Path, help="write the raw numbers here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (pages, screenshots)")
     args = ap.parse_args(argv)
@@ -586,6 +677,15 @@ def main_redraw(lm, args) -> int:
     blocked: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, chromium_sandbox=False, args=CHROMIUM_ARGS)
+        if args.redraw_against:
+            ab = {T: bench_redraw_ab(browser, st, [args.bundle, args.redraw_against], blocked, work / f"ab{T}")
+                  for T, st in states.items()}
+            browser.close()
+            print_redraw_ab(ab, [args.bundle, args.redraw_against])
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps({"redraw_ab": ab}, indent=1))
+            return 1 if blocked else 0
         results = bench_redraw(browser, states, args.redraw_reps, blocked, work, args.bundle)
         browser.close()
     print_redraw(results)

@@ -25,6 +25,15 @@ export interface GraphLayout {
   colorBin: Uint8Array;
   /** MLP blocks in the graph, `${layer}:${token}`. */
   mlpNodes: Set<string>;
+  /**
+   * Residual edges as runs: each weight bin's edges that stack in one column, end to end, merged into one span,
+   * as [lower node, upper node] pairs; bin b holds pairs runStart[b] .. runStart[b+1]. An edge that is not
+   * vertical (its two nodes in different columns) is a pair of its own.
+   */
+  runs: Uint32Array;
+  runStart: Uint32Array;
+  /** Columns the attention edges span, summed: their drawn length in px is about this times px per column. */
+  attentionSpan: number;
 }
 
 /** Bucket of an edge: its kind's place in EDGE_KINDS × WEIGHT_BINS + its weight bin; -1 for an unknown kind. */
@@ -56,6 +65,39 @@ export function colorBin(t: number): number {
   return Math.max(0, Math.min(NODE_BINS - 1, Math.floor(t * NODE_BINS)));
 }
 
+/**
+ * The residual runs of GraphLayout: within each weight bin, the vertical edges of one column sorted by row and
+ * merged where they touch (a filled union draws the same pixels as its parts, with far fewer shapes to fill).
+ */
+export function residualRuns(g: GraphData, order: Uint32Array, start: Uint32Array, col: Float32Array, row: Float32Array) {
+  const k = EDGE_KINDS.indexOf("residual");
+  const pairs: number[] = [];
+  const runStart = new Uint32Array(WEIGHT_BINS + 1);
+  for (let b = 0; b < WEIGHT_BINS; b++) {
+    runStart[b] = pairs.length / 2;
+    const lowHigh: [number, number][] = [];
+    for (let j = start[k * WEIGHT_BINS + b]; j < start[k * WEIGHT_BINS + b + 1]; j++) {
+      const i = order[j];
+      const s = g.edgeSrc[i], d = g.edgeDst[i];
+      if (col[s] !== col[d]) pairs.push(s, d);
+      else lowHigh.push(row[s] <= row[d] ? [s, d] : [d, s]);
+    }
+    lowHigh.sort((p, q) => col[p[0]] - col[q[0]] || row[p[0]] - row[q[0]]);
+    let cur: [number, number] | null = null;
+    for (const e of lowHigh) {
+      if (cur && col[e[0]] === col[cur[0]] && row[e[0]] <= row[cur[1]]) {
+        if (row[e[1]] > row[cur[1]]) cur[1] = e[1];
+        continue;
+      }
+      if (cur) pairs.push(cur[0], cur[1]);
+      cur = [e[0], e[1]];
+    }
+    if (cur) pairs.push(cur[0], cur[1]);
+  }
+  runStart[WEIGHT_BINS] = pairs.length / 2;
+  return { runs: Uint32Array.from(pairs), runStart };
+}
+
 const cache = new WeakMap<GraphData, GraphLayout>();
 
 export function graphLayout(g: GraphData): GraphLayout {
@@ -74,7 +116,9 @@ export function graphLayout(g: GraphData): GraphLayout {
     bins[i] = colorBin(importance[i]);
     if (g.nodeKind[i] === "mlp") mlpNodes.add(`${g.nodeLayer[i]}:${g.nodeToken[i]}`);
   }
-  lay = { order, start, col, row, importance, colorBin: bins, mlpNodes };
+  let attentionSpan = 0;
+  for (let i = 0; i < g.e; i++) if (g.edgeKind[i] === "attention") attentionSpan += Math.abs(col[g.edgeSrc[i]] - col[g.edgeDst[i]]);
+  lay = { order, start, col, row, importance, colorBin: bins, mlpNodes, ...residualRuns(g, order, start, col, row), attentionSpan };
   cache.set(g, lay);
   return lay;
 }

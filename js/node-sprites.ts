@@ -13,6 +13,56 @@ export interface NodeAtlas {
   /** side of one cell in device px; cell (bin, shape) at x = bin * cell, y = shape * cell (0 circle, 1 square) */
   cell: number;
   key: string;
+  /** the inked pixels of each cell (index shape * NODE_BINS + bin), for stampCell */
+  sprites: Sprite[];
+}
+
+/** A cell's pixels that are not transparent: offsets in the cell, RGBA as one 32-bit word, and alpha. */
+interface Sprite {
+  dx: Int16Array;
+  dy: Int16Array;
+  rgba: Uint32Array;
+  /** the same RGBA as bytes */
+  bytes: Uint8Array;
+  alpha: Uint8Array;
+  /** how many of the pixels (the first ones) are opaque */
+  opaque: number;
+  /** dy * width + dx for an image `width` px wide (the last one asked for) */
+  lin: Int32Array;
+  width: number;
+}
+
+export function cellSprites(pixels: Uint8ClampedArray, cell: number): Sprite[] {
+  const AW = cell * NODE_BINS;
+  const words = new Uint32Array(pixels.buffer, pixels.byteOffset, pixels.length >> 2);
+  const out: Sprite[] = [];
+  for (let shape = 0; shape < 2; shape++) {
+    for (let bin = 0; bin < NODE_BINS; bin++) {
+      const idx: number[] = [];
+      // opaque pixels first: they are copied without looking at what lies under them
+      for (const opaque of [true, false]) {
+        for (let j = 0; j < cell; j++) {
+          for (let i = 0; i < cell; i++) {
+            const k = (shape * cell + j) * AW + bin * cell + i;
+            const a = pixels[k * 4 + 3];
+            if (a && (a === 255) === opaque) idx.push(j, i, k);
+          }
+        }
+      }
+      const n = idx.length / 3;
+      const rgba = new Uint32Array(n);
+      const sp = { dx: new Int16Array(n), dy: new Int16Array(n), rgba, bytes: new Uint8Array(rgba.buffer), alpha: new Uint8Array(n), opaque: 0, lin: new Int32Array(n), width: -1 };
+      for (let q = 0; q < n; q++) {
+        sp.dy[q] = idx[3 * q];
+        sp.dx[q] = idx[3 * q + 1];
+        sp.rgba[q] = words[idx[3 * q + 2]];
+        sp.alpha[q] = pixels[idx[3 * q + 2] * 4 + 3];
+        if (sp.alpha[q] === 255) sp.opaque++;
+      }
+      out.push(sp);
+    }
+  }
+  return out;
 }
 
 /** Outlines are drawn from this size (px) up, as the path renderer did. */
@@ -47,7 +97,7 @@ export function nodeAtlas(r: number, m: number, dpr: number, theme: Theme): Node
     if (m >= OUTLINE_FROM) c.stroke();
   }
   const pixels = c.getImageData(0, 0, canvas.width, canvas.height).data;
-  cached = { canvas, pixels, cell, key };
+  cached = { canvas, pixels, cell, key, sprites: cellSprites(pixels, cell) };
   return cached;
 }
 
@@ -56,33 +106,41 @@ export function nodeAtlas(r: number, m: number, dpr: number, theme: Theme): Node
  * px: source-over, clipped to the image. Done in script because thousands of drawImage calls each pay a fixed
  * cost in the canvas that dwarfs copying a 7 × 7 stamp.
  */
-export function stampCell(dst: Uint8ClampedArray, W: number, H: number, atlas: NodeAtlas, bin: number, shape: 0 | 1, x: number, y: number) {
-  const cell = atlas.cell;
-  const AW = cell * NODE_BINS;
-  const src = atlas.pixels;
-  const sx0 = bin * cell;
-  const sy0 = shape * cell;
-  for (let j = Math.max(0, -y); j < cell && y + j < H; j++) {
-    let si = ((sy0 + j) * AW + sx0 + Math.max(0, -x)) * 4;
-    let di = ((y + j) * W + x + Math.max(0, -x)) * 4;
-    for (let i = Math.max(0, -x); i < cell && x + i < W; i++, si += 4, di += 4) {
-      const sa = src[si + 3];
-      if (sa === 0) continue;
-      const da = dst[di + 3];
-      if (sa === 255 || da === 0) {
-        dst[di] = src[si];
-        dst[di + 1] = src[si + 1];
-        dst[di + 2] = src[si + 2];
-        dst[di + 3] = sa === 255 ? 255 : sa;
-        continue;
-      }
-      const a = sa / 255;
-      const b = (da / 255) * (1 - a);
-      const oa = a + b;
-      dst[di] = (src[si] * a + dst[di] * b) / oa;
-      dst[di + 1] = (src[si + 1] * a + dst[di + 1] * b) / oa;
-      dst[di + 2] = (src[si + 2] * a + dst[di + 2] * b) / oa;
-      dst[di + 3] = oa * 255;
+export function stampCell(dst: Uint8ClampedArray, W: number, H: number, atlas: NodeAtlas, bin: number, shape: 0 | 1, x: number, y: number, words?: Uint32Array) {
+  const sp = atlas.sprites[shape * NODE_BINS + bin];
+  const d32 = words ?? new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 2);
+  const inside = x >= 0 && y >= 0 && x + atlas.cell <= W && y + atlas.cell <= H;
+  let q = 0;
+  if (inside) {
+    // the usual case: the opaque pixels copied as whole words at offsets from the stamp's corner
+    if (sp.width !== W) {
+      for (let k = 0; k < sp.lin.length; k++) sp.lin[k] = sp.dy[k] * W + sp.dx[k];
+      sp.width = W;
     }
+    const base = y * W + x;
+    for (; q < sp.opaque; q++) d32[base + sp.lin[q]] = sp.rgba[q];
+  }
+  // the rest (or all of a stamp hanging over an edge): only the inked pixels, copied as whole words where
+  // nothing lies under them
+  for (; q < sp.alpha.length; q++) {
+    const px = x + sp.dx[q], py = y + sp.dy[q];
+    if (!inside && (px < 0 || py < 0 || px >= W || py >= H)) continue;
+    const p = py * W + px;
+    const di = p * 4;
+    const sa = sp.alpha[q];
+    const da = dst[di + 3];
+    if (sa === 255 || da === 0) {
+      d32[p] = sp.rgba[q];
+      continue;
+    }
+    // source-over, not premultiplied (rare: where two stamps overlap)
+    const si = q * 4;
+    const a = sa / 255;
+    const b = (da / 255) * (1 - a);
+    const oa = a + b;
+    dst[di] = (sp.bytes[si] * a + dst[di] * b) / oa;
+    dst[di + 1] = (sp.bytes[si + 1] * a + dst[di + 1] * b) / oa;
+    dst[di + 2] = (sp.bytes[si + 2] * a + dst[di + 2] * b) / oa;
+    dst[di + 3] = oa * 255;
   }
 }

@@ -1,17 +1,16 @@
 /** Paints the flow graph on a 2D canvas: layer grid, edges batched by kind and weight, nodes, rings, layer labels. */
 import type { Theme } from "../color";
-import { binCenter, edgeGeometry, edgeStyle, WEIGHT_BINS } from "../draw";
-import { EDGE_KINDS, graphLayout, GraphLayout, NODE_BINS } from "../graph-layout";
+import { edgeGeometry, edgeStyle } from "../draw";
+import { graphLayout, GraphLayout, NODE_BINS } from "../graph-layout";
 import { findEdge } from "../graph-select";
 import { nodeAtlas, NodeAtlas, stampCell } from "../node-sprites";
-import { edgeControl, Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
+import { Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
+import { paintEdges, ThinLayer } from "./graph-edges";
 import { routesFrom } from "../routes";
 import { Cursor, selectionToCursor } from "../selection";
 import type { GraphData } from "../state";
 import type { Selection } from "../types";
 
-/** Widest stroke (px) drawn as a 1 px hairline (see paintEdges). */
-const HAIRLINE_MAX = 2;
 // Marks a node whose update cancelled (every part farther from the sum than 0): its importances are an even split.
 const CANCEL_COLOR = "#e08a00";
 // Marks a node whose update holds an external edit (code outside the model's modules changed the stream).
@@ -44,11 +43,13 @@ export interface PaintCache {
   key: string;
   bg: HTMLCanvasElement | null;
   edges: HTMLCanvasElement | null;
+  /** the thin attention curves, THIN_KX of the width, stretched onto `edges` (see ThinLayer) */
+  thin: HTMLCanvasElement | null;
   nodes: HTMLCanvasElement | null;
 }
 
 export function newPaintCache(): PaintCache {
-  return { bgKey: "", key: "", bg: null, edges: null, nodes: null };
+  return { bgKey: "", key: "", bg: null, edges: null, thin: null, nodes: null };
 }
 
 const graphIds = new WeakMap<GraphData, number>();
@@ -111,47 +112,16 @@ function paintBackground(c: CanvasRenderingContext2D, p: PaintInput) {
   }
 }
 
-/** Edges: one path and one stroke per (kind, weight bin) bucket; edges wholly off screen are skipped. */
-function paintEdges(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array) {
-  const { v, size, theme, g } = p;
-  const zoom = Math.min(v.sx, v.sy) / 8;
-  const m = 8 + v.sx;
-  c.lineCap = "round";
-  EDGE_KINDS.forEach((k, ki) => {
-    for (let b = 0; b < WEIGHT_BINS; b++) {
-      const bucket = ki * WEIGHT_BINS + b;
-      const s0 = lay.start[bucket];
-      const s1 = lay.start[bucket + 1];
-      if (s0 === s1) continue;
-      const tt = binCenter(b);
-      const st = edgeStyle(k, tt, theme, zoom);
-      c.strokeStyle = st.color;
-      const alpha = k === "residual" ? 0.35 + 0.6 * tt : 0.55 + 0.45 * tt;
-      // a thin stroke is drawn 1 px wide with its width folded into its opacity: Skia draws 1 px strokes as
-      // hairlines, about twice as fast as wider ones, and the low-weight bulk of a low-τ graph is all thin
-      const thin = st.width <= HAIRLINE_MAX;
-      c.lineWidth = thin ? 1 : st.width;
-      c.globalAlpha = thin ? alpha * Math.min(1, st.width) : alpha;
-      c.setLineDash(st.dash);
-      c.beginPath();
-      for (let j = s0; j < s1; j++) {
-        const i = lay.order[j];
-        const s = g.edgeSrc[i];
-        const d = g.edgeDst[i];
-        const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
-        if ((x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m)) continue;
-        if ((y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m)) continue;
-        c.moveTo(x0, y0);
-        if (k === "attention") {
-          const [cx, cy] = edgeControl(x0, y0, x1, y1, v.sx);
-          c.quadraticCurveTo(cx, cy, x1, y1);
-        } else c.lineTo(x1, y1);
-      }
-      c.stroke();
-    }
-  });
-  c.setLineDash([]);
-  c.globalAlpha = 1;
+/**
+ * A cleared W × H image for the node stamps, the last one reused when the size is the same: a fresh one is megabytes
+ * of memory the system hands out page by page and the collector then reclaims, on every τ change. Shared by every
+ * graph on the page, which is safe because it is written and put back within one synchronous draw.
+ */
+let scratch: ImageData | null = null;
+function scratchImage(c: CanvasRenderingContext2D, W: number, H: number): ImageData {
+  if (scratch && scratch.width === W && scratch.height === H) scratch.data.fill(0);
+  else scratch = c.createImageData(W, H);
+  return scratch;
 }
 
 /**
@@ -179,11 +149,12 @@ function stampNodes(c: CanvasRenderingContext2D, p: PaintInput, visible: number[
   const W = Math.min(c.canvas.width, x1 + cell) - x0;
   const H = Math.min(c.canvas.height, y1 + cell) - y0;
   if (!(W > 0 && H > 0)) return;
-  const img = c.createImageData(W, H);
+  const img = scratchImage(c, W, H);
+  const words = new Uint32Array(img.data.buffer, img.data.byteOffset, W * H);
   visible.forEach((idx, b) => {
     for (const i of idx) {
       const shape = g.nodeKind[i] === "mlp" ? 1 : 0;
-      stampCell(img.data, W, H, atlas, b, shape, Math.round(nx[i] * dpr - half) - x0, Math.round(ny[i] * dpr - half) - y0);
+      stampCell(img.data, W, H, atlas, b, shape, Math.round(nx[i] * dpr - half) - x0, Math.round(ny[i] * dpr - half) - y0, words);
     }
   });
   c.putImageData(img, x0, y0);
@@ -219,6 +190,43 @@ function paintNodes(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout
     }
   }
   c.setLineDash([]);
+}
+
+/** Share of the width the thin attention curves of a dense graph are drawn at (see ThinLayer). */
+export const THIN_KX = 0.5;
+/**
+ * Device px of attention curves from which they go to the narrow layer: below it, stretching the layer back costs
+ * about what the narrow layer saves (drawing a pixel of hairline ~7 ns, the stretch ~1 ms at 1270 × 579), and a
+ * graph of a few hundred edges keeps its full-width curves.
+ */
+export const NARROW_FROM_PX = 300_000;
+
+/**
+ * The narrow layer of the thin attention curves, cleared, flushing onto the edges layer `lc` (W × H device px);
+ * none when the curves are short enough in total (`px`) to be drawn at full width.
+ */
+export function thinLayer(cache: PaintCache, lc: CanvasRenderingContext2D, dpr: number, W: number, H: number, px: number): ThinLayer | undefined {
+  const kx = THIN_KX;
+  if (px < NARROW_FROM_PX) return undefined;
+  const w = Math.ceil(W * kx);
+  const cv = (cache.thin = layerCanvas(cache.thin, w, H));
+  const tc = cv.getContext("2d");
+  if (!tc) return undefined;
+  tc.setTransform(1, 0, 0, 1, 0, 0);
+  tc.clearRect(0, 0, w, H);
+  tc.setTransform(dpr, 0, 0, dpr, 0, 0);
+  return {
+    c: tc,
+    kx,
+    flush() {
+      lc.save();
+      lc.setTransform(1, 0, 0, 1, 0, 0);
+      lc.globalAlpha = 1;
+      lc.imageSmoothingEnabled = true;
+      lc.drawImage(cv, 0, 0, w, H, 0, 0, w / kx, H);
+      lc.restore();
+    },
+  };
 }
 
 /** Draw `paintLayer` into the layer's bitmap when `fresh` (else reuse what it holds) and composite it onto `c`. */
@@ -262,7 +270,8 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   c.globalAlpha = 0.09;
   c.fillRect(txc - v.sx / 2, 0, v.sx, size.h);
   c.globalAlpha = 1;
-  composite(c, p, edgesCv, fresh, (lc) => paintEdges(lc, p, lay, ...screen()));
+  const attentionPx = lay.attentionSpan * v.sx * p.dpr;
+  composite(c, p, edgesCv, fresh, (lc) => paintEdges(lc, p, lay, ...screen(), thinLayer(cache, lc, p.dpr, W, H, attentionPx)));
   const zoom = Math.min(v.sx, v.sy) / 8;
   // a selected input token (embedding node): the routes that start at it
   if (sel && sel.kind === "node" && sel.node_kind === "embedding") {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { WEIGHT_BINS } from "../draw";
 import { clampTokens, fitView, keepColumnInView, MAX_TOKEN_PX, MLP_DX, zoomTokensAt } from "../geometry";
 import { bucketEdges, colorBin, EDGE_KINDS, edgeBucket, graphLayout, NODE_BINS } from "../graph-layout";
-import { stampCell } from "../node-sprites";
+import { cellSprites, stampCell } from "../node-sprites";
 import { tinyGraph as graph } from "./tiny-graph";
 
 
@@ -107,7 +107,7 @@ describe("node stamps composited in script", () => {
   const pixels = new Uint8ClampedArray(AW * cell * 2 * 4);
   pixels.set([255, 0, 0, 255], 0);
   pixels.set([0, 0, 255, 128], (1 * AW + 1) * 4);
-  const atlas = { canvas: null as unknown as HTMLCanvasElement, pixels, cell, key: "t" };
+  const atlas = { canvas: null as unknown as HTMLCanvasElement, pixels, cell, key: "t", sprites: cellSprites(pixels, cell) };
   const px = (d: Uint8ClampedArray, W: number, x: number, y: number) => [...d.slice((y * W + x) * 4, (y * W + x) * 4 + 4)];
 
   it("copies onto clear pixels and blends source-over onto drawn ones", () => {
