@@ -99,7 +99,9 @@ def _probe(module: torch.nn.Module) -> NormSpec:
     gen = torch.Generator().manual_seed(0)
     probe = torch.randn(3, d, generator=gen) * 2 + 0.5
     param = next(module.parameters())
-    got = upcast(module(probe.to(device=param.device, dtype=param.dtype))).cpu()
+    # forward, not __call__: a user's hook on the norm (an edit of the stream) must not change the formula read here
+    # (accelerate's offloading wraps forward itself, so offloaded norms still get their weights)
+    got = upcast(module.forward(probe.to(device=param.device, dtype=param.dtype))).cpu()
     probe = probe.to(w.dtype)
     best, best_err = None, float("inf")
     for kind in _KINDS:

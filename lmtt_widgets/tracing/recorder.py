@@ -42,6 +42,7 @@ class LayerRecorder:
         self.facts, self.result = facts, result
         self.keep_attention, self.on_layer, self.after_layer = keep_attention, on_layer, after_layer
         self.only = only
+        self.last_output: tuple[torch.Tensor, torch.Tensor] | None = None  # (last block's output, its fingerprint)
         self.rebuild_cache = RebuildCache() if slim else None
         self.scratch: list[dict] = [dict() for _ in facts.blocks]
         self.layer_of = {id(m): i for i, m in enumerate(facts.attention_modules)}
@@ -65,6 +66,9 @@ class LayerRecorder:
                 torch.nn.modules.module._global_forward_pre_hooks)
             plan += [(o_proj, "pre", _store_input(s, "head_signal")), (o_proj, "post", _store_output(s, "attn_out"))]
             mlp_out_proj = block.get_submodule(adapter.mlp_out_proj)
+            # another forward hook there may change a projection's output after it was computed from its input:
+            # then the output is checked against input x weight (_check_projections)
+            s["outputs_hooked"] = (_post_hooked(o_proj), _post_hooked(mlp_out_proj))
             plan += [(mlp_out_proj, "pre", _store_input(s, "neurons")),
                      (mlp_out_proj, "post", _store_output(s, "mlp_out"))]
             if self.facts.topology != "parallel":
@@ -96,11 +100,15 @@ class LayerRecorder:
         def hook(mod, args, kwargs, output):
             s["resid_post"] = _f32(_first_tensor(output))
             self._emit(i)
+            # the next module may get this very tensor and a hook may edit it in place: its fingerprint tells
+            out = self.result.layers[-1].resid_post
+            self.last_output = (out, edits.fingerprint(out))
 
         return hook
 
     def _final_norm_input(self, mod, args, kwargs) -> None:
         x = _f32(_hidden_arg(args, kwargs))
+        self._check_in_place(x, self.facts.n_layers - 1, "before the final norm")
         self.result.final_resid = x
         self.result.final_rstd = self.facts.final_norm.rstd(x)
 
@@ -113,6 +121,7 @@ class LayerRecorder:
         check_block(i, s, self.facts.adapter)  # NaN or inf: stop at the first block that made it, naming the module
         rec = self._record(i, s)
         self._check_identities(rec)
+        self._check_projections(rec, *s["outputs_hooked"])
         if self.on_layer is not None:
             self.on_layer(rec, self.facts.weights[i])
         if not self.keep_attention:
@@ -175,6 +184,37 @@ class LayerRecorder:
                 found.append(edits.describe(gap, total, rec.index, where, scored=True))
         if self.result.layers:  # the input of this block is the output of the one before
             self._check_between(rec.resid_pre, self.result.layers[-1].resid_post, rec.index, "before block")
+            self._check_in_place(rec.resid_pre, rec.index, "before block")
+
+    def _check_in_place(self, x: torch.Tensor, layer: int, where: str) -> None:
+        """The previous block's output reached this point as the same tensor, edited in place (edits.in_place_edit)."""
+        if self.last_output is None or not edits._same_memory(x, self.last_output[0]):
+            return
+        edit = edits.in_place_edit(x, self.last_output[1], layer, where)
+        if edit is not None:
+            self.result.external_edits.append(edit)
+
+    def _check_projections(self, rec: LayerRecord, attn_hooked: bool, mlp_hooked: bool) -> None:
+        """A hook on an output projection itself (not on the block) changes the update the parts must add up to.
+
+        Attention: the heads are parts of the block's update, so what the hook added beyond input x weight becomes
+        the update's external edit (scored; through the frozen post-norm, if any). MLP: the MLP output is one part
+        of its update and neurons are read inside it, so the change is reported (neuron scores do not cover it).
+        """
+        dtype, w = self.facts.dtype, self.facts.weights[rec.index]
+        if attn_hooked:
+            gap = edits.projection_gap(rec.attn_out, rec.head_signal.flatten(1), w.w_o, w.b_o, dtype=dtype)
+            if gap is not None:
+                if w.attn_post_norm is not None:
+                    gap = w.attn_post_norm.apply(gap, rec.attn_post_rstd, with_bias=False)
+                rec.edit_attn = gap if rec.edit_attn is None else rec.edit_attn + gap
+                total = rec.resid_post if rec.resid_mid is None else rec.resid_mid
+                self.result.external_edits.append(edits.describe(gap, total, rec.index, "attention", scored=True))
+        if mlp_hooked:
+            gap = edits.projection_gap(rec.mlp_out, rec.neurons, w.w_out, w.b_out, dtype=dtype)
+            if gap is not None:
+                self.result.external_edits.append(
+                    edits.describe(gap, rec.resid_post, rec.index, "MLP output projection", scored=False))
 
     def _check_between(self, now, before, layer: int, where: str) -> None:
         """Between blocks nothing of the model runs: a difference is an edit, reported (it belongs to no update)."""
@@ -232,6 +272,11 @@ def _store_call(s: dict):
         s["call"] = (args, kwargs)
 
     return hook
+
+
+def _post_hooked(module: torch.nn.Module) -> bool:
+    """Someone else's forward hook runs on ``module`` (ours are registered after this is read)."""
+    return bool(module._forward_hooks) or bool(torch.nn.modules.module._global_forward_hooks)
 
 
 def _rebuildable(rec: LayerRecord) -> bool:
