@@ -63,13 +63,21 @@ def flow_shares(scores: ContributionScores, positions: list[int]) -> tuple[torch
 @register_method("flow_attribution", quantity=FLOW, family="flow", cost="free from the trace (no forward pass)")
 def flow_attribution(ex, target=None, foil=None, position=None) -> ScoreTable:
     """Each input token's share of the final residual at ``position`` through the flow graph (target-independent)."""
-    p = ex._token(position)
-    v, lost = flow_shares(ex.scores, [p])
+    return flow_attribution_tables(ex, [ex._token(position)])[0]
+
+
+def flow_attribution_tables(ex, positions: list[int]) -> list[ScoreTable]:
+    """:func:`flow_attribution` at many positions from one pass down the graph (the offline report holds all)."""
+    v, lost = flow_shares(ex.scores, positions)
+    return [_flow_table(ex, p, v[n], float(lost[n])) for n, p in enumerate(positions)]
+
+
+def _flow_table(ex, p: int, shares: torch.Tensor, lost: float) -> ScoreTable:
     comps = [Component("token", position=j) for j in range(p + 1)]
-    extra = {"position": p, "lost_to_bias": float(lost[0]), "sum": float(v[0].sum()),
-             "edge_floor": ex.scores.edge_floor,
-             "below_edge_floor": max(0.0, 1 - float(v[0].sum()) - float(lost[0])) if ex.scores.edge_floor else 0.0}
-    return ScoreTable("flow_attribution", FLOW, None, comps, v[0, : p + 1], False, extra)
+    total = float(shares.sum())
+    extra = {"position": p, "lost_to_bias": lost, "sum": total, "edge_floor": ex.scores.edge_floor,
+             "below_edge_floor": max(0.0, 1 - total - lost) if ex.scores.edge_floor else 0.0}
+    return ScoreTable("flow_attribution", FLOW, None, comps, shares[: p + 1], False, extra)
 
 
 def mean_attentions(ex) -> list[torch.Tensor]:

@@ -26,46 +26,52 @@ from .targets import make_metric
 QUANTITY = "direct logit attribution (final norm's scale frozen)"
 
 
-def _direction(ex, metric) -> tuple[torch.Tensor, float, float]:
-    """w [d] (float64) with DLA(c) = c . w, the norm-bias constant and the unembedding-bias constant."""
+def _directions(ex, metrics) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """w [P, d] (float64) with DLA(c) = c . w at each metric's position, the norm-bias constants [P] and the
+    unembedding-bias constants [P]."""
     W, b = unembedding(ex.trace)
-    r = W[metric.target].double()
-    if metric.foil is not None:
-        r = r - W[metric.foil].double()
+    r = W[[m.target for m in metrics]].double()
+    foils = [m.foil is not None for m in metrics]
+    if any(foils):
+        r = r - torch.stack([W[m.foil] if m.foil is not None else torch.zeros_like(W[0]) for m in metrics]).double()
     fn = ex.trace.final_norm
-    w = _frozen_scale(ex, metric.position).to(r.device) * r
+    w = _frozen_scale(ex, [m.position for m in metrics]).to(r.device) * r
     if fn.kind == "layer":
-        w = w - w.mean()
-    norm_bias = 0.0 if fn.bias is None else float(fn.bias.double().to(r.device) @ r)
-    unembed_bias = 0.0
+        w = w - w.mean(-1, keepdim=True)
+    norm_bias = torch.zeros(len(metrics), dtype=torch.float64) if fn.bias is None else (
+        r @ fn.bias.double().to(r.device)).cpu()
+    unembed_bias = torch.zeros(len(metrics), dtype=torch.float64)
     if b is not None:
-        unembed_bias = float(b[metric.target]) - (0.0 if metric.foil is None else float(b[metric.foil]))
+        unembed_bias = torch.tensor([float(b[m.target]) - (0.0 if m.foil is None else float(b[m.foil]))
+                                     for m in metrics], dtype=torch.float64)
     return w, norm_bias, unembed_bias
 
 
 @torch.no_grad()
-def _frozen_scale(ex, p: int) -> torch.Tensor:
-    """The final norm's per-coordinate scale at position p, as the model applied it: (y - beta) / centre(x) [d].
+def _frozen_scale(ex, positions: list[int]) -> torch.Tensor:
+    """The final norm's per-coordinate scale at each position, as the model applied it: (y - beta) / centre(x)
+    [P, d].
 
     In exact arithmetic this is rstd_p * gamma. Reading it off the norm's own output also keeps the rounding the
     model did (Hugging Face computes RMSNorm in float32 even in float64 models), so the parts add up to the
     model's logits to the last bits instead of to float32's precision.
     """
     tr = ex.trace
-    fn, x = tr.final_norm, tr.final_resid[p]
-    y = _final_norm_output(ex, p)
+    fn, x = tr.final_norm, tr.final_resid[positions]
+    y = _final_norm_output(ex, positions)
     if fn.bias is not None:
         y = y - fn.bias.double().cpu()
     centred = fn.center(x.double().cpu())
-    default = tr.final_rstd[p].double().cpu() * fn.weight.double().cpu()
+    default = tr.final_rstd[positions].double().cpu().unsqueeze(-1) * fn.weight.double().cpu()
     return torch.where(centred != 0, y / torch.where(centred != 0, centred, 1), default)
 
 
 @torch.no_grad()
-def _final_norm_output(ex, p: int) -> torch.Tensor:
-    """The model's own final norm applied to the final residual at p, in the model's dtype -> float64 [d]."""
+def _final_norm_output(ex, positions) -> torch.Tensor:
+    """The model's own final norm applied to the final residual at ``positions`` (an int or a list: rows), in the
+    model's dtype -> float64 [d] or [P, d]."""
     tr = ex.trace
-    x = tr.final_resid[p]
+    x = tr.final_resid[positions]
     module = tr.lm.model.get_submodule(tr.lm.adapter.final_norm)
     with OffloadMap(tr.lm.model).materialized(module):  # an offloaded norm's weight is on meta outside its pass
         param = next(module.parameters(), None)
@@ -73,75 +79,90 @@ def _final_norm_output(ex, p: int) -> torch.Tensor:
         return module(x.to(dtype=tr.layers[0].model_dtype, device=like.device)[None])[0].double().cpu()
 
 
-def _post(norm, out, update, p, w):
-    """w seen through a frozen post-norm at position p (identity without one). The scale is read off what the
-    norm really did (update / out, per coordinate), for the same reason as :func:`_frozen_scale`."""
+def _post(norm, out, update, positions, w):
+    """w [P, d] seen through a frozen post-norm at each position (identity without one). The scale is read off
+    what the norm really did (update / out, per coordinate), for the same reason as :func:`_frozen_scale`."""
     if norm is None:
         return w
-    o, u = out[p].double().to(w.device), update[p].double().to(w.device)
-    default = norm.weight.double().to(w.device) * norm.rstd(out[p]).double().to(w.device)
+    o, u = out[positions].double().to(w.device), update[positions].double().to(w.device)
+    default = norm.weight.double().to(w.device) * norm.rstd(out[positions]).double().to(w.device).unsqueeze(-1)
     return w * torch.where(o != 0, u / torch.where(o != 0, o, 1), default)
+
+
+def _dot(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Row-wise x . w of [P, d] and [P, d] -> [P] (float64)."""
+    return (x.double().to(w.device) * w).sum(-1)
 
 
 def logit_attribution_parts(ex, metric, *, neurons: bool = False) -> tuple[list[Component], torch.Tensor, dict]:
     """Components, their DLA [N] (float64) and the checks, at the metric's position."""
-    tr, p = ex.trace, metric.position
-    w, norm_bias, unembed_bias = _direction(ex, metric)
-    comps, vals = [Component("embed")], [tr.layers[0].resid_pre[p].double() @ w]
+    return logit_attribution_batch(ex, [metric], neurons=neurons)[0]
+
+
+def logit_attribution_batch(ex, metrics, *, neurons: bool = False) -> list[tuple[list[Component], torch.Tensor, dict]]:
+    """:func:`logit_attribution_parts` of many metrics (one per position, as the offline report needs) computed
+    together: every layer's weights are read once for all positions."""
+    tr, P = ex.trace, [m.position for m in metrics]
+    w, norm_bias, unembed_bias = _directions(ex, metrics)
+    parts: list[tuple[Component, torch.Tensor, torch.Tensor | None]] = []  # component, values [P], shown [P] or all
+    parts.append((Component("embed"), _dot(tr.layers[0].resid_pre[P], w), None))
     H, dh = tr.n_heads, tr.head_dim
-    prev = tr.layers[0].resid_pre[p].double()
+    prev = tr.layers[0].resid_pre[P].double()
     for rec, lw in zip(tr.layers, tr.weights):
         l = rec.index
-        wa = _post(lw.attn_post_norm, rec.attn_out, rec.attn_update, p, w)
-        through = (lw.w_o.double().view(-1, H, dh) * wa.view(-1, 1, 1)).sum(0)  # [H, dh]: W_O,h^T w per head
-        heads = (rec.head_signal[p].double() * through).sum(-1)
-        comps += [Component("head", l, h) for h in range(H)]
-        vals += list(heads)
-        written = heads.sum()
+        wa = _post(lw.attn_post_norm, rec.attn_out, rec.attn_update, P, w)
+        through = torch.einsum("dhk,pd->phk", lw.w_o.double().view(-1, H, dh), wa)  # [P, H, dh]: W_O,h^T w per head
+        heads = (rec.head_signal[P].double() * through).sum(-1)  # [P, H]
+        parts += [(Component("head", l, h), heads[:, h], None) for h in range(H)]
+        written = heads.sum(-1)
         if lw.b_o is not None:
-            comps.append(Component("attn_bias", l))
-            vals.append(lw.b_o.double() @ wa)
-            written = written + vals[-1]
-        wm = _post(lw.mlp_post_norm, rec.mlp_out, rec.mlp_update, p, w)
+            bias = wa @ lw.b_o.double()
+            parts.append((Component("attn_bias", l), bias, None))
+            written = written + bias
+        wm = _post(lw.mlp_post_norm, rec.mlp_out, rec.mlp_update, P, w)
         if neurons:
-            per = rec.neurons[p].double() * (wm @ lw.w_out.double())
-            comps += [Component("neuron", l, n) for n in range(per.numel())]
-            vals += list(per)
-            mlp = per.sum()
+            per = rec.neurons[P].double() * (wm @ lw.w_out.double())  # [P, F]
+            parts += [(Component("neuron", l, n), per[:, n], None) for n in range(per.shape[1])]
+            mlp = per.sum(-1)
             if lw.b_out is not None:
-                comps.append(Component("mlp_bias", l))
-                vals.append(lw.b_out.double() @ wm)
-                mlp = mlp + vals[-1]
+                out_bias = wm @ lw.b_out.double()
+                parts.append((Component("mlp_bias", l), out_bias, None))
+                mlp = mlp + out_bias
         else:
-            comps.append(Component("mlp", l))
-            mlp = rec.mlp_update[p].double() @ w
-            vals.append(mlp)
+            mlp = _dot(rec.mlp_update[P], w)
+            parts.append((Component("mlp", l), mlp, None))
         written = written + mlp
         # what the block really changed, against what its parts wrote: the gap is someone else's edit
-        gap = (rec.resid_post[p].double() - prev) @ w - written
-        if abs(float(gap)) > _tolerance(rec, prev, w):
-            comps.append(Component("external", l))
-            vals.append(gap)
-        prev = rec.resid_post[p].double()
-    final_gap = (tr.final_resid[p].double() - prev) @ w
-    if abs(float(final_gap)) > _tolerance(tr.layers[-1], prev, w):
-        comps.append(Component("external", tr.n_layers - 1, position=p))
-        vals.append(final_gap)
-    scores = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in vals])
-    model_value = _model_value(ex, metric)
-    total = float(scores.sum()) + norm_bias + unembed_bias
-    cap = getattr(tr.lm.model.config, "final_logit_softcapping", None)
-    extra = {"norm_bias_term": norm_bias, "unembed_bias_term": unembed_bias, "sum": total,
-             "model_value": model_value, "error": total - model_value, "position": p,
-             "explains": "logit difference" if metric.foil is not None else "target logit",
-             "softcap": float(cap) if cap else 0.0}
-    return comps, scores, extra
+        post = rec.resid_post[P].double()
+        gap = _dot(post - prev, w) - written
+        parts.append((Component("external", l), gap, gap.abs() > _tolerance(rec, prev, w)))
+        prev = post
+    results = []
+    for n, metric in enumerate(metrics):
+        p = metric.position
+        final_gap = _dot(tr.final_resid[[p]].double() - prev[n:n + 1], w[n:n + 1])[0]
+        comps = [c for c, _, shown in parts if shown is None or bool(shown[n])]
+        vals = [v[n] for _, v, shown in parts if shown is None or bool(shown[n])]
+        if abs(float(final_gap)) > float(_tolerance(tr.layers[-1], prev[n:n + 1], w[n:n + 1])[0]):
+            comps.append(Component("external", tr.n_layers - 1, position=p))
+            vals.append(final_gap)
+        scores = torch.stack(vals)
+        model_value = _model_value(ex, metric)
+        total = float(scores.sum()) + float(norm_bias[n]) + float(unembed_bias[n])
+        cap = getattr(tr.lm.model.config, "final_logit_softcapping", None)
+        extra = {"norm_bias_term": float(norm_bias[n]), "unembed_bias_term": float(unembed_bias[n]), "sum": total,
+                 "model_value": model_value, "error": total - model_value, "position": p,
+                 "explains": "logit difference" if metric.foil is not None else "target logit",
+                 "softcap": float(cap) if cap else 0.0}
+        results.append((comps, scores, extra))
+    return results
 
 
-def _tolerance(rec, resid, w) -> float:
+def _tolerance(rec, resid, w) -> torch.Tensor:
+    """Per position [P] (resid, w: [P, d]): how large a gap is rounding, not an edit."""
     # Hugging Face norms compute in float32 even in float64 models, so float32's rounding is the floor for both
     eps = 2e-2 if rec.model_dtype in (torch.float16, torch.bfloat16) else 1e-4
-    return eps * float(resid.abs().max() * w.abs().sum() + 1)
+    return eps * (resid.abs().amax(-1).to(w.device) * w.abs().sum(-1) + 1)
 
 
 def _model_value(ex, metric) -> float:
@@ -151,7 +172,7 @@ def _model_value(ex, metric) -> float:
         logits = tr.logits[metric.position].double()
         return float(logits[metric.target] - (0 if metric.foil is None else logits[metric.foil]))
     W, b = unembedding(tr)
-    h = _final_norm_output(ex, metric.position)
+    h = _final_norm_output(ex, metric.position)  # [d]
     logits = h @ W.double().t().cpu() + (0 if b is None else b.double().cpu())
     value = logits[metric.target]
     return float(value - (0 if metric.foil is None else logits[metric.foil]))

@@ -55,8 +55,9 @@ def unembed(trace: Trace, h: torch.Tensor, *, with_bias: bool = True) -> torch.T
     return logits.to(h.device)
 
 
-def project(trace: Trace, vec: torch.Tensor, position: int, norm: Norm = "own") -> torch.Tensor:
-    """Logits [V] (or [..., V]) of vector(s) ``vec`` [..., d] read at token ``position``."""
+def project(trace: Trace, vec: torch.Tensor, position, norm: Norm = "own") -> torch.Tensor:
+    """Logits [V] (or [..., V]) of vector(s) ``vec`` [..., d] read at token ``position`` (an int, or a tensor of
+    positions shaped like ``vec.shape[:-1]``: one unembedding product for vectors read at many tokens)."""
     if not isinstance(norm, str) or norm not in ("own", "final", "raw"):
         raise InputError(f"norm must be 'own', 'final' or 'raw', not {norm!r}")
     fn = trace.final_norm
@@ -68,7 +69,7 @@ def project(trace: Trace, vec: torch.Tensor, position: int, norm: Norm = "own") 
             logits = torch.tanh(logits / cap) * cap
         return logits
     if norm == "final":
-        rstd = trace.final_rstd[position].to(vec.device).expand(vec.shape[:-1])
+        rstd = trace.final_rstd[position].to(vec.device, vec.dtype).expand(vec.shape[:-1])
         return unembed(trace, fn.apply(vec, rstd, with_bias=False), with_bias=False)
     if norm == "raw":
         return unembed(trace, vec, with_bias=False)
@@ -85,3 +86,24 @@ def top_tokens(trace: Trace, scores: torch.Tensor, k: int, *, largest: bool = Tr
 def rank_of(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     """0-based rank of each token id in a score vector (0 = top)."""
     return (scores.unsqueeze(0) > scores[token_ids].unsqueeze(1)).sum(1)
+
+
+def ranks_of(scores: torch.Tensor, token_ids: torch.Tensor, budget: int = 1 << 21) -> torch.Tensor:
+    """:func:`rank_of` of many rows at once: scores [R, V], token_ids [R, k] -> ranks [R, k] (how many scores of
+    the row beat each token's). One pass over the vocabulary per row instead of k: only the scores above the row's
+    lowest listed one can beat a listed token, and those are usually few (the listed tokens are near the top);
+    rows are compared in groups of at most ``budget`` such scores, so a row where they are many stays bounded."""
+    vals = scores.gather(-1, token_ids)
+    above = scores > vals.min(-1, keepdim=True).values
+    count = above.sum(-1).tolist()
+    out = torch.zeros(vals.shape, dtype=torch.long)
+    start = 0
+    while start < len(count):
+        stop, total = start + 1, count[start]
+        while stop < len(count) and total + count[stop] <= budget:
+            total, stop = total + count[stop], stop + 1
+        rows, cols = above[start:stop].nonzero(as_tuple=True)
+        beats = (scores[start:stop][rows, cols].unsqueeze(-1) > vals[start:stop][rows]).long()
+        out[start:stop].index_add_(0, rows, beats)
+        start = stop
+    return out

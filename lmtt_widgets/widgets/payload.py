@@ -8,7 +8,7 @@ import torch
 from ..contributions.graph import EDGE_KINDS, MLP, NODE_KINDS, Route, node_of
 from ..errors import InputError
 from ..explain import Explanation
-from ..projections.vocab import project, rank_of
+from ..projections.vocab import project, ranks_of
 from . import protocol
 from .protocol import DETAIL_KEYS, detail_key
 
@@ -107,19 +107,29 @@ def precomputed_mlp_nodes(ex: Explanation, g: Route, target: int, cap: int = NEU
 
 def lens_column(ex: Explanation, token: int, k: int = TOP_K) -> dict:
     """Top-k tokens of every residual row at ``token``, with ranks at the previous row."""
-    rows = 2 * ex.n_layers + 1
-    vecs = torch.stack([ex.residual(r, token) for r in range(rows)])
-    logits = project(ex.trace, vecs, token, "own")
-    probs = logits.softmax(-1)
-    top = probs.topk(k, dim=-1)
-    rank_prev = np.full((rows, k), -1, np.int32)
-    for r in range(1, rows):
-        rank_prev[r] = rank_of(logits[r - 1], top.indices[r]).numpy()
-    ids = top.indices.numpy().astype(np.uint32)
-    tok = ex.trace.lm.tokenizer
-    strings = {str(i): tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in np.unique(ids)}
-    return protocol.check(protocol.LENS, {"rows": rows, "token": token, "ids": ids, "probs": top.values,
-                                          "rank_prev": rank_prev, "strings": strings}, "lens")
+    return lens_columns(ex, [token], k)[token]
+
+
+def lens_columns(ex: Explanation, tokens, k: int = TOP_K, chunk: int = 8) -> dict[int, dict]:
+    """:func:`lens_column` of many tokens (the report holds every target's), ``chunk`` tokens per unembedding
+    product; the "own" projection does not depend on the position."""
+    tokens, rows, tok, out = [int(t) for t in tokens], 2 * ex.n_layers + 1, ex.trace.lm.tokenizer, {}
+    for start in range(0, len(tokens), chunk):
+        part = tokens[start:start + chunk]
+        vecs = torch.stack([ex.residual(r, t) for t in part for r in range(rows)])
+        logits = project(ex.trace, vecs, part[0], "own").reshape(len(part), rows, -1)
+        top = logits.softmax(-1).topk(k, dim=-1)
+        # each listed token's rank at the previous row: how many logits there beat it
+        ranks = ranks_of(logits[:, :-1].reshape(len(part) * (rows - 1), -1),
+                         top.indices[:, 1:].reshape(len(part) * (rows - 1), k)).reshape(len(part), rows - 1, k)
+        for n, t in enumerate(part):
+            ids = top.indices[n].numpy().astype(np.uint32)
+            rank_prev = np.full((rows, k), -1, np.int32)
+            rank_prev[1:] = ranks[n].numpy()
+            strings = {str(i): tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in np.unique(ids)}
+            out[t] = protocol.check(protocol.LENS, {"rows": rows, "token": t, "ids": ids, "probs": top.values[n],
+                                                    "rank_prev": rank_prev, "strings": strings}, "lens")
+    return out
 
 
 def lens_details(column: dict) -> dict:
