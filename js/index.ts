@@ -158,7 +158,7 @@ export async function renderReport(el: HTMLElement, b64: string): Promise<() => 
 
 // for tests and tools: the report's decoder and route tracer, callable outside a page (Node)
 export { readContainer } from "./reportcodec";
-export { reportParts } from "./static";
+export { reportParts, StaticModel } from "./static";
 export { traceRoute } from "./staticroute";
 
 export default { render };

@@ -12,6 +12,8 @@ import { lensFromTrait } from "./panes/vocab";
 export const STATIC_RUN_ERROR = "This is a static report: running a new prompt needs a notebook kernel";
 export const STATIC_DETAILS_ERROR = "not in this report: open it in a notebook with a kernel to compute it";
 export const LEFT_OUT = "left out of this report (see the note at its top): open it in a notebook with a kernel to compute it";
+export const NOT_HELD_HEAD =
+  "not in this report: at targets other than the last it holds the projections of the most important heads and of the heads on the route (see the note at its top); open it in a notebook with a kernel to compute it";
 
 /**
  * A complete report (lmtt_widgets/report.py): per-target snapshots of the traits that follow the target, the
@@ -26,8 +28,53 @@ export interface ReportData {
   bytes: Uint8Array;
   defaultTarget: number;
   omitted: string[];
-  /** token texts that vocabulary projections index (report.py `_compact_pairs`) */
+  /** token texts that vocabulary projections index (report.py `_compact_pairs`, `_stored_table`) */
   texts: string[];
+  /** vocabulary projection tables (lmtt_widgets/report_vocab.py): `head`, `mlp` rows by key, `neuron` directions */
+  vocab: Record<string, VocabTable>;
+}
+
+/** A report_vocab table, inflated: rows of top-k then bottom-k (text index, logit); see `vocabResult`. */
+export interface VocabTable {
+  k: number;
+  ids: Uint32Array;
+  vals: Float32Array;
+  /** "layer:head:token" / "layer:token" -> row (head and mlp tables) */
+  rows: Map<string, number>;
+  /** neuron table: row of each (layer, token, rank) of the `neurons` trait (-1: none) and its scale there */
+  index?: Int32Array;
+  scale?: Float32Array;
+}
+
+/** Inflate one stored vocabulary table. */
+export function vocabTable(raw: any, bytes: Uint8Array): VocabTable {
+  const t = inflateTree(raw, bytes);
+  const ids = decodeArray(t.ids)!;
+  const k = ids.shape.length === 2 ? ids.shape[1] / 2 : 0;
+  const rows = new Map<string, number>();
+  const keys = t.keys ? decodeArray(t.keys) : null;
+  if (keys && keys.shape.length === 2) {
+    const w = keys.shape[1];
+    for (let r = 0; r < keys.shape[0]; r++) rows.set(Array.from(keys.data.subarray(r * w, r * w + w)).join(":"), r);
+  }
+  return {
+    k, ids: ids.data as Uint32Array, vals: decodeArray(t.vals)!.data as Float32Array, rows,
+    index: t.index ? (decodeArray(t.index)!.data as Int32Array) : undefined,
+    scale: t.scale ? (decodeArray(t.scale)!.data as Float32Array) : undefined,
+  };
+}
+
+/**
+ * Promoted and suppressed [text, logit] lists of one table row, times `scale` (a neuron's factor at a token: a
+ * negative one swaps the lists, as the vector then points the other way).
+ */
+export function vocabResult(t: VocabTable, row: number, texts: readonly string[], scale = 1): { promoted: unknown[]; suppressed: unknown[] } {
+  const base = row * 2 * t.k;
+  const list = (from: number) =>
+    Array.from({ length: t.k }, (_, i) => [texts[t.ids[base + from + i]] ?? `#${t.ids[base + from + i]}`, t.vals[base + from + i] * scale]);
+  const top = list(0);
+  const bottom = list(t.k);
+  return scale >= 0 ? { promoted: top, suppressed: bottom } : { promoted: bottom, suppressed: top };
 }
 
 /** Lists of [text, value] pairs stored as two arrays (`pair_texts`, `pair_values`) back as lists. */
@@ -76,6 +123,7 @@ export function reportParts(body: any, bytes: Uint8Array): { state: Record<strin
     defaultTarget: Number(body.default_target ?? state.target),
     omitted: Array.isArray(body.omitted) ? body.omitted.map(String) : [],
     texts: Array.isArray(body.texts) ? body.texts.map(String) : [],
+    vocab: Object.fromEntries(Object.entries(body.vocab ?? {}).map(([k, v]) => [k, vocabTable(v, bytes)])),
   };
   return { state, report };
 }
@@ -228,6 +276,8 @@ export class StaticModel implements WidgetModel {
     if (!msg || typeof msg !== "object") return;
     if (msg.type === "run") {
       this.setError(STATIC_RUN_ERROR);
+    } else if (msg.type === "attribution_matrix" || msg.type === "attribution_agreement") {
+      this.setError(`This computation runs the model: it is ${LEFT_OUT}`);
     } else if (msg.type === "details") {
       const d = this.state.details;
       const key = String(msg.key);
@@ -286,6 +336,10 @@ export class StaticModel implements WidgetModel {
       out = raw ? lensFromTrait(getLens({ get: () => raw } as unknown as WidgetModel), n[0]) ?? undefined : undefined;
     } else if (kind === "head" && n.length === 3 && n[2] !== r.defaultTarget) {
       out = this.headElsewhere(n[0], n[1], n[2]);
+    } else if (kind === "mlp" && n.length === 2) {
+      out = this.mlpResult(n[0], n[1]);
+    } else if (kind === "neuron" && n.length === 3) {
+      out = this.neuronResult(n[0], n[1], n[2]);
     }
     if (out !== undefined) this.inflated.set(key, out);
     return out;
@@ -294,7 +348,7 @@ export class StaticModel implements WidgetModel {
   /**
    * A head's detail at a target other than the report's: its attention and contribution maps are the same at
    * every target (one row is highlighted), its importance there is in `head_importance`; its vocabulary
-   * projection at that token is not in the report (empty lists, as the note at the top says).
+   * projection at that token from the report's head table, or a note saying it is not in the report.
    */
   private headElsewhere(layer: number, head: number, token: number): unknown {
     const r = this.report!;
@@ -303,7 +357,49 @@ export class StaticModel implements WidgetModel {
     const d = expandPairs(inflateTree(raw, r.bytes), r.texts) as Record<string, unknown>;
     const hi = decodeArray(this.state.head_importance);
     const importance = hi && hi.shape.length === 3 && token < hi.shape[2] ? hi.data[(layer * hi.shape[1] + head) * hi.shape[2] + token] : NaN;
-    return { ...d, importance, promoted: [], suppressed: [], note: `vocabulary projection at #${token}: ${LEFT_OUT}` };
+    const table = r.vocab.head;
+    const row = table?.rows.get(`${layer}:${head}:${token}`);
+    if (table && row !== undefined) return { ...d, importance, ...vocabResult(table, row, r.texts) };
+    return { ...d, importance, promoted: [], suppressed: [], note: `The vocabulary projection of this head at #${token} is ${NOT_HELD_HEAD}` };
+  }
+
+  /** An MLP block's projection from the report's table, with its top neurons from the `neurons` trait. */
+  private mlpResult(layer: number, token: number): unknown {
+    const r = this.report!;
+    const table = r.vocab.mlp;
+    const row = table?.rows.get(`${layer}:${token}`);
+    if (!table || row === undefined) return undefined;
+    return { ...vocabResult(table, row, r.texts), neurons: this.neuronRows(layer, token) };
+  }
+
+  /** [[neuron, importance, activation]] of a block in the `neurons` trait (empty if it is not there). */
+  private neuronRows(layer: number, token: number): number[][] {
+    const nr = this.state.neurons;
+    const ids = decodeArray(nr?.ids);
+    if (!ids || ids.shape.length !== 3) return [];
+    const [, T, k] = ids.shape;
+    const avail = decodeArray(nr.available);
+    if (avail && !avail.data[layer * T + token]) return [];
+    const imp = decodeArray(nr.importance)!.data;
+    const act = decodeArray(nr.activation)!.data;
+    const at = (layer * T + token) * k;
+    return Array.from({ length: k }, (_, i) => [ids.data[at + i], imp[at + i], act[at + i]]);
+  }
+
+  /** A neuron's projection: its direction's row of the neuron table times its scale at that token. */
+  private neuronResult(layer: number, neuron: number, token: number): unknown {
+    const r = this.report!;
+    const table = r.vocab.neuron;
+    const ids = decodeArray(this.state.neurons?.ids);
+    if (!table?.index || !table.scale || !ids || ids.shape.length !== 3) return undefined;
+    const [, T, k] = ids.shape;
+    const at = (layer * T + token) * k;
+    for (let i = 0; i < k; i++) {
+      if (ids.data[at + i] !== neuron) continue;
+      const row = table.index[at + i];
+      return row >= 0 ? vocabResult(table, row, r.texts, table.scale[at + i]) : undefined;
+    }
+    return undefined;
   }
 
   /** Play the kernel for a complete report: a new target brings its snapshot, any route change a traced route. */

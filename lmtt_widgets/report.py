@@ -32,9 +32,11 @@ import torch
 
 from .contributions.graph import DEFAULT_THRESHOLD, node_id, AFTER_ATTENTION, AFTER_MLP
 from .explain import Explanation
+from .methods.flow_attribution import attention_rollout_tables, flow_attribution_tables
+from .methods.logit_attribution import logit_attribution_tables
 from .methods.targets import make_metric
-from .projections.vocab import project
 from .report_pack import pack_base64, reduced, unpack
+from .report_vocab import head_projections, mlp_projections, neuron_projections
 from .widgets import payload, protocol, scoring
 from .widgets.codec import encode_array, wire_text
 from .widgets.explorer import STATIC, Explorer
@@ -49,7 +51,13 @@ TAU_FLOOR = 0.005
 # 15 (4 bits: 16 steps of the ramp on 1-pixel cells of a 130-pixel thumbnail), 7 past the budget.
 MAP_LEVELS = (255, 15, 7)
 FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
-CHEAP_INPUT_METHODS = ("input_x_gradient",)  # one backward pass: the default target only
+CHEAP_INPUT_METHODS = ("input_x_gradient", "saliency")  # one backward pass: the default target only
+# Heads whose vocabulary projection the report holds at each target other than the last (besides those on its
+# route): the most important ones there. All 270 heads at all 127 other targets of a 128-token SmolLM2 prompt would
+# take 34,290 unembedding products (minutes) and about 2 MB.
+HEADS_PER_TARGET = 27
+_NOT_AT_TARGET = ("not in this report at this target: it runs the model (a backward pass or more) for each target; "
+                  "the report holds it at the last target")
 
 _CSP = ("default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:; connect-src 'none'")
@@ -79,29 +87,6 @@ def report_content(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granul
     return _Content(ex, threshold, granularity).build(max_bytes)[0]
 
 
-def lens_columns(ex: Explanation, tokens, chunk: int = 8) -> dict[int, dict]:
-    """``payload.lens_column`` of many tokens, batched: the "own" projection does not depend on the position."""
-    tokens, rows, k = list(tokens), 2 * ex.n_layers + 1, payload.TOP_K
-    tok, out = ex.trace.lm.tokenizer, {}
-    for start in range(0, len(tokens), chunk):
-        part = tokens[start:start + chunk]
-        vecs = torch.stack([ex.residual(r, t) for t in part for r in range(rows)])
-        logits = project(ex.trace, vecs, part[0], "own").reshape(len(part), rows, -1)
-        top = logits.softmax(-1).topk(k, dim=-1)
-        above = logits[:, :-1].gather(-1, top.indices[:, 1:])  # a listed token's logit at the previous row
-        # its rank there: how many logits beat it (payload.lens_column's rank_of, one token at a time)
-        greater = torch.stack([(logits[n, :-1].unsqueeze(1) > above[n].unsqueeze(-1)).sum(-1)
-                               for n in range(len(part))])
-        for n, t in enumerate(part):
-            ids = top.indices[n].numpy().astype(np.uint32)
-            rank_prev = np.full((rows, k), -1, np.int32)
-            rank_prev[1:] = greater[n].numpy()
-            strings = {str(i): tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in np.unique(ids)}
-            out[t] = protocol.check(protocol.LENS, {"rows": rows, "token": t, "ids": ids, "probs": top.values[n],
-                                                    "rank_prev": rank_prev, "strings": strings}, "lens")
-    return out
-
-
 class _Content:
     """The report's parts, computed once; ``build`` fits them under a size with the fewest omissions."""
 
@@ -110,8 +95,11 @@ class _Content:
         self.target = T - 1
         self.threshold, self.granularity = threshold, granularity
         self.route_mlp: set[tuple[int, int]] = set()
+        route_heads: set[tuple[int, int, int]] = set()
         for t in range(T):
-            self.route_mlp |= payload.mlp_nodes(ex.route(t, threshold, granularity))
+            g = ex.route(t, threshold, granularity)
+            self.route_mlp |= payload.mlp_nodes(g)
+            route_heads |= _route_heads_at(g, t)
         # the neuron lists a page can show: every route's MLP blocks and each target's column (the widget's own)
         self.neuron_nodes = self.route_mlp | {(layer, t) for layer in range(ex.n_layers) for t in range(T)}
         warm_neurons(ex, self.neuron_nodes)
@@ -125,12 +113,33 @@ class _Content:
         self.state["neurons"] = payload.neuron_rows(ex, self.neuron_nodes)
         self.flow = flow_scores(ex, min(TAU_FLOOR, threshold))
         self.heads = dict(zip(*self._head_details()))
-        self.mlp = payload.mlp_details(ex, sorted(self.route_mlp))
-        self.neurons = neuron_details(ex, payload.mlp_nodes(ex.route(self.target, threshold, granularity)))
+        # vocabulary projections as tables (report_vocab.py): MLP blocks on any route, heads at the other targets
+        # (the most important ones there and those on its route), the neurons of every route's blocks and of the
+        # last token's column
+        self.vocab = {"mlp": mlp_projections(ex, sorted(self.route_mlp)),
+                      "head": head_projections(ex, sorted(self._other_target_heads(route_heads)))}
+        self.neuron_blocks = self.route_mlp | {(layer, self.target) for layer in range(ex.n_layers)}
+        self.vocab["neuron"], alone = neuron_projections(ex, self.neuron_blocks)
+        self.neurons = {f"neuron:{layer}:{n}:{t}": payload.details(ex, f"neuron:{layer}:{n}:{t}")
+                        for layer, n, t in alone}
+        self.strings = _vocab_strings(ex, self.vocab)
+
+    def _other_target_heads(self, route_heads: set[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
+        """(layer, head, token) whose projections the report holds at targets other than the last: the
+        ``HEADS_PER_TARGET`` most important heads at each target and the heads on its route."""
+        ex, H = self.ex, self.ex.n_heads
+        imp = torch.stack([ls.head_total for ls in ex.scores.layers])  # [L, T, H]
+        out = {(layer, h, t) for layer, h, t in route_heads if t != self.target}
+        for t in range(self.target):
+            top = imp[:, t, :].reshape(-1).topk(min(HEADS_PER_TARGET, imp.shape[0] * H)).indices.tolist()
+            out |= {(i // H, i % H, t) for i in top}
+        return out
 
     def _attributions(self, w) -> dict:
-        """The attribution pane's trait per method and target: the free flow methods at every target (computed
-        like the widget does, see ``_target_attribution``), the cheap input methods at the last one (by the widget)."""
+        """The attribution pane's trait per method and target: at the last target the widget's own (the shown
+        method and the cheap input methods, with their agreement); at the others the free flow methods computed
+        batched, with the words view and the agreement among the free methods (the gradient methods' rows say
+        why they are not there)."""
         out: dict[str, dict[str, dict]] = {}
         shown = w.attribution_method
         for name in (shown,) + CHEAP_INPUT_METHODS:
@@ -138,31 +147,42 @@ class _Content:
                 w.attribution_method = name
                 out.setdefault(name, {})[str(self.target)] = widget_state(w, ["attribution"])["attribution"]
         w.attribution_method = shown
+        methods = scoring.attribution_methods()
+        positions = list(range(self.ex.n_tokens - 1))
+        free = {name: tables for name, tables in (("flow_attribution", flow_attribution_tables),
+                                                  ("attention_rollout", attention_rollout_tables))
+                if name in methods}
+        computed = {name: fn(self.ex, positions) for name, fn in free.items()}
         for name in FLOW_METHODS:
-            if name not in scoring.attribution_methods():
+            if name not in computed:
                 continue
             matrix = (scoring.run_attribution_matrix(self.ex, name, {}) if self.ex.generated_positions else None)
-            for t in range(self.ex.n_tokens):
-                if str(t) not in out.get(name, {}):
-                    table = scoring.run_attribution(self.ex, name, {}, scoring.Settings(t))
-                    out.setdefault(name, {})[str(t)] = payload.attribution(
-                        self.ex, table, matrix, scoring.attribution_methods(), options={})
+            for n, t in enumerate(positions):
+                table = computed[name][n]
+                others = {o: computed[o][n] if o in computed else _NOT_AT_TARGET for o in methods if o != name}
+                out.setdefault(name, {})[str(t)] = payload.attribution(
+                    self.ex, table, matrix, methods, options={},
+                    agreement=scoring.attribution_agreement(table, others),
+                    words=scoring.attribution_words(self.ex, table))
         return out
 
     def _targets(self) -> dict:
         """Per target, what the widget recomputes when its target changes (Explorer._refilter and _rescore):
-        predictions, logit lens, metric and the importance table; direct logit attribution stays the last
-        token's (computing it at every position would take minutes), so the page offers it there only."""
+        predictions, logit lens, metric, the heatmap's tables (importance and direct logit attribution, computed
+        batched) and their agreement."""
         ex, snaps = self.ex, {}
-        lens = lens_columns(ex, range(ex.n_tokens - 1))
-        for t in range(ex.n_tokens - 1):
+        positions = list(range(ex.n_tokens - 1))
+        lens = payload.lens_columns(ex, positions)
+        metrics = [make_metric(ex, None, None, t) for t in positions]
+        dla = logit_attribution_tables(ex, metrics)
+        for n, t in enumerate(positions):
             st = scoring.Settings(t)
-            tables = {"importance": scoring.run_method(ex, "importance", st)}
+            tables = {"importance": scoring.run_method(ex, "importance", st), "logit_attribution": dla[n]}
             snaps[str(t)] = {
                 "meta": payload.meta(ex, t), "lens": lens[t],
-                "metric": payload.metric_info(ex, make_metric(ex, None, None, t), st,
-                                              ready=not scoring.causal_problem(ex, st)),
-                "method_scores": payload.method_scores(tables, ex.n_layers, ex.n_heads), "agreement": {},
+                "metric": payload.metric_info(ex, metrics[n], st, ready=not scoring.causal_problem(ex, st)),
+                "method_scores": payload.method_scores(tables, ex.n_layers, ex.n_heads),
+                "agreement": scoring.head_agreement(tables, ex.n_layers, ex.n_heads),
             }
         return snaps
 
@@ -195,17 +215,54 @@ class _Content:
                 d = {**d, "pattern": reduced(d["pattern"], "sqrt", level["maps"]),
                      "contribution": reduced(d["contribution"], "sqrt", MAP_LEVELS[0])}
             details[key] = d
-        # the report's neurons trait lists every block's neurons: the copy inside each mlp: result is not needed
-        details.update({k: {n: v for n, v in d.items() if n != "neurons"} for k, d in self.mlp.items()})
         details.update(self.neurons)
         texts: dict[str, int] = {}
         details = _compact_pairs(details, texts)
+        vocab = {name: _stored_table(table, self.strings, texts) for name, table in self.vocab.items()}
         per_target = {t: _reduced_snapshot(snap, level["lens"]) for t, snap in self.per_target.items()}
         state = {**self.state, "neurons": _neurons_reduced(self.state["neurons"]), "lens": _lens_reduced(self.state["lens"]),
                  "head_importance": reduced(self.state["head_importance"], "f16")}
-        return {"version": 1, "state": state, "per_target": per_target, "attributions": self.attributions,
-                "flow": self.flow, "details": details, "texts": list(texts), "omitted": _ALWAYS_OMITTED + omitted,
-                "default_target": self.target}
+        return {"version": 2, "state": state, "per_target": per_target, "attributions": self.attributions,
+                "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
+                "omitted": _ALWAYS_OMITTED + omitted, "default_target": self.target}
+
+
+def _route_heads_at(g, target: int) -> set[tuple[int, int, int]]:
+    """(layer, head, target) of every head with a part in an attention edge of the route ``g`` into ``target``'s
+    column (the heads the heatmap's route view lights up there)."""
+    from .contributions.graph import node_of
+
+    heads = g.heads.reshape(len(g.src), g.n_heads)
+    out = set()
+    for e in np.flatnonzero(np.abs(heads).sum(1) > 0):
+        _, layer, token = node_of(int(g.dst[e]), g.n_tokens)
+        if token == target:
+            out |= {(layer, int(h), target) for h in np.flatnonzero(heads[e])}
+    return out
+
+
+def _vocab_strings(ex: Explanation, vocab: dict) -> dict[int, str]:
+    """Token text of every vocabulary id the tables hold, decoded once."""
+    ids = np.unique(np.concatenate([t["ids"].reshape(-1) for t in vocab.values()]))
+    tok = ex.trace.lm.tokenizer
+    return {int(i): tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in ids}
+
+
+def _stored_table(table: dict, strings: dict[int, str], texts: dict[str, int]) -> dict:
+    """A report_vocab table for the page: token ids as indices into the report's token texts (16 bits), logits
+    and neuron scales in float16 (3 significant digits; the pane shows 2 decimals), keys in 16 bits."""
+    out = {}
+    for name, v in table.items():
+        if name == "ids":
+            v = np.vectorize(lambda i: texts.setdefault(strings[int(i)], len(texts)), otypes=[np.int64])(v) if v.size else v
+            out[name] = reduced(encode_array(np.asarray(v).astype(np.uint32), "uint32"), "u16")
+        elif name in ("vals", "scale"):
+            out[name] = reduced(encode_array(np.asarray(v, np.float32)), "f16")
+        elif name == "index":
+            out[name] = reduced(encode_array(np.asarray(v).astype(np.int32), "int32"), "i16")
+        else:  # keys
+            out[name] = reduced(encode_array(np.asarray(v).astype(np.uint32), "uint32"), "u16")
+    return out
 
 
 def _compact_pairs(obj, texts: dict[str, int]):
@@ -252,10 +309,12 @@ _STEPS = [
 ]
 _ALWAYS_OMITTED = [
     "Causal methods (attribution patching, exact patching checks) and input-attribution methods that run the "
-    "model more than once (integrated gradients, occlusion, saliency) need a kernel.",
-    "Vocabulary projections of single neurons: only for the MLP blocks on the last token's route. Heads' "
-    "vocabulary projections: only at the last token (their attention and contribution maps serve every target). "
-    "Direct logit attribution and input × gradient: only at the last token.",
+    "model more than once (integrated gradients, occlusion) need a kernel. Input × gradient and saliency (one "
+    "backward pass per target) are here at the last target only.",
+    f"Heads' vocabulary projections at targets other than the last: the {HEADS_PER_TARGET} most important heads "
+    "at each target and the heads on its route (every head's maps and importance are here at every target). "
+    "Single neurons' vocabulary projections: the neurons of every MLP block on a route and of the last token's "
+    "column (every block's neuron list is here).",
 ]
 
 
@@ -283,21 +342,6 @@ def warm_neurons(ex: Explanation, nodes) -> None:
         imp = neuron_importance(rows, ex.trace.weights[layer])
         for n, token in enumerate(tokens):
             ex._neuron_rows[(layer, token)] = imp[n]
-
-
-def neuron_details(ex: Explanation, blocks) -> dict:
-    """``neuron:<layer>:<neuron>:<token>`` results (``payload.details``) of the top neurons of ``blocks``, their
-    vocabulary projections batched per token (one product instead of one per neuron)."""
-    by_token: dict[int, list[tuple[int, int]]] = {}
-    for layer, token in sorted(blocks):
-        by_token.setdefault(token, []).extend((layer, n.neuron) for n in ex.neurons(layer, token, payload.TOP_K))
-    out = {}
-    for token, pairs in by_token.items():
-        vecs = torch.stack([ex.neuron_output(layer, n, token) for layer, n in pairs])
-        promoted, suppressed = payload._named_top(ex, project(ex.trace, vecs, token, "final"), payload.TOP_K)
-        for i, (layer, n) in enumerate(pairs):
-            out[f"neuron:{layer}:{n}:{token}"] = {"promoted": promoted[i], "suppressed": suppressed[i]}
-    return out
 
 
 def flow_scores(ex: Explanation, floor: float) -> dict:
@@ -362,9 +406,9 @@ def _note(ex: Explanation, omitted: list[str]) -> str:
     """The visible note at the top: what the report holds and what it leaves out (HTML-escaped)."""
     T, L, H = ex.n_tokens, ex.n_layers, ex.n_heads
     holds = (f"Offline report: routes for all {T} target tokens at any threshold and both granularities; all "
-             f"{L * H} heads' details; the neurons of every MLP block on a route and of each target's column; the "
-             "logit lens at every token; head importance and flow-based input attribution at every target; direct "
-             "logit attribution and input × gradient at the last token.")
+             f"{L * H} heads' details; the neurons of every MLP block on a route and of each target's column, with "
+             "their vocabulary projections; the logit lens, head importance, direct logit attribution and "
+             "flow-based input attribution at every target; input × gradient at the last token.")
     items = "".join(f"<li>{html.escape(wire_text(x))}</li>" for x in omitted)
     return (f'<div class="lmtt-report-note" role="note"><p>{html.escape(holds)}</p>'
             f"<p>Not in this report (open the notebook with a kernel for these):</p><ul>{items}</ul></div>")

@@ -249,3 +249,97 @@ def test_report_answers_clicks_on_heads_neurons_and_other_targets_offline(smollm
     finally:
         page.close()
     assert outside == [] and errors == []
+
+
+# ---- issue 11 point 3, the last gaps: what a click shows in the page equals what the kernel answers
+
+def _page_details(page_path: Path, keys: list[str], target: int | None = None) -> dict:
+    """Details replies the page's own model gives (js/static.ts StaticModel, through the built bundle, run by
+    Node), after moving to ``target`` like a target click; plus the trait values it then shows."""
+    script = """
+import { readFileSync } from "node:fs";
+const [bundle, html, keys, target] = process.argv.slice(1);
+const mod = await import(bundle);
+const b64 = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
+const { body, bytes } = await mod.readContainer(b64);
+const { state, report } = mod.reportParts(body, bytes);
+const model = new mod.StaticModel(state, report);
+if (target !== "none") { model.set("target", Number(target)); model.save_changes(); }
+const replies = {};
+model.on("msg:custom", (m) => { replies[m.key] = m; });
+for (const key of JSON.parse(keys)) model.send({ type: "details", id: key, key });
+await new Promise((r) => setTimeout(r, 0));
+const ms = model.get("method_scores");
+const CTOR = { float32: Float32Array, uint32: Uint32Array, int32: Int32Array, uint8: Uint8Array };
+const arr = (a) => { const C = CTOR[a.dtype]; return Array.from(new C(a.data.buffer, a.data.byteOffset, a.data.byteLength / C.BYTES_PER_ELEMENT)); };
+const scores = Object.fromEntries(Object.entries(ms).map(([k, t]) => [k, { heads: arr(t.heads), mlp: arr(t.mlp), extra: t.extra, metric: t.metric }]));
+const att = model.get("attribution");
+console.log(JSON.stringify({ replies, method_scores: scores, attribution: { method: att.method, position: att.position,
+  scores: arr(att.scores), agreement: att.agreement ?? null, words: att.words ? att.words.spans : null }, error: model.get("error") }));
+"""
+    proc = subprocess.run(["node", "--input-type=module", "-e", script, BUNDLE.as_uri(), str(page_path),
+                           json.dumps(keys), "none" if target is None else str(target)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _same_pairs(got: list, want: list, rtol: float = 2e-3) -> None:
+    """Token texts equal, logits equal to float16's precision (the report stores them so)."""
+    assert [g[0] for g in got] == [w[0] for w in want]
+    assert np.allclose([g[1] for g in got], [w[1] for w in want], rtol=rtol, atol=2e-3)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma2"])  # gemma2: post-norms around the MLP (a neuron's scale)
+def test_page_answers_neuron_mlp_and_head_clicks_as_the_kernel(family, tmp_path):
+    from lmtt_widgets.report import HEADS_PER_TARGET
+    from lmtt_widgets.widgets import payload
+
+    ex = explain(loaded(family), "The capital of France is Paris. It is")
+    T, L, H = ex.n_tokens, ex.n_layers, ex.n_heads
+    path = write_report(ex, tmp_path / "r.html")
+    # every neuron of every MLP block on any target's route (and of the last column), every such block
+    blocks = set()
+    for t in range(T):
+        blocks |= payload.mlp_nodes(ex.route(t, 0.04, "head"))
+    assert len({t for _, t in blocks}) > 3  # blocks at many targets, not only the last
+    keys = [f"mlp:{layer}:{t}" for layer, t in sorted(blocks)]
+    keys += [f"neuron:{layer}:{n.neuron}:{t}" for layer, t in sorted(blocks) for n in ex.neurons(layer, t, 10)]
+    # heads at a target other than the last: the most important there
+    t = T // 2
+    imp = np.stack([ls.head_total[t].numpy() for ls in ex.scores.layers])
+    top = np.argsort(-imp.reshape(-1))[:min(HEADS_PER_TARGET, L * H)]
+    keys += [f"head:{i // H}:{i % H}:{t}" for i in top]
+    got = _page_details(path, keys)["replies"]
+    for key in keys:
+        assert got[key]["ok"], (key, got[key])
+        want = payload.details(ex, key)
+        _same_pairs(got[key]["result"]["promoted"], want["promoted"])
+        _same_pairs(got[key]["result"]["suppressed"], want["suppressed"])
+
+
+def test_page_holds_dla_and_agreements_at_other_targets(tmp_path):
+    from lmtt_widgets.widgets import Explorer
+    from lmtt_widgets.widgets.codec import decode_array
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris. It is")
+    path = write_report(ex, tmp_path / "r.html")
+    w = Explorer(ex)
+    for t in (2, ex.n_tokens // 2):
+        w.target = t  # the live widget at that target
+        page = _page_details(path, [], target=t)
+        assert page["error"] == ""
+        live = w.method_scores["logit_attribution"]
+        shown = page["method_scores"]["logit_attribution"]
+        assert np.allclose(shown["heads"], decode_array(live["heads"]).reshape(-1), rtol=2e-3, atol=1e-5)
+        assert np.allclose(shown["mlp"], decode_array(live["mlp"]), rtol=2e-3, atol=1e-5)
+        assert shown["metric"] == live["metric"] and shown["extra"] == pytest.approx(live["extra"])
+        # the attribution pane there: flow attribution with its word view and its agreement with the free methods
+        att, live_att = page["attribution"], w.attribution
+        assert att["position"] == t and np.allclose(att["scores"][:t + 1], decode_array(live_att["scores"])[:t + 1])
+        assert att["words"] == live_att["words"]["spans"]
+        rows = {r["method"]: r for r in att["agreement"]["rows"]}
+        live_rows = {r["method"]: r for r in live_att["agreement"]["rows"]}
+        assert rows["attention_rollout"]["spearman"] == pytest.approx(live_rows["attention_rollout"]["spearman"])
+        assert rows["input_x_gradient"]["state"] == "error" and "not in this report" in rows["input_x_gradient"]["error"]
+    w.close()

@@ -67,6 +67,9 @@ export function createVocabPane(ctx: PaneContext): Pane {
     const r = st.result ?? {};
     if (s.kind === "node") {
       body.replaceChildren(tokenList("logit lens: top tokens (rank change vs previous row)", r.top, "prob"));
+    } else if (typeof r.note === "string" && !(Array.isArray(r.promoted) && r.promoted.length)) {
+      // an offline report that does not hold this projection says so (js/static.ts)
+      body.replaceChildren(h("div", { class: "lmtt-hint lmtt-not-held" }, r.note));
     } else {
       body.replaceChildren(
         h("div", { class: "lmtt-twocol" }, tokenList("promoted", r.promoted, "score", "pos"), tokenList("suppressed", r.suppressed, "score", "neg")),

@@ -107,8 +107,12 @@ def rollout_shares(attentions: list[torch.Tensor], positions: list[int]) -> torc
                  cost="free from the stored attention (one traced pass if it was not kept)")
 def attention_rollout(ex, target=None, foil=None, position=None) -> ScoreTable:
     """Attention rollout at ``position`` (target-independent)."""
-    p = ex._token(position)
-    v = rollout_shares(mean_attentions(ex), [p])
-    comps = [Component("token", position=j) for j in range(p + 1)]
-    return ScoreTable("attention_rollout", ROLLOUT, None, comps, v[0, : p + 1], False,
-                      {"position": p, "sum": float(v[0].sum())})
+    return attention_rollout_tables(ex, [ex._token(position)])[0]
+
+
+def attention_rollout_tables(ex, positions: list[int]) -> list[ScoreTable]:
+    """:func:`attention_rollout` at many positions from one product down the layers."""
+    v = rollout_shares(mean_attentions(ex), positions)
+    return [ScoreTable("attention_rollout", ROLLOUT, None, [Component("token", position=j) for j in range(p + 1)],
+                       v[n, : p + 1], False, {"position": p, "sum": float(v[n].sum())})
+            for n, p in enumerate(positions)]

@@ -184,3 +184,9 @@ def logit_attribution(ex, target=None, foil=None, position=None, *, neurons: boo
     metric = make_metric(ex, target, foil, position)
     comps, scores, extra = logit_attribution_parts(ex, metric, neurons=neurons)
     return ScoreTable("logit_attribution", QUANTITY, metric, comps, scores, True, extra)
+
+
+def logit_attribution_tables(ex, metrics) -> list[ScoreTable]:
+    """:func:`logit_attribution` tables of many metrics (one per position) from one batched pass."""
+    return [ScoreTable("logit_attribution", QUANTITY, metric, comps, scores, True, extra)
+            for metric, (comps, scores, extra) in zip(metrics, logit_attribution_batch(ex, metrics))]
