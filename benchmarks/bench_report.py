@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_report.py [--tokens 8 32 128 256] [--json out.json]
 
 For each length: the time of `explain` and of `write_report` (which also builds an Explorer, so its traits are the
-report's state), the file's size, the size of its base64 state and of the bundle, how many head details hold their
+report's state) and their ratio (the machine's load changes both alike: compare ratios), the file's size, the size of its base64 state and of the bundle, how many head details hold their
 maps, and what the report had to leave out for its 3 MB budget (the note at its top says the same). Prompts are
 the browser benchmark's text cut to the length (benchmarks/browser_bench.py make_prompt). Prints a markdown table.
 """
@@ -34,9 +34,12 @@ def measure(lm, n_tokens: int, work: Path) -> dict:
     rep = read_report(page)
     state = page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]
     maps = sum(1 for k, v in rep["details"].items() if k.startswith("head:") and "pattern" in v)
+    vocab = rep.get("vocab", {})
     return {"tokens": ex.n_tokens, "bytes": path.stat().st_size, "state_bytes": len(state),
             "explain_s": t_explain, "report_s": t_report, "head_maps": maps, "heads": ex.n_layers * ex.n_heads,
-            "targets": len(rep["per_target"]) + 1, "left_out": rep["omitted"][len(_ALWAYS_OMITTED):]}
+            "targets": len(rep["per_target"]) + 1, "left_out": rep["omitted"][len(_ALWAYS_OMITTED):],
+            "neuron_directions": int(vocab["neuron"]["ids"].shape[0]) if "neuron" in vocab else 0,
+            "head_rows": int(vocab["head"]["ids"].shape[0]) if "head" in vocab else 0}
 
 
 def main(argv=None) -> int:
@@ -52,12 +55,13 @@ def main(argv=None) -> int:
         for n in args.tokens:
             rows.append(measure(lm, n, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| tokens | report size | state (base64) | head maps | targets | explain | write_report | left out for 3 MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("\n| tokens | report size | state (base64) | head maps | targets | explain | write_report | ratio | "
+          "left out for 3 MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r['tokens']} | {r['bytes'] / 1e6:.2f} MB | {r['state_bytes'] / 1e6:.2f} MB | "
-              f"{r['head_maps']}/{r['heads']} | {r['targets']} | {r['explain_s']:.0f} s | {r['report_s']:.0f} s | "
-              f"{'; '.join(r['left_out']) or 'nothing'} |")
+              f"{r['head_maps']}/{r['heads']} | {r['targets']} | {r['explain_s']:.1f} s | {r['report_s']:.1f} s | "
+              f"{r['report_s'] / r['explain_s']:.1f}x | {'; '.join(r['left_out']) or 'nothing'} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -116,8 +116,11 @@ class _Content:
         # vocabulary projections as tables (report_vocab.py): MLP blocks on any route, heads at the other targets
         # (the most important ones there and those on its route), the neurons of every route's blocks and of the
         # last token's column
-        self.vocab = {"mlp": mlp_projections(ex, sorted(self.route_mlp)),
-                      "head": head_projections(ex, sorted(self._other_target_heads(route_heads)))}
+        heads = sorted(self._other_target_heads(route_heads))
+        self.vocab = {"mlp": mlp_projections(ex, sorted(self.route_mlp)), "head": head_projections(ex, heads)}
+        self.head_on_route = np.array([x in route_heads for x in heads], bool)
+        self.last_blocks = (payload.mlp_nodes(ex.route(self.target, threshold, granularity))
+                            | {(layer, self.target) for layer in range(ex.n_layers)})
         self.neuron_blocks = self.route_mlp | {(layer, self.target) for layer in range(ex.n_layers)}
         self.vocab["neuron"], alone = neuron_projections(ex, self.neuron_blocks)
         self.neurons = {f"neuron:{layer}:{n}:{t}": payload.details(ex, f"neuron:{layer}:{n}:{t}")
@@ -218,13 +221,36 @@ class _Content:
         details.update(self.neurons)
         texts: dict[str, int] = {}
         details = _compact_pairs(details, texts)
-        vocab = {name: _stored_table(table, self.strings, texts) for name, table in self.vocab.items()}
+        vocab = {"mlp": self.vocab["mlp"],
+                 "head": self.vocab["head"] if level["heads"] == "important" else _rows(self.vocab["head"], self.head_on_route),
+                 "neuron": self.vocab["neuron"] if level["neurons"] == "routes" else _neuron_subset(
+                     self.vocab["neuron"], self.last_blocks)}
+        vocab = {name: _stored_table(table, self.strings, texts) for name, table in vocab.items()}
         per_target = {t: _reduced_snapshot(snap, level["lens"]) for t, snap in self.per_target.items()}
         state = {**self.state, "neurons": _neurons_reduced(self.state["neurons"]), "lens": _lens_reduced(self.state["lens"]),
                  "head_importance": reduced(self.state["head_importance"], "f16")}
-        return {"version": 2, "state": state, "per_target": per_target, "attributions": self.attributions,
+        attributions = {name: {t: _attribution_reduced(a) if t != str(self.target) else a for t, a in by_t.items()}
+                        for name, by_t in self.attributions.items()}
+        return {"version": 2, "state": state, "per_target": per_target, "attributions": attributions,
                 "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
                 "omitted": _ALWAYS_OMITTED + omitted, "default_target": self.target}
+
+
+def _rows(table: dict, keep: np.ndarray) -> dict:
+    """A head / mlp projection table cut to the rows ``keep`` marks."""
+    return {k: v[keep] for k, v in table.items()}
+
+
+def _neuron_subset(table: dict, blocks: set[tuple[int, int]]) -> dict:
+    """The neuron table cut to the blocks ``blocks`` (the directions no other block uses dropped)."""
+    index = np.full_like(table["index"], -1)
+    for layer, t in blocks:
+        index[layer, t] = table["index"][layer, t]
+    used = np.unique(index[index >= 0])
+    remap = np.full(len(table["ids"]) + 1, -1, np.int64)
+    remap[used] = np.arange(len(used))
+    return {"index": np.where(index >= 0, remap[index], -1), "scale": table["scale"],
+            "ids": table["ids"][used], "vals": table["vals"][used]}
 
 
 def _route_heads_at(g, target: int) -> set[tuple[int, int, int]]:
@@ -291,19 +317,38 @@ def _reduced_snapshot(snap: dict, lens: bool) -> dict:
     out = {k: v for k, v in snap.items() if k != "lens" or lens}
     if "lens" in out:
         out["lens"] = _lens_reduced(out["lens"])
-    out["method_scores"] = {name: {**t, "heads": reduced(t["heads"], "f16")}
+    # scores shown with 2-3 digits: float16 keeps 3 significant ones (NaN, "not computed", stays raw)
+    out["method_scores"] = {name: {**t, "heads": reduced(t["heads"], "f16"), "mlp": reduced(t["mlp"], "f16")}
                             for name, t in snap.get("method_scores", {}).items()}
     return out
 
 
-# Steps taken, in order, while a report is over its size: lower precision first, then whole parts.
+def _attribution_reduced(att: dict) -> dict:
+    """An attribution pane's trait with its token scores and word merges in float16 (drawn as bars and shown with
+    3 digits); NaN (after the position) keeps the array in float32."""
+    if not att:
+        return att
+    out = {**att, "scores": reduced(att["scores"], "f16")}
+    if isinstance(att.get("words"), dict):
+        out["words"] = {**att["words"], "merged": {k: reduced(v, "f16") for k, v in att["words"]["merged"].items()}}
+    return out
+
+
+# Steps taken, in order, while a report is over its size: lower precision first, then the parts a user needs least.
+_FULL = {"maps": MAP_LEVELS[1], "lens": True, "heads": "important", "neurons": "routes"}
 _STEPS = [
-    ({"maps": MAP_LEVELS[1], "lens": True}, ""),
-    ({"maps": MAP_LEVELS[2], "lens": True},
+    (_FULL, ""),
+    ({**_FULL, "maps": MAP_LEVELS[2]},
      "Attention patterns are drawn with 8 colour levels instead of 16 (the report's size budget)."),
-    ({"maps": MAP_LEVELS[2], "lens": False},
+    ({**_FULL, "maps": MAP_LEVELS[2], "heads": "route"},
+     "Heads' vocabulary projections at targets other than the last: only the heads on each target's route (the "
+     "report's size budget)."),
+    ({**_FULL, "maps": MAP_LEVELS[2], "heads": "route", "lens": False},
      "The logit lens is included for the last token only (the report's size budget)."),
-    ({"maps": None, "lens": False},
+    ({**_FULL, "maps": MAP_LEVELS[2], "heads": "route", "lens": False, "neurons": "last"},
+     "Single neurons' vocabulary projections: only for the MLP blocks on the last token's route and in its column "
+     "(the report's size budget)."),
+    ({**_FULL, "maps": None, "heads": "route", "lens": False, "neurons": "last"},
      "Head attention patterns and contribution maps are left out (the report's size budget); head importances, "
      "routes and vocabulary projections are all here."),
 ]

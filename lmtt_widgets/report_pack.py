@@ -6,7 +6,8 @@ Layout before compression: a 4-byte little-endian length, the JSON text (UTF-8),
 are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``enc`` how the bytes store it:
 
 - ``raw``: the wire dtype's own bytes;
-- ``f16``: float32 stored as IEEE float16 (about 3 significant digits: probabilities and neuron scores);
+- ``f16``: float32 stored as IEEE float16 (about 3 significant digits: probabilities and neuron scores; NaN
+  and ±inf kept);
 - ``u16`` / ``i16``: uint32 / int32 whose values fit in 16 bits (token ids of a vocabulary under 65,536);
 - ``sqrt``: a non-negative float32 matrix drawn on a square-root colour scale (js/panes/common.ts drawMatrix),
   stored as ``round(levels * sqrt(v / max))`` in one byte, with ``max`` and ``levels``; ``tril``: only the lower
@@ -51,7 +52,9 @@ def reduced(a: dict, enc: str, levels: int = 255) -> dict:
     finite = np.isfinite(v).all() if v.dtype.kind == "f" else True
     ok = {
         "raw": True,
-        "f16": a["dtype"] == "float32" and finite and (v.size == 0 or float(np.abs(v).max()) <= _F16_MAX),
+        # NaN and ±inf are float16 values too (kept exactly); a finite value past float16's range is not
+        "f16": a["dtype"] == "float32" and (v.size == 0 or float(np.abs(np.where(np.isfinite(v), v, 0)).max())
+                                            <= _F16_MAX),
         "u16": a["dtype"] == "uint32" and (v.size == 0 or int(v.max()) < 1 << 16),
         "i16": a["dtype"] == "int32" and (v.size == 0 or -(1 << 15) <= int(v.min()) <= int(v.max()) < 1 << 15),
         "sqrt": a["dtype"] == "float32" and finite and (v.size == 0 or float(v.min()) >= 0) and 1 <= levels <= 255,
