@@ -197,17 +197,46 @@ class _Content:
 
     def build(self, max_bytes: int) -> tuple[dict, list[str], str]:
         """The report dict, the omissions it needed for its base64 container to stay under ``max_bytes``, and
-        that container."""
+        that container. At the step that cuts neurons' projections, as many route blocks keep them as fit (the
+        most important first: bisection on their number)."""
         for step in range(len(_STEPS)):
-            omitted = [note for _, note in _STEPS[1:step + 1]]
-            report = self._report(_STEPS[step][0], omitted)
-            packed = pack_base64(report)
+            level, omitted = _STEPS[step][0], [note for _, note in _STEPS[1:step + 1]]
+            if level["neurons"] == "last" and _STEPS[step - 1][0]["neurons"] != "last":
+                found = self._most_neurons(level, omitted[:-1], max_bytes)  # its fewest is this step
+                if found is not None:
+                    return found
+                continue
+            report, packed = self._packed(level, omitted)
             if len(packed) <= max_bytes:
                 break
         else:
             omitted = omitted + [f"Even so this report's state is {len(packed) / 1e6:.1f} MB, over its budget of "
                                  f"{max_bytes / 1e6:.1f} MB."]
         return report, omitted, packed
+
+    def _packed(self, level: dict, omitted: list[str]) -> tuple[dict, str]:
+        report = self._report(level, omitted)
+        return report, pack_base64(report)
+
+    def _most_neurons(self, level: dict, omitted: list[str], max_bytes: int):
+        """The report with neurons' projections for the most route blocks that fit under ``max_bytes`` (the last
+        token's route and column always), or None when even the fewest do not fit."""
+        ranked = sorted(self.route_mlp - self.last_blocks,
+                        key=lambda lt: -float(self.ex.scores.layers[lt[0]].mlp[lt[1]]))
+        # sixteenths of the ranked blocks: at most 5 packs (each is a gzip of megabytes)
+        lo, hi, best = 0, 15, None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            blocks = self.last_blocks | set(ranked[:len(ranked) * mid // 16])
+            note = (f"Single neurons' vocabulary projections: for the {len(blocks)} most important of the "
+                    f"{len(self.neuron_blocks)} MLP blocks on the routes (the last token's route and column "
+                    "included; the report's size budget). Every block's neuron list is here.")
+            report, packed = self._packed({**level, "neurons": blocks}, omitted + [note])
+            if len(packed) <= max_bytes:
+                best, lo = (report, omitted + [note], packed), mid + 1
+            else:
+                hi = mid - 1
+        return best
 
     def _report(self, level: dict, omitted: list[str]) -> dict:
         details = {}
@@ -224,7 +253,7 @@ class _Content:
         vocab = {"mlp": self.vocab["mlp"],
                  "head": self.vocab["head"] if level["heads"] == "important" else _rows(self.vocab["head"], self.head_on_route),
                  "neuron": self.vocab["neuron"] if level["neurons"] == "routes" else _neuron_subset(
-                     self.vocab["neuron"], self.last_blocks)}
+                     self.vocab["neuron"], self.last_blocks if level["neurons"] == "last" else level["neurons"])}
         vocab = {name: _stored_table(table, self.strings, texts) for name, table in vocab.items()}
         per_target = {t: _reduced_snapshot(snap, level["lens"]) for t, snap in self.per_target.items()}
         state = {**self.state, "neurons": _neurons_reduced(self.state["neurons"]), "lens": _lens_reduced(self.state["lens"]),

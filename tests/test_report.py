@@ -347,3 +347,62 @@ def test_page_holds_dla_and_agreements_at_other_targets(tmp_path):
         assert rows["attention_rollout"]["spearman"] == pytest.approx(live_rows["attention_rollout"]["spearman"])
         assert rows["input_x_gradient"]["state"] == "error" and "not in this report" in rows["input_x_gradient"]["error"]
     w.close()
+
+
+@pytest.mark.smollm2
+@pytest.mark.browser
+def test_report_shows_neuron_and_head_projections_at_another_target(smollm2_paris, tmp_path, chromium):
+    """At a target other than the last, a neuron of the shown MLP block and the most important head there show their
+    vocabulary projections offline (before: "not in this report" / empty lists)."""
+    ex = smollm2_paris
+    path = write_report(ex, tmp_path / "report.html")
+    imp = np.stack([ls.head_total[1].numpy() for ls in ex.scores.layers])  # [L, H] at target #1
+    layer, head = divmod(int(imp.argmax()), ex.n_heads)
+    outside, errors = [], []
+    page = _offline_page(chromium, outside, errors)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_selector(".lmtt-graph canvas")
+        edges_before = page.locator(".lmtt-graph").inner_text()
+        page.locator("select[aria-label='Target token']").select_option("1")
+        page.wait_for_function("t => document.querySelector('.lmtt-graph').innerText !== t", arg=edges_before)
+        page.locator("li.lmtt-neuron").first.click()
+        page.wait_for_function("() => document.querySelector('.lmtt-vocab .lmtt-pane-title').textContent"
+                               ".includes('neuron') && document.querySelectorAll('.lmtt-vocab .lmtt-tokrow').length >= 20")
+        title = page.locator(".lmtt-vocab .lmtt-pane-title").inner_text()
+        assert "(#1)" in title, title
+        page.screenshot(path=str(ARTIFACTS / "report-neuron-other-target.png"), full_page=True)
+        page.locator("canvas.lmtt-heat").press("Escape")
+        heat = page.locator("canvas.lmtt-heat")
+        box = heat.bounding_box()
+        cw, ch = (box["width"] - 34) / ex.n_heads, (box["height"] - 18) / ex.n_layers
+        heat.click(position={"x": 30 + (head + 0.5) * cw, "y": 16 + (layer + 0.5) * ch})
+        page.wait_for_function("t => document.querySelector('.lmtt-vocab .lmtt-pane-title').textContent.includes(t)",
+                               arg=f"head L{layer}.H{head}")
+        page.wait_for_function("() => document.querySelectorAll('.lmtt-vocab .lmtt-tokrow').length >= 20")
+        assert "(#1)" in page.locator(".lmtt-vocab .lmtt-pane-title").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "report-head-other-target.png"), full_page=True)
+        assert "not in this report" not in page.inner_text("body")
+        assert page.locator(".lmtt-errorbar").is_hidden()
+    finally:
+        page.close()
+    assert outside == [] and errors == []
+
+
+@pytest.mark.parametrize("margin", [32, 0])  # 0: no row can be proven, every row is recomputed in float32
+def test_bfloat16_screened_projections_equal_float32(margin):
+    import torch
+
+    from lmtt_widgets.projections.vocab import final_top_bottom, project
+
+    ex = explain(loaded("llama"), "The capital of France is Paris. It is")
+    torch.manual_seed(0)
+    vecs = torch.cat([torch.randn(40, ex.trace.layers[0].resid_pre.shape[-1]),
+                      torch.stack([ex.neuron_output(0, n, 3) for n in range(8)])])
+    positions = torch.arange(len(vecs)) % ex.n_tokens
+    ids, vals = final_top_bottom(ex.trace, vecs, positions, 10, margin=margin)
+    logits = project(ex.trace, vecs, positions, "final")
+    up, down = logits.topk(10, dim=-1), logits.topk(10, dim=-1, largest=False)
+    assert torch.equal(ids, torch.cat([up.indices, down.indices], -1))
+    assert torch.allclose(vals, torch.cat([up.values, down.values], -1), rtol=1e-5, atol=1e-6)
