@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .explain import Explanation
-from .projections.vocab import final_top_bottom
+from .projections.vocab import project
 from .widgets.payload import TOP_K
 
 CHUNK = 1024  # vectors per unembedding product: [CHUNK, V] float32 logits (200 MB for a 49k vocabulary)
@@ -31,13 +31,14 @@ PARALLEL_TOL = 1e-4
 
 def top_bottom(ex: Explanation, vecs: torch.Tensor, positions, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
     """Token ids [N, 2k] (top k descending, then bottom k ascending) and their logits [N, 2k] of each vector read
-    at its position, as ``payload.details`` ranks them (``final_top_bottom``: screened in bfloat16, exact)."""
+    at its position, as ``payload.details`` ranks them."""
     positions = torch.as_tensor(positions, dtype=torch.long)
     ids, vals = [], []
     for start in range(0, len(vecs), CHUNK):
-        i, v = final_top_bottom(ex.trace, vecs[start:start + CHUNK], positions[start:start + CHUNK], k)
-        ids.append(i)
-        vals.append(v)
+        logits = project(ex.trace, vecs[start:start + CHUNK], positions[start:start + CHUNK], "final")
+        up, down = logits.topk(k, dim=-1), logits.topk(k, dim=-1, largest=False)
+        ids.append(torch.cat([up.indices, down.indices], -1))
+        vals.append(torch.cat([up.values, down.values], -1))
     if not ids:
         return np.zeros((0, 2 * k), np.int64), np.zeros((0, 2 * k), np.float32)
     return torch.cat(ids).numpy(), torch.cat(vals).float().numpy()

@@ -389,20 +389,3 @@ def test_report_shows_neuron_and_head_projections_at_another_target(smollm2_pari
         page.close()
     assert outside == [] and errors == []
 
-
-@pytest.mark.parametrize("margin", [32, 0])  # 0: no row can be proven, every row is recomputed in float32
-def test_bfloat16_screened_projections_equal_float32(margin):
-    import torch
-
-    from lmtt_widgets.projections.vocab import final_top_bottom, project
-
-    ex = explain(loaded("llama"), "The capital of France is Paris. It is")
-    torch.manual_seed(0)
-    vecs = torch.cat([torch.randn(40, ex.trace.layers[0].resid_pre.shape[-1]),
-                      torch.stack([ex.neuron_output(0, n, 3) for n in range(8)])])
-    positions = torch.arange(len(vecs)) % ex.n_tokens
-    ids, vals = final_top_bottom(ex.trace, vecs, positions, 10, margin=margin)
-    logits = project(ex.trace, vecs, positions, "final")
-    up, down = logits.topk(10, dim=-1), logits.topk(10, dim=-1, largest=False)
-    assert torch.equal(ids, torch.cat([up.indices, down.indices], -1))
-    assert torch.allclose(vals, torch.cat([up.values, down.values], -1), rtol=1e-5, atol=1e-6)
