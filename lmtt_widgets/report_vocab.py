@@ -22,7 +22,7 @@ import torch
 
 from .explain import Explanation
 from .projections.vocab import project
-from .widgets.payload import TOP_K
+from .widgets.payload import TOP_K, head_outputs
 
 CHUNK = 1024  # vectors per unembedding product: [CHUNK, V] float32 logits (200 MB for a 49k vocabulary)
 # a neuron's vector at a token counts as a multiple of its direction when the rest is below this (float32 rounding)
@@ -53,7 +53,7 @@ def head_projections(ex: Explanation, heads: list[tuple[int, int, int]], k: int 
     """Projections of (layer, head, token) outputs."""
     if not heads:
         return vocab_table([], np.zeros((0, 2 * k), np.int64), np.zeros((0, 2 * k), np.float32))
-    vecs = torch.stack([ex.head_output(layer, h, t) for layer, h, t in heads])
+    vecs = head_outputs(ex, heads)
     return vocab_table(heads, *top_bottom(ex, vecs, [t for _, _, t in heads], k))
 
 

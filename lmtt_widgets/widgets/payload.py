@@ -159,9 +159,29 @@ def _named_top(ex: Explanation, logits: torch.Tensor, k: int) -> tuple[list, lis
             [named(down.values[n], down.indices[n]) for n in range(logits.shape[0])])
 
 
+def head_outputs(ex: Explanation, heads: list[tuple[int, int, int]]) -> torch.Tensor:
+    """``ex.head_output(layer, head, token)`` of many (layer, head, token) [N, d], one product per layer (thousands
+    of single small products cost milliseconds each in thread overhead)."""
+    d, H, dh = ex.trace.layers[0].resid_pre.shape[-1], ex.n_heads, ex.trace.head_dim
+    out = torch.zeros(len(heads), d)
+    by_layer: dict[int, list[int]] = {}
+    for i, (layer, _, _) in enumerate(heads):
+        by_layer.setdefault(layer, []).append(i)
+    for layer, rows in by_layer.items():
+        rec, w = ex.trace.layers[layer], ex.trace.weights[layer]
+        hs = torch.tensor([heads[i][1] for i in rows])
+        ts = torch.tensor([heads[i][2] for i in rows])
+        w_o = w.w_o.reshape(d, H, dh)[:, hs]  # [d, n, dh]
+        vec = torch.einsum("nk,dnk->nd", rec.head_signal[ts, hs], w_o)
+        if w.attn_post_norm is not None:  # Explanation._post_scale at each token
+            vec = vec * (rec.attn_post_rstd[ts].unsqueeze(-1) * w.attn_post_norm.weight)
+        out[rows] = vec.to(out.dtype)
+    return out
+
+
 def head_details(ex: Explanation, heads: list[tuple[int, int]], token: int, k: int = TOP_K) -> list[dict]:
     """Details of many heads at one token, their vocabulary projections batched into one product."""
-    vecs = torch.stack([ex.head_output(layer, h, token) for layer, h in heads])
+    vecs = head_outputs(ex, [(layer, h, token) for layer, h in heads])
     promoted, suppressed = _named_top(ex, project(ex.trace, vecs, token, "final"), k)
     out = []
     for n, (layer, h) in enumerate(heads):
