@@ -25,7 +25,7 @@ from browser_bench import make_prompt  # noqa: E402
 
 def measure(lm, n_tokens: int, work: Path) -> dict:
     from lmtt_widgets import explain
-    from lmtt_widgets.report import _ALWAYS_OMITTED, read_report, write_report
+    from lmtt_widgets.report import read_report, write_report
 
     prompt = make_prompt(lm, n_tokens)
     t_explain, ex = timed(lambda: explain(lm, prompt))
@@ -37,7 +37,7 @@ def measure(lm, n_tokens: int, work: Path) -> dict:
     vocab = rep.get("vocab", {})
     return {"tokens": ex.n_tokens, "bytes": path.stat().st_size, "state_bytes": len(state),
             "explain_s": t_explain, "report_s": t_report, "head_maps": maps, "heads": ex.n_layers * ex.n_heads,
-            "targets": len(rep["per_target"]) + 1, "left_out": rep["omitted"][len(_ALWAYS_OMITTED):],
+            "targets": len(rep["per_target"]) + 1, "left_out": rep["budget_omitted"],
             "neuron_directions": int(vocab["neuron"]["ids"].shape[0]) if "neuron" in vocab else 0,
             "head_rows": int(vocab["head"]["ids"].shape[0]) if "head" in vocab else 0}
 

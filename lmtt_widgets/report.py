@@ -56,8 +56,11 @@ CHEAP_INPUT_METHODS = ("input_x_gradient", "saliency")  # one backward pass: the
 # route): the most important ones there. All 270 heads at all 127 other targets of a 128-token SmolLM2 prompt would
 # take 34,290 unembedding products (minutes) and about 2 MB.
 HEADS_PER_TARGET = 27
-_NOT_AT_TARGET = ("not in this report at this target: it runs the model (a backward pass or more) for each target; "
-                  "the report holds it at the last target")
+# ...unless all heads at all targets take at most this many unembedding products (short prompts: a few seconds)
+ALL_HEAD_ROWS = 8192
+_NOT_AT_TARGET = ("not in this report at this target: it runs a backward pass for each target; the report holds it at "
+                  "the last target")
+_NEEDS_KERNEL = "not in this report: it runs the model many times; open the notebook with a kernel"
 
 _CSP = ("default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:; connect-src 'none'")
@@ -116,6 +119,9 @@ class _Content:
         # vocabulary projections as tables (report_vocab.py): MLP blocks on any route, heads at the other targets
         # (the most important ones there and those on its route), the neurons of every route's blocks and of the
         # last token's column
+        self.all_heads = ex.n_layers * ex.n_heads * (T - 1) <= ALL_HEAD_ROWS
+        # what this report holds by design (said in its note whatever the budget)
+        self.coverage = _ALWAYS_OMITTED + ([] if self.all_heads else [_SOME_HEADS])
         heads = sorted(self._other_target_heads(route_heads))
         self.vocab = {"mlp": mlp_projections(ex, sorted(self.route_mlp)), "head": head_projections(ex, heads)}
         self.head_on_route = np.array([x in route_heads for x in heads], bool)
@@ -131,6 +137,8 @@ class _Content:
         """(layer, head, token) whose projections the report holds at targets other than the last: the
         ``HEADS_PER_TARGET`` most important heads at each target and the heads on its route."""
         ex, H = self.ex, self.ex.n_heads
+        if self.all_heads:
+            return {(layer, h, t) for layer in range(ex.n_layers) for h in range(H) for t in range(self.target)}
         imp = torch.stack([ls.head_total for ls in ex.scores.layers])  # [L, T, H]
         out = {(layer, h, t) for layer, h, t in route_heads if t != self.target}
         for t in range(self.target):
@@ -162,7 +170,8 @@ class _Content:
             matrix = (scoring.run_attribution_matrix(self.ex, name, {}) if self.ex.generated_positions else None)
             for n, t in enumerate(positions):
                 table = computed[name][n]
-                others = {o: computed[o][n] if o in computed else _NOT_AT_TARGET for o in methods if o != name}
+                others = {o: computed[o][n] if o in computed else _NOT_AT_TARGET if o in scoring.CHEAP_INPUT
+                          else _NEEDS_KERNEL for o in methods if o != name}
                 out.setdefault(name, {})[str(t)] = payload.attribution(
                     self.ex, table, matrix, methods, options={},
                     agreement=scoring.attribution_agreement(table, others),
@@ -251,7 +260,7 @@ class _Content:
         texts: dict[str, int] = {}
         details = _compact_pairs(details, texts)
         vocab = {"mlp": self.vocab["mlp"],
-                 "head": self.vocab["head"] if level["heads"] == "important" else _rows(self.vocab["head"], self.head_on_route),
+                 "head": self.vocab["head"] if level["heads"] != "route" else _rows(self.vocab["head"], self.head_on_route),
                  "neuron": self.vocab["neuron"] if level["neurons"] == "routes" else _neuron_subset(
                      self.vocab["neuron"], self.last_blocks if level["neurons"] == "last" else level["neurons"])}
         vocab = {name: _stored_table(table, self.strings, texts) for name, table in vocab.items()}
@@ -262,7 +271,7 @@ class _Content:
                         for name, by_t in self.attributions.items()}
         return {"version": 2, "state": state, "per_target": per_target, "attributions": attributions,
                 "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
-                "omitted": _ALWAYS_OMITTED + omitted, "default_target": self.target}
+                "omitted": self.coverage + omitted, "budget_omitted": omitted, "default_target": self.target}
 
 
 def _rows(table: dict, keep: np.ndarray) -> dict:
@@ -364,7 +373,7 @@ def _attribution_reduced(att: dict) -> dict:
 
 
 # Steps taken, in order, while a report is over its size: lower precision first, then the parts a user needs least.
-_FULL = {"maps": MAP_LEVELS[1], "lens": True, "heads": "important", "neurons": "routes"}
+_FULL = {"maps": MAP_LEVELS[1], "lens": True, "heads": "held", "neurons": "routes"}
 _STEPS = [
     (_FULL, ""),
     ({**_FULL, "maps": MAP_LEVELS[2]},
@@ -385,11 +394,12 @@ _ALWAYS_OMITTED = [
     "Causal methods (attribution patching, exact patching checks) and input-attribution methods that run the "
     "model more than once (integrated gradients, occlusion) need a kernel. Input × gradient and saliency (one "
     "backward pass per target) are here at the last target only.",
-    f"Heads' vocabulary projections at targets other than the last: the {HEADS_PER_TARGET} most important heads "
-    "at each target and the heads on its route (every head's maps and importance are here at every target). "
-    "Single neurons' vocabulary projections: the neurons of every MLP block on a route and of the last token's "
-    "column (every block's neuron list is here).",
+    "Single neurons' vocabulary projections: the neurons of every MLP block on a route (at the report's threshold) "
+    "and of the last token's column (every block's neuron list is here).",
 ]
+_SOME_HEADS = (f"Heads' vocabulary projections at targets other than the last: the {HEADS_PER_TARGET} most important "
+               "heads at each target and the heads on its route (every head's maps and importance are here at every "
+               "target).")
 
 
 def _neurons_reduced(rows: dict) -> dict:
@@ -490,8 +500,9 @@ def _note(ex: Explanation, omitted: list[str]) -> str:
 
 def render_html(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granularity: str = "head", *,
                 max_bytes: int = MAX_BYTES) -> str:
-    _, omitted, packed = _Content(ex, threshold, granularity).build(max_bytes - _page_bytes() - 4096)  # 4 kB: the title and note
-    return _page(ex, packed, _ALWAYS_OMITTED + omitted)
+    content = _Content(ex, threshold, granularity)
+    _, omitted, packed = content.build(max_bytes - _page_bytes() - 4096)  # 4 kB: the title and note
+    return _page(ex, packed, content.coverage + omitted)
 
 
 def _page_bytes() -> int:
