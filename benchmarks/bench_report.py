@@ -37,7 +37,8 @@ def measure(lm, n_tokens: int, work: Path) -> dict:
     vocab = rep.get("vocab", {})
     return {"tokens": ex.n_tokens, "bytes": path.stat().st_size, "state_bytes": len(state),
             "explain_s": t_explain, "report_s": t_report, "head_maps": maps, "heads": ex.n_layers * ex.n_heads,
-            "targets": len(rep["per_target"]) + 1, "left_out": rep["budget_omitted"],
+            "targets": len(rep["per_target"]) + 1, "left_out": rep["budget_omitted"] + (
+                ["still over 3 MB (the page's note says so)"] if path.stat().st_size > 3_000_000 else []),
             "neuron_directions": int(vocab["neuron"]["ids"].shape[0]) if "neuron" in vocab else 0,
             "head_rows": int(vocab["head"]["ids"].shape[0]) if "head" in vocab else 0}
 
