@@ -399,3 +399,18 @@ def test_report_shows_neuron_and_head_projections_at_another_target(smollm2_pari
         page.close()
     assert outside == [] and errors == []
 
+
+
+def test_lens_columns_ranks_equal_one_token_at_a_time():
+    """The report's batched lens (ranks in one vocabulary pass per row) equals Explanation.lens, row by row."""
+    from lmtt_widgets.widgets import payload
+    from lmtt_widgets.widgets.codec import decode_array
+
+    ex = explain(loaded("llama"), "The capital of France is Paris. It is")
+    cols = payload.lens_columns(ex, range(ex.n_tokens), chunk=3)
+    for t in (0, 4, ex.n_tokens - 1):
+        ids, prev = decode_array(cols[t]["ids"]), decode_array(cols[t]["rank_prev"])
+        for row in range(1, 2 * ex.n_layers + 1):
+            entries = ex.lens(row, t, 10)
+            assert [e.token_id for e in entries] == ids[row].tolist()
+            assert [e.previous_rank for e in entries] == prev[row].tolist()
