@@ -19,7 +19,10 @@ most parts need nothing. Every proximity is exact; only the cost depends on the 
 [T, T, H, d] is ever allocated: work is chunked over target rows and over selected parts.
 
 Several independent blocks of rows (the layers of a short prompt), each with its own parts, go through one pass:
-on short prompts a layer's cost is mostly the number of tensor operations, not their size.
+on short prompts a layer's cost is mostly the number of tensor operations, not their size. Parts may come in groups
+(attention: heads x sources), kept in the layout [blocks, groups, rows, parts of a group] in which attention and its
+product come, so that nothing of the size of all parts is transposed or copied; the coefficients are read through
+any strided view.
 """
 
 from __future__ import annotations
@@ -49,14 +52,12 @@ def scaled_part_proximity(
     *,
     buckets: tuple[int, ...] = BUCKETS,
     budget: int = CHUNK_BUDGET,
-    signed_dot=None,
     reach: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Proximities of parts z[b, n, p] = coef[b, n, p] * scale[b, n] * basis[b, p] to y[b, n].
 
     B independent blocks (e.g. the layers of a model) are scored in one pass, each block's rows against its own
-    parts: one pass over many small blocks costs far fewer tensor operations than a pass per block. The leading
-    block axis is optional (2-D inputs give a 2-D result).
+    parts. The leading block axis is optional (2-D inputs give a 2-D result).
 
     Args:
         y: [B, N, d] the updates.
@@ -64,9 +65,6 @@ def scaled_part_proximity(
         basis: [B, P, d] the direction of each part.
         scale: [B, N, d] optional per-row coordinate scale (a frozen post-norm), or None.
         buckets: increasing counts of smallest coordinates corrected per bucket (tuning only; results are exact).
-        signed_dot: optional fast product: given signed rows [b, n, d] of the blocks b0:b1, returns
-            rows @ basis[b0:b1].T [b, n, P] (attention passes one that goes through W_O and the values, 1/H of the
-            work).
         reach: optional [B, P] = basis.abs().amax(-1), when the caller already has it.
     Returns:
         [B, N, P] exact proximities (>= 0).
@@ -74,43 +72,88 @@ def scaled_part_proximity(
     if y.dim() == 2:
         return scaled_part_proximity(
             y[None], coef[None], basis[None], None if scale is None else scale[None], buckets=buckets,
-            budget=budget, reach=None if reach is None else reach[None], signed_dot=signed_dot,
+            budget=budget, reach=None if reach is None else reach[None],
         )[0]
+    return grouped_part_proximity(
+        y, coef.unsqueeze(1), basis.unsqueeze(1), scale, buckets=buckets, budget=budget,
+        reach=None if reach is None else reach.unsqueeze(1),
+    ).squeeze(1)
+
+
+def grouped_part_proximity(
+    y: torch.Tensor,
+    coef: torch.Tensor,
+    basis: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    *,
+    buckets: tuple[int, ...] = BUCKETS,
+    budget: int = CHUNK_BUDGET,
+    signed_dot=None,
+    reach: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Proximities of parts z[b, g, n, j] = coef[b, g, n, j] * scale[b, n] * basis[b, g, j] to y[b, n].
+
+    The parts of a row come in G groups of J (attention: heads x sources), and the result keeps that layout
+    [B, G, N, J]: attention's product and its coefficients come in it without a transposing copy, and the caller's
+    sums over either axis read contiguous memory.
+
+    Args:
+        y: [B, N, d] the updates.
+        coef: [B, G, N, J] scalar coefficient of each part, any strides (e.g. a block of the attention matrices).
+        basis: [B, G, J', d] the directions, J' >= J (parts j < J are scored).
+        scale: [B, N, d] optional per-row coordinate scale (a frozen post-norm), or None.
+        buckets, budget: tuning only (results are exact); ``budget`` floats per chunk of temporaries.
+        signed_dot: optional fast product: given signed rows [b, n, d] of the blocks b0:b1, returns
+            rows @ basis[b0:b1, :, :J].T as [b, G, n, J] (attention passes one that goes through W_O and the values,
+            1/H of the work).
+        reach: optional [B, G, J'] = basis.abs().amax(-1), when the caller already has it.
+    Returns:
+        [B, G, N, J] exact proximities (>= 0).
+    """
     B, N, d = y.shape
-    P = basis.shape[1]
+    G, J = coef.shape[1], coef.shape[3]
     basis = basis.contiguous()  # parts are read by flat index (a transposed weight would be copied per bucket)
-    out = torch.empty(B, N, P, dtype=y.dtype, device=y.device)
     levels = [c for c in buckets if c < d]
     if reach is None:
-        reach = basis.abs().amax(-1)  # [B, P] the largest coordinate of each direction
+        reach = basis.abs().amax(-1)  # [B, G, J'] the largest coordinate of each direction
     if signed_dot is None:
-        signed_dot = lambda r, b0, b1: torch.bmm(r, basis[b0:b1].transpose(1, 2))  # noqa: E731
-    rows = max(1, budget // max(1, 4 * P))  # rows of [*, P] temporaries one chunk may hold
+        signed_dot = lambda r, b0, b1: torch.matmul(  # noqa: E731
+            r.unsqueeze(1), basis[b0:b1, :, :J].transpose(-1, -2))
+    rows = max(1, budget // max(1, 4 * G * J))  # rows of [*, G * J] temporaries one chunk may hold
     if rows >= N:  # whole blocks per chunk
         spans = [(b0, min(B, b0 + rows // N), 0, N) for b0 in range(0, B, rows // N)]
     else:
         spans = [(b, b + 1, r0, min(N, r0 + rows)) for b in range(B) for r0 in range(0, N, rows)]
+    out = None
     for b0, b1, r0, r1 in spans:
-        out[b0:b1, r0:r1] = _chunk(
-            y[b0:b1, r0:r1], coef[b0:b1, r0:r1], basis[b0:b1], reach[b0:b1],
+        prox = _chunk(
+            y[b0:b1, r0:r1], coef[b0:b1, :, r0:r1], basis[b0:b1], reach[b0:b1],
             None if scale is None else scale[b0:b1, r0:r1], levels, budget,
             lambda r, b0=b0, b1=b1: signed_dot(r, b0, b1),
         )
+        if len(spans) == 1:
+            return prox
+        if out is None:
+            out = torch.empty(B, G, N, J, dtype=y.dtype, device=y.device)
+        out[b0:b1, :, r0:r1] = prox
     return out
 
 
 def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
-    """Proximities of one chunk: y [b, m, d], coef [b, m, P], basis [b, P, d] (contiguous), reach [b, P]."""
+    """Proximities of one chunk: y [b, m, d], coef [b, G, m, J], basis [b, G, J', d] (contiguous), reach [b, G, J'].
+
+    Rows are addressed flat below (row R = block * m + r), parts by their row in the basis [b * G * J', d] and
+    their position in the result, read as a flat [b * G * m * J]."""
     b, m, d = y.shape
-    P = basis.shape[1]
-    M = b * m  # rows are addressed flat below: row R belongs to block R // m
-    coef = coef.contiguous()  # parts are addressed by flat index (row * P + part)
+    G, J, Jb = coef.shape[1], coef.shape[3], basis.shape[2]
     # any sign with |s| = 1 works where y_k = 0 (both sides are -|z_k| there), so copysign's sign of -0.0 is fine
     sign = torch.copysign(torch.ones((), dtype=y.dtype, device=y.device), y)
     signed_scale = sign if scale is None else sign * scale
-    prox = coef * dot(signed_scale)  # [b, m, P] the linear term
+    prox = dot(signed_scale).contiguous()
+    prox.mul_(coef)  # [b, G, m, J] the linear term, in place
 
-    y, coef, prox, signed_scale = y.reshape(M, d), coef.view(M, P), prox.view(M, P), signed_scale.reshape(M, d)
+    M = b * m
+    y, signed_scale = y.reshape(M, d), signed_scale.reshape(M, d)
     scale = None if scale is None else scale.reshape(M, d)
     absy = y.abs()
     # A coordinate can need the correction only where |z_k| > |y_k|, i.e. |a| |b_k| > |y_k| / |scale_k|.
@@ -118,44 +161,57 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
     y_eff = absy if scale is None else (absy / scale.abs()).nan_to_num_(nan=float("inf"))
     width = min(d, levels[-1] + 1) if levels else 1
     edges, order = _smallest(y_eff, width)  # [M, width] ascending
-    bound = coef.view(b, m, P).abs().mul_(reach.unsqueeze(1)).view(M, P)  # the largest |z_k| a part can reach
-    # The correction only lowers a proximity, which is clamped at 0: parts with a linear term <= 0 end at 0
-    # whatever it is (about half of them). Parts below the smallest |y_k| need no correction either.
-    at = ((bound > edges[:, :1]) & (prox > 0)).view(-1).nonzero().squeeze(1)
+    bound = torch.mul(coef, reach[:, :, None, :J]).abs_()  # |a| max|b|: the largest |z_k| a part can reach
+    # Parts below the smallest |y_k| need no correction; nor do those whose linear term is <= 0: the correction
+    # only lowers a proximity, which is clamped at 0 (about half of the parts).
+    at = (bound > edges[:, 0].view(b, 1, m, 1)).view(-1).nonzero().squeeze(1)
     if at.numel():
-        row = at.div(P, rounding_mode="floor")
-        # level l: the part stays below the (levels[l]+1)-th smallest |y_k|, so only the levels[l] smallest
-        # coordinates can need the correction; level len(levels): computed directly.
-        steps = edges[:, list(levels)].index_select(0, row)  # [k, levels] the |y| each level must stay below
-        level = (bound.view(-1).index_select(0, at).unsqueeze(1) > steps).sum(1, dtype=torch.uint8)
-        by_level = _group_order(level)
-        at, row = at.index_select(0, by_level), row.index_select(0, by_level)
-        # the part's direction, as a row of the chunk's basis [b * P, d]: its block's rows, then its own
-        part = at - row * P
-        if b > 1:
-            part += row.div(m, rounding_mode="floor").mul_(P)
-        # flat positions in the basis, in int32 where they fit (half the memory traffic of the gathers)
-        pos = torch.int32 if b * P * d < INT32_POSITIONS else torch.int64
-        offset = (part * d).to(pos)  # where each part's direction starts
-        coords = order.to(pos)
-        a_coef = coef.view(-1).index_select(0, at)
-        s_sorted = signed_scale.gather(1, order)  # [M, width] sign x scale, in order of |y_eff| ascending
-        y_sorted = edges if scale is None else absy.gather(1, order)  # without a scale, |y_eff| is |y|
-        flat_basis = basis.view(-1)
-        first = 0
-        for lv, count in enumerate(torch.bincount(level, minlength=len(levels) + 1).tolist()):
-            group = slice(first, first + count)
-            first += count
-            if not count:
-                continue
-            if lv < len(levels):
-                c = levels[lv]
-                _correct(prox, at[group], row[group], offset[group], a_coef[group], flat_basis,
-                         s_sorted[:, :c], y_sorted[:, :c], coords[:, :c], budget)
-            else:
-                _direct(prox, at[group], row[group], part[group], a_coef[group], basis.view(b * P, d), y, absy,
-                        scale, budget)
-    return prox.clamp_min_(0).view(b, m, P)
+        at = at[prox.view(-1).index_select(0, at) > 0]
+    if at.numel():
+        bound_at = bound.view(-1).index_select(0, at)
+        del bound
+        j = at % J
+        g = at.div(J, rounding_mode="floor")  # block * G + group, then row within the chunk
+        r = g % m
+        g = g.div_(m, rounding_mode="floor")
+        row = r if b == 1 else g.div(G, rounding_mode="floor").mul_(m).add_(r)
+        part = g * Jb + j  # the part's direction: a row of basis [b * G * J', d]
+        a_coef = coef.reshape(b * G, m, J)[g, r, j]
+        _correct_parts(prox.view(-1), at, row, part, a_coef, bound_at, basis.view(-1, d), y, absy, scale,
+                       signed_scale, edges, order, levels, budget)
+    return prox.clamp_min_(0)
+
+
+def _correct_parts(flat_prox, at, row, part, a_coef, bound, basis_rows, y, absy, scale, signed_scale, edges, order,
+                   levels, budget):
+    """Subtract the exact correction from the linear terms flat_prox[at] of the parts at (row, part, coefficient,
+    bound |a| max|b|), each on the coordinates it can reach (see the module docstring)."""
+    d = y.shape[1]
+    # level l: the part stays below the (levels[l]+1)-th smallest |y_k|, so only the levels[l] smallest
+    # coordinates can need the correction; level len(levels): computed directly.
+    steps = edges[:, list(levels)].index_select(0, row)  # [k, levels] the |y| each level must stay below
+    level = (bound.unsqueeze(1) > steps).sum(1, dtype=torch.uint8)
+    by_level = _group_order(level)
+    at, row, part, a_coef = (t.index_select(0, by_level) for t in (at, row, part, a_coef))
+    # flat positions in the basis, in int32 where they fit (half the memory traffic of the gathers)
+    pos = torch.int32 if basis_rows.numel() < INT32_POSITIONS else torch.int64
+    offset = (part * d).to(pos)  # where each part's direction starts
+    coords = order.to(pos)
+    s_sorted = signed_scale.gather(1, order)  # [M, width] sign x scale, in order of |y_eff| ascending
+    y_sorted = edges if scale is None else absy.gather(1, order)  # without a scale, |y_eff| is |y|
+    flat_basis = basis_rows.view(-1)
+    first = 0
+    for lv, count in enumerate(torch.bincount(level, minlength=len(levels) + 1).tolist()):
+        group = slice(first, first + count)
+        first += count
+        if not count:
+            continue
+        if lv < len(levels):
+            c = levels[lv]
+            _correct(flat_prox, at[group], row[group], offset[group], a_coef[group], flat_basis,
+                     s_sorted[:, :c], y_sorted[:, :c], coords[:, :c], budget)
+        else:
+            _direct(flat_prox, at[group], row[group], part[group], a_coef[group], basis_rows, y, absy, scale, budget)
 
 
 _SAME_WIDTH_INT = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
@@ -182,13 +238,12 @@ def _group_order(level: torch.Tensor) -> torch.Tensor:
     return torch.argsort(level, stable=True)[:n]
 
 
-def _correct(prox, at, row, offset, a_coef, flat_basis, s_small, y_small, idx, budget):
+def _correct(flat_prox, at, row, offset, a_coef, flat_basis, s_small, y_small, idx, budget):
     """prox[r, p] -= 2 * sum over the coordinates idx[r] of relu(s_k z_k - |y_k|), for the parts at = r * P + p.
 
     offset: where each part's direction starts in the flat basis; a_coef: coef[r, p];
     s_small, y_small: [M, c] sign x scale and |y| at those coordinates."""
     c = idx.shape[1]
-    flat_prox = prox.view(-1)
     step = max(1, budget // (4 * c))
     for s in range(0, at.numel(), step):
         part = slice(s, s + step)
@@ -200,11 +255,10 @@ def _correct(prox, at, row, offset, a_coef, flat_basis, s_small, y_small, idx, b
         flat_prox.index_add_(0, at[part], z.sum(1), alpha=-2)
 
 
-def _direct(prox, at, row, part, a_coef, basis_rows, y, absy, scale, budget):
-    """Proximity of the parts at = r * P + p from their full vectors, basis_rows[part] [k, d]."""
+def _direct(flat, at, row, part, a_coef, basis_rows, y, absy, scale, budget):
+    """Proximity of the parts at (flat positions in the result) from their full vectors, basis_rows[part] [k, d]."""
     d = basis_rows.shape[1]
     y_l1 = absy.sum(-1)
-    flat = prox.view(-1)
     step = max(1, budget // (4 * d))
     for s in range(0, at.numel(), step):
         sl = slice(s, s + step)

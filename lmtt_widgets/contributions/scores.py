@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..tracing.tracer import LayerRecord, LayerWeights
-from .proximity import CHUNK_BUDGET, l1_proximity, scaled_part_proximity
+from .proximity import CHUNK_BUDGET, grouped_part_proximity, l1_proximity, scaled_part_proximity
 
 # Per-head scores below this are not stored (the head sums and head-summed edges are kept exactly);
 # thresholds below it are refused in per-head granularity.
@@ -249,12 +249,12 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     # a layer without a post-norm among layers with one (hybrid stacks) takes scale 1, which changes nothing
     scale = None if all(sc is None for sc in scales) else _stack([torch.ones_like(x[0]) if sc is None else sc
                                                                     for sc in scales])  # [B, T, d]
-    u = torch.empty(B, T, H, d, dtype=x.dtype, device=dev)
     attention = []
-    for b, (rec, w) in enumerate(zip(records, weights)):
-        head_directions(rec.values, w.w_o, H, out=u[b])
+    for rec in records:
         alpha = head_signal_scale(rec, H)
         attention.append(rec.attention if bool((alpha == 1).all()) else rec.attention * alpha.t().unsqueeze(-1))
+    attention = _stack(attention)  # [B, H, T, T]
+    u, reach, w_heads, v_heads = _head_factors(records, weights, H)
 
     # Extra parts besides the heads, columns: residual, bias, (mlp), external edit (last; see tracing/edits.py).
     extra_prox = torch.zeros(B, T, 4 if parallel else 3, dtype=y.dtype, device=dev)
@@ -277,39 +277,37 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     head_total = torch.empty(B, T, H, dtype=torch.float32, device=dev)
     heads_csr, edges_csr = _SparseRows(B), _SparseRows(B)
     ext_imp = torch.empty(B, T, extra_prox.shape[-1], dtype=torch.float32, device=dev)
-    reach = u.abs().amax(-1).view(B, T * H)  # largest coordinate of each head-source direction
-    dh = records[0].values.shape[-1]
-    w_o_heads = [w.w_o.view(d, H, dh) for w in weights]
-    v_heads = [rec.values.repeat_interleave(H // rec.values.shape[0], dim=0) for rec in records]  # [H, T, dh]
-
     cancel_attn = torch.zeros(B, T, dtype=torch.bool, device=dev)
     for i0 in range(0, T, rows_per_chunk):
         i1 = min(T, i0 + rows_per_chunk)
         m = i1 - i0
-        coef = torch.empty(B, m, i1, H, dtype=x.dtype, device=dev)  # [rows, (source, head)] per layer
-        for b, A in enumerate(attention):
-            coef[b] = A[:, i0:i1, :i1].permute(1, 2, 0)
-        prox = scaled_part_proximity(
-            y[:, i0:i1], coef.view(B, m, i1 * H), u[:, :i1].reshape(B, i1 * H, d),
-            None if scale is None else scale[:, i0:i1], budget=budget, reach=reach[:, : i1 * H],
-            signed_dot=lambda rows, b0, b1, j=i1: _stack(
-                [_through_heads(rows[b - b0], w_o_heads[b], v_heads[b][:, :j]) for b in range(b0, b1)]),
-        )
-        (ext, heads), cancel = normalise(extra_prox[:, i0:i1], prox, present=lambda rows, i0=i0, c=coef: _attention_parts(
-            rows, i0, c, x, reach, records, weights, parallel))
+        coef = attention[:, :, i0:i1, :i1]  # [B, H, rows, sources]: a view, the kernel reads it in this layout
+        prox = grouped_part_proximity(
+            y[:, i0:i1], coef, u, None if scale is None else scale[:, i0:i1], budget=budget, reach=reach,
+            signed_dot=lambda rows, b0, b1, j=i1: _through_heads(rows, w_heads[b0:b1], v_heads[b0:b1, :, :j]),
+        )  # [B, H, rows, sources]
+        extra = extra_prox[:, i0:i1]
+        by_head = prox.sum(-1)  # [B, H, rows]
+        total = extra.sum(-1) + by_head.sum(1)
+        cancel = total <= 0
+        if bool(cancel.any()):  # no part is closer to y than 0: an even split over the parts (see normalise)
+            _present_parts(cancel, i0, coef, x, reach, records, weights, parallel, extra, prox)
+            by_head = prox.sum(-1)
+            total = extra.sum(-1) + by_head.sum(1)
         cancel_attn[:, i0:i1] = cancel
-        heads = heads.float().view(B, m, i1, H)
-        ext_imp[:, i0:i1] = ext
-        summed = heads.sum(3)  # [B, m, sources]: the head-summed edges, exact whatever is stored
+        inv = 1 / total.clamp_min(torch.finfo(total.dtype).tiny)
+        ext_imp[:, i0:i1] = extra * inv.unsqueeze(-1)
+        head_total[:, i0:i1] = (by_head * inv.unsqueeze(1)).transpose(1, 2)
+        # [B, rows, sources] the head-summed edges, exact whatever is stored; each is >= every one of its heads
+        # (a float sum of non-negative terms is at least each term), so candidates for the per-head floor are the
+        # edges that reach it
+        edges = prox.sum(1).mul_(inv.unsqueeze(-1)).float()
         if edge_floor > 0:  # future sources have importance exactly 0 < floor: only causal pairs pass
-            edges_csr.add(summed, summed >= edge_floor)
+            keep = edges >= edge_floor
         else:
-            causal = torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None]
-            edges_csr.add(summed, causal.expand(B, m, i1))
-        head_total[:, i0:i1] = heads.sum(2)
-        # future sources have coefficient 0, hence importance exactly 0: the floor alone keeps only causal pairs
-        flat = heads.view(B, m, i1 * H)
-        heads_csr.add(flat, flat >= HEAD_FLOOR)
+            keep = (torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None]).expand(B, m, i1)
+        edges_csr.add(edges, keep)
+        _add_head_scores(heads_csr, prox, inv, keep if edge_floor == HEAD_FLOOR else edges >= HEAD_FLOOR)
 
     if parallel:
         mlp, resid_mlp, cancel_mlp, external_mlp = ext_imp[..., 2], None, None, None
@@ -363,6 +361,15 @@ class _SparseRows:
             self._cols[b].append(c)
             self._vals[b].append(v)
 
+    def add_entries(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, B: int, m: int) -> None:
+        """Entries of a chunk of m targets given directly: rows (b * m + target, ascending), cols, vals."""
+        per_row = torch.bincount(rows, minlength=B * m).view(B, m)
+        self.counts.append(per_row)
+        sizes = per_row.sum(1).tolist()
+        for b, (c, v) in enumerate(zip(cols.split(sizes), vals.split(sizes))):
+            self._cols[b].append(c)
+            self._vals[b].append(v)
+
     def ptr(self, b: int) -> torch.Tensor:
         counts = torch.cat([c[b] for c in self.counts])
         return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
@@ -377,9 +384,10 @@ class _SparseRows:
         return self.ptr(b), self.cols(b), self.vals(b)
 
 
-def _attention_parts(rows, i0, coef, x, reach, records, weights, parallel) -> list[torch.Tensor]:
-    """Which columns are parts of the attention updates at the cancelling ``rows`` ([B, m] bool over a chunk of
-    targets from i0): [n, residual | bias | mlp] and [n, sources x heads] (see :func:`normalise`)."""
+def _present_parts(rows, i0, coef, x, reach, records, weights, parallel, extra, prox) -> None:
+    """Write 1 for every part (0 for an absent one) of the attention updates at the cancelling ``rows`` ([B, m] bool
+    over a chunk of targets from i0) into their proximities: extra [B, m, residual | bias | (mlp) | edit] and
+    prox [B, H, m, sources], so that normalising splits those updates evenly (see :func:`normalise`)."""
     b_idx, r_idx = rows.nonzero(as_tuple=True)
     i = r_idx + i0
     cols = [_nonzero_rows(x[b_idx, i])]
@@ -389,10 +397,25 @@ def _attention_parts(rows, i0, coef, x, reach, records, weights, parallel) -> li
     if parallel:
         cols.append(torch.cat([_nonzero_rows(records[b].mlp_update[t]) for b, t in pairs]).view(-1, 1))
     cols.append(_edited_rows_at((b_idx, i), [rec.edit_attn for rec in records]))
-    _, _, n_src, H = coef.shape
+    extra[b_idx, r_idx] = torch.cat(cols, -1).to(extra.dtype)
+    n_src = coef.shape[-1]
     causal = torch.arange(n_src, device=x.device)[None, :] <= i[:, None]  # [n, sources]
-    heads = (coef[b_idx, r_idx] != 0) & causal.unsqueeze(-1) & (reach[b_idx, : n_src * H].view(-1, n_src, H) > 0)
-    return [torch.cat(cols, -1), heads.view(len(i), -1)]
+    heads = (coef[b_idx, :, r_idx] != 0) & causal.unsqueeze(1) & (reach[b_idx, :, :n_src] > 0)  # [n, H, sources]
+    prox[b_idx, :, r_idx] = heads.to(prox.dtype)
+
+
+def _add_head_scores(csr: "_SparseRows", prox: torch.Tensor, inv: torch.Tensor, candidates: torch.Tensor) -> None:
+    """Store the per-head scores prox * inv >= HEAD_FLOOR of a chunk (prox [B, H, m, sources], inv [B, m]), looking
+    only at the (target, source) pairs in ``candidates`` [B, m, sources] (every pair whose edge reaches the floor)."""
+    B, H, m, n = prox.shape
+    pairs = candidates.reshape(-1).nonzero().squeeze(1)
+    b, rest = pairs.div(m * n, rounding_mode="floor"), pairs % (m * n)
+    r, j = rest.div(n, rounding_mode="floor"), rest % n
+    vals = (prox[b, :, r, j] * inv[b, r].unsqueeze(1)).float()  # [k, H], the same product as a dense pass
+    kept = (vals >= HEAD_FLOOR).view(-1).nonzero().squeeze(1)
+    pair, h = kept.div(H, rounding_mode="floor"), kept % H
+    csr.add_entries((b * m + r).index_select(0, pair), (j.index_select(0, pair) * H + h).to(torch.int32),
+                    vals.view(-1).index_select(0, kept), B, m)
 
 
 def _edited_rows_at(rows, edits: list[torch.Tensor | None]) -> torch.Tensor:
@@ -411,10 +434,25 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
-def _through_heads(rows: torch.Tensor, w_o_heads: torch.Tensor, v_heads: torch.Tensor) -> torch.Tensor:
-    """rows @ u.T for u[j, h] = v_j^h W_O,h, without forming u: (rows W_O,h) . v_j^h. [n, J*H], order (j, h)."""
-    through = torch.einsum("nd,dhk->hnk", rows, w_o_heads)  # [H, n, dh]
-    return torch.bmm(through, v_heads.transpose(1, 2)).permute(1, 2, 0).reshape(rows.shape[0], -1)
+def _head_factors(records, weights, n_heads):
+    """The parts' factors, head-major: directions u [B, H, T, d] (u[b, h, j] = v_j^{kv(h)} W_O,h), their largest
+    coordinate [B, H, T], W_O per head [B, d, H, dh] and the values repeated per query head [B, H, T, dh] (GQA)."""
+    n_kv, T, dh = records[0].values.shape
+    d = weights[0].w_o.shape[0]
+    v = _stack([rec.values.repeat_interleave(n_heads // rec.values.shape[0], dim=0) for rec in records])
+    w = _stack([wt.w_o.view(d, n_heads, dh) for wt in weights])
+    u = torch.empty(len(records), n_heads, T, d, dtype=v.dtype, device=v.device)
+    for b in range(len(records)):
+        torch.bmm(v[b], w[b].permute(1, 2, 0), out=u[b])  # [H, T, dh] x [H, dh, d]
+    # max |u| without an |u| copy of u (two plain reductions: ~3x faster than aminmax or abs().amax() on CPU)
+    return u, torch.maximum(u.amax(-1), u.amin(-1).neg_()), w, v
+
+
+def _through_heads(rows: torch.Tensor, w_heads: torch.Tensor, v_heads: torch.Tensor) -> torch.Tensor:
+    """rows @ u.T for u[j, h] = v_j^h W_O,h, without forming u: (rows W_O,h) . v_j^h. rows [b, n, d],
+    w_heads [b, d, H, dh], v_heads [b, H, J, dh] -> [b, H, n, J]."""
+    through = torch.einsum("bnd,bdhk->bhnk", rows, w_heads)  # [b, H, n, dh]
+    return torch.matmul(through, v_heads.transpose(-1, -2))
 
 
 def neuron_importance(rec: LayerRecord, w: LayerWeights, *, budget: int = CHUNK_BUDGET) -> torch.Tensor:
