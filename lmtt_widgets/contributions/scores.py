@@ -303,11 +303,12 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         # edges that reach it
         edges = prox.sum(1).mul_(inv.unsqueeze(-1)).float()
         if edge_floor > 0:  # future sources have importance exactly 0 < floor: only causal pairs pass
-            keep = edges >= edge_floor
+            kept = _flat_nonzero(edges >= edge_floor)
         else:
-            keep = (torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None]).expand(B, m, i1)
-        edges_csr.add(edges, keep)
-        _add_head_scores(heads_csr, prox, inv, keep if edge_floor == HEAD_FLOOR else edges >= HEAD_FLOOR)
+            kept = _flat_nonzero((torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None])
+                                 .expand(B, m, i1))
+        edges_csr.add_at(edges, kept)
+        _add_head_scores(heads_csr, prox, inv, kept if edge_floor == HEAD_FLOOR else _flat_nonzero(edges >= HEAD_FLOOR))
 
     if parallel:
         mlp, resid_mlp, cancel_mlp, external_mlp = ext_imp[..., 2], None, None, None
@@ -348,21 +349,15 @@ class _SparseRows:
         self._cols: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
         self._vals: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
 
-    def add(self, values: torch.Tensor, keep: torch.Tensor) -> None:
-        """values [B, m, n] of m targets; keep [B, m, n] bool: the entries to store (column = index in n)."""
+    def add_at(self, values: torch.Tensor, kept: torch.Tensor) -> None:
+        """values [B, m, n] of m targets; kept: the flat positions in values of the entries to store, ascending
+        (column = index in n)."""
         B, m, n = values.shape
-        kept = keep.reshape(-1).nonzero().squeeze(1)
         r = kept.div(n, rounding_mode="floor")  # row over all layers of the chunk: b * m + target
-        per_row = torch.bincount(r, minlength=B * m).view(B, m)
-        self.counts.append(per_row)
-        sizes = per_row.sum(1).tolist()
-        cols = (kept - r * n).to(torch.int32)
-        for b, (c, v) in enumerate(zip(cols.split(sizes), values.reshape(-1).index_select(0, kept).split(sizes))):
-            self._cols[b].append(c)
-            self._vals[b].append(v)
+        self.add_entries(r, (kept - r * n).to(torch.int32), values.reshape(-1).index_select(0, kept), B, m)
 
     def add_entries(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, B: int, m: int) -> None:
-        """Entries of a chunk of m targets given directly: rows (b * m + target, ascending), cols, vals."""
+        """Entries of a chunk of m targets: rows (b * m + target, ascending), their columns and values."""
         per_row = torch.bincount(rows, minlength=B * m).view(B, m)
         self.counts.append(per_row)
         sizes = per_row.sum(1).tolist()
@@ -404,11 +399,15 @@ def _present_parts(rows, i0, coef, x, reach, records, weights, parallel, extra, 
     prox[b_idx, :, r_idx] = heads.to(prox.dtype)
 
 
-def _add_head_scores(csr: "_SparseRows", prox: torch.Tensor, inv: torch.Tensor, candidates: torch.Tensor) -> None:
+def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(-1).nonzero().squeeze(1)
+
+
+def _add_head_scores(csr: "_SparseRows", prox: torch.Tensor, inv: torch.Tensor, pairs: torch.Tensor) -> None:
     """Store the per-head scores prox * inv >= HEAD_FLOOR of a chunk (prox [B, H, m, sources], inv [B, m]), looking
-    only at the (target, source) pairs in ``candidates`` [B, m, sources] (every pair whose edge reaches the floor)."""
+    only at the (target, source) pairs ``pairs`` (flat positions in [B, m, sources], ascending): every pair whose
+    edge reaches the floor."""
     B, H, m, n = prox.shape
-    pairs = candidates.reshape(-1).nonzero().squeeze(1)
     b, rest = pairs.div(m * n, rounding_mode="floor"), pairs % (m * n)
     r, j = rest.div(n, rounding_mode="floor"), rest % n
     vals = (prox[b, :, r, j] * inv[b, r].unsqueeze(1)).float()  # [k, H], the same product as a dense pass
