@@ -436,7 +436,7 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 def _head_factors(records, weights, n_heads):
     """The parts' factors, head-major: directions u [B, H, T, d] (u[b, h, j] = v_j^{kv(h)} W_O,h), their largest
     coordinate [B, H, T], W_O per head [B, d, H, dh] and the values repeated per query head [B, H, T, dh] (GQA)."""
-    n_kv, T, dh = records[0].values.shape
+    _, T, dh = records[0].values.shape
     d = weights[0].w_o.shape[0]
     v = _stack([rec.values.repeat_interleave(n_heads // rec.values.shape[0], dim=0) for rec in records])
     w = _stack([wt.w_o.view(d, n_heads, dh) for wt in weights])
