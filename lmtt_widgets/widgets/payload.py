@@ -162,6 +162,8 @@ def _named_top(ex: Explanation, logits: torch.Tensor, k: int) -> tuple[list, lis
 def head_outputs(ex: Explanation, heads: list[tuple[int, int, int]]) -> torch.Tensor:
     """``ex.head_output(layer, head, token)`` of many (layer, head, token) [N, d], one product per layer (thousands
     of single small products cost milliseconds each in thread overhead)."""
+    # checked first, as ex.head_output checks them: a bad index from the browser gets its clear message
+    heads = [(ex._layer(layer), ex._head(h), ex._token(token)) for layer, h, token in heads]
     d, H, dh = ex.trace.layers[0].resid_pre.shape[-1], ex.n_heads, ex.trace.head_dim
     out = torch.zeros(len(heads), d)
     by_layer: dict[int, list[int]] = {}
