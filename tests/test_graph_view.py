@@ -174,3 +174,144 @@ def test_minimap_shows_the_window_and_moves_it(chromium, graph_page):
         col = (mid["w"] / 2 + (44 - 14) / 2 - mid["tx"]) / mid["sx"]  # the token at the middle of PAD.left .. w - PAD.right
         assert col == pytest.approx((T - 1) / 2, abs=0.6), mid
         page.locator(".lmtt-graph").screenshot(path=str(ARTIFACTS / "graph-minimap.png"))
+
+
+# ---- progressive drawing (js/panes/graph-progress.ts): a dense graph's edges a frame's share at a time
+
+@pytest.fixture(scope="module")
+def dense_page(tmp_path_factory):
+    """The graph pane with routes at two τ (0.005: dense; 0.2: sparse) as variants, as the report holds them."""
+    from lmtt_widgets import Explorer
+    from lmtt_widgets.widgets import payload
+    from lmtt_widgets.widgets.codec import to_base64
+
+    w = Explorer(model=loaded("gpt2"), prompt="the quick brown fox jumps over the lazy dog, twice, then sleeps",
+                 threshold=0.005)
+    ex, target = w.explanation, w.target
+    variants = {f"{target}|{tau!r}|head": payload.graph_arrays(ex.route(target, tau, "head")) for tau in (0.005, 0.2)}
+    state = {k: getattr(w, k) for k in TRAITS}
+    state.update(panes=["graph"], graph_variants=variants, threshold=0.2, graph=variants[f"{target}|0.2|head"])
+    state = to_base64(state)
+    work = tmp_path_factory.mktemp("dense-page")
+    for name in ("widget.js", "widget.css"):
+        shutil.copy(STATIC / name, work / name)
+    (work / "state.json").write_text(json.dumps(state))
+    (work / "index.html").write_text(PAGE)
+    srv, url = serve(work)
+    yield url
+    srv.shutdown()
+
+
+# Move the τ slider to its lowest (dense) or highest (sparse) rung and draw the first frame of the change.
+SET_TAU_JS = """(where) => {
+  const g = document.querySelector('.lmtt-graph');
+  const s = g.querySelector('input.lmtt-slider');
+  s.value = where === 'low' ? s.min : s.max;
+  s.dispatchEvent(new Event('change', { bubbles: true }));
+  g.__lmtt.draw();
+  return g.__lmtt.pending();
+}"""
+
+# The canvas's pixels, kept on the page as window[name].
+GRAB_JS = """(name) => {
+  const c = document.querySelector('.lmtt-graph canvas.lmtt-canvas');
+  window[name] = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  return window[name].length;
+}"""
+
+# Differences between two grabbed pictures: largest per channel, pixels off by more than 16 and 2 in any channel.
+DIFF_JS = """([a, b]) => {
+  const x = window[a], y = window[b];
+  let max = 0, over16 = 0, over2 = 0;
+  for (let i = 0; i < x.length; i += 4) {
+    let d = 0;
+    for (let k = 0; k < 4; k++) d = Math.max(d, Math.abs(x[i + k] - y[i + k]));
+    max = Math.max(max, d);
+    if (d > 16) over16++;
+    if (d > 2) over2++;
+  }
+  return { max, over16, over2, pixels: x.length / 4 };
+}"""
+
+# Draw the current graph again in one go (the one-shot painter, as the PNG export and graphs that fit a frame are).
+ONE_SHOT_JS = "() => document.querySelector('.lmtt-graph').__lmtt.draw({ fresh: true, complete: true })"
+
+# Pixel tolerance of a progressively drawn picture against the one-shot drawing: where a bucket's edges are cut
+# into chunks, their overlaps are blended twice (see WIDE_BATCH), and the layers are composited separately (8-bit
+# rounding): a few pixels by a few levels, none by more than OVER_16_MAX pixels off by more than 16.
+OVER_16_MAX = 0.001
+
+
+def finish(page):
+    page.wait_for_function("() => !document.querySelector('.lmtt-graph').__lmtt.pending()", timeout=10_000)
+
+
+def same_picture(page, a, b):
+    d = page.evaluate(DIFF_JS, [a, b])
+    assert d["over16"] <= OVER_16_MAX * d["pixels"], d
+    return d
+
+
+def test_progressive_picture_completes_to_the_one_shot_drawing(chromium, dense_page):
+    with open_graph(chromium, dense_page) as page:
+        # a budget of one chunk a frame, so that this small graph takes many frames
+        page.evaluate("() => document.querySelector('.lmtt-graph').__lmtt.setBudget(1, 1)")
+        assert page.evaluate(SET_TAU_JS, "low"), "a dense graph on a one-chunk budget should not be complete at once"
+        page.evaluate(GRAB_JS, "first")
+        assert page.evaluate("() => document.querySelector('.lmtt-graph').dataset.edgesPending") == "1"
+        finish(page)
+        assert page.evaluate("() => document.querySelector('.lmtt-graph').dataset.edgesPending") is None
+        page.evaluate(GRAB_JS, "final")
+        page.evaluate(ONE_SHOT_JS)
+        page.evaluate(GRAB_JS, "oneshot")
+        d = same_picture(page, "final", "oneshot")
+        print("progressive vs one-shot:", d)
+        partial = page.evaluate(DIFF_JS, ["first", "oneshot"])
+        assert partial["over16"] > 100, f"the first frame already held every edge: {partial}"
+
+
+def test_a_change_mid_progress_leaves_no_stale_edges(chromium, dense_page):
+    with open_graph(chromium, dense_page) as page:
+        page.evaluate("() => document.querySelector('.lmtt-graph').__lmtt.setBudget(1, 1)")
+        assert page.evaluate(SET_TAU_JS, "low")
+        # the sparse graph, then a hover and a resize-free redraw while the dense one was still drawing
+        page.evaluate(SET_TAU_JS, "high")
+        box = page.locator(".lmtt-graph canvas.lmtt-canvas").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+        finish(page)
+        page.evaluate(GRAB_JS, "final")
+        page.evaluate(ONE_SHOT_JS)
+        page.evaluate(GRAB_JS, "oneshot")
+        same_picture(page, "final", "oneshot")
+        # and back to the dense graph, with a theme-free selection click in the middle of its progress
+        assert page.evaluate(SET_TAU_JS, "low")
+        page.mouse.click(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+        assert page.evaluate("() => document.querySelector('.lmtt-graph').__lmtt.pending()")
+        finish(page)
+        page.evaluate(GRAB_JS, "final2")
+        page.evaluate(ONE_SHOT_JS)
+        page.evaluate(GRAB_JS, "oneshot2")
+        same_picture(page, "final2", "oneshot2")
+
+
+def test_png_export_mid_progress_holds_every_edge(chromium, dense_page):
+    from PIL import Image
+
+    with open_graph(chromium, dense_page) as page:
+        page.evaluate("() => document.querySelector('.lmtt-graph').__lmtt.setBudget(1, 1)")
+        assert page.evaluate(SET_TAU_JS, "low")
+        page.evaluate(GRAB_JS, "first")
+        with page.expect_download() as dl:
+            page.locator(".lmtt-graph button", has_text="PNG").click()
+        png = Image.open(io.BytesIO(Path(dl.value.path()).read_bytes())).convert("RGBA")
+        finish(page)
+        page.evaluate(ONE_SHOT_JS)
+        size = page.evaluate("() => { const c = document.querySelector('.lmtt-graph canvas.lmtt-canvas');"
+                             " return [c.width, c.height]; }")
+        page.evaluate(GRAB_JS, "oneshot")
+        import numpy as np
+
+        got = np.asarray(png.crop((0, 0, size[0], size[1])), dtype=np.uint8).ravel().tolist()
+        page.evaluate("(px) => { window.png = new Uint8ClampedArray(px); }", got)
+        same_picture(page, "png", "oneshot")
+        assert page.evaluate(DIFF_JS, ["first", "oneshot"])["over16"] > 100, "the export was not drawn mid-progress"

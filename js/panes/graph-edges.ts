@@ -14,6 +14,7 @@ import { binCenter, edgeStyle, WEIGHT_BINS } from "../draw";
 import { EDGE_KINDS, GraphLayout } from "../graph-layout";
 import { edgeControl, Size, View } from "../geometry";
 import type { GraphData } from "../state";
+import { EdgeChunk, splitByCost, THIN_ATTENTION } from "./graph-progress";
 
 /** Widest stroke (px) drawn as a 1 px hairline with its width folded into its opacity. */
 export const HAIRLINE_MAX = 2;
@@ -110,39 +111,10 @@ export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: Graph
       c.lineWidth = lw;
       c.beginPath();
       if (k === "residual") {
-        paintRuns(c, p, lay, b, lw, nx, ny, m);
+        paintRuns(c, p, lay, lay.runStart[b], lay.runStart[b + 1], lw, nx, ny, m);
         continue;
       }
-      const batch = thin ? Infinity : WIDE_BATCH;
-      let shapes = 0;
-      for (let j = s0; j < s1; j++) {
-        const i = lay.order[j];
-        const s = g.edgeSrc[i];
-        const d = g.edgeDst[i];
-        const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
-        if ((x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m)) continue;
-        if ((y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m)) continue;
-        if (k === "attention") {
-          const [cx, cy] = edgeControl(x0, y0, x1, y1, v.sx);
-          c.moveTo(x0 * kx, y0);
-          c.quadraticCurveTo(cx * kx, cy, x1 * kx, y1);
-          shapes++;
-        } else {
-          dashes.length = 0;
-          dashSegments(x0, y0, x1, y1, st.dash[0], st.dash[1], dashes);
-          for (let q = 0; q < dashes.length; q += 4) {
-            c.moveTo(dashes[q], dashes[q + 1]);
-            c.lineTo(dashes[q + 2], dashes[q + 3]);
-          }
-          shapes += dashes.length / 4;
-        }
-        if (shapes >= batch) {
-          c.stroke();
-          c.beginPath();
-          shapes = 0;
-        }
-      }
-      c.stroke();
+      strokeEdges(c, p, lay, k, st.dash, thin, s0, s1, nx, ny, kx, dashes);
     }
   }
   (pending as ThinLayer | null)?.flush();
@@ -154,11 +126,11 @@ export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: Graph
  * a wider one as a filled rectangle `lw` wide between its two nodes (a round-capped stroke's caps would lie under
  * those nodes), any run that is not vertical as a stroked line.
  */
-function paintRuns(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, b: number, lw: number, nx: Float32Array, ny: Float32Array, m: number) {
+function paintRuns(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, q0: number, q1: number, lw: number, nx: Float32Array, ny: Float32Array, m: number) {
   const { size } = p;
   const hairline = lw <= 1;
   let odd = false;
-  for (let q = lay.runStart[b]; q < lay.runStart[b + 1]; q++) {
+  for (let q = q0; q < q1; q++) {
     const s = lay.runs[2 * q], d = lay.runs[2 * q + 1];
     const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
     if ((x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m)) continue;
@@ -173,11 +145,135 @@ function paintRuns(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, 
   else c.fill();
   if (!odd) return;
   c.beginPath();
-  for (let q = lay.runStart[b]; q < lay.runStart[b + 1]; q++) {
+  for (let q = q0; q < q1; q++) {
     const s = lay.runs[2 * q], d = lay.runs[2 * q + 1];
     if (nx[s] === nx[d]) continue;
     c.moveTo(nx[s], ny[s]);
     c.lineTo(nx[d], ny[d]);
   }
   c.stroke();
+}
+
+/**
+ * Stroke the attention or MLP edges order[j0 .. j1) of one bucket (style already set on `c`, a path begun), x scaled
+ * by kx; edges wholly off screen are skipped; wide ones WIDE_BATCH shapes a stroke.
+ */
+function strokeEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, k: string, dash: number[], thin: boolean, j0: number, j1: number, nx: Float32Array, ny: Float32Array, kx: number, dashes: number[]) {
+  const { v, size, g } = p;
+  const m = 8 + v.sx;
+  const batch = thin ? Infinity : WIDE_BATCH;
+  let shapes = 0;
+  for (let j = j0; j < j1; j++) {
+    const i = lay.order[j];
+    const s = g.edgeSrc[i];
+    const d = g.edgeDst[i];
+    const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
+    if ((x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m)) continue;
+    if ((y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m)) continue;
+    if (k === "attention") {
+      const [cx, cy] = edgeControl(x0, y0, x1, y1, v.sx);
+      c.moveTo(x0 * kx, y0);
+      c.quadraticCurveTo(cx * kx, cy, x1 * kx, y1);
+      shapes++;
+    } else {
+      dashes.length = 0;
+      dashSegments(x0, y0, x1, y1, dash[0], dash[1], dashes);
+      for (let q = 0; q < dashes.length; q += 4) {
+        c.moveTo(dashes[q], dashes[q + 1]);
+        c.lineTo(dashes[q + 2], dashes[q + 3]);
+      }
+      shapes += dashes.length / 4;
+    }
+    if (shapes >= batch) {
+      c.stroke();
+      c.beginPath();
+      shapes = 0;
+    }
+  }
+  c.stroke();
+}
+
+// ---- progressive drawing (see graph-progress): the edges cut into chunks of estimated work, drawn chunk by chunk
+
+/** Cost model of Skia's software rasteriser (µs): a fixed cost per stroked shape, plus its covered device pixels. */
+export const SHAPE_US = 0.4;
+export const PX_US = 0.007;
+/** Most estimated work (µs) in one chunk: small enough to fill a frame's budget closely, big enough to stroke few paths. */
+export const CHUNK_US = 600;
+
+interface BucketStyle {
+  kind: string;
+  thin: boolean;
+  lw: number;
+  alpha: number;
+  color: string;
+  dash: number[];
+  layer: number;
+}
+
+/** How a (kind, weight bin) bucket is drawn, as paintEdges draws it, and the layer it goes to (see EDGE_LAYERS). */
+function bucketStyle(ki: number, b: number, theme: EdgeInput["theme"], zoom: number): BucketStyle {
+  const kind = EDGE_KINDS[ki];
+  const tt = binCenter(b);
+  const st = edgeStyle(kind, tt, theme, zoom);
+  const thin = st.width <= HAIRLINE_MAX;
+  const alpha = edgeAlpha(kind, tt);
+  const layer = 2 * ki + (thin ? 0 : 1);
+  return { kind, thin, lw: thin ? 1 : st.width, alpha: thin ? alpha * Math.min(1, st.width) : alpha, color: st.color, dash: st.dash, layer };
+}
+
+/**
+ * Every bucket's edges (residual: runs) cut into chunks of at most CHUNK_US estimated work, in bucket order; the thin
+ * attention layer drawn `kxThin` times as wide (see ThinLayer), `dpr` device px per CSS px.
+ */
+export function edgeChunks(p: EdgeInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array, kxThin: number, dpr: number): EdgeChunk[] {
+  const { v, size, theme } = p;
+  const zoom = Math.min(v.sx, v.sy) / 8;
+  const m = 8 + v.sx;
+  const out: EdgeChunk[] = [];
+  const off = (x0: number, y0: number, x1: number, y1: number) =>
+    (x0 < -m && x1 < -m) || (x0 > size.w + m && x1 > size.w + m) || (y0 < -m && y1 < -m) || (y0 > size.h + m && y1 > size.h + m);
+  for (let ki = 0; ki < EDGE_KINDS.length; ki++) {
+    for (let b = 0; b < WEIGHT_BINS; b++) {
+      const bucket = ki * WEIGHT_BINS + b;
+      const st = bucketStyle(ki, b, theme, zoom);
+      const residual = st.kind === "residual";
+      const from = residual ? lay.runStart[b] : lay.start[bucket];
+      const to = residual ? lay.runStart[b + 1] : lay.start[bucket + 1];
+      if (from === to) continue;
+      const kx = st.layer === THIN_ATTENTION ? kxThin : 1;
+      const pxUs = PX_US * dpr * st.lw;
+      const period = st.dash[0] + Math.max(0, st.dash[1]);
+      const costs = new Float64Array(to - from);
+      for (let q = from; q < to; q++) {
+        const s = residual ? lay.runs[2 * q] : p.g.edgeSrc[lay.order[q]];
+        const d = residual ? lay.runs[2 * q + 1] : p.g.edgeDst[lay.order[q]];
+        const x0 = nx[s], y0 = ny[s], x1 = nx[d], y1 = ny[d];
+        if (off(x0, y0, x1, y1)) continue;
+        const len = Math.hypot((x1 - x0) * kx, y1 - y0);
+        costs[q - from] =
+          st.kind === "mlp" && period > 0
+            ? Math.ceil(len / period) * SHAPE_US + (len * st.dash[0]) / period * pxUs
+            : SHAPE_US + len * pxUs;
+      }
+      for (const [f, t, cost] of splitByCost(costs, from, to, CHUNK_US)) out.push({ layer: st.layer, bucket, bin: b, from: f, to: t, cost });
+    }
+  }
+  return out;
+}
+
+/** Draw one chunk into its layer `c` (on top of the lighter chunks of that layer), x scaled by kx for the thin attention layer. */
+export function paintChunk(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, ch: EdgeChunk, nx: Float32Array, ny: Float32Array, kx: number, dashes: number[] = []) {
+  const { v } = p;
+  const zoom = Math.min(v.sx, v.sy) / 8;
+  const st = bucketStyle(Math.floor(ch.bucket / WEIGHT_BINS), ch.bin, p.theme, zoom);
+  c.lineCap = "round";
+  c.setLineDash([]);
+  c.globalAlpha = st.alpha;
+  c.strokeStyle = c.fillStyle = st.color;
+  c.lineWidth = st.lw;
+  c.beginPath();
+  if (st.kind === "residual") paintRuns(c, p, lay, ch.from, ch.to, st.lw, nx, ny, 8 + v.sx);
+  else strokeEdges(c, p, lay, st.kind, st.dash, st.thin, ch.from, ch.to, nx, ny, st.layer === THIN_ATTENTION ? kx : 1, dashes);
+  c.globalAlpha = 1;
 }

@@ -110,7 +110,7 @@ function drawLegend(c: CanvasRenderingContext2D, ctx: PaneContext, theme: Theme,
 
 /** The image the PNG holds: the graph as drawn, its token labels and the legend, at the canvas's pixel density. */
 export function composePng(ctx: PaneContext, gv: GraphView): HTMLCanvasElement {
-  gv.draw();
+  gv.draw({ complete: true }); // every edge, never the part of a dense graph drawn so far
   const src = gv.canvas;
   const size = gv.size();
   const dpr = src.width / Math.max(1, size.w) || 1;

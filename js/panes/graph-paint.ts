@@ -5,7 +5,8 @@ import { graphLayout, GraphLayout, NODE_BINS } from "../graph-layout";
 import { findEdge } from "../graph-select";
 import { nodeAtlas, NodeAtlas, stampCell } from "../node-sprites";
 import { Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
-import { paintEdges, ThinLayer } from "./graph-edges";
+import { edgeChunks, paintChunk, paintEdges, ThinLayer } from "./graph-edges";
+import { EDGE_LAYERS, EdgeChunk, EdgeProgress, FIRST_SLICE_US, SLICE_US, THIN_ATTENTION } from "./graph-progress";
 import { routesFrom } from "../routes";
 import { Cursor, selectionToCursor } from "../selection";
 import type { GraphData } from "../state";
@@ -31,6 +32,10 @@ export interface PaintInput {
   cursor: Cursor | null;
   /** device pixels per CSS pixel of `c` */
   dpr: number;
+  /** draw every edge now (the PNG export), not a frame's share of a dense graph's edges */
+  complete?: boolean;
+  /** estimated µs of edges drawn in the first frame after a change and in each later one (see graph-progress) */
+  budget?: [number, number];
 }
 
 /**
@@ -46,10 +51,24 @@ export interface PaintCache {
   /** the thin attention curves, THIN_KX of the width, stretched onto `edges` (see ThinLayer) */
   thin: HTMLCanvasElement | null;
   nodes: HTMLCanvasElement | null;
+  /** a dense graph's edges still being drawn, a frame's share at a time, into `layers` (see graph-progress) */
+  progress: EdgeProgress;
+  layers: (HTMLCanvasElement | null)[];
+  /** which layers hold something, and the thin attention layer's width share */
+  layerUsed: boolean[];
+  layerKx: number;
 }
 
 export function newPaintCache(): PaintCache {
-  return { bgKey: "", key: "", bg: null, edges: null, thin: null, nodes: null };
+  return {
+    bgKey: "", key: "", bg: null, edges: null, thin: null, nodes: null,
+    progress: new EdgeProgress(), layers: Array(EDGE_LAYERS).fill(null), layerUsed: Array(EDGE_LAYERS).fill(false), layerKx: 1,
+  };
+}
+
+/** Whether the picture drawn last still lacks edges (more frames will complete it). */
+export function edgesPending(cache: PaintCache): boolean {
+  return cache.progress.pending(cache.key);
 }
 
 const graphIds = new WeakMap<GraphData, number>();
@@ -245,6 +264,80 @@ function composite(c: CanvasRenderingContext2D, p: PaintInput, cv: HTMLCanvasEle
   c.restore();
 }
 
+/** Clear a layer's bitmap (device px) and set the CSS px transform on it. */
+function clearLayer(cv: HTMLCanvasElement, dpr: number): CanvasRenderingContext2D {
+  const lc = cv.getContext("2d");
+  if (!lc) throw new Error("lmtt-widgets: no 2D canvas context for a graph layer");
+  lc.setTransform(1, 0, 0, 1, 0, 0);
+  lc.clearRect(0, 0, cv.width, cv.height);
+  lc.setTransform(dpr, 0, 0, dpr, 0, 0);
+  return lc;
+}
+
+/** Composite the edge layers that hold something onto `c` (device px), back to front, the thin one stretched. */
+function stackLayers(c: CanvasRenderingContext2D, cache: PaintCache, W: number, H: number) {
+  c.save();
+  c.setTransform(1, 0, 0, 1, 0, 0);
+  c.globalAlpha = 1;
+  c.globalCompositeOperation = "source-over";
+  c.imageSmoothingEnabled = true;
+  cache.layers.forEach((cv, i) => {
+    if (!cv || !cache.layerUsed[i]) return;
+    if (i === THIN_ATTENTION && cache.layerKx !== 1) c.drawImage(cv, 0, 0, cv.width, H, 0, 0, cv.width / cache.layerKx, H);
+    else c.drawImage(cv, 0, 0, W, H, 0, 0, W, H);
+  });
+  c.restore();
+}
+
+/**
+ * The edges: a graph whose edges fit a frame's budget (or `complete`) drawn in one go into the edges bitmap; a
+ * denser one starts a progressive job on a change (the heaviest edges first) and each later frame draws a slice
+ * more, until the layers are flattened into the edges bitmap. A new key (graph, view, size, theme) replaces any
+ * pending job, whose edges are then never drawn.
+ */
+function paintEdgeLayers(c: CanvasRenderingContext2D, p: PaintInput, cache: PaintCache, key: string, fresh: boolean, lay: GraphLayout, screen: () => [Float32Array, Float32Array], edgesCv: HTMLCanvasElement, attentionPx: number) {
+  const W = edgesCv.width, H = edgesCv.height;
+  const [first, slice] = p.budget ?? [FIRST_SLICE_US, SLICE_US];
+  let budget = p.complete ? Infinity : slice;
+  if (fresh) {
+    cache.progress.cancel();
+    const kx = attentionPx >= NARROW_FROM_PX ? THIN_KX : 1;
+    const chunks = edgeChunks(p, lay, ...screen(), kx, p.dpr);
+    let total = 0;
+    for (const ch of chunks) total += ch.cost;
+    if (p.complete || total <= first) {
+      composite(c, p, edgesCv, true, (lc) => paintEdges(lc, p, lay, ...screen(), thinLayer(cache, lc, p.dpr, W, H, attentionPx)));
+      return;
+    }
+    cache.progress.start(key, chunks);
+    cache.layerKx = kx;
+    cache.layerUsed.fill(false);
+    for (let i = 0; i < EDGE_LAYERS; i++) cache.layers[i] = layerCanvas(cache.layers[i], i === THIN_ATTENTION ? Math.ceil(W * kx) : W, H);
+    cache.layers.forEach((cv) => clearLayer(cv as HTMLCanvasElement, p.dpr));
+    budget = first;
+  }
+  if (!cache.progress.pending(key)) {
+    composite(c, p, edgesCv, false, () => {});
+    return;
+  }
+  const dashes: number[] = [];
+  const ctxs = cache.layers.map((cv) => (cv as HTMLCanvasElement).getContext("2d") as CanvasRenderingContext2D);
+  for (const ch of cache.progress.take(key, budget) as EdgeChunk[]) {
+    const lc = ctxs[ch.layer];
+    lc.setTransform(p.dpr, 0, 0, p.dpr, 0, 0);
+    paintChunk(lc, p, lay, ch, ...screen(), cache.layerKx, dashes);
+    cache.layerUsed[ch.layer] = true;
+  }
+  if (cache.progress.pending(key)) {
+    stackLayers(c, cache, W, H);
+    return;
+  }
+  // complete: flattened once, so that later redraws (hover, selection) composite one bitmap
+  const ec = clearLayer(edgesCv, p.dpr);
+  stackLayers(ec, cache, W, H);
+  composite(c, p, edgesCv, false, () => {});
+}
+
 /**
  * Paint everything; returns the MLP blocks hit testing should know (`${layer}:${token}`). The background is drawn
  * once per view, size and theme, the edges and nodes once per graph too; later redraws composite them.
@@ -271,7 +364,7 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   c.fillRect(txc - v.sx / 2, 0, v.sx, size.h);
   c.globalAlpha = 1;
   const attentionPx = lay.attentionSpan * v.sx * p.dpr;
-  composite(c, p, edgesCv, fresh, (lc) => paintEdges(lc, p, lay, ...screen(), thinLayer(cache, lc, p.dpr, W, H, attentionPx)));
+  paintEdgeLayers(c, p, cache, key, fresh, lay, screen, edgesCv, attentionPx);
   const zoom = Math.min(v.sx, v.sy) / 8;
   // a selected input token (embedding node): the routes that start at it
   if (sel && sel.kind === "node" && sel.node_kind === "embedding") {

@@ -10,7 +10,7 @@ import { displayToken, h, truncate } from "../text";
 import { isLaidOut, watchTheme } from "../theme";
 import type { PaneContext } from "../types";
 import { createMinimap, panToStrip } from "./graph-minimap";
-import { newPaintCache, paintGraph } from "./graph-paint";
+import { edgesPending, newPaintCache, paintGraph } from "./graph-paint";
 import { placeTooltip, tooltipContent } from "./graph-tooltip";
 
 export interface GraphView {
@@ -43,12 +43,24 @@ export interface GraphView {
   hideTooltip(): void;
   /** Redraw at the next animation frame (many calls, one draw). */
   schedule(): void;
-  /** Redraw now. */
-  draw(): void;
+  /**
+   * Redraw now: a dense graph's edges a frame's share at a time (later frames are scheduled until the picture is
+   * complete), or all of them with `complete` (the PNG export); `fresh` redraws the edges from scratch.
+   */
+  draw(opts?: DrawOptions): void;
+  /** Whether the picture drawn last still lacks edges that later frames will add. */
+  pending(): boolean;
+  /** Estimated µs of edges per frame, first and later ones (tests and benchmarks; see graph-progress). */
+  setBudget(first: number, slice: number): void;
   theme(): Theme;
   lastDrawMs(): number;
   /** New tokens: labels rebuilt, view refitted. */
   tokensChanged(): void;
+}
+
+export interface DrawOptions {
+  complete?: boolean;
+  fresh?: boolean;
 }
 
 function canvasHeight(L: number) {
@@ -85,6 +97,7 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
   let labelEls: HTMLElement[] = [];
   let labelTokens: string[] | null = null;
   let lastDrawMs = 0;
+  let budget: [number, number] | undefined;
   let stale = false;
   /** wrap's width as last reported by the ResizeObserver (0: not displayed), null before its first report */
   let roWidth: number | null = null;
@@ -156,7 +169,7 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
     });
   }
 
-  function draw() {
+  function draw(opts: DrawOptions = {}) {
     // hidden (JupyterLab hides its shell for a frame while switching themes, a closed tab...): a size made up now
     // would stick, since the ResizeObserver sees the same width again when it comes back. Draw once laid out.
     if (roWidth === 0 || (roWidth === null && !isLaidOut(wrap))) {
@@ -181,6 +194,7 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
     if (!c) return;
     c.setTransform(dpr, 0, 0, dpr, 0, 0);
     const { T, L } = dims(model);
+    if (opts.fresh) paintCache.key = "";
     mlpNodes = paintGraph({
       c, v, size, theme, T, L,
       g: getGraph(model),
@@ -189,10 +203,17 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
       hover,
       cursor: document.activeElement === wrap ? cursor : null,
       dpr,
+      complete: opts.complete,
+      budget,
     }, paintCache);
     minimap.draw(v, fitted(), size, getGraph(model), T, getTarget(model), theme, dpr);
     lastDrawMs = performance.now() - t0;
     el().dataset.drawMs = lastDrawMs.toFixed(1);
+    // a dense graph's thinner edges come in the next frames; a new change meanwhile starts over (see graph-paint)
+    if (edgesPending(paintCache)) {
+      el().dataset.edgesPending = "1";
+      schedule();
+    } else delete el().dataset.edgesPending;
   }
 
   function fitted(): View {
@@ -286,6 +307,10 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
     },
     schedule,
     draw,
+    pending: () => edgesPending(paintCache),
+    setBudget(first, slice) {
+      budget = [first, slice];
+    },
     theme: () => theme,
     lastDrawMs: () => lastDrawMs,
     tokensChanged() {

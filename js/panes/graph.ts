@@ -45,7 +45,14 @@ export function createGraphPane(ctx: PaneContext): Pane {
     gv.schedule();
   });
 
-  (el as any).__lmtt = { exportSvg: () => exportSvgText(ctx, gv), draw: gv.draw, getView: gv.getView, lastDrawMs: gv.lastDrawMs };
+  (el as any).__lmtt = {
+    exportSvg: () => exportSvgText(ctx, gv),
+    draw: gv.draw,
+    pending: gv.pending,
+    setBudget: gv.setBudget,
+    getView: gv.getView,
+    lastDrawMs: gv.lastDrawMs,
+  };
   bar.sync();
   gv.schedule();
   return { el };

@@ -1,0 +1,118 @@
+/**
+ * Progressive drawing of a dense graph's edges: the edges are cut into chunks of about CHUNK_US of estimated
+ * rasterising work and drawn a frame's budget at a time, so that a τ change never holds the main thread for the whole
+ * picture. Pure bookkeeping; the painting is graph-edges', the layers graph-paint's.
+ *
+ * Order and layers: each chunk goes into the layer of its kind and width (EDGE_LAYERS), and the layers are
+ * composited back to front in the order the one-shot painter stacks the buckets (residual, MLP, attention; within a
+ * kind the thin ones under the wide ones). So the heavy (wide) edges of every kind can come first, in the first
+ * frame, and the picture still ends up the same. Within one layer the chunks must go lightest first (a heavier one is
+ * drawn over a lighter one, as in one go; drawing behind with "destination-over" instead is 3-4x slower in Skia).
+ */
+
+/**
+ * Estimated µs of edges drawn in the first frame after a change (which also decodes the graph, lays it out and draws
+ * the nodes) and in each later frame (which composites the layers again). Calibrated on the real SmolLM2 route at
+ * τ = 0.005 (see README, "Browser: redrawing the flow graph by τ").
+ */
+export const FIRST_SLICE_US = 4000;
+export const SLICE_US = 6000;
+
+/**
+ * Back-to-front layers of the edges: 2 × kind (residual, MLP, attention) + 1 for the wide strokes (over HAIRLINE_MAX
+ * px), 0 for the thin ones.
+ */
+export const EDGE_LAYERS = 6;
+/** The thin attention curves' layer, the one that may be drawn narrow and stretched back (see ThinLayer). */
+export const THIN_ATTENTION = 4;
+/** Which layers go first: the wide ones (the heaviest edges, what the eye reads first), then the thin residual lines,
+ * thin MLP dashes and last the thin attention curves (the bulk of a dense graph's work). */
+const LAYER_RANK = [1, 0, 2, 0, 3, 0];
+
+export interface EdgeChunk {
+  /** layer (0 .. EDGE_LAYERS - 1) */
+  layer: number;
+  /** (kind, weight bin) bucket of GraphLayout; a higher weight bin is heavier */
+  bucket: number;
+  /** the weight bin, to order by */
+  bin: number;
+  /** range of edges (lay.order) or, for residual edges, of runs (lay.runs) */
+  from: number;
+  to: number;
+  /** estimated µs of rasterising */
+  cost: number;
+}
+
+/**
+ * Cut one bucket's items (with their estimated costs) into contiguous chunks of at most `max` (each holding at least
+ * one item); items costing 0 (off screen) ride along. Returns [from, to, cost] triples.
+ */
+export function splitByCost(costs: ArrayLike<number>, from: number, to: number, max: number): [number, number, number][] {
+  const out: [number, number, number][] = [];
+  let s = from, sum = 0;
+  for (let i = from; i < to; i++) {
+    const c = costs[i - from];
+    if (i > s && sum + c > max) {
+      out.push([s, i, sum]);
+      s = i;
+      sum = 0;
+    }
+    sum += c;
+  }
+  if (to > s) out.push([s, to, sum]);
+  return out;
+}
+
+/**
+ * Drawing order: by LAYER_RANK (the wide edges first), then by layer, and within a layer lightest bucket first and a
+ * bucket's chunks in their own order (back to front, as drawn in one go).
+ */
+export function orderChunks<T extends EdgeChunk>(chunks: T[]): T[] {
+  return chunks
+    .map((c, i) => [c, i] as const)
+    .sort((a, b) => LAYER_RANK[a[0].layer] - LAYER_RANK[b[0].layer] || a[0].layer - b[0].layer || a[0].bucket - b[0].bucket || a[1] - b[1])
+    .map(([c]) => c);
+}
+
+/** End (exclusive) of the slice that starts at `from`: chunks while their costs fit `budget`, always at least one. */
+export function sliceEnd(chunks: readonly EdgeChunk[], from: number, budget: number): number {
+  let end = from, sum = 0;
+  while (end < chunks.length && (end === from || sum + chunks[end].cost <= budget)) sum += chunks[end++].cost;
+  return end;
+}
+
+/**
+ * One picture's pending edges: what is drawn so far and for what (the key of graph, view, size and theme). A job
+ * for another key is stale: `take` gives nothing from it, so no edge of an old graph lands on a new picture.
+ */
+export class EdgeProgress<T extends EdgeChunk = EdgeChunk> {
+  key = "";
+  order: T[] = [];
+  next = 0;
+
+  start(key: string, chunks: T[]): void {
+    this.key = key;
+    this.order = orderChunks(chunks);
+    this.next = 0;
+  }
+
+  cancel(): void {
+    this.key = "";
+    this.order = [];
+    this.next = 0;
+  }
+
+  /** Whether the job for `key` still has chunks to draw. */
+  pending(key: string): boolean {
+    return key === this.key && this.next < this.order.length;
+  }
+
+  /** The next slice for `key` (all that is left when budget is Infinity); none when the job is for another key. */
+  take(key: string, budget: number): T[] {
+    if (key !== this.key) return [];
+    const end = sliceEnd(this.order, this.next, budget);
+    const out = this.order.slice(this.next, end);
+    this.next = end;
+    return out;
+  }
+}
