@@ -6,7 +6,7 @@ import { findEdge } from "../graph-select";
 import { nodeAtlas, NodeAtlas, stampCell } from "../node-sprites";
 import { Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
 import { edgeChunks, paintChunk, paintEdges, ThinLayer } from "./graph-edges";
-import { EDGE_LAYERS, EdgeChunk, EdgeProgress, FIRST_SLICE_US, SLICE_US, THIN_ATTENTION } from "./graph-progress";
+import { EDGE_LAYERS, EdgeChunk, EdgeProgress, FIRST_SLICE_US, ONE_SHOT_US, SLICE_US, THIN_ATTENTION } from "./graph-progress";
 import { routesFrom } from "../routes";
 import { Cursor, selectionToCursor } from "../selection";
 import type { GraphData } from "../state";
@@ -57,12 +57,14 @@ export interface PaintCache {
   /** which layers hold something, and the thin attention layer's width share */
   layerUsed: boolean[];
   layerKx: number;
+  /** back-to-front layers complete and already flattened into `edges` (fewer bitmaps to composite each frame) */
+  merged: number;
 }
 
 export function newPaintCache(): PaintCache {
   return {
     bgKey: "", key: "", bg: null, edges: null, thin: null, nodes: null,
-    progress: new EdgeProgress(), layers: Array(EDGE_LAYERS).fill(null), layerUsed: Array(EDGE_LAYERS).fill(false), layerKx: 1,
+    progress: new EdgeProgress(), layers: Array(EDGE_LAYERS).fill(null), layerUsed: Array(EDGE_LAYERS).fill(false), layerKx: 1, merged: 0,
   };
 }
 
@@ -274,68 +276,77 @@ function clearLayer(cv: HTMLCanvasElement, dpr: number): CanvasRenderingContext2
   return lc;
 }
 
-/** Composite the edge layers that hold something onto `c` (device px), back to front, the thin one stretched. */
-function stackLayers(c: CanvasRenderingContext2D, cache: PaintCache, W: number, H: number) {
+/** Composite the edge layers from `from` on that hold something onto `c` (device px), back to front, the thin one stretched. */
+function stackLayers(c: CanvasRenderingContext2D, cache: PaintCache, W: number, H: number, from = 0, to = EDGE_LAYERS) {
   c.save();
   c.setTransform(1, 0, 0, 1, 0, 0);
   c.globalAlpha = 1;
-  c.globalCompositeOperation = "source-over";
   c.imageSmoothingEnabled = true;
-  cache.layers.forEach((cv, i) => {
-    if (!cv || !cache.layerUsed[i]) return;
+  for (let i = from; i < to; i++) {
+    const cv = cache.layers[i];
+    if (!cv || !cache.layerUsed[i]) continue;
     if (i === THIN_ATTENTION && cache.layerKx !== 1) c.drawImage(cv, 0, 0, cv.width, H, 0, 0, cv.width / cache.layerKx, H);
     else c.drawImage(cv, 0, 0, W, H, 0, 0, W, H);
-  });
+  }
   c.restore();
 }
 
 /**
- * The edges: a graph whose edges fit a frame's budget (or `complete`) drawn in one go into the edges bitmap; a
- * denser one starts a progressive job on a change (the heaviest edges first) and each later frame draws a slice
- * more, until the layers are flattened into the edges bitmap. A new key (graph, view, size, theme) replaces any
- * pending job, whose edges are then never drawn.
+ * The edges: a graph whose edges fit a frame (or `complete`) drawn in one go into the edges bitmap; a denser one
+ * starts a progressive job on a change (the wide edges first, see graph-progress) and each later frame draws a
+ * slice more into the layers. Layers complete from the back are flattened into the edges bitmap as they finish (so
+ * that a frame composites few bitmaps), the rest composited over it. A new key (graph, view, size, theme) replaces
+ * any pending job, whose edges are then never drawn.
  */
 function paintEdgeLayers(c: CanvasRenderingContext2D, p: PaintInput, cache: PaintCache, key: string, fresh: boolean, lay: GraphLayout, screen: () => [Float32Array, Float32Array], edgesCv: HTMLCanvasElement, attentionPx: number) {
   const W = edgesCv.width, H = edgesCv.height;
   const [first, slice] = p.budget ?? [FIRST_SLICE_US, SLICE_US];
+  const job = cache.progress;
   let budget = p.complete ? Infinity : slice;
   if (fresh) {
-    cache.progress.cancel();
+    job.cancel();
     const kx = attentionPx >= NARROW_FROM_PX ? THIN_KX : 1;
     const chunks = edgeChunks(p, lay, ...screen(), kx, p.dpr);
     let total = 0;
     for (const ch of chunks) total += ch.cost;
-    if (p.complete || total <= first) {
+    if (p.complete || total <= Math.max(first, p.budget ? 0 : ONE_SHOT_US)) {
       composite(c, p, edgesCv, true, (lc) => paintEdges(lc, p, lay, ...screen(), thinLayer(cache, lc, p.dpr, W, H, attentionPx)));
       return;
     }
-    cache.progress.start(key, chunks);
+    job.start(key, chunks);
     cache.layerKx = kx;
     cache.layerUsed.fill(false);
-    for (let i = 0; i < EDGE_LAYERS; i++) cache.layers[i] = layerCanvas(cache.layers[i], i === THIN_ATTENTION ? Math.ceil(W * kx) : W, H);
-    cache.layers.forEach((cv) => clearLayer(cv as HTMLCanvasElement, p.dpr));
+    cache.merged = 0;
+    clearLayer(edgesCv, p.dpr);
     budget = first;
   }
-  if (!cache.progress.pending(key)) {
+  if (!job.pending(key)) {
     composite(c, p, edgesCv, false, () => {});
     return;
   }
   const dashes: number[] = [];
-  const ctxs = cache.layers.map((cv) => (cv as HTMLCanvasElement).getContext("2d") as CanvasRenderingContext2D);
-  for (const ch of cache.progress.take(key, budget) as EdgeChunk[]) {
-    const lc = ctxs[ch.layer];
+  for (const ch of job.take(key, budget) as EdgeChunk[]) {
+    const l = ch.layer;
+    if (!cache.layerUsed[l]) {
+      // cleared when first drawn into: a layer this graph does not use costs nothing
+      cache.layers[l] = layerCanvas(cache.layers[l], l === THIN_ATTENTION ? Math.ceil(W * cache.layerKx) : W, H);
+      clearLayer(cache.layers[l] as HTMLCanvasElement, p.dpr);
+      cache.layerUsed[l] = true;
+    }
+    const lc = (cache.layers[l] as HTMLCanvasElement).getContext("2d") as CanvasRenderingContext2D;
     lc.setTransform(p.dpr, 0, 0, p.dpr, 0, 0);
     paintChunk(lc, p, lay, ch, ...screen(), cache.layerKx, dashes);
-    cache.layerUsed[ch.layer] = true;
   }
-  if (cache.progress.pending(key)) {
-    stackLayers(c, cache, W, H);
-    return;
+  // flatten the layers complete from the back into the edges bitmap
+  let m = cache.merged;
+  while (m < EDGE_LAYERS && job.layerDone(key, m)) m++;
+  if (m > cache.merged) {
+    const ec = edgesCv.getContext("2d") as CanvasRenderingContext2D;
+    stackLayers(ec, cache, W, H, cache.merged, m);
+    cache.merged = m;
   }
-  // complete: flattened once, so that later redraws (hover, selection) composite one bitmap
-  const ec = clearLayer(edgesCv, p.dpr);
-  stackLayers(ec, cache, W, H);
   composite(c, p, edgesCv, false, () => {});
+  stackLayers(c, cache, W, H, cache.merged);
 }
 
 /**

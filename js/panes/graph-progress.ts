@@ -15,8 +15,10 @@
  * the nodes) and in each later frame (which composites the layers again). Calibrated on the real SmolLM2 route at
  * τ = 0.005 (see README, "Browser: redrawing the flow graph by τ").
  */
-export const FIRST_SLICE_US = 4000;
-export const SLICE_US = 6000;
+export const FIRST_SLICE_US = 1500;
+export const SLICE_US = 3000;
+/** A graph whose edges are estimated at most this is drawn in one go (one frame holds it, and layers cost more). */
+export const ONE_SHOT_US = 3000;
 
 /**
  * Back-to-front layers of the edges: 2 × kind (residual, MLP, attention) + 1 for the wide strokes (over HAIRLINE_MAX
@@ -89,17 +91,27 @@ export class EdgeProgress<T extends EdgeChunk = EdgeChunk> {
   key = "";
   order: T[] = [];
   next = 0;
+  /** chunks not drawn yet, per layer */
+  left: number[] = Array(EDGE_LAYERS).fill(0);
 
   start(key: string, chunks: T[]): void {
     this.key = key;
     this.order = orderChunks(chunks);
     this.next = 0;
+    this.left.fill(0);
+    for (const c of chunks) this.left[c.layer]++;
   }
 
   cancel(): void {
     this.key = "";
     this.order = [];
     this.next = 0;
+    this.left.fill(0);
+  }
+
+  /** Whether layer `l` of the job for `key` has all its chunks drawn. */
+  layerDone(key: string, l: number): boolean {
+    return key === this.key && this.left[l] === 0;
   }
 
   /** Whether the job for `key` still has chunks to draw. */
@@ -112,6 +124,7 @@ export class EdgeProgress<T extends EdgeChunk = EdgeChunk> {
     if (key !== this.key) return [];
     const end = sliceEnd(this.order, this.next, budget);
     const out = this.order.slice(this.next, end);
+    for (const c of out) this.left[c.layer]--;
     this.next = end;
     return out;
   }

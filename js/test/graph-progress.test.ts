@@ -1,0 +1,188 @@
+import { describe, expect, it } from "vitest";
+import { encodeArray } from "../codec";
+import { WEIGHT_BINS } from "../draw";
+import { fitView } from "../geometry";
+import { EDGE_KINDS, graphLayout } from "../graph-layout";
+import { edgeChunks, paintChunk, paintEdges } from "../panes/graph-edges";
+import { EDGE_LAYERS, EdgeChunk, EdgeProgress, orderChunks, sliceEnd, splitByCost, THIN_ATTENTION } from "../panes/graph-progress";
+import { decodeGraph } from "../state";
+
+const theme = { dark: false, bg: "#ffffff", fg: "#1f1f1f", muted: "#6b6b6b", grid: "#e3e3e3", accent: "#d9480f", residual: "#9aa0a6", font: "sans-serif" };
+
+/** A 2D context that records the path calls made on it. */
+function recorder(calls: [string, ...unknown[]][] = []) {
+  const state: Record<string, unknown> = {};
+  const ctx = new Proxy(state, {
+    get(_t, name: string) {
+      if (name in state) return state[name];
+      return (...args: unknown[]) => calls.push([name, ...args]);
+    },
+    set(_t, name: string, value) {
+      state[name] = value;
+      return true;
+    },
+  });
+  return { ctx: ctx as unknown as CanvasRenderingContext2D, calls };
+}
+
+const chunk = (layer: number, bucket: number, from: number, cost = 1): EdgeChunk => ({ layer, bucket, bin: bucket % WEIGHT_BINS, from, to: from + 1, cost });
+
+/** A denser graph: tokens × layers of the tiny graph's pattern, with attention edges between every pair of columns. */
+function denseGraph(T = 12, seed = 7) {
+  let s = seed;
+  const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const kind: number[] = [], layer: number[] = [], token: number[] = [];
+  const node = (k: number, l: number, t: number) => (kind.push(k), layer.push(l), token.push(t), kind.length - 1);
+  const emb = Array.from({ length: T }, (_, t) => node(0, -1, t));
+  const attn = Array.from({ length: T }, (_, t) => node(1, 0, t));
+  const mlp = Array.from({ length: T }, (_, t) => node(2, 0, t));
+  const out = Array.from({ length: T }, (_, t) => node(3, 0, t));
+  const src: number[] = [], dst: number[] = [], w: number[] = [], ek: number[] = [];
+  const edge = (a: number, b: number, k: number) => (src.push(a), dst.push(b), w.push(rnd() ** 3), ek.push(k));
+  for (let t = 0; t < T; t++) {
+    edge(emb[t], attn[t], 0);
+    edge(attn[t], mlp[t], 2);
+    edge(mlp[t], out[t], 2);
+    edge(attn[t], out[t], 0);
+    for (let u = 0; u < t; u++) edge(emb[u], attn[t], 1);
+  }
+  const E = src.length, N = kind.length;
+  return decodeGraph({
+    node_kind: encodeArray(new Uint8Array(kind), [N]),
+    node_layer: encodeArray(new Int32Array(layer), [N]),
+    node_token: encodeArray(new Uint32Array(token), [N]),
+    edge_src: encodeArray(new Uint32Array(src), [E]),
+    edge_dst: encodeArray(new Uint32Array(dst), [E]),
+    edge_weight: encodeArray(new Float32Array(w), [E]),
+    edge_kind: encodeArray(new Uint8Array(ek), [E]),
+    edge_heads: encodeArray(new Float32Array(E * 2), [E, 2]),
+  });
+}
+
+describe("cutting a bucket by cost", () => {
+  it("covers the range once, in order, each chunk within the limit unless one item alone is over it", () => {
+    const costs = [3, 0, 4, 9, 1, 1, 1, 0, 2];
+    const parts = splitByCost(costs, 10, 19, 5);
+    expect(parts.map(([f, t]) => [f, t])).toEqual([[10, 12], [12, 13], [13, 14], [14, 19]]);
+    expect(parts.map((p) => p[2])).toEqual([3, 4, 9, 5]);
+    expect(splitByCost([], 4, 4, 5)).toEqual([]);
+  });
+});
+
+describe("order and slices", () => {
+  it("puts the wide layers first and keeps every layer lightest bucket first", () => {
+    const chunks = [chunk(THIN_ATTENTION, 2 * WEIGHT_BINS + 1, 0), chunk(0, 3, 0), chunk(5, 2 * WEIGHT_BINS + 30, 0), chunk(1, 20, 5), chunk(1, 20, 0), chunk(0, 1, 0), chunk(2, WEIGHT_BINS + 2, 0), chunk(3, WEIGHT_BINS + 25, 0)];
+    const order = orderChunks(chunks);
+    // the wide layers (1, 3, 5) before any thin one
+    const firstThin = order.findIndex((c) => c.layer % 2 === 0);
+    expect(order.slice(0, firstThin).every((c) => c.layer % 2 === 1)).toBe(true);
+    expect(order.slice(firstThin).every((c) => c.layer % 2 === 0)).toBe(true);
+    // the thin attention curves (the bulk of the work) last
+    expect(order[order.length - 1].layer).toBe(THIN_ATTENTION);
+    // within a layer: bucket ascending, then the bucket's own order (chunk(1, 20, 5) was given before chunk(1, 20, 0))
+    for (let l = 0; l < EDGE_LAYERS; l++) {
+      const mine = order.filter((c) => c.layer === l);
+      for (let i = 1; i < mine.length; i++) expect(mine[i].bucket).toBeGreaterThanOrEqual(mine[i - 1].bucket);
+    }
+    expect(order.filter((c) => c.layer === 1).map((c) => c.from)).toEqual([5, 0]);
+  });
+
+  it("takes chunks while they fit the budget, always at least one", () => {
+    const cs = [4, 4, 4, 10, 1].map((cost, i) => ({ ...chunk(0, 0, i), cost }));
+    expect(sliceEnd(cs, 0, 8)).toBe(2);
+    expect(sliceEnd(cs, 2, 8)).toBe(3); // 4 + 10 > 8
+    expect(sliceEnd(cs, 3, 8)).toBe(4); // one chunk over the budget alone
+    expect(sliceEnd(cs, 4, 8)).toBe(5);
+    expect(sliceEnd(cs, 5, 8)).toBe(5);
+    expect(sliceEnd(cs, 0, Infinity)).toBe(5);
+  });
+});
+
+describe("a progressive job", () => {
+  const chunks = Array.from({ length: 20 }, (_, i) => ({ ...chunk(i % EDGE_LAYERS, i, i), cost: 1 + (i % 3) }));
+
+  it("hands out every chunk exactly once, a budget at a time, in the drawing order", () => {
+    const job = new EdgeProgress();
+    job.start("a", chunks);
+    const seen: EdgeChunk[] = [];
+    let slices = 0;
+    while (job.pending("a")) {
+      const s = job.take("a", 4);
+      expect(s.length).toBeGreaterThan(0);
+      expect(s.length === 1 || s.reduce((x, c) => x + c.cost, 0) <= 4).toBe(true);
+      seen.push(...s);
+      slices++;
+    }
+    expect(slices).toBeGreaterThan(5);
+    expect(seen).toEqual(orderChunks(chunks));
+    expect(job.take("a", 4)).toEqual([]);
+  });
+
+  it("gives nothing of a job to another picture, and a new picture replaces the pending job", () => {
+    const job = new EdgeProgress();
+    job.start("old", chunks);
+    job.take("old", 4);
+    expect(job.pending("old")).toBe(true);
+    expect(job.pending("new")).toBe(false);
+    expect(job.take("new", Infinity)).toEqual([]); // no edge of the old graph on the new picture
+    const fresh = [chunk(0, 0, 100), chunk(1, 40, 200)];
+    job.start("new", fresh);
+    expect(job.pending("old")).toBe(false);
+    expect(job.take("old", Infinity)).toEqual([]);
+    const rest = job.take("new", Infinity); // the export's complete picture: all that is left at once
+    expect(rest.map((c) => c.from).sort()).toEqual([100, 200]);
+    expect(job.pending("new")).toBe(false);
+    job.start("x", chunks);
+    job.cancel();
+    expect(job.pending("x")).toBe(false);
+  });
+});
+
+describe("edges cut into chunks", () => {
+  const g = denseGraph();
+  const lay = graphLayout(g);
+  const size = { w: 400, h: 200 };
+  const v = fitView(12, 1, size);
+  const nx = new Float32Array(g.n), ny = new Float32Array(g.n);
+  for (let i = 0; i < g.n; i++) {
+    nx[i] = v.tx + lay.col[i] * v.sx;
+    ny[i] = v.ty - lay.row[i] * v.sy;
+  }
+  const p = { v, size, theme, g };
+
+  it("cover every bucket's edges (residual: runs) exactly once, each in its kind's layer", () => {
+    const chunks = edgeChunks(p, lay, nx, ny, 1, 1);
+    for (let ki = 0; ki < EDGE_KINDS.length; ki++) {
+      for (let b = 0; b < WEIGHT_BINS; b++) {
+        const bucket = ki * WEIGHT_BINS + b;
+        const mine = chunks.filter((c) => c.bucket === bucket).sort((a, c) => a.from - c.from);
+        const [from, to] = EDGE_KINDS[ki] === "residual" ? [lay.runStart[b], lay.runStart[b + 1]] : [lay.start[bucket], lay.start[bucket + 1]];
+        if (from === to) {
+          expect(mine).toEqual([]);
+          continue;
+        }
+        expect(mine[0].from).toBe(from);
+        expect(mine[mine.length - 1].to).toBe(to);
+        for (let i = 1; i < mine.length; i++) expect(mine[i].from).toBe(mine[i - 1].to);
+        for (const c of mine) expect(Math.floor(c.layer / 2)).toBe(ki);
+      }
+    }
+    expect(chunks.every((c) => c.cost > 0)).toBe(true);
+  });
+
+  it("draw, chunk by chunk in the progressive order, the same shapes as the one-shot painter", () => {
+    const shapes = (calls: [string, ...unknown[]][]) =>
+      calls
+        .filter((c) => ["moveTo", "lineTo", "quadraticCurveTo", "rect"].includes(c[0]))
+        .map((c) => c.map((x) => (typeof x === "number" ? x.toFixed(3) : x)).join(","))
+        .sort();
+    const one = recorder();
+    paintEdges(one.ctx, p, lay, nx, ny);
+    const prog = recorder();
+    // small chunks, so that buckets are cut
+    const chunks = orderChunks(edgeChunks(p, lay, nx, ny, 1, 1).flatMap((c) => Array.from({ length: c.to - c.from }, (_, i) => ({ ...c, from: c.from + i, to: c.from + i + 1 }))));
+    expect(chunks.length).toBeGreaterThan(40);
+    for (const c of chunks) paintChunk(prog.ctx, p, lay, c, nx, ny, 1);
+    expect(shapes(prog.calls)).toEqual(shapes(one.calls));
+  });
+});
