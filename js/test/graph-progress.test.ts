@@ -136,6 +136,21 @@ describe("a progressive job", () => {
     job.cancel();
     expect(job.pending("x")).toBe(false);
   });
+
+  it("says which layers are complete (to flatten them from the back)", () => {
+    const job = new EdgeProgress();
+    // layer 1 (wide residual) goes first, layer 0 (thin residual) next, layer 2 has nothing
+    job.start("k", [chunk(0, 1, 0), chunk(1, 40, 0), chunk(0, 2, 1), chunk(THIN_ATTENTION, 2 * WEIGHT_BINS + 1, 0)]);
+    expect(job.layerDone("k", 2)).toBe(true);
+    expect(job.layerDone("k", 1)).toBe(false);
+    job.take("k", 1);
+    expect(job.layerDone("k", 1)).toBe(true);
+    expect(job.layerDone("k", 0)).toBe(false);
+    job.take("k", 2);
+    expect(job.layerDone("k", 0)).toBe(true);
+    expect(job.layerDone("k", THIN_ATTENTION)).toBe(false);
+    expect(job.layerDone("other", 0)).toBe(false);
+  });
 });
 
 describe("edges cut into chunks", () => {
