@@ -233,6 +233,12 @@ DIFF_JS = """([a, b]) => {
   return { max, over16, over2, pixels: x.length / 4 };
 }"""
 
+# Wait n animation frames; whether the picture is still incomplete.
+FRAMES_JS = """async (n) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => requestAnimationFrame(r));
+  return document.querySelector('.lmtt-graph').__lmtt.pending();
+}"""
+
 # Draw the current graph again in one go (the one-shot painter, as the PNG export and graphs that fit a frame are).
 ONE_SHOT_JS = "() => document.querySelector('.lmtt-graph').__lmtt.draw({ fresh: true, complete: true })"
 
@@ -274,7 +280,9 @@ def test_a_change_mid_progress_leaves_no_stale_edges(chromium, dense_page):
     with open_graph(chromium, dense_page) as page:
         page.evaluate("() => document.querySelector('.lmtt-graph').__lmtt.setBudget(1, 1)")
         assert page.evaluate(SET_TAU_JS, "low")
-        # the sparse graph, then a hover and a resize-free redraw while the dense one was still drawing
+        # a few frames of the dense graph (some of its layers flattened into the edges bitmap by now), then the
+        # sparse graph and a hover while the dense one was still drawing
+        assert page.evaluate(FRAMES_JS, 2), "the dense graph completed too soon to test a change in its middle"
         page.evaluate(SET_TAU_JS, "high")
         box = page.locator(".lmtt-graph canvas.lmtt-canvas").bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
