@@ -14,7 +14,7 @@ import { binCenter, edgeStyle, WEIGHT_BINS } from "../draw";
 import { EDGE_KINDS, GraphLayout } from "../graph-layout";
 import { edgeControl, Size, View } from "../geometry";
 import type { GraphData } from "../state";
-import { EdgeChunk, splitByCost, THIN_ATTENTION } from "./graph-progress";
+import { EdgeChunk, edgeLayer, narrowLayer, splitByCost } from "./graph-progress";
 
 /** Widest stroke (px) drawn as a 1 px hairline with its width folded into its opacity. */
 export const HAIRLINE_MAX = 2;
@@ -218,7 +218,7 @@ function bucketStyle(ki: number, b: number, theme: EdgeInput["theme"], zoom: num
   const st = edgeStyle(kind, tt, theme, zoom);
   const thin = st.width <= HAIRLINE_MAX;
   const alpha = edgeAlpha(kind, tt);
-  const layer = 2 * ki + (thin ? 0 : 1);
+  const layer = edgeLayer(ki, b, thin);
   return { kind, thin, lw: thin ? 1 : st.width, alpha: thin ? alpha * Math.min(1, st.width) : alpha, color: st.color, dash: st.dash, layer };
 }
 
@@ -241,7 +241,7 @@ export function edgeChunks(p: EdgeInput, lay: GraphLayout, nx: Float32Array, ny:
       const from = residual ? lay.runStart[b] : lay.start[bucket];
       const to = residual ? lay.runStart[b + 1] : lay.start[bucket + 1];
       if (from === to) continue;
-      const kx = st.layer === THIN_ATTENTION ? kxThin : 1;
+      const kx = narrowLayer(st.layer) ? kxThin : 1;
       const pxUs = PX_US * dpr * st.lw;
       const period = st.dash[0] + Math.max(0, st.dash[1]);
       const costs = new Float64Array(to - from);
@@ -262,7 +262,7 @@ export function edgeChunks(p: EdgeInput, lay: GraphLayout, nx: Float32Array, ny:
   return out;
 }
 
-/** Draw one chunk into its layer `c` (on top of the lighter chunks of that layer), x scaled by kx for the thin attention layer. */
+/** Draw one chunk into its layer `c` (on top of the lighter chunks of that layer), x scaled by kx for a thin attention layer. */
 export function paintChunk(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, ch: EdgeChunk, nx: Float32Array, ny: Float32Array, kx: number, dashes: number[] = []) {
   const { v } = p;
   const zoom = Math.min(v.sx, v.sy) / 8;
@@ -274,6 +274,6 @@ export function paintChunk(c: CanvasRenderingContext2D, p: EdgeInput, lay: Graph
   c.lineWidth = st.lw;
   c.beginPath();
   if (st.kind === "residual") paintRuns(c, p, lay, ch.from, ch.to, st.lw, nx, ny, 8 + v.sx);
-  else strokeEdges(c, p, lay, st.kind, st.dash, st.thin, ch.from, ch.to, nx, ny, st.layer === THIN_ATTENTION ? kx : 1, dashes);
+  else strokeEdges(c, p, lay, st.kind, st.dash, st.thin, ch.from, ch.to, nx, ny, narrowLayer(st.layer) ? kx : 1, dashes);
   c.globalAlpha = 1;
 }

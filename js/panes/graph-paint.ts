@@ -6,7 +6,7 @@ import { findEdge } from "../graph-select";
 import { nodeAtlas, NodeAtlas, stampCell } from "../node-sprites";
 import { Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
 import { edgeChunks, paintChunk, paintEdges, ThinLayer } from "./graph-edges";
-import { EDGE_LAYERS, EdgeChunk, EdgeProgress, FIRST_SLICE_US, ONE_SHOT_US, SLICE_US, THIN_ATTENTION } from "./graph-progress";
+import { EDGE_LAYERS, EdgeChunk, EdgeProgress, FIRST_SLICE_US, narrowLayer, ONE_SHOT_US, SLICE_US } from "./graph-progress";
 import { routesFrom } from "../routes";
 import { Cursor, selectionToCursor } from "../selection";
 import type { GraphData } from "../state";
@@ -285,7 +285,7 @@ function stackLayers(c: CanvasRenderingContext2D, cache: PaintCache, W: number, 
   for (let i = from; i < to; i++) {
     const cv = cache.layers[i];
     if (!cv || !cache.layerUsed[i]) continue;
-    if (i === THIN_ATTENTION && cache.layerKx !== 1) c.drawImage(cv, 0, 0, cv.width, H, 0, 0, cv.width / cache.layerKx, H);
+    if (narrowLayer(i) && cache.layerKx !== 1) c.drawImage(cv, 0, 0, cv.width, H, 0, 0, cv.width / cache.layerKx, H);
     else c.drawImage(cv, 0, 0, W, H, 0, 0, W, H);
   }
   c.restore();
@@ -329,7 +329,7 @@ function paintEdgeLayers(c: CanvasRenderingContext2D, p: PaintInput, cache: Pain
     const l = ch.layer;
     if (!cache.layerUsed[l]) {
       // cleared when first drawn into: a layer this graph does not use costs nothing
-      cache.layers[l] = layerCanvas(cache.layers[l], l === THIN_ATTENTION ? Math.ceil(W * cache.layerKx) : W, H);
+      cache.layers[l] = layerCanvas(cache.layers[l], narrowLayer(l) ? Math.ceil(W * cache.layerKx) : W, H);
       clearLayer(cache.layers[l] as HTMLCanvasElement, p.dpr);
       cache.layerUsed[l] = true;
     }

@@ -3,10 +3,10 @@
  * rasterising work and drawn a frame's budget at a time, so that a τ change never holds the main thread for the whole
  * picture. Pure bookkeeping; the painting is graph-edges', the layers graph-paint's.
  *
- * Order and layers: each chunk goes into the layer of its kind and width (EDGE_LAYERS), and the layers are
+ * Order and layers: each chunk goes into the layer of its kind and weight (EDGE_LAYERS), and the layers are
  * composited back to front in the order the one-shot painter stacks the buckets (residual, MLP, attention; within a
- * kind the thin ones under the wide ones). So the heavy (wide) edges of every kind can come first, in the first
- * frame, and the picture still ends up the same. Within one layer the chunks must go lightest first (a heavier one is
+ * kind the light ones under the heavy ones). So the heavy edges of every kind can come first, in the first frame,
+ * and the picture still ends up the same. Within one layer the chunks must go lightest first (a heavier one is
  * drawn over a lighter one, as in one go; drawing behind with "destination-over" instead is 3-4x slower in Skia).
  */
 
@@ -21,22 +21,37 @@ export const SLICE_US = 3000;
 export const ONE_SHOT_US = 3000;
 
 /**
- * Back-to-front layers of the edges: 2 × kind (residual, MLP, attention) + 1 for the wide strokes (over HAIRLINE_MAX
- * px), 0 for the thin ones.
+ * Back-to-front layers of the edges: per kind (residual, MLP) its light bins then its heavy ones (HEAVY_FROM_BIN up);
+ * attention: the light thin curves, the heavy thin curves (both maybe narrow, see ThinLayer), the wide ones (over
+ * HAIRLINE_MAX px; a stroke's width grows with its weight, so they are the heaviest).
  */
-export const EDGE_LAYERS = 6;
-/** The thin attention curves' layer, the one that may be drawn narrow and stretched back (see ThinLayer). */
+export const EDGE_LAYERS = 7;
+/** The light thin attention curves' layer (the bulk of a dense graph's work); it and the next may be narrow. */
 export const THIN_ATTENTION = 4;
-/** Which layers go first: the wide ones (the heaviest edges, what the eye reads first), then the thin residual lines,
- * thin MLP dashes and last the thin attention curves (the bulk of a dense graph's work). */
-const LAYER_RANK = [1, 0, 2, 0, 3, 0];
+/** Weight bins from this one up (t ≥ 1/4, weight ≥ 1/16 of the largest) are heavy: drawn first. */
+export const HEAVY_FROM_BIN = 4;
+/** Which layers go first: the heavy ones (what the eye reads first), then the light residual lines, light MLP
+ * dashes and last the light attention curves. */
+const LAYER_RANK = [1, 0, 2, 0, 3, 0, 0];
+
+/** The layer of a (kind index in EDGE_KINDS, weight bin) bucket, drawn thin (a hairline) or wide. */
+export function edgeLayer(ki: number, bin: number, thin: boolean): number {
+  const heavy = bin >= HEAVY_FROM_BIN ? 1 : 0;
+  if (ki < 2) return 2 * ki + heavy;
+  return thin ? THIN_ATTENTION + heavy : THIN_ATTENTION + 2;
+}
+
+/** Whether a layer holds thin attention curves (drawn narrow in a dense graph, see ThinLayer). */
+export function narrowLayer(l: number): boolean {
+  return l === THIN_ATTENTION || l === THIN_ATTENTION + 1;
+}
 
 export interface EdgeChunk {
   /** layer (0 .. EDGE_LAYERS - 1) */
   layer: number;
   /** (kind, weight bin) bucket of GraphLayout; a higher weight bin is heavier */
   bucket: number;
-  /** the weight bin, to order by */
+  /** its weight bin */
   bin: number;
   /** range of edges (lay.order) or, for residual edges, of runs (lay.runs) */
   from: number;

@@ -4,7 +4,7 @@ import { WEIGHT_BINS } from "../draw";
 import { fitView } from "../geometry";
 import { EDGE_KINDS, graphLayout } from "../graph-layout";
 import { edgeChunks, paintChunk, paintEdges } from "../panes/graph-edges";
-import { EDGE_LAYERS, EdgeChunk, EdgeProgress, orderChunks, sliceEnd, splitByCost, THIN_ATTENTION } from "../panes/graph-progress";
+import { EDGE_LAYERS, EdgeChunk, edgeLayer, EdgeProgress, HEAVY_FROM_BIN, narrowLayer, orderChunks, sliceEnd, splitByCost, THIN_ATTENTION } from "../panes/graph-progress";
 import { decodeGraph } from "../state";
 
 const theme = { dark: false, bg: "#ffffff", fg: "#1f1f1f", muted: "#6b6b6b", grid: "#e3e3e3", accent: "#d9480f", residual: "#9aa0a6", font: "sans-serif" };
@@ -70,14 +70,26 @@ describe("cutting a bucket by cost", () => {
 });
 
 describe("order and slices", () => {
-  it("puts the wide layers first and keeps every layer lightest bucket first", () => {
-    const chunks = [chunk(THIN_ATTENTION, 2 * WEIGHT_BINS + 1, 0), chunk(0, 3, 0), chunk(5, 2 * WEIGHT_BINS + 30, 0), chunk(1, 20, 5), chunk(1, 20, 0), chunk(0, 1, 0), chunk(2, WEIGHT_BINS + 2, 0), chunk(3, WEIGHT_BINS + 25, 0)];
+  it("maps buckets to layers back to front: each kind light then heavy, attention's wide curves on top", () => {
+    expect(edgeLayer(0, 0, true)).toBe(0);
+    expect(edgeLayer(0, HEAVY_FROM_BIN, false)).toBe(1);
+    expect(edgeLayer(1, HEAVY_FROM_BIN - 1, true)).toBe(2);
+    expect(edgeLayer(1, 15, false)).toBe(3);
+    expect(edgeLayer(2, 0, true)).toBe(THIN_ATTENTION);
+    expect(edgeLayer(2, HEAVY_FROM_BIN, true)).toBe(THIN_ATTENTION + 1);
+    expect(edgeLayer(2, 2, false)).toBe(EDGE_LAYERS - 1); // zoomed in, a light curve can be wide: under the heavier wide ones
+    expect([0, 1, 2, 3, 4, 5, 6].filter(narrowLayer)).toEqual([THIN_ATTENTION, THIN_ATTENTION + 1]);
+  });
+
+  it("puts the heavy layers first and keeps every layer lightest bucket first", () => {
+    const chunks = [chunk(THIN_ATTENTION, 2 * WEIGHT_BINS + 1, 0), chunk(0, 3, 0), chunk(5, 2 * WEIGHT_BINS + 10, 0), chunk(6, 2 * WEIGHT_BINS + 14, 0), chunk(1, 20, 5), chunk(1, 20, 0), chunk(0, 1, 0), chunk(2, WEIGHT_BINS + 2, 0), chunk(3, WEIGHT_BINS + 25, 0)];
     const order = orderChunks(chunks);
-    // the wide layers (1, 3, 5) before any thin one
-    const firstThin = order.findIndex((c) => c.layer % 2 === 0);
-    expect(order.slice(0, firstThin).every((c) => c.layer % 2 === 1)).toBe(true);
-    expect(order.slice(firstThin).every((c) => c.layer % 2 === 0)).toBe(true);
-    // the thin attention curves (the bulk of the work) last
+    // the heavy layers (1, 3, 5, 6) before any light one
+    const heavy = (c: EdgeChunk) => [1, 3, 5, 6].includes(c.layer);
+    const firstLight = order.findIndex((c) => !heavy(c));
+    expect(firstLight).toBe(5);
+    expect(order.slice(firstLight).every((c) => !heavy(c))).toBe(true);
+    // the light attention curves (the bulk of the work) last
     expect(order[order.length - 1].layer).toBe(THIN_ATTENTION);
     // within a layer: bucket ascending, then the bucket's own order (chunk(1, 20, 5) was given before chunk(1, 20, 0))
     for (let l = 0; l < EDGE_LAYERS; l++) {
@@ -179,7 +191,8 @@ describe("edges cut into chunks", () => {
         expect(mine[0].from).toBe(from);
         expect(mine[mine.length - 1].to).toBe(to);
         for (let i = 1; i < mine.length; i++) expect(mine[i].from).toBe(mine[i - 1].to);
-        for (const c of mine) expect(Math.floor(c.layer / 2)).toBe(ki);
+        for (const c of mine) expect(Math.min(2, Math.floor(c.layer / 2))).toBe(ki);
+        for (const c of mine) expect(c.bin).toBe(b);
       }
     }
     expect(chunks.every((c) => c.cost > 0)).toBe(true);
