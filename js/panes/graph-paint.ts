@@ -345,7 +345,8 @@ function paintEdgeLayers(c: CanvasRenderingContext2D, p: PaintInput, cache: Pain
     stackLayers(ec, cache, W, H, cache.merged, m);
     cache.merged = m;
   }
-  composite(c, p, edgesCv, false, () => {});
+  // the edges bitmap holds nothing until a layer is flattened into it: one full-canvas composite less a frame
+  if (cache.merged > 0) composite(c, p, edgesCv, false, () => {});
   stackLayers(c, cache, W, H, cache.merged);
 }
 
