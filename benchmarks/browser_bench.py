@@ -27,6 +27,12 @@
    at 128 tokens, 33 ms at 512. With `--redraw-against DIR` (another build's widget.js and widget.css), the two
    bundles are measured in one browser taking turns rung by rung, as an A/B that the machine's changing load
    affects alike.
+   A dense graph's edges are drawn progressively (js/panes/graph-progress.ts): `draw()` after a change draws its
+   first frame only, so "τ change" and "CPU" above are the first frame, what blocks the page. The second table puts
+   it against the complete picture: CPU of all its frames (each forced to rasterise), wall time in real animation
+   frames and their number, and CPU of the same change drawn in one go (`draw({ complete: true })`, the one-shot
+   painter). With --keep, the work directory holds screenshots at the lowest τ after two frames
+   (`redraw-{T}-min-tau-progress.png`) and complete (`redraw-{T}-min-tau.png`).
 
 Every non-loopback request is aborted and counted (must be 0), as in the e2e tests. Prints a table; --json writes
 the raw numbers.

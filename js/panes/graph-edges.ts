@@ -195,8 +195,13 @@ function strokeEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout
 
 // ---- progressive drawing (see graph-progress): the edges cut into chunks of estimated work, drawn chunk by chunk
 
-/** Cost model of Skia's software rasteriser (µs): a fixed cost per stroked shape, plus its covered device pixels. */
+/**
+ * Cost model of Skia's software rasteriser (µs): a fixed cost per stroked shape (a hairline; a wide stroke is turned
+ * into a polygon first: the 2,000 wide dashes of one MLP bin took 3.5 ms in batches of WIDE_BATCH), plus its covered
+ * device pixels.
+ */
 export const SHAPE_US = 0.4;
+export const WIDE_SHAPE_US = 1.8;
 export const PX_US = 0.007;
 /** Most estimated work (µs) in one chunk: small enough to fill a frame's budget closely, big enough to stroke few paths. */
 export const CHUNK_US = 600;
@@ -244,6 +249,7 @@ export function edgeChunks(p: EdgeInput, lay: GraphLayout, nx: Float32Array, ny:
       const kx = narrowLayer(st.layer) ? kxThin : 1;
       const pxUs = PX_US * dpr * st.lw;
       const period = st.dash[0] + Math.max(0, st.dash[1]);
+      const shapeUs = st.thin || residual ? SHAPE_US : WIDE_SHAPE_US;
       const costs = new Float64Array(to - from);
       for (let q = from; q < to; q++) {
         const s = residual ? lay.runs[2 * q] : p.g.edgeSrc[lay.order[q]];
@@ -253,8 +259,8 @@ export function edgeChunks(p: EdgeInput, lay: GraphLayout, nx: Float32Array, ny:
         const len = Math.hypot((x1 - x0) * kx, y1 - y0);
         costs[q - from] =
           st.kind === "mlp" && period > 0
-            ? Math.ceil(len / period) * SHAPE_US + (len * st.dash[0]) / period * pxUs
-            : SHAPE_US + len * pxUs;
+            ? Math.ceil(len / period) * shapeUs + (len * st.dash[0]) / period * pxUs
+            : shapeUs + len * pxUs;
       }
       for (const [f, t, cost] of splitByCost(costs, from, to, CHUNK_US)) out.push({ layer: st.layer, bucket, bin: b, from: f, to: t, cost });
     }
