@@ -73,7 +73,7 @@ function edgeAlpha(kind: string, t: number): number {
  * edges wholly off screen are skipped.
  */
 export function paintEdges(c: CanvasRenderingContext2D, p: EdgeInput, lay: GraphLayout, nx: Float32Array, ny: Float32Array, thinLayer?: ThinLayer) {
-  const { v, size, theme, g } = p;
+  const { v, theme } = p;
   const zoom = Math.min(v.sx, v.sy) / 8;
   const m = 8 + v.sx;
   const dashes: number[] = [];
