@@ -30,9 +30,12 @@ export const EDGE_LAYERS = 7;
 export const THIN_ATTENTION = 4;
 /** Weight bins from this one up (t ≥ 1/4, weight ≥ 1/16 of the largest) are heavy: drawn first. */
 export const HEAVY_FROM_BIN = 4;
-/** Which layers go first: the heavy ones (what the eye reads first), then the light residual lines, light MLP
- * dashes and last the light attention curves. */
-const LAYER_RANK = [1, 0, 2, 0, 3, 0, 0];
+/**
+ * Which layers go first (by layer): the heavy ones, what the eye reads first: the wide and the heavy thin attention
+ * curves (the route across tokens), the heavy MLP dashes, the heavy residual lines; then the light residual lines,
+ * light MLP dashes and last the light attention curves (the bulk of a dense graph's work).
+ */
+const LAYER_RANK = [4, 3, 5, 2, 6, 1, 0];
 
 /** The layer of a (kind index in EDGE_KINDS, weight bin) bucket, drawn thin (a hairline) or wide. */
 export function edgeLayer(ki: number, bin: number, thin: boolean): number {
@@ -81,8 +84,8 @@ export function splitByCost(costs: ArrayLike<number>, from: number, to: number, 
 }
 
 /**
- * Drawing order: by LAYER_RANK (the wide edges first), then by layer, and within a layer lightest bucket first and a
- * bucket's chunks in their own order (back to front, as drawn in one go).
+ * Drawing order: by LAYER_RANK (the heavy edges first), and within a layer lightest bucket first and a bucket's
+ * chunks in their own order (back to front, as drawn in one go).
  */
 export function orderChunks<T extends EdgeChunk>(chunks: T[]): T[] {
   return chunks
