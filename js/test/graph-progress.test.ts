@@ -89,8 +89,8 @@ describe("order and slices", () => {
     const firstLight = order.findIndex((c) => !heavy(c));
     expect(firstLight).toBe(5);
     expect(order.slice(firstLight).every((c) => !heavy(c))).toBe(true);
-    // among the heavy ones the attention curves first (the route across tokens), the residual lines last
-    expect(order.slice(0, firstLight).map((c) => c.layer)).toEqual([6, 5, 3, 1, 1]);
+    // among the heavy ones, back to front by layer
+    expect(order.slice(0, firstLight).map((c) => c.layer)).toEqual([1, 1, 3, 5, 6]);
     // the light attention curves (the bulk of the work) last
     expect(order[order.length - 1].layer).toBe(THIN_ATTENTION);
     // within a layer: bucket ascending, then the bucket's own order (chunk(1, 20, 5) was given before chunk(1, 20, 0))
