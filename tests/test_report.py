@@ -156,9 +156,11 @@ def test_report_holds_every_head_target_and_route_neuron(tmp_path):
         for h in range(H):
             d = details[f"head:{layer}:{h}:{last}"]
             assert d["pattern"].shape == (T, T) and d["contribution"].shape == (T, T) and d["promoted"]
-            # the stored maps are the real ones, to the colour step the pane can draw (sqrt scale, 15 levels)
+            # the stored maps are the real ones, to the colour step the pane can draw (sqrt scale, 255 levels: one
+            # byte), exact zeros kept and no other value drawn as the background
             want = ex.head_attention(layer, h).numpy()
-            assert np.abs(np.sqrt(d["pattern"] / want.max()) - np.sqrt(want / want.max())).max() <= 0.5 / 15 + 1e-6
+            assert np.abs(np.sqrt(d["pattern"] / want.max()) - np.sqrt(want / want.max())).max() <= 0.5 / 255 + 1e-6
+            assert ((d["pattern"] == 0) == (want == 0)).all() and d["pattern"].max() == want.max()
     # every target: its own lens column, predictions, metric and flow attribution; input x gradient at the last
     assert set(rep["per_target"]) == {str(t) for t in range(T - 1)}
     for t in range(T - 1):
