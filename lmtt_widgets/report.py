@@ -275,7 +275,8 @@ class _Content:
                         for name, by_t in self.attributions.items()}
         return {"version": 2, "state": state, "per_target": per_target, "attributions": attributions,
                 "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
-                "omitted": self.coverage + omitted, "budget_omitted": omitted, "default_target": self.target}
+                "omitted": self.coverage + omitted, "budget_omitted": omitted, "default_target": self.target,
+                "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
 
 
 def _rows(table: dict, keep: np.ndarray) -> dict:
