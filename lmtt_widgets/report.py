@@ -411,7 +411,8 @@ _EXTRAS_CUT = {**_FULL, "heads": "route", "lens": False}
 
 def _maps_note(levels: int) -> str:
     return (f"Attention patterns are stored with {levels} levels of the heatmap's square-root colour scale instead "
-            f"of {PATTERN_LEVELS[0]} (off by at most {0.5 / levels:.3f} of the scale; the report's size budget).")
+            f"of {PATTERN_LEVELS[0]} (off by at most {0.5 / levels:.3f} of the scale, {1 / levels:.3f} for values "
+            "below its first step; the report's size budget).")
 
 
 _STEPS = [

@@ -15,7 +15,7 @@ are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``en
   stored as ``round(levels * sqrt(v / max))`` in one byte, with ``max`` and ``levels``: off by at most
   ``0.5 / levels`` on the scale the pane colours by, and ``max`` itself exact (the pane scales by it). Exact zeros
   stay 0 (the pane draws them as the background) and every other value reads at least ``max / levels**2`` (it is
-  drawn on the ramp, as a float would be). ``tril``: only the lower triangle (row >= column) is stored, the rest
+  drawn on the ramp's first step, as a float would be near it: off by under ``1 / levels`` there). ``tril``: only the lower triangle (row >= column) is stored, the rest
   is exactly 0 (causal attention), column by column (``cols``: column c's rows c..R-1; deflate finds a column's
   repeats, e.g. a head that keeps reading one token, better than a row's).
 
