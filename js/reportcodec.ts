@@ -12,7 +12,10 @@ export interface Stored {
   n: number;
   max?: number;
   levels?: number;
-  tril?: boolean;
+  /** lower triangle only, stored column by column ("cols": column c's rows c..R-1) */
+  tril?: "cols";
+  /** f16: each number's 16 bits stored as the difference from the one before it along the last axis (mod 2^16) */
+  delta?: boolean;
   /** bytes per number when stored byte plane by byte plane */
   planes?: number;
 }
@@ -80,6 +83,13 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
   const out = new Ctor(size);
   if (d.enc === "raw") {
     new Uint8Array(out.buffer).set(src.subarray(0, out.byteLength));
+  } else if (d.enc === "f16" && d.delta) {
+    const run = a.shape.length ? a.shape[a.shape.length - 1] : 1;
+    let bits = 0;
+    for (let i = 0; i < size; i++) {
+      bits = ((i % run === 0 ? 0 : bits) + view.getUint16(2 * i, true)) & 0xffff;
+      out[i] = halfToFloat(bits);
+    }
   } else if (d.enc === "f16") {
     for (let i = 0; i < size; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
   } else if (d.enc === "u16") {
@@ -90,10 +100,12 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
     const levels = Number(d.levels) || 255;
     const max = Number(d.max) || 0;
     const lut = new Float32Array(256).map((_, q) => (q / levels) ** 2 * max);
-    if (d.tril) {
+    if (d.tril === "cols") {
       const R = a.shape[0];
       let k = 0;
-      for (let r = 0; r < R; r++) for (let c = 0; c <= r; c++) out[r * R + c] = lut[src[k++]];
+      for (let c = 0; c < R; c++) for (let r = c; r < R; r++) out[r * R + c] = lut[src[k++]];
+    } else if (d.tril) {
+      throw new Error(`unknown triangle layout ${String(d.tril)} in the report`);
     } else {
       for (let i = 0; i < size; i++) out[i] = lut[src[i]];
     }

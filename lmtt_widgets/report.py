@@ -18,6 +18,7 @@ the note and title are HTML-escaped. The file is replaced atomically: a failed w
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import html
 import os
@@ -46,10 +47,13 @@ MAX_BYTES = 3_000_000
 # Every part of the route scores above this τ is carried, so the page traces routes for any τ its slider offers
 # (js/tau.ts TAU_MIN) exactly as the kernel would.
 TAU_FLOOR = 0.005
-# Levels of the square-root colour scale the head matrices are stored with (report_pack "sqrt"): contribution maps
-# (sparse, small) keep 255, what the pane's colour ramp can show; attention patterns (dense, most of a report) keep
-# 15 (4 bits: 16 steps of the ramp on 1-pixel cells of a 130-pixel thumbnail), 7 past the budget.
-MAP_LEVELS = (255, 15, 7)
+# Levels of the square-root colour scale the head matrices are stored with (report_pack "sqrt"): 255 (one byte)
+# is what the pane's colour ramp can show: a stored map draws within 1-2 RGB units of the float one (2-3 at the
+# ramp's steepest, where the ramp's own rounding is as large). Contribution maps (sparse) always keep 255; attention
+# patterns (dense, the largest part of a long prompt's report) step down through these only when the required
+# content does not fit otherwise, each step said in the note with its error.
+CONTRIBUTION_LEVELS = 255
+PATTERN_LEVELS = (255, 127, 63, 31, 15, 7)
 FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient", "saliency")  # one backward pass: the default target only
 # Heads whose vocabulary projection the report holds at each target other than the last (besides those on its
@@ -209,7 +213,7 @@ class _Content:
         that container. At the step that cuts neurons' projections, as many route blocks keep them as fit (the
         most important first: bisection on their number)."""
         for step in range(len(_STEPS)):
-            level, omitted = _STEPS[step][0], [note for _, note in _STEPS[1:step + 1]]
+            level, omitted = _STEPS[step][0], _notes(step)
             if level["neurons"] == "last" and _STEPS[step - 1][0]["neurons"] != "last":
                 found = self._most_neurons(level, omitted[:-1], max_bytes)  # its fewest is this step
                 if found is not None:
@@ -254,15 +258,15 @@ class _Content:
                 d = {k: v for k, v in d.items() if k not in ("pattern", "contribution")}
             else:
                 d = {**d, "pattern": reduced(d["pattern"], "sqrt", level["maps"]),
-                     "contribution": reduced(d["contribution"], "sqrt", MAP_LEVELS[0])}
+                     "contribution": reduced(d["contribution"], "sqrt", CONTRIBUTION_LEVELS)}
             details[key] = d
         details.update(self.neurons)
-        texts: dict[str, int] = {}
-        details = _compact_pairs(details, texts)
         vocab = {"mlp": self.vocab["mlp"],
                  "head": self.vocab["head"] if level["heads"] != "route" else _rows(self.vocab["head"], self.head_on_route),
                  "neuron": self.vocab["neuron"] if level["neurons"] == "routes" else _neuron_subset(
                      self.vocab["neuron"], self.last_blocks if level["neurons"] == "last" else level["neurons"])}
+        texts = _texts_by_use(details, vocab, self.strings)
+        details = _compact_pairs(details, texts)
         vocab = {name: _stored_table(table, self.strings, texts) for name, table in vocab.items()}
         per_target = {t: _reduced_snapshot(snap, level["lens"]) for t, snap in self.per_target.items()}
         state = {**self.state, "neurons": _neurons_reduced(self.state["neurons"]), "lens": _lens_reduced(self.state["lens"]),
@@ -271,7 +275,8 @@ class _Content:
                         for name, by_t in self.attributions.items()}
         return {"version": 2, "state": state, "per_target": per_target, "attributions": attributions,
                 "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
-                "omitted": self.coverage + omitted, "budget_omitted": omitted, "default_target": self.target}
+                "omitted": self.coverage + omitted, "budget_omitted": omitted, "default_target": self.target,
+                "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
 
 
 def _rows(table: dict, keep: np.ndarray) -> dict:
@@ -320,8 +325,8 @@ def _stored_table(table: dict, strings: dict[int, str], texts: dict[str, int]) -
         if name == "ids":
             v = np.vectorize(lambda i: texts.setdefault(strings[int(i)], len(texts)), otypes=[np.int64])(v) if v.size else v
             out[name] = reduced(encode_array(np.asarray(v).astype(np.uint32), "uint32"), "u16")
-        elif name in ("vals", "scale"):
-            out[name] = reduced(encode_array(np.asarray(v, np.float32)), "f16")
+        elif name in ("vals", "scale"):  # vals: rows of top-k descending, bottom-k ascending (small differences)
+            out[name] = reduced(encode_array(np.asarray(v, np.float32)), "f16", delta=name == "vals")
         elif name == "index":
             out[name] = reduced(encode_array(np.asarray(v).astype(np.int32), "int32"), "i16")
         else:  # keys
@@ -329,17 +334,41 @@ def _stored_table(table: dict, strings: dict[int, str], texts: dict[str, int]) -
     return out
 
 
+def _is_pairs(obj) -> bool:
+    return isinstance(obj, list) and bool(obj) and all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], (int, float)) for p in obj)
+
+
+def _texts_by_use(details: dict, vocab: dict, strings: dict[int, str]) -> dict[str, int]:
+    """The report's table of token texts, the most used first: the 16-bit indices into it are then mostly small,
+    so the plane of their high bytes (report_pack ``planes``) deflates to little."""
+    counts: collections.Counter = collections.Counter()
+
+    def walk(o):
+        if _is_pairs(o):
+            counts.update(p[0] for p in o)
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+
+    walk(details)
+    for table in vocab.values():
+        ids, n = np.unique(np.asarray(table["ids"]).reshape(-1), return_counts=True)
+        for i, c in zip(ids.tolist(), n.tolist()):
+            counts[strings[i]] += c
+    return {text: n for n, (text, _) in enumerate(counts.most_common())}
+
+
 def _compact_pairs(obj, texts: dict[str, int]):
     """Every list of [text, number] pairs (vocabulary projections) as two arrays, an index into the report's one
     table of token texts and the numbers (float32): a token text is written once, not once per list it is in."""
     if isinstance(obj, dict):
         return {k: _compact_pairs(v, texts) for k, v in obj.items()}
-    if isinstance(obj, list) and obj and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
-                                             and isinstance(p[1], (int, float)) for p in obj):
+    if _is_pairs(obj):
         ids = [texts.setdefault(p[0], len(texts)) for p in obj]
         # values are logits shown with 2 decimals: float16 keeps 3 significant digits
         return {"pair_texts": reduced(encode_array(ids, "uint32"), "u16"),
-                "pair_values": reduced(encode_array([p[1] for p in obj]), "f16")}
+                "pair_values": reduced(encode_array([p[1] for p in obj]), "f16", delta=True)}  # sorted
     return obj
 
 
@@ -347,7 +376,7 @@ def _lens_reduced(lens: dict) -> dict:
     """A lens column with ids in 16 bits and probabilities in float16 (shown as percentages)."""
     if not lens:
         return lens
-    return {**lens, "ids": reduced(lens["ids"], "u16"), "probs": reduced(lens["probs"], "f16"),
+    return {**lens, "ids": reduced(lens["ids"], "u16"), "probs": reduced(lens["probs"], "f16", delta=True),
             "rank_prev": reduced(lens["rank_prev"], "i16")}
 
 
@@ -372,24 +401,44 @@ def _attribution_reduced(att: dict) -> dict:
     return out
 
 
-# Steps taken, in order, while a report is over its size: lower precision first, then the parts a user needs least.
-_FULL = {"maps": MAP_LEVELS[1], "lens": True, "heads": "held", "neurons": "routes"}
+# Steps taken, in order, while a report is over its size: first the extras (heads' projections off the route and the
+# lens at targets other than the last), then the attention patterns' precision, then the neurons' projections off
+# the last route, last the maps. Each step is (level, kind, note): the note of a kind replaces that kind's earlier
+# one (a page says its patterns' one precision).
+_FULL = {"maps": PATTERN_LEVELS[0], "lens": True, "heads": "held", "neurons": "routes"}
+_EXTRAS_CUT = {**_FULL, "heads": "route", "lens": False}
+
+
+def _maps_note(levels: int) -> str:
+    return (f"Attention patterns are stored with {levels} levels of the heatmap's square-root colour scale instead "
+            f"of {PATTERN_LEVELS[0]} (off by at most {0.5 / levels:.3f} of the scale, {1 / levels:.3f} for values "
+            "below its first step; the report's size budget).")
+
+
 _STEPS = [
-    (_FULL, ""),
-    ({**_FULL, "maps": MAP_LEVELS[2]},
-     "Attention patterns are drawn with 8 colour levels instead of 16 (the report's size budget)."),
-    ({**_FULL, "maps": MAP_LEVELS[2], "heads": "route"},
+    (_FULL, "", ""),
+    ({**_FULL, "heads": "route"}, "heads",
      "Heads' vocabulary projections at targets other than the last: only the heads on each target's route (the "
      "report's size budget)."),
-    ({**_FULL, "maps": MAP_LEVELS[2], "heads": "route", "lens": False},
-     "The logit lens is included for the last token only (the report's size budget)."),
-    ({**_FULL, "maps": MAP_LEVELS[2], "heads": "route", "lens": False, "neurons": "last"},
+    (_EXTRAS_CUT, "lens", "The logit lens is included for the last token only (the report's size budget)."),
+    *[({**_EXTRAS_CUT, "maps": n}, "maps", _maps_note(n)) for n in PATTERN_LEVELS[1:]],
+    ({**_EXTRAS_CUT, "maps": PATTERN_LEVELS[-1], "neurons": "last"}, "neurons",
      "Single neurons' vocabulary projections: only for the MLP blocks on the last token's route and in its column "
      "(the report's size budget)."),
-    ({**_FULL, "maps": None, "heads": "route", "lens": False, "neurons": "last"},
+    ({**_EXTRAS_CUT, "maps": None, "neurons": "last"}, "maps",
      "Head attention patterns and contribution maps are left out (the report's size budget); head importances, "
      "routes and vocabulary projections are all here."),
 ]
+
+
+def _notes(step: int) -> list[str]:
+    """What the ladder has left out by ``step``: the latest note of each kind, in the order the kinds came."""
+    notes: dict[str, str] = {}
+    for _, kind, note in _STEPS[1:step + 1]:
+        notes[kind] = note
+    return list(notes.values())
+
+
 _ALWAYS_OMITTED = [
     "Causal methods (attribution patching, exact patching checks) and input-attribution methods that run the "
     "model more than once (integrated gradients, occlusion) need a kernel. Input × gradient and saliency (one "
@@ -403,8 +452,9 @@ _SOME_HEADS = (f"Heads' vocabulary projections at targets other than the last: t
 
 
 def _neurons_reduced(rows: dict) -> dict:
-    """The neuron lists with ids in 16 bits and scores in float16 (shown with 2-3 digits)."""
-    return {**rows, "ids": reduced(rows["ids"], "u16"), "importance": reduced(rows["importance"], "f16"),
+    """The neuron lists with ids in 16 bits and scores in float16 (shown with 2-3 digits; importance, sorted in
+    each block, as differences)."""
+    return {**rows, "ids": reduced(rows["ids"], "u16"), "importance": reduced(rows["importance"], "f16", delta=True),
             "activation": reduced(rows["activation"], "f16")}
 
 

@@ -7,14 +7,20 @@ are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``en
 
 - ``raw``: the wire dtype's own bytes;
 - ``f16``: float32 stored as IEEE float16 (about 3 significant digits: probabilities and neuron scores; NaN
-  and ±inf kept);
+  and ±inf kept); ``delta``: each float16's 16 bits minus those of the number before it along the last axis
+  (mod 2**16; the first of each row as it is). Exact either way; for sorted rows (top-k logits, probabilities)
+  the differences are small, since float16 bit patterns of one sign are ordered like the numbers;
 - ``u16`` / ``i16``: uint32 / int32 whose values fit in 16 bits (token ids of a vocabulary under 65,536);
 - ``sqrt``: a non-negative float32 matrix drawn on a square-root colour scale (js/panes/common.ts drawMatrix),
-  stored as ``round(levels * sqrt(v / max))`` in one byte, with ``max`` and ``levels``; ``tril``: only the lower
-  triangle (row >= column) is stored, the rest is exactly 0 (causal attention). Values below
-  ``max / (2 * levels)**2`` read 0 and are drawn as the background, one colour step from the ramp's start.
+  stored as ``round(levels * sqrt(v / max))`` in one byte, with ``max`` and ``levels``: off by at most
+  ``0.5 / levels`` on the scale the pane colours by, and ``max`` itself exact (the pane scales by it). Exact zeros
+  stay 0 (the pane draws them as the background) and every other value reads at least ``max / levels**2`` (it is
+  drawn on the ramp's first step, as a float would be near it: off by under ``1 / levels`` there). ``tril``: only the lower triangle (row >= column) is stored, the rest
+  is exactly 0 (causal attention), column by column (``cols``: column c's rows c..R-1; deflate finds a column's
+  repeats, e.g. a head that keeps reading one token, better than a row's).
 
-``planes`` (float32 and float16): the bytes are stored byte plane by byte plane (deflate compresses them better).
+``planes`` (float32, float16 and the 16-bit integers): the bytes are stored byte plane by byte plane (deflate
+compresses them better: exponents of nearby values and high bytes of small indices repeat).
 
 The browser inflates every array back to its wire dtype, so the panes see exactly what a kernel would send.
 """
@@ -43,8 +49,8 @@ def _values(a: dict) -> np.ndarray:
     return np.frombuffer(bytes(a["data"]), DTYPES[a["dtype"]]).reshape(a["shape"])
 
 
-def reduced(a: dict, enc: str, levels: int = 255) -> dict:
-    """Mark the array dict ``a`` to be stored as ``enc``; falls back to ``raw`` whenever ``enc`` would change a
+def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False) -> dict:
+    """Mark the array dict ``a`` to be stored as ``enc`` (``delta``: float16 rows as differences); falls back to ``raw`` whenever ``enc`` would change a
     value more than it says (out of float16's range, ids past 16 bits, negative or non-finite map values)."""
     if enc not in ENCODINGS:
         raise ValueError(f"unknown array encoding {enc!r}; use one of {ENCODINGS}")
@@ -59,7 +65,7 @@ def reduced(a: dict, enc: str, levels: int = 255) -> dict:
         "i16": a["dtype"] == "int32" and (v.size == 0 or -(1 << 15) <= int(v.min()) <= int(v.max()) < 1 << 15),
         "sqrt": a["dtype"] == "float32" and finite and (v.size == 0 or float(v.min()) >= 0) and 1 <= levels <= 255,
     }[enc]
-    return {**a, "enc": enc if ok else "raw", "levels": levels}
+    return {**a, "enc": enc if ok else "raw", "levels": levels, "delta": delta and enc == "f16" and ok}
 
 
 def _planes(data: np.ndarray) -> tuple[bytes, dict]:
@@ -74,19 +80,23 @@ def _store(a: dict) -> tuple[bytes, dict]:
     enc = a.get("enc", "raw")
     v = _values(a)
     if enc == "f16":
-        data, desc = _planes(v.astype(np.float16).reshape(-1))
-        return data, {"enc": "f16", **desc}
-    if enc == "u16":
-        return v.astype(np.uint16).tobytes(), {"enc": "u16"}
-    if enc == "i16":
-        return v.astype(np.int16).tobytes(), {"enc": "i16"}
+        bits = v.astype(np.float16).view(np.uint16)
+        if a.get("delta") and bits.size:
+            bits = np.diff(bits.reshape(-1, bits.shape[-1]), axis=1, prepend=np.uint16(0))  # uint16: mod 2**16
+        data, desc = _planes(bits.reshape(-1))
+        return data, {"enc": "f16", **desc, **({"delta": True} if a.get("delta") else {})}
+    if enc in ("u16", "i16"):
+        data, desc = _planes(v.astype(np.uint16 if enc == "u16" else np.int16).reshape(-1))
+        return data, {"enc": enc, **desc}
     if enc == "sqrt":
         levels = int(a.get("levels", 255))
         top = float(v.max()) if v.size else 0.0
-        q = np.rint(levels * np.sqrt(v / top)).astype(np.uint8) if top > 0 else np.zeros(v.shape, np.uint8)
+        q = np.zeros(v.shape, np.uint8)
+        if top > 0:  # a value that is not 0 stays off the background: at least level 1
+            q = np.where(v > 0, np.maximum(np.rint(levels * np.sqrt(v / top)), 1), 0).astype(np.uint8)
         desc = {"enc": "sqrt", "max": top, "levels": levels}
         if v.ndim == 2 and v.shape[0] == v.shape[1] and not np.triu(v, 1).any():
-            q, desc["tril"] = q[np.tril_indices(v.shape[0])], True
+            q, desc["tril"] = q.T[np.triu_indices(v.shape[0])], "cols"  # q.T's upper triangle: column by column
         return q.tobytes(), desc
     if v.dtype == np.float32 and v.size:
         data, desc = _planes(v.reshape(-1))
@@ -151,15 +161,20 @@ def _inflate(a: dict, data: bytes) -> np.ndarray:
         data = np.frombuffer(data, np.uint8).reshape(d["planes"], -1).T.tobytes()
     if enc == "raw":
         return np.frombuffer(data, dtype).reshape(shape)
+    if enc == "f16" and d.get("delta"):
+        bits = np.frombuffer(data, np.uint16).reshape(-1, shape[-1] if shape else 1)
+        return np.cumsum(bits, axis=1, dtype=np.uint16).view(np.float16).astype(dtype).reshape(shape)
     if enc in ("f16", "u16", "i16"):
         src = {"f16": np.float16, "u16": np.uint16, "i16": np.int16}[enc]
         return np.frombuffer(data, src).astype(dtype).reshape(shape)
     if enc == "sqrt":
         q = np.frombuffer(data, np.uint8).astype(np.float32)
         v = (q / d["levels"]) ** 2 * np.float32(d["max"])
-        if d.get("tril"):
+        if d.get("tril") == "cols":
             out = np.zeros(shape, np.float32)
-            out[np.tril_indices(shape[0])] = v
+            out.T[np.triu_indices(shape[0])] = v
             return out
+        if d.get("tril"):
+            raise ValueError(f"unknown triangle layout {d['tril']!r} in a report")
         return v.reshape(shape)
     raise ValueError(f"unknown array encoding {enc!r} in a report")

@@ -142,6 +142,16 @@ def test_routes_traced_in_the_page_equal_the_kernels(family, tmp_path):
     assert max(sizes) > 10 and len(set(sizes)) > 5  # real routes, different ones
 
 
+def _assert_map_precision(got: np.ndarray, want: np.ndarray, levels: int) -> None:
+    """A stored map against the real one on the pane's square-root colour scale: off by at most half a step, exact
+    zeros kept, the max exact, and values below the first step's half drawn on that step (off by under a step)."""
+    s_got, s_want = np.sqrt(got / want.max()), np.sqrt(want / want.max())
+    lifted = (want > 0) & (s_want < 0.5 / levels)
+    err = np.abs(s_got - s_want)
+    assert err[~lifted].max() <= 0.5 / levels + 1e-6 and err[lifted].max(initial=0) < 1 / levels + 1e-6
+    assert ((got == 0) == (want == 0)).all() and got.max() == want.max()
+
+
 def test_report_holds_every_head_target_and_route_neuron(tmp_path):
     from lmtt_widgets.report import CHEAP_INPUT_METHODS, FLOW_METHODS, read_report, widget_traits
     from lmtt_widgets.widgets import Explorer, payload
@@ -156,9 +166,10 @@ def test_report_holds_every_head_target_and_route_neuron(tmp_path):
         for h in range(H):
             d = details[f"head:{layer}:{h}:{last}"]
             assert d["pattern"].shape == (T, T) and d["contribution"].shape == (T, T) and d["promoted"]
-            # the stored maps are the real ones, to the colour step the pane can draw (sqrt scale, 15 levels)
+            # the stored maps are the real ones, to the colour step the pane can draw (sqrt scale, 255 levels: one
+            # byte), exact zeros kept and no other value drawn as the background
             want = ex.head_attention(layer, h).numpy()
-            assert np.abs(np.sqrt(d["pattern"] / want.max()) - np.sqrt(want / want.max())).max() <= 0.5 / 15 + 1e-6
+            _assert_map_precision(d["pattern"], want, 255)
     # every target: its own lens column, predictions, metric and flow attribution; input x gradient at the last
     assert set(rep["per_target"]) == {str(t) for t in range(T - 1)}
     for t in range(T - 1):
@@ -189,8 +200,14 @@ def test_report_holds_every_head_target_and_route_neuron(tmp_path):
 
 @pytest.mark.smollm2
 def test_smollm2_128_token_report_is_complete_within_3mb(smollm2, tmp_path):
-    """Within 3 MB at 128 tokens: every head's maps, every target's snapshot with its direct logit attribution,
-    every block's neuron list, and whatever the budget cut is said in the page's note."""
+    """Within 3 MB at 128 tokens, none of the required content left out: every head's maps (at the precision the
+    note states, at least 15 levels of the colour scale), every target's snapshot with its direct logit
+    attribution, every block's neuron list and the vocabulary projections of the neurons of every MLP block on
+    any target's route. Only the extras (heads' projections off the routes, the lens off the last target) and
+    the patterns' precision may be cut, each said in the page's note."""
+    from lmtt_widgets.report import DEFAULT_THRESHOLD, PATTERN_LEVELS, TAU_FLOOR, _maps_note
+    from lmtt_widgets.widgets import payload
+
     sys.path.insert(0, str(REPO / "benchmarks"))
     from browser_bench import make_prompt
 
@@ -204,11 +221,26 @@ def test_smollm2_128_token_report_is_complete_within_3mb(smollm2, tmp_path):
     rep = read_report(page)
     heads = [k for k, v in rep["details"].items() if k.startswith("head:") and v["pattern"].shape == (128, 128)]
     assert len(heads) == 30 * 9
+    levels = rep["pattern_levels"]
+    assert levels in PATTERN_LEVELS and levels >= 15
+    for key in heads[::29]:  # the maps are the real ones to the precision said
+        _, layer, h, _ = key.split(":")
+        want = ex.head_attention(int(layer), int(h)).numpy()
+        got = rep["details"][key]["pattern"]
+        _assert_map_precision(got, want, levels)
     assert len(rep["per_target"]) == 127
     assert all("logit_attribution" in s["method_scores"] for s in rep["per_target"].values())
     assert rep["state"]["neurons"]["available"].all()
-    # neurons' projections for most route blocks at least (the budget keeps the most important first)
-    assert (rep["vocab"]["neuron"]["index"] >= 0).sum() > 10_000
+    # every route block's neurons have their projections (the ladder never reaches the neurons' step here)
+    route_blocks = set().union(*(payload.mlp_nodes(ex.route(t, DEFAULT_THRESHOLD, "head")) for t in range(128)))
+    index = rep["vocab"]["neuron"]["index"]
+    assert len(route_blocks) > 1000 and all((index[layer, t] >= 0).all() for layer, t in route_blocks)
+    # only extras and the patterns' precision were cut
+    allowed = {_maps_note(n) for n in PATTERN_LEVELS[1:]} | {
+        "Heads' vocabulary projections at targets other than the last: only the heads on each target's route (the "
+        "report's size budget).", "The logit lens is included for the last token only (the report's size budget)."}
+    assert set(rep["budget_omitted"]) <= allowed, rep["budget_omitted"]
+    assert rep["flow"]["floor"] == TAU_FLOOR
     note = page.split('class="lmtt-report-note"', 1)[1].split("</div>", 1)[0]
     for item in rep["omitted"]:
         assert html.escape(item) in note

@@ -13,11 +13,24 @@ describe("report container arrays", () => {
     expect(Number.isNaN(halfToFloat(0x7e00))).toBe(true);
   });
 
-  it("inflates a square-root map stored as its lower triangle back to float32 [T, T]", () => {
-    // levels 255, max 4: q = 255 -> 4, q = 0 -> 0, q = 128 -> (128/255)^2 * 4
-    const a = inflateArray({ dtype: "float32", shape: [2, 2], data: { enc: "sqrt", at: 1, n: 3, max: 4, levels: 255, tril: true } }, bytes([9, 255, 128, 255]));
+  it("inflates a square-root map stored as its lower triangle, column by column, back to float32 [T, T]", () => {
+    // levels 255, max 4: q = 255 -> 4, q = 0 -> 0, q = 128 -> (128/255)^2 * 4; column 0 is rows 0..2, then 1..2, 2
+    const a = inflateArray(
+      { dtype: "float32", shape: [3, 3], data: { enc: "sqrt", at: 1, n: 6, max: 4, levels: 255, tril: "cols" } },
+      bytes([9, 255, 128, 1, 0, 255, 128]),
+    );
     const v = new Float32Array((a.data as DataView).buffer);
-    expect(Array.from(v)).toEqual([4, 0, Math.fround((128 / 255) ** 2 * 4), 4]);
+    const q = (x: number) => Math.fround((x / 255) ** 2 * 4);
+    expect(Array.from(v)).toEqual([4, 0, 0, q(128), 0, 0, q(1), 4, q(128)]);
+    expect(() =>
+      inflateArray({ dtype: "float32", shape: [1, 1], data: { enc: "sqrt", at: 0, n: 1, max: 1, levels: 1, tril: true as any } }, bytes([1])),
+    ).toThrow(/triangle layout/);
+  });
+
+  it("reads 16-bit ids stored byte plane by byte plane", () => {
+    // [1, 258, 65535]: low bytes 1, 2, 255, then high bytes 0, 1, 255
+    const ids = inflateArray({ dtype: "uint32", shape: [3], data: { enc: "u16", at: 0, n: 6, planes: 2 } }, bytes([1, 2, 255, 0, 1, 255]));
+    expect(Array.from(new Uint32Array((ids.data as DataView).buffer))).toEqual([1, 258, 65535]);
   });
 
   it("widens 16-bit ids and float16 scores to the wire dtype", () => {
@@ -26,6 +39,17 @@ describe("report container arrays", () => {
     const f = inflateArray({ dtype: "float32", shape: [1], data: { enc: "f16", at: 0, n: 2 } }, bytes([0x00, 0x3c]));
     expect(Array.from(new Float32Array((f.data as DataView).buffer))).toEqual([1]);
     expect(() => inflateArray({ dtype: "float32", shape: [1], data: { enc: "zip" as any, at: 0, n: 1 } }, bytes([0]))).toThrow(/unknown array encoding/);
+  });
+});
+
+describe("float16 rows stored as differences", () => {
+  it("adds each row's 16-bit differences back up (mod 2^16), row by row", () => {
+    // rows [1, 0.5] and [-2, 1]: bits 0x3c00, 0x3800 (diff 0xfc00), then 0xc000, 0x3c00 (diff 0x7c00)
+    const a = inflateArray(
+      { dtype: "float32", shape: [2, 2], data: { enc: "f16", at: 0, n: 8, delta: true } },
+      bytes([0x00, 0x3c, 0x00, 0xfc, 0x00, 0xc0, 0x00, 0x7c]),
+    );
+    expect(Array.from(new Float32Array((a.data as DataView).buffer))).toEqual([1, 0.5, -2, 1]);
   });
 });
 
