@@ -6,25 +6,11 @@ import { binCenter, edgeStyle, WEIGHT_BINS } from "../draw";
 import { dashSegments, HAIRLINE_MAX, paintEdges, WIDE_BATCH } from "../panes/graph-edges";
 import { decodeGraph } from "../state";
 import { tinyGraph } from "./tiny-graph";
+import { lightTheme, recordingContext } from "./recording-context";
 
-const theme = { dark: false, bg: "#ffffff", fg: "#1f1f1f", muted: "#6b6b6b", grid: "#e3e3e3", accent: "#d9480f", residual: "#9aa0a6", font: "sans-serif" };
+const theme = lightTheme;
 
-/** A 2D context that records the calls the edge painter makes (happy-dom has no canvas). */
-function recorder(calls: [string, ...unknown[]][] = []) {
-  const state: Record<string, unknown> = {};
-  const ctx = new Proxy(state, {
-    get(_t, name: string) {
-      if (name in state) return state[name];
-      return (...args: unknown[]) => calls.push([name, ...args]);
-    },
-    set(_t, name: string, value) {
-      state[name] = value;
-      calls.push([`=${name}`, value]);
-      return true;
-    },
-  });
-  return { ctx: ctx as unknown as CanvasRenderingContext2D, calls };
-}
+const recorder = recordingContext;
 
 describe("dashes cut in script", () => {
   it("starts with a dash, alternates on / off along the segment and cuts the last dash at the end", () => {

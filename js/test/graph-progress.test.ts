@@ -6,24 +6,12 @@ import { EDGE_KINDS, graphLayout } from "../graph-layout";
 import { edgeChunks, paintChunk, paintEdges } from "../panes/graph-edges";
 import { EDGE_LAYERS, EdgeChunk, edgeLayer, EdgeProgress, HEAVY_FROM_BIN, narrowLayer, orderChunks, sliceEnd, splitByCost, THIN_ATTENTION } from "../panes/graph-progress";
 import { decodeGraph } from "../state";
+import { lightTheme, recordingContext } from "./recording-context";
 
-const theme = { dark: false, bg: "#ffffff", fg: "#1f1f1f", muted: "#6b6b6b", grid: "#e3e3e3", accent: "#d9480f", residual: "#9aa0a6", font: "sans-serif" };
+const theme = lightTheme;
 
-/** A 2D context that records the path calls made on it. */
-function recorder(calls: [string, ...unknown[]][] = []) {
-  const state: Record<string, unknown> = {};
-  const ctx = new Proxy(state, {
-    get(_t, name: string) {
-      if (name in state) return state[name];
-      return (...args: unknown[]) => calls.push([name, ...args]);
-    },
-    set(_t, name: string, value) {
-      state[name] = value;
-      return true;
-    },
-  });
-  return { ctx: ctx as unknown as CanvasRenderingContext2D, calls };
-}
+/** Path calls only (property sets are not recorded). */
+const recorder = (calls: [string, ...unknown[]][] = []) => recordingContext(calls, { setters: false });
 
 const chunk = (layer: number, bucket: number, from: number, cost = 1): EdgeChunk => ({ layer, bucket, bin: bucket % WEIGHT_BINS, from, to: from + 1, cost });
 
