@@ -55,13 +55,16 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     assert "error: No model directory" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _offline_page(chromium, outside: list, errors: list):
-    """A page that aborts (and lists) every request leaving the machine and lists page errors."""
+def _offline_page(chromium, outside: list, errors: list, console_errors: bool = False):
+    """A page that aborts (and lists) every request leaving the machine and lists page errors (and, with
+    ``console_errors``, what the page logs as an error)."""
     ARTIFACTS.mkdir(exist_ok=True)
     page = chromium.new_page(viewport={"width": 1400, "height": 1100})
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "blob:", "data:"))
                else (outside.append(route.request.url), route.abort()))
     page.on("pageerror", lambda e: errors.append(str(e)))
+    if console_errors:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     return page
 
 
@@ -251,8 +254,7 @@ def test_smollm2_128_token_report_is_complete_within_3mb(smollm2, tmp_path):
 def test_report_answers_clicks_on_heads_neurons_and_other_targets_offline(smollm2_paris, tmp_path, chromium):
     path = write_report(smollm2_paris, tmp_path / "report.html")
     outside, errors = [], []
-    page = _offline_page(chromium, outside, errors)
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page = _offline_page(chromium, outside, errors, console_errors=True)
     try:
         page.goto(path.as_uri())
         page.wait_for_selector(".lmtt-graph canvas")
@@ -400,8 +402,7 @@ def test_report_shows_neuron_and_head_projections_at_another_target(smollm2_pari
     imp = np.stack([ls.head_total[1].numpy() for ls in ex.scores.layers])  # [L, H] at target #1
     layer, head = divmod(int(imp.argmax()), ex.n_heads)
     outside, errors = [], []
-    page = _offline_page(chromium, outside, errors)
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page = _offline_page(chromium, outside, errors, console_errors=True)
     try:
         page.goto(path.as_uri())
         page.wait_for_selector(".lmtt-graph canvas")
