@@ -179,3 +179,17 @@ def test_flow_attribution_says_how_much_flowed_below_the_edge_floor(monkeypatch)
     assert a["edge_floor"] == 0 and a["below_edge_floor"] == 0
     assert b["edge_floor"] == EDGE_FLOOR and b["below_edge_floor"] > 0
     assert b["sum"] + b["lost_to_bias"] + b["below_edge_floor"] == pytest.approx(a["sum"] + a["lost_to_bias"], abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["attribution_patching", "faithfulness"])
+def test_causal_methods_read_only_the_metrics_logit_row(method, monkeypatch):
+    """A long prompt keeps one logit row; a causal method's clean value must not unembed every position ([T, V]:
+    0.4 GB at 2,048 tokens on SmolLM2) to read one."""
+    lm = loaded("llama")
+    monkeypatch.setattr(logits_module, "KEEP_ALL_BYTES", 0)
+    ex = explain(lm, LONG)
+    computed = []
+    real = LogitRows._compute
+    monkeypatch.setattr(LogitRows, "_compute", lambda self, p: computed.append(p) or real(self, p))
+    getattr(ex, method)(ablation="zero", foil=5)
+    assert computed == []  # the metric's row (the last, kept) was enough

@@ -102,7 +102,8 @@ def _add_probes(blocks, adapter, probe) -> list:
 
 
 def _clean_value(ex, metric) -> float:
-    return float(metric(ex.trace.logits.float()))
+    # one row: on long prompts ex.trace.logits keeps only the last one, and reading all would unembed every position
+    return float(metric(ex.trace.logits[metric.position]))
 
 
 def _check_gradient_run(ex, metric, grads: Gradients) -> None:
