@@ -6,6 +6,7 @@ import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 
@@ -73,6 +74,7 @@ class Explanation:
     scores: ContributionScores
     # per-node neuron importances, computed on first use: widgets and reports ask for the same nodes repeatedly
     _neuron_rows: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    _neuron_acts: dict[tuple[int, int], SimpleNamespace] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- basics
     @property
@@ -153,7 +155,7 @@ class Explanation:
         layer, token, k = self._layer(layer), self._token(token), checks.count(k)
         imp = self.neuron_importance(layer, token)
         top = imp.topk(min(k, imp.numel()))
-        acts = self.trace.layers[layer].neurons[token]
+        acts = self._neuron_row(layer, token).neurons[0]
         return [NeuronScore(layer, n, token, v, float(acts[n])) for v, n in zip(top.values.tolist(), top.indices.tolist())]
 
     def neuron_importance(self, layer: int, token: int | None = None) -> torch.Tensor:
@@ -161,9 +163,21 @@ class Explanation:
         layer, token = self._layer(layer), self._token(token)
         key = (layer, token)
         if key not in self._neuron_rows:
-            rec, w = self.trace.layers[layer], self.trace.weights[layer]
-            self._neuron_rows[key] = neuron_importance(_one_row(rec, token), w)[0]
+            self._neuron_rows[key] = neuron_importance(self._neuron_row(layer, token), self.trace.weights[layer])[0]
         return self._neuron_rows[key]
+
+    def _neuron_row(self, layer: int, token: int) -> SimpleNamespace:
+        """What neuron scores read of one MLP at one token (neurons, mlp_update, mlp_post_rstd: [1, ...]); a long
+        trace's slim layer runs its MLP alone on that row rather than its whole block (rebuild.neuron_rows)."""
+        key = (layer, token)
+        if key not in self._neuron_acts:
+            from .tracing.rebuild import neuron_rows
+
+            rec = self.trace.layers[layer]
+            acts, rows = neuron_rows(rec, self.trace.weights[layer], [token])
+            rstd = None if rec.mlp_post_rstd is None else rec.mlp_post_rstd[token : token + 1]
+            self._neuron_acts[key] = SimpleNamespace(neurons=acts, mlp_update=rows.mlp_update, mlp_post_rstd=rstd)
+        return self._neuron_acts[key]
 
     def attention(self, layer: int) -> torch.Tensor:
         """[H, T, T] attention probabilities of ``layer``. Long prompts do not keep them: they are computed again
@@ -203,9 +217,7 @@ class Explanation:
         rec = self.trace.layers[layer]
         if after_mlp:
             return rec.resid_post[token]
-        if rec.resid_mid is not None:
-            return rec.resid_mid[token]
-        return rec.resid_pre[token] + rec.attn_update[token]
+        return self._rows(layer, token).resid_mid[0]
 
     def lens(self, row: int, token: int | None = None, k: int = 10, norm: Norm = "own") -> list[LensEntry]:
         """Top-k tokens of a residual node, with their rank at the previous node."""
@@ -228,21 +240,27 @@ class Explanation:
         layer, head, token = self._layer(layer), self._head(head), self._token(token)
         rec, w = self.trace.layers[layer], self.trace.weights[layer]
         dh = self.trace.head_dim
-        out = rec.head_signal[token, head] @ w.w_o[:, head * dh : (head + 1) * dh].t()
+        out = self._rows(layer, token).head_signal[0, head] @ w.w_o[:, head * dh : (head + 1) * dh].t()
         return out * self._post_scale(w.attn_post_norm, rec.attn_post_rstd, token)
 
     def neuron_output(self, layer: int, neuron: int, token: int | None = None) -> torch.Tensor:
         """activation x output row of one neuron at ``token`` [d] (sign included, post-norm included)."""
         layer, token = self._layer(layer), self._token(token)
         rec, w = self.trace.layers[layer], self.trace.weights[layer]
-        F = rec.neurons.shape[1]
+        F = w.w_out.shape[1]
         neuron = checks.index(neuron, "neuron", F, f"layer {layer} has {F} neurons")
-        out = rec.neurons[token, neuron] * w.w_out[:, neuron]
+        out = self._neuron_row(layer, token).neurons[0, neuron] * w.w_out[:, neuron]
         return out * self._post_scale(w.mlp_post_norm, rec.mlp_post_rstd, token)
 
     def mlp_output(self, layer: int, token: int | None = None) -> torch.Tensor:
         layer, token = self._layer(layer), self._token(token)
-        return self.trace.layers[layer].mlp_update[token]
+        return self._rows(layer, token).mlp_update[0]
+
+    def _rows(self, layer: int, token: int):
+        """One layer's tensors at one token (a long trace's slim layer computes them without running its block)."""
+        from .tracing.rebuild import layer_rows
+
+        return layer_rows(self.trace.layers[layer], self.trace.weights[layer], [token])
 
     def project(self, vec: torch.Tensor, token: int | None = None, k: int = 10, norm: Norm = "final") -> Projection:
         """Promoted (top-k) and suppressed (bottom-k) tokens of a vector written at ``token``."""
@@ -354,15 +372,6 @@ class Explanation:
         from .generation import attribution_matrix
 
         return attribution_matrix(self, method, **options)
-
-
-def _one_row(rec, token):
-    """A view of a layer record restricted to one position (for per-node neuron scores)."""
-    sl = slice(token, token + 1)
-    return dataclasses.replace(
-        rec, neurons=rec.neurons[sl], mlp_update=rec.mlp_update[sl],
-        mlp_post_rstd=None if rec.mlp_post_rstd is None else rec.mlp_post_rstd[sl],
-    )
 
 
 def _on_cpu(ls: LayerScores) -> LayerScores:

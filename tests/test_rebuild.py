@@ -126,3 +126,97 @@ def test_a_mask_that_lets_rows_see_later_keys_is_called_whole():
     assert seen == [4, 4, 2]
     ref_out, ref_w = fn(None, q, k, v, causal)
     assert torch.allclose(w, ref_w, atol=1e-6) and torch.allclose(out, ref_out, atol=1e-6)
+
+
+@pytest.fixture
+def block_runs(monkeypatch):
+    """The layers whose whole block ran again (LayerRebuilder), in order."""
+    runs = []
+    real = rebuild.LayerRebuilder._run
+
+    def counted(self, slim):
+        runs.append(self.index)
+        return real(self, slim)
+
+    monkeypatch.setattr(rebuild.LayerRebuilder, "_run", counted)
+    return runs
+
+
+def _close(a, b, what):
+    scale = float(b.abs().max()) + 1
+    assert torch.allclose(a, b, rtol=0, atol=1e-5 * scale), (what, float((a - b).abs().max()))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_few_rows_of_a_slim_layer_need_no_block_run(family, monkeypatch, block_runs):
+    """What a target's logit attribution, lens and neuron view read (a few positions of every layer) comes from the
+    slim record itself: rows equal to a full trace's, and no block runs again, except where the MLP is no module
+    that runs alone (then the block runs, and the rows are still right)."""
+    lm = loaded(family, dtype=torch.float32)
+    full = trace(lm, PROMPT, keep_attention=False)
+    monkeypatch.setattr(rebuild, "REBUILD_LIMIT", 0)
+    slim = trace(lm, PROMPT, keep_attention=False)
+    T = full.n_tokens
+    at = [0, 7, T - 1]
+    for a, b, w in zip(full.layers, slim.layers, slim.weights):
+        assert b.slim
+        got, want = rebuild.layer_rows(b, w, at), rebuild.layer_rows(a, w, at)
+        for name in ("resid_pre", "resid_mid", "resid_post", "head_signal", "attn_out", "attn_update", "mlp_out",
+                     "mlp_update"):
+            _close(getattr(got, name), getattr(want, name), (family, a.index, name))
+    assert block_runs == []
+    mlp_is_a_module = "." in lm.adapter.mlp_out_proj
+    for a, b, w in zip(full.layers, slim.layers, slim.weights):
+        acts, rows = rebuild.neuron_rows(b, w, at)
+        _close(acts, a.neurons[at], (family, a.index, "neurons"))
+        _close(rows.mlp_update, a.mlp_update[at], (family, a.index, "mlp_update"))
+        _close(rows.mlp_out, a.mlp_out[at], (family, a.index, "mlp_out"))
+    assert (block_runs == []) == mlp_is_a_module
+
+
+def test_a_slim_layer_whose_mlp_disagrees_with_the_trace_runs_its_block(slim_always, block_runs):
+    """The MLP run alone is checked against what the block added: a model changed since the trace is caught by the
+    block run that follows (StaleTraceError), never read as the traced MLP."""
+    lm = loaded("llama", dtype=torch.float32)
+    tr = trace(lm, PROMPT, keep_attention=False)
+    with torch.no_grad():
+        lm.model.model.layers[1].mlp.down_proj.weight.mul_(1.5)
+    try:
+        with pytest.raises(StaleTraceError, match="layer 1"):
+            rebuild.neuron_rows(tr.layers[1], tr.weights[1], [3])
+    finally:
+        with torch.no_grad():
+            lm.model.model.layers[1].mlp.down_proj.weight.div_(1.5)
+    assert block_runs == [1]
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt_neox", "opt"])
+def test_logit_attribution_and_neurons_of_a_slim_explanation_equal_the_full_ones(family, monkeypatch, block_runs):
+    lm = loaded(family, dtype=torch.float32)
+    full = explain(lm, PROMPT, keep_attention=False)
+    monkeypatch.setattr(rebuild, "REBUILD_LIMIT", 0)
+    slim = explain(lm, PROMPT, keep_attention=False)
+    for position in (5, slim.n_tokens - 1):
+        a, b = full.logit_attribution(position=position), slim.logit_attribution(position=position)
+        assert [c.id for c in a.components] == [c.id for c in b.components]
+        _close(b.scores, a.scores, (family, position, "dla"))
+        assert abs(b.extra["error"]) < 1e-4 * (1 + abs(b.extra["model_value"]))
+        _close(slim.residual(3, position), full.residual(3, position), "residual after attention")
+        _close(slim.head_output(1, 0, position), full.head_output(1, 0, position), "head output")
+        got, want = slim.neurons(1, position, k=5), full.neurons(1, position, k=5)
+        assert [n.neuron for n in got] == [n.neuron for n in want]
+        assert all(abs(g.importance - h.importance) < 1e-5 and abs(g.activation - h.activation) < 1e-5
+                   for g, h in zip(got, want))
+    assert block_runs == ([] if "." in lm.adapter.mlp_out_proj else [1])
+
+
+def test_a_target_change_in_the_widget_runs_no_block_again(slim_always, block_runs):
+    from lmtt_widgets import Explorer
+
+    ex = explain(loaded("llama"), PROMPT, keep_attention=False)
+    assert ex.trace.layers[0].slim
+    w = Explorer(ex)
+    for target in (5, 20, ex.n_tokens - 1):
+        w.target = target
+    assert not w.error
+    assert block_runs == []

@@ -142,7 +142,7 @@ def check_component(ex, c: Component) -> Component:
     if c.kind in ("head", "edge") and c.index is not None:
         ex._head(c.index)
     if c.kind == "neuron":
-        F = ex.trace.layers[c.layer].neurons.shape[1]
+        F = ex.trace.weights[c.layer].w_out.shape[1]  # (not the activations: a long trace rebuilds those)
         if not 0 <= c.index < F:
             raise SelectionError(f"{c.id}: layer {c.layer} has {F} neurons (0..{F - 1}).")
     if c.kind == "edge" and not 0 <= c.source <= c.position:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..models.offload import OffloadMap
+from ..tracing.rebuild import layer_rows
 from ..projections.vocab import unembedding
 from .base import Component, ScoreTable, register_method
 from .targets import make_metric
@@ -79,13 +80,14 @@ def _final_norm_output(ex, positions) -> torch.Tensor:
         return module(x.to(dtype=tr.layers[0].model_dtype, device=like.device)[None])[0].double().cpu()
 
 
-def _post(norm, out, update, positions, w):
-    """w [P, d] seen through a frozen post-norm at each position (identity without one). The scale is read off
-    what the norm really did (update / out, per coordinate), for the same reason as :func:`_frozen_scale`."""
+def _post(norm, out, update, w):
+    """w [P, d] seen through a frozen post-norm at each position (identity without one), from the norm's input and
+    output rows [P, d]. The scale is read off what the norm really did (update / out, per coordinate), for the same
+    reason as :func:`_frozen_scale`."""
     if norm is None:
         return w
-    o, u = out[positions].double().to(w.device), update[positions].double().to(w.device)
-    default = norm.weight.double().to(w.device) * norm.rstd(out[positions]).double().to(w.device).unsqueeze(-1)
+    o, u = out.double().to(w.device), update.double().to(w.device)
+    default = norm.weight.double().to(w.device) * norm.rstd(out).double().to(w.device).unsqueeze(-1)
     return w * torch.where(o != 0, u / torch.where(o != 0, o, 1), default)
 
 
@@ -110,17 +112,18 @@ def logit_attribution_batch(ex, metrics, *, neurons: bool = False) -> list[tuple
     prev = tr.layers[0].resid_pre[P].double()
     for rec, lw in zip(tr.layers, tr.weights):
         l = rec.index
-        wa = _post(lw.attn_post_norm, rec.attn_out, rec.attn_update, P, w)
+        rows = layer_rows(rec, lw, P)  # a long trace's slim layer computes its rows without running the block
+        wa = _post(lw.attn_post_norm, rows.attn_out, rows.attn_update, w)
         through = torch.einsum("dhk,pd->phk", lw.w_o.double().view(-1, H, dh), wa)  # [P, H, dh]: W_O,h^T w per head
-        heads = (rec.head_signal[P].double() * through).sum(-1)  # [P, H]
+        heads = (rows.head_signal.double() * through).sum(-1)  # [P, H]
         parts += [(Component("head", l, h), heads[:, h], None) for h in range(H)]
         written = heads.sum(-1)
         if lw.b_o is not None:
             bias = wa @ lw.b_o.double()
             parts.append((Component("attn_bias", l), bias, None))
             written = written + bias
-        wm = _post(lw.mlp_post_norm, rec.mlp_out, rec.mlp_update, P, w)
-        if neurons:
+        wm = _post(lw.mlp_post_norm, rows.mlp_out, rows.mlp_update, w)
+        if neurons:  # (a slim layer's neuron activations need its block run again: rebuild.py)
             per = rec.neurons[P].double() * (wm @ lw.w_out.double())  # [P, F]
             parts += [(Component("neuron", l, n), per[:, n], None) for n in range(per.shape[1])]
             mlp = per.sum(-1)
@@ -129,11 +132,11 @@ def logit_attribution_batch(ex, metrics, *, neurons: bool = False) -> list[tuple
                 parts.append((Component("mlp_bias", l), out_bias, None))
                 mlp = mlp + out_bias
         else:
-            mlp = _dot(rec.mlp_update[P], w)
+            mlp = _dot(rows.mlp_update, w)
             parts.append((Component("mlp", l), mlp, None))
         written = written + mlp
         # what the block really changed, against what its parts wrote: the gap is someone else's edit
-        post = rec.resid_post[P].double()
+        post = rows.resid_post.double()
         gap = _dot(post - prev, w) - written
         parts.append((Component("external", l), gap, gap.abs() > _tolerance(rec, prev, w)))
         prev = post

@@ -154,7 +154,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
         if ex is None:
             return dict(n_layers=0, n_tokens=0, n_heads=0, n_neurons=0)
         return dict(n_layers=ex.n_layers, n_tokens=ex.n_tokens, n_heads=ex.n_heads,
-                    n_neurons=ex.trace.layers[0].neurons.shape[1])
+                    n_neurons=ex.trace.weights[0].w_out.shape[1])  # (a long trace's records dropped neurons)
 
     @t.validate("selection")
     def _valid_selection(self, proposal):
