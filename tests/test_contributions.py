@@ -12,7 +12,7 @@ from lmtt_widgets.contributions.graph import (
     AFTER_ATTENTION, AFTER_MLP, EMBEDDING, MLP, full_graph, node_id, route,
 )
 from lmtt_widgets.contributions.proximity import l1_proximity, scaled_part_proximity
-from lmtt_widgets.contributions.scores import head_directions, post_norm_scale
+from lmtt_widgets.contributions.scores import post_norm_scale
 from tiny_models import FAMILIES, ToyTokenizer, build, loaded
 
 PROMPT = "the cat sat on the mat, the cat"
@@ -118,6 +118,14 @@ def even_split_where_cancelling(prox_parts, present):
     cancelling = norm[:, 0] <= 0
     even = present.to(prox_parts.dtype) / present.sum(1, keepdim=True)
     return torch.where(cancelling[:, None], even, prox_parts / norm.clamp_min(1e-300)), cancelling
+
+
+def head_directions(values, w_o, n_heads):
+    """u[j, h] = v_j^{kv(h)} W_O,h: what head h writes per unit attention to source j, [T, H, d] (the reference's
+    own product, independent of the engine's)."""
+    n_kv, T, dh = values.shape
+    v = values.repeat_interleave(n_heads // n_kv, dim=0)  # GQA: query head h reads kv head h // (H / n_kv)
+    return torch.einsum("hjk,dhk->jhd", v, w_o.view(w_o.shape[0], n_heads, dh))
 
 
 def brute_force_attention(tr, layer, check_identity=True):

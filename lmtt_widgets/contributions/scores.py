@@ -130,16 +130,6 @@ class ContributionScores:
         return max((ls.edge_floor for ls in self.layers), default=0.0)
 
 
-def head_directions(values: torch.Tensor, w_o: torch.Tensor, n_heads: int,
-                    out: torch.Tensor | None = None) -> torch.Tensor:
-    """u[j, h] = v_j^{kv(h)} W_O,h: what head h writes per unit attention to source j. [T, H, d] (into out)."""
-    n_kv, T, dh = values.shape
-    v = values.repeat_interleave(n_heads // n_kv, dim=0)  # GQA: query head h reads kv head h // (H / n_kv)
-    w_heads = w_o.view(w_o.shape[0], n_heads, dh).permute(1, 2, 0)  # [H, dh, d]
-    u = torch.bmm(v, w_heads).transpose(0, 1)  # a batched product: ~2x einsum's speed on CPU
-    return u.contiguous() if out is None else out.copy_(u)
-
-
 def head_signal_scale(rec: LayerRecord, n_heads: int) -> torch.Tensor:
     """[T, H] factor between what the output projection read and attention x values (1 in a plain forward pass).
 
