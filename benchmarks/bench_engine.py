@@ -20,8 +20,10 @@ the plain forwards (the eager one alone allocates 3·H·T² floats: 7 GB at 8,19
     .venv/bin/python benchmarks/bench_engine.py --heads --lengths 2048
 
 times instead what a user does with one Explanation after it is computed: ex.attention(layer), ex.heads(layer),
-ex.top_heads(5 and 15), the widget's head details of the top 5 heads, and the memory the stored attention calls
-(query and key states, masks) hold when the attention is not kept.
+ex.top_heads(5 and 15), the widget's head details of the top 5 heads, the memory the stored attention calls
+(query and key states, masks) hold when the attention is not kept, and a target change in the Explorer (route, logit
+attribution, lens, neurons of the route's MLPs) next to running every block again. --slim drops the per-layer
+tensors at any length, as traces past ~2,300 tokens do, to time what reads them.
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--text", choices=["natural", "random"], default="natural")
     parser.add_argument("--heads", action="store_true", help="time heads/top_heads/head details after one explain")
+    parser.add_argument("--slim", action="store_true",
+                        help="with --heads: drop per-layer tensors after scoring at any length, as traces past "
+                             "rebuild.REBUILD_LIMIT do (~2,300 tokens on SmolLM2), to time what reads them")
     parser.add_argument("--explain-only", action="store_true",
                         help="skip the plain forwards (their columns show nan): memory of the longest prompts")
     args = parser.parse_args()
@@ -130,6 +135,10 @@ def main() -> None:
           f"default attention {default}")
     if args.heads:
         lm.model.set_attn_implementation("eager")
+        if args.slim:
+            from lmtt_widgets.tracing import rebuild
+
+            rebuild.REBUILD_LIMIT = 0
         return bench_heads(lm, args.lengths, vocab)
 
     def explain_and_route(ids):
@@ -197,7 +206,8 @@ def bench_heads(lm, lengths, vocab) -> None:
     from lmtt_widgets.widgets import payload
 
     print(f"{'tokens':>6} | {'explain s':>9} | {'attention(l) s':>14} | {'heads(l) s':>10} | {'top_heads(5) s':>14} | "
-          f"{'top_heads(15) s':>15} | {'5 head details s':>16} | {'replay MB':>9}")
+          f"{'top_heads(15) s':>15} | {'5 head details s':>16} | {'replay MB':>9} | {'target change s':>15} | "
+          f"{'every block again s':>19}")
     for T in lengths:
         ids = torch.randint(100, vocab - 100, (1, T), generator=torch.Generator().manual_seed(T))
         t0 = time.perf_counter()
@@ -216,10 +226,25 @@ def bench_heads(lm, lengths, vocab) -> None:
         t_top15 = timed(lambda: ex.top_heads(15))
         top = [(h.layer, h.head) for h in ex.top_heads(5)]
         t_details = timed(lambda: payload.head_details(ex, top, T - 1))
+        t_target = timed(lambda: target_change(ex, T // 2))
+        # what reading a slim trace's per-layer tensors cost before rebuild.layer_rows: every block run again
+        slim = [rec for rec in ex.trace.layers if rec.slim]
+        t_blocks = timed(lambda: [rec.rebuilder._run(rec) for rec in slim]) if slim else float("nan")
         print(f"{T:>6} | {t_explain:>9.2f} | {t_attn:>14.3f} | {t_heads:>10.4f} | {t_top5:>14.4f} | {t_top15:>15.4f} | "
-              f"{t_details:>16.3f} | {replay_mb(ex):>9.0f}")
+              f"{t_details:>16.3f} | {replay_mb(ex):>9.0f} | {t_target:>15.3f} | {t_blocks:>19.2f}")
         del ex
         gc.collect()
+
+
+def target_change(ex, target: int) -> None:
+    """What the Explorer computes when the user picks another target: its route, logit attribution, logit lens and
+    the neurons of the route's MLP nodes."""
+    from lmtt_widgets.widgets import payload
+
+    g = ex.route(target)
+    payload.neuron_rows(ex, payload.precomputed_mlp_nodes(ex, g, target))
+    payload.lens_column(ex, target)
+    ex.logit_attribution(position=target)
 
 
 if __name__ == "__main__":
