@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except LmttError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the report's file could not be written (permissions, a full disk): no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

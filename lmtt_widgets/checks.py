@@ -22,7 +22,7 @@ def is_integer(value) -> bool:
     if isinstance(value, (int, np.integer)):
         return True
     return (isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point()
-            and not value.is_complex() and value.dtype != torch.bool)
+            and not value.is_complex() and value.dtype != torch.bool and value.device.type != "meta")
 
 
 def index(value, name: str, size: int, scope: str, *, low: int = 0) -> int:
@@ -36,13 +36,67 @@ def index(value, name: str, size: int, scope: str, *, low: int = 0) -> int:
     return value
 
 
-def count(value, name: str = "k") -> int:
-    """A positive int (how many items to list)."""
+def count(value, name: str = "k", *, low: int = 1, what: str = "how many to list") -> int:
+    """An int >= ``low`` (default: a positive int, how many items to list)."""
     if not is_integer(value):
-        raise InputTypeError(f"{name} must be a positive integer (how many to list), not {value!r} ({type(value).__name__}).")
-    if int(value) < 1:
-        raise InputError(f"{name} must be at least 1 (how many to list); got {int(value)}.")
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(low, f"an integer >= {low}")
+        raise InputTypeError(f"{name} must be {kind} ({what}), not {_show(value)} ({type(value).__name__}).")
+    if int(value) < low:
+        raise InputError(f"{name} must be at least {low} ({what}); got {int(value)}.")
     return int(value)
+
+
+def flag(value, name: str) -> bool:
+    """True or False (NumPy's bool too); a string such as 'no' is truthy, so it is refused rather than guessed."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputTypeError(f"{name} must be True or False, not {_show(value)} ({type(value).__name__}).")
+    return bool(value)
+
+
+def vector(value, width: int, name: str = "vec") -> torch.Tensor:
+    """One real, finite vector [width] (a residual-stream direction), on a device that holds data."""
+    shape = list(getattr(value, "shape", []))
+    if (not isinstance(value, torch.Tensor) or shape != [width] or not value.is_floating_point()
+            or value.device.type == "meta"):
+        dtype = f" of dtype {value.dtype} on {value.device}" if isinstance(value, torch.Tensor) else ""
+        raise InputTypeError(f"{name} must be a tensor of width {width} (shape [{width}], floating point: one "
+                             f"residual-stream vector), not {type(value).__name__} {shape}{dtype}; for several "
+                             "vectors call once per row.")
+    if not bool(torch.isfinite(value).all()):
+        raise InputError(f"{name} holds NaN or infinite values; its projection would be meaningless.")
+    return value
+
+
+def options(fn, given: dict, what: str) -> None:
+    """Keyword options a method does not take are refused by name, with the ones it does take."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    takes = [n for n, p in list(params.items())[1:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    bad = [k for k in given if k not in takes]
+    if bad:
+        raise InputTypeError(f"{what} takes no option {', '.join(map(_show, bad))}; its options are "
+                             f"{', '.join(takes) or 'none'}.")
+
+
+def unicode_text(value: str, name: str, error: type[InputError] = InputError) -> str:
+    """Text the tokenizer can read: lone surrogates (half an emoji, bytes decoded with surrogateescape) are refused
+    here, by position, rather than failing inside the tokenizer."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise error(f"{name} holds a lone surrogate {value[exc.start]!r} at character {exc.start}, which is not "
+                         "valid Unicode; remove it, or clean the text with text.encode('utf-8', 'replace')"
+                         ".decode('utf-8').") from None
+    return value
+
+
+def _show(value) -> str:
+    """repr cut short: a hostile caller may pass megabytes."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def fraction(value, name: str) -> float:

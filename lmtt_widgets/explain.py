@@ -265,10 +265,7 @@ class Explanation:
     def project(self, vec: torch.Tensor, token: int | None = None, k: int = 10, norm: Norm = "final") -> Projection:
         """Promoted (top-k) and suppressed (bottom-k) tokens of a vector written at ``token``."""
         token, k = self._token(token), checks.count(k)
-        if not isinstance(vec, torch.Tensor) or vec.shape[-1:] != self.trace.layers[0].resid_pre.shape[-1:]:
-            raise InputTypeError(f"vec must be a tensor of width {self.trace.layers[0].resid_pre.shape[-1]} "
-                                 f"(a residual-stream vector), not {type(vec).__name__} "
-                                 f"{list(getattr(vec, 'shape', []))}.")
+        vec = checks.vector(vec, self.trace.layers[0].resid_pre.shape[-1])
         logits = project(self.trace, vec, token, norm)
         up = [TokenScore(*t) for t in top_tokens(self.trace, logits, k)]
         down = [TokenScore(*t) for t in top_tokens(self.trace, logits, k, largest=False)]
@@ -295,7 +292,9 @@ class Explanation:
         """Any registered method by name (``lmtt_widgets.methods.available_methods()``)."""
         from .methods import get_method
 
-        return get_method(method).fn(self, **options)
+        info = get_method(method)
+        checks.options(info.fn, options, f"The method {method!r}")
+        return info.fn(self, **options)
 
     def logit_attribution(self, target=None, foil=None, position=None, *, neurons: bool = False):
         """Signed direct logit attribution of the embeddings, every head, attention bias and MLP (or neuron)."""
@@ -317,7 +316,7 @@ class Explanation:
 
         if isinstance(components, str):
             components = [components]
-        if together:
+        if checks.flag(together, "together"):
             return causal.patch_together(self, components, target=target, foil=foil, position=position,
                                          corrupted=corrupted, ablation=ablation)
         return self.score("activation_patching", components=components, target=target, foil=foil,
@@ -401,6 +400,7 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     from .tracing.tracer import _n_heads
 
     checks.count(budget, "budget")
+    checks.flag(check_memory, "check_memory")
     if keep_attention is not None and not isinstance(keep_attention, bool):
         raise InputTypeError(f"keep_attention must be True, False or None (automatic), not {keep_attention!r}.")
     if on_layer is not None and not callable(on_layer):

@@ -41,6 +41,11 @@ def build_sequence(lm, prompt, *, generate: int = 0, continuation=None, chat: bo
     """Prompt (or chat) ids, then the continuation given or generated; roles per token."""
     from .tracing.tracer import tokenize
 
+    from . import checks
+    from .tracing.tracer import context_length
+
+    generate = checks.count(generate, "generate", low=0, what="how many tokens the model adds")
+    chat = checks.flag(chat, "chat")
     if generate and continuation is not None:
         raise PromptError("Give either generate=N (the model continues) or continuation=... (your text), not both.")
     if chat:
@@ -53,7 +58,11 @@ def build_sequence(lm, prompt, *, generate: int = 0, continuation=None, chat: bo
     if continuation is not None:
         more = _continuation_ids(lm, continuation)
     elif generate:
-        more = greedy_tokens(lm, ids, int(generate))
+        room = context_length(lm.model.config)
+        if room is not None and ids.numel() + generate > room:  # refused before generating, not after
+            raise PromptError(f"generate={generate} after {ids.numel()} prompt tokens exceeds the {room} tokens "
+                              f"{lm.name} reads; ask for at most {max(room - ids.numel(), 0)}.")
+        more = greedy_tokens(lm, ids, generate)
     else:
         more = []
     full = torch.cat([ids, torch.tensor(more, dtype=torch.long)])
@@ -64,7 +73,18 @@ def build_sequence(lm, prompt, *, generate: int = 0, continuation=None, chat: bo
 def _continuation_ids(lm, continuation) -> list[int]:
     from .methods.targets import _encode
 
-    ids = _encode(lm.tokenizer, continuation) if isinstance(continuation, str) else [int(i) for i in continuation]
+    from . import checks
+    from .tracing.prompts import read_prompt
+
+    if isinstance(continuation, str):
+        ids = _encode(lm.tokenizer, checks.unicode_text(continuation, "The continuation"))
+    elif isinstance(continuation, (list, tuple, torch.Tensor)) and len(continuation) == 0:
+        ids = []
+    else:  # ids: checked as a prompt's are (bytes, floats, nested lists refused)
+        try:
+            ids = read_prompt(lm.tokenizer, continuation)[0].tolist()
+        except PromptError as exc:
+            raise type(exc)(f"continuation: {exc}".replace("The prompt", "the continuation")) from None
     if not ids:
         raise PromptError("The continuation has no tokens.")
     return ids

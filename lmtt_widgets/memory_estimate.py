@@ -28,7 +28,7 @@ import torch
 
 from .contributions.proximity import CHUNK_BUDGET
 from .contributions.scores import edge_floor, layers_per_group
-from .errors import MemoryEstimateError
+from .errors import InputTypeError, MemoryEstimateError
 from .models.loading import load_model
 from .models.offload import OffloadMap, input_device
 from .tracing.capture import ATTENTION_ROW_BLOCK
@@ -101,9 +101,19 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
     """
     from .tracing.tracer import KEEP_ATTENTION_LIMIT, TRIM_ATTENTION_LIMIT, _n_heads, _n_kv_heads, tokenize
 
+    from . import checks
+
+    budget = checks.count(budget, "budget")
+    if keep_attention is not None and not isinstance(keep_attention, bool):
+        raise InputTypeError(f"keep_attention must be True, False or None (automatic), not {keep_attention!r}.")
+    if isinstance(prompt, bool):
+        raise InputTypeError(f"estimate_memory takes a prompt or a number of tokens, not {prompt!r}.")
     lm = load_model(model)
     net, adapter, config = lm.model, lm.adapter, lm.model.config
-    T = int(prompt) if isinstance(prompt, int) else int(tokenize(lm, prompt)[0].numel())
+    if checks.is_integer(prompt):
+        T = checks.count(prompt, "the number of tokens", what="the prompt's length")
+    else:
+        T = int(tokenize(lm, prompt)[0].numel())
     blocks = list(net.get_submodule(adapter.blocks))
     L, H = len(blocks), _n_heads(config)
     K = _n_kv_heads(config, H)

@@ -31,7 +31,9 @@ import anywidget
 import numpy as np
 import torch
 
+from . import checks
 from .contributions.graph import DEFAULT_THRESHOLD, node_id, AFTER_ATTENTION, AFTER_MLP
+from .errors import InputError, InputTypeError
 from .explain import Explanation
 from .methods.flow_attribution import attention_rollout_tables, flow_attribution_tables
 from .methods.logit_attribution import logit_attribution_tables
@@ -617,9 +619,28 @@ def write_report(ex: Explanation, path="lmtt-report.html", threshold: float = DE
                  granularity: str = "head", *, max_bytes: int = MAX_BYTES) -> pathlib.Path:
     """Write the self-contained report; returns its absolute path. An existing file is replaced only once the
     new one is complete: any failure leaves it as it was."""
-    path = pathlib.Path(path).expanduser().resolve()
+    path = _report_path(path)
+    if not isinstance(ex, Explanation):
+        raise InputTypeError(f"write_report takes an Explanation (from explain(model, prompt)), not "
+                             f"{type(ex).__name__}.")
+    checks.count(max_bytes, "max_bytes", low=0, what="the report's size budget in bytes")
     data = render_html(ex, threshold, granularity, max_bytes=max_bytes).encode("utf-8")
     _replace_atomically(path, data)
+    return path
+
+
+def _report_path(path) -> pathlib.Path:
+    """Where to write, checked before any work: a file path whose directory exists."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise InputTypeError(f"path must be a file name such as 'report.html', not {type(path).__name__}.")
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
+        raise InputError(f"path {text!r} is not a usable file name; give one such as 'report.html'.")
+    path = pathlib.Path(text).expanduser().resolve()
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a file name inside it, e.g. {path / 'lmtt-report.html'}.")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: the directory {path.parent} does not exist (create it first).")
     return path
 
 

@@ -44,25 +44,26 @@ def top_bottom(ex: Explanation, vecs: torch.Tensor, positions, k: int = TOP_K) -
     return torch.cat(ids).numpy(), torch.cat(vals).float().numpy()
 
 
-def vocab_table(keys: list[tuple[int, ...]], ids: np.ndarray, vals: np.ndarray) -> dict:
-    """Rows of projections by integer key (``head``: layer, head, token; ``mlp``: layer, token)."""
-    return {"keys": np.asarray(keys, np.int64).reshape(len(keys), -1), "ids": ids, "vals": vals}
+def vocab_table(keys: list[tuple[int, ...]], ids: np.ndarray, vals: np.ndarray, width: int) -> dict:
+    """Rows of projections by integer key (``head``: layer, head, token; ``mlp``: layer, token). ``width``: the
+    key's length, which an empty table (a route without MLP nodes) cannot tell."""
+    return {"keys": np.asarray(keys, np.int64).reshape(len(keys), width), "ids": ids, "vals": vals}
 
 
 def head_projections(ex: Explanation, heads: list[tuple[int, int, int]], k: int = TOP_K) -> dict:
     """Projections of (layer, head, token) outputs."""
     if not heads:
-        return vocab_table([], np.zeros((0, 2 * k), np.int64), np.zeros((0, 2 * k), np.float32))
+        return vocab_table([], np.zeros((0, 2 * k), np.int64), np.zeros((0, 2 * k), np.float32), 3)
     vecs = head_outputs(ex, heads)
-    return vocab_table(heads, *top_bottom(ex, vecs, [t for _, _, t in heads], k))
+    return vocab_table(heads, *top_bottom(ex, vecs, [t for _, _, t in heads], k), 3)
 
 
 def mlp_projections(ex: Explanation, blocks: list[tuple[int, int]], k: int = TOP_K) -> dict:
     """Projections of (layer, token) MLP outputs."""
     if not blocks:
-        return vocab_table([], np.zeros((0, 2 * k), np.int64), np.zeros((0, 2 * k), np.float32))
+        return vocab_table([], np.zeros((0, 2 * k), np.int64), np.zeros((0, 2 * k), np.float32), 2)
     vecs = torch.stack([ex.mlp_output(layer, t) for layer, t in blocks])
-    return vocab_table(blocks, *top_bottom(ex, vecs, [t for _, t in blocks], k))
+    return vocab_table(blocks, *top_bottom(ex, vecs, [t for _, t in blocks], k), 2)
 
 
 def neuron_projections(ex: Explanation, blocks, k: int = TOP_K) -> tuple[dict, list[tuple[int, int, int]]]:

@@ -216,7 +216,7 @@ def register_method(name: str, *, quantity: str, family: str, cost: str):
 
 
 def get_method(name: str) -> MethodInfo:
-    if name not in _METHODS:
+    if not isinstance(name, str) or name not in _METHODS:
         raise SelectionError(f"No method {name!r}. Available: {', '.join(sorted(_METHODS))}.")
     return _METHODS[name]
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..contributions.graph import ATTENTION, MLP_EDGE, node_of
-from ..errors import SelectionError
+from .. import checks
+from ..errors import InputError, InputTypeError, SelectionError
 from ..tracing.capture import eval_mode
 from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
@@ -124,6 +125,7 @@ def attribution_patching(ex, target=None, foil=None, position=None, *, corrupted
     ``edges``: a :class:`~lmtt_widgets.contributions.graph.Route` whose attention edges are scored too (per-head
     and head-summed ``L{l} j>i`` rows), or True for the default route at the metric's position.
     """
+    neurons = checks.flag(neurons, "neurons")
     metric = make_metric(ex, target, foil, position)
     ref = reference(ex, corrupted, ablation)
     grads = gradients(ex, metric)
@@ -178,6 +180,7 @@ def _edge_estimates(ex, route, ref: Reference, grads: Gradients) -> tuple[list[C
 def activation_patching(ex, target=None, foil=None, position=None, *, components=None, corrupted=None,
                         ablation=None) -> ScoreTable:
     """The exact effect of patching each component separately (default: every head and MLP, all positions)."""
+    components = _components(components)
     metric = make_metric(ex, target, foil, position)
     ref = reference(ex, corrupted, ablation)
     if components is None:
@@ -191,6 +194,9 @@ def activation_patching(ex, target=None, foil=None, position=None, *, components
 
 def patch_together(ex, components, *, target=None, foil=None, position=None, corrupted=None, ablation=None) -> dict:
     """The exact effect of patching a set of components at once: ``{"clean", "patched", "effect", ...}``."""
+    components = _components(components)
+    if not components:
+        raise InputError("patch_together needs at least one component, such as ['L0.H1'].")
     metric = make_metric(ex, target, foil, position)
     ref = reference(ex, corrupted, ablation)
     comps = [check_component(ex, Component.parse(c)) for c in components]
@@ -242,13 +248,35 @@ class Faithfulness:
 def faithfulness(ex, thresholds=(0.01, 0.02, 0.04, 0.08, 0.16), *, target=None, foil=None, position=None,
                  corrupted=None, ablation=None) -> Faithfulness:
     """The route at each tau, kept clean while every other head output and MLP output is ablated."""
+    thresholds = _thresholds(thresholds)
     metric = make_metric(ex, target, foil, position)
     ref = reference(ex, corrupted, ablation)
-    keeps = [route_masks(ex, ex.route(metric.position, float(tau))) for tau in thresholds]
+    keeps = [route_masks(ex, ex.route(metric.position, tau)) for tau in thresholds]
     heads = torch.stack([~h for h, _ in keeps])
     mlps = torch.stack([~m for _, m in keeps])
     sizes = [int(h.sum() + m.sum()) for h, m in keeps]
     return _faithfulness(ex, metric, ref, heads, mlps, list(thresholds), sizes)
+
+
+def _thresholds(thresholds) -> list[float]:
+    """A non-empty list of thresholds in (0, 1) (one number alone is taken as a list of one)."""
+    if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
+        thresholds = [thresholds]
+    if isinstance(thresholds, (str, bytes, dict)) or not hasattr(thresholds, "__iter__"):
+        raise InputTypeError(f"thresholds must be a list of numbers in (0, 1) such as [0.02, 0.04], not "
+                             f"{type(thresholds).__name__}.")
+    out = [checks.fraction(tau, "each threshold") for tau in thresholds]
+    if not out:
+        raise InputError("thresholds is empty; give at least one, such as [0.04].")
+    return out
+
+
+def _components(components) -> list:
+    """A list of component ids or Components (None: the method's default set)."""
+    if components is None or isinstance(components, (list, tuple)):
+        return components
+    raise InputTypeError(f"components must be a list of ids such as ['L0.H1', 'L2.MLP'] (or Component values), "
+                         f"not {type(components).__name__}.")
 
 
 def faithfulness_of_top(ex, table: ScoreTable, ks=(5, 10, 20, 50), *, by: str = "abs", corrupted=None,

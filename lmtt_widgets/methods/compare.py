@@ -16,6 +16,10 @@ def agreement(ex, *, corrupted=None, ablation=None, target=None, foil=None, posi
     attribution patching with ``exact=False``). ``tables`` reuses tables already computed, by method name."""
     import pandas as pd
 
+    from .. import checks
+
+    k = checks.count(k, "k", what="how many top heads the overlap compares")
+    exact = checks.flag(exact, "exact")
     tables = dict(tables or {})
     opts = dict(target=target, foil=foil, position=position)
     causal = dict(corrupted=corrupted, ablation=ablation)

@@ -42,6 +42,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .. import checks
 from ..errors import SelectionError
 from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
@@ -52,6 +53,7 @@ INPUT_X_GRADIENT = "input x gradient e_j · ∂metric/∂e_j"
 INTEGRATED_GRADIENTS = "integrated gradients (metric units; sums to the metric change)"
 OCCLUSION = "occlusion effect metric(clean) − metric(token occluded)"
 IG_STEPS = 64
+IG_MAX_STEPS = 1024  # Gauss-Legendre points cost O(steps^3) to find (6 s at 2,048) before any pass runs
 GRADE = 4
 COMPLETENESS_WARNING = 0.05
 ZERO_HINT = " (a zero baseline is singular where the first norm sees the bare embedding)"
@@ -134,7 +136,7 @@ def baseline_token(ex, baseline) -> int:
     else eos)."""
     tok = ex.trace.lm.tokenizer
     names = {"pad", "unk", "eos", "bos"}
-    if baseline is None or baseline in names:
+    if baseline is None or (isinstance(baseline, str) and baseline in names):
         order = ["pad", "unk", "eos"] if baseline is None else [baseline]
         for name in order:
             tid = getattr(tok, f"{name}_token_id", None)
@@ -265,6 +267,12 @@ def integrated_gradients(ex, target=None, foil=None, position=None, *, baseline=
     Σ attributions − (metric(x) − metric(baseline)) is in ``extra["completeness_error"]`` and, divided by
     |metric(x) − metric(baseline)|, in ``extra["completeness_relative"]``. ``rule``: see :func:`quadrature`.
     """
+    steps = checks.count(steps, "steps", what="points on the path, a forward and backward pass each")
+    if steps > IG_MAX_STEPS:
+        raise SelectionError(f"steps must be at most {IG_MAX_STEPS}, not {steps}: 64 graded steps already settle "
+                             "most prompts (see extra['completeness_relative']).")
+    batch_size = checks.count(batch_size, "batch_size", what="path points per pass")
+    keep_first = checks.flag(keep_first, "keep_first")
     metric = make_metric(ex, target, foil, position)
     model = ex.trace.lm.model
     e = _embeddings(ex, metric)
@@ -319,6 +327,7 @@ def occlusion(ex, target=None, foil=None, position=None, *, baseline=None, mode:
 
     With ``mode="remove"`` and a one-token prefix there is nothing left to run: that score is NaN.
     """
+    batch_size = checks.count(batch_size, "batch_size", what="occluded rows per pass")
     if mode not in ("replace", "remove"):
         raise SelectionError(f"mode must be 'replace' (keeps positions) or 'remove' (shifts them), not {mode!r}")
     metric = make_metric(ex, target, foil, position)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import checks
 from ..models.offload import OffloadMap
 from ..tracing.rebuild import layer_rows
 from ..projections.vocab import unembedding
@@ -184,6 +185,7 @@ def _model_value(ex, metric) -> float:
 @register_method("logit_attribution", quantity=QUANTITY, family="logit", cost="free from the trace")
 def logit_attribution(ex, target=None, foil=None, position=None, *, neurons: bool = False) -> ScoreTable:
     """Signed DLA of every head, attention bias, MLP (or neuron), the embeddings, toward the metric."""
+    neurons = checks.flag(neurons, "neurons")
     metric = make_metric(ex, target, foil, position)
     comps, scores, extra = logit_attribution_parts(ex, metric, neurons=neurons)
     return ScoreTable("logit_attribution", QUANTITY, metric, comps, scores, True, extra)

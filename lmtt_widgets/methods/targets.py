@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
+from ..checks import is_integer, unicode_text
 from ..errors import SelectionError
 from .base import Metric
 
@@ -11,6 +15,11 @@ def token_id(ex, token, *, what: str) -> int:
     vocab = ex.trace.logits.shape[-1]
     if isinstance(token, bool) or (isinstance(token, float) and not token.is_integer()):
         raise SelectionError(f"The {what} must be a token id or a token's text, not {token!r}.")
+    if isinstance(token, (torch.Tensor, np.ndarray, np.generic)) and not is_integer(token):
+        # a float tensor's __index__ truncates (3.7 -> 3), an array of one id is not an id: refused, not guessed
+        raise SelectionError(f"The {what} must be a token id (an integer) or a token's text, not a "
+                             f"{type(token).__name__} of dtype {token.dtype} and shape {list(token.shape)}; "
+                             "use int(...) on a single integer id.")
     if isinstance(token, (int, float)) or hasattr(token, "__index__"):
         tid = int(token)
         if not 0 <= tid < vocab:
@@ -18,6 +27,7 @@ def token_id(ex, token, *, what: str) -> int:
                 f"The {what} id {tid} is out of range: the vocabulary has {vocab} tokens (0..{vocab - 1}).")
         return tid
     if isinstance(token, str):
+        unicode_text(token, f"The {what}", SelectionError)
         if not token:
             raise SelectionError(
                 f"The {what} is an empty text; give a token such as ' Paris' (mind the leading space).")

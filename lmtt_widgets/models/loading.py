@@ -56,8 +56,15 @@ def load_model(
     """
     if isinstance(source, LoadedModel):
         return source
+    if dtype is not None:
+        _as_dtype(dtype)  # refused before anything is loaded or changed
     if isinstance(source, torch.nn.Module):
         model = source
+        if not hasattr(model, "config") or not hasattr(model, "get_input_embeddings"):
+            raise ModelTypeError(
+                f"load_model expects a transformers causal language model (e.g. from "
+                f"AutoModelForCausalLM.from_pretrained), not a bare {type(model).__name__} module."
+            )
         if tokenizer is None:
             raise TokenizerMissingError(
                 "An already-loaded model needs its tokenizer: load_model(model, tokenizer). "
@@ -138,10 +145,14 @@ def _installed_transformers() -> str:
 
 def _as_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
-        return dtype
-    found = getattr(torch, str(dtype).removeprefix("torch."), None) if isinstance(dtype, str) else None
+        found = dtype
+    else:
+        found = getattr(torch, str(dtype).removeprefix("torch."), None) if isinstance(dtype, str) else None
     if not isinstance(found, torch.dtype):
         raise ModelLoadError(f"Unknown dtype {dtype!r}; use e.g. torch.float32 or 'bfloat16'.")
+    if not found.is_floating_point:
+        raise ModelLoadError(f"dtype {found} is not a floating-point type; use torch.float32, torch.bfloat16 or "
+                             "torch.float16 (quantized weights load through from_pretrained's own options).")
     return found
 
 

@@ -8,16 +8,19 @@ in the browser.
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 import traceback
 
 import anywidget
 import traitlets as t
 
+from .. import checks
+from ..checks import is_integer
 from ..contributions.graph import DEFAULT_THRESHOLD, check_threshold
 from ..errors import InputError, LmttError, PromptTypeError, SelectionError
 from ..explain import Explanation, explain
-from ..methods import ScoreTable
+from ..methods import ScoreTable, get_method
 from ..methods.targets import make_metric
 from ..models.loading import load_model
 from . import payload, protocol, scoring
@@ -34,6 +37,20 @@ log = logging.getLogger("lmtt_widgets")
 class WidgetValueError(t.TraitError, InputError):
     """A refused widget value: a TraitError for traitlets (which then rolls the change back), and an InputError
     (a ValueError) for user code that sets a trait from Python."""
+
+
+def _check_option_types(fn, given: dict) -> None:
+    """A browser's option value of the wrong kind is refused up front (the method checks the rest when it runs):
+    a count where the method's default is an int (steps, batch_size), True / False where it is a bool."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    for key, value in given.items():
+        default = params[key].default
+        if isinstance(default, bool):
+            checks.flag(value, key)
+        elif isinstance(default, int):
+            checks.count(value, key, what=f"default {default}")
 
 
 class _ExplanationWidget(anywidget.AnyWidget):
@@ -167,6 +184,9 @@ class _ExplanationWidget(anywidget.AnyWidget):
     def _valid_target(self, proposal):
         n = self._limits()["n_tokens"]
         value = proposal["value"]
+        if not is_integer(value):  # traitlets' Int takes True as 1
+            raise WidgetValueError(f"target must be a token position (an integer), not {value!r}")
+        value = int(value)
         if n and not 0 <= value < n:
             raise WidgetValueError(f"target token {value} is out of range 0..{n - 1}")
         return value
@@ -251,6 +271,22 @@ class _ExplanationWidget(anywidget.AnyWidget):
     def _valid_attribution_method(self, proposal):
         try:
             scoring.check_attribution(proposal["value"], {})
+        except LmttError as exc:
+            raise WidgetValueError(str(exc)) from None
+        return proposal["value"]
+
+    @t.validate("attribution_options")
+    def _valid_attribution_options(self, proposal):
+        """Per method, a dict of the keyword options that method takes (their values are checked when it runs)."""
+        try:
+            for name, opts in proposal["value"].items():
+                scoring.check_attribution(name, opts)
+                given = {k: v for k, v in opts.items() if k not in Settings.METRIC_OPTIONS}
+                if len(given) < len(opts):
+                    raise LmttError(f"attribution options may not set {', '.join(Settings.METRIC_OPTIONS)}: the "
+                                    "widget's target and foil do")
+                checks.options(get_method(name).fn, given, f"The method {name!r}")
+                _check_option_types(get_method(name).fn, given)
         except LmttError as exc:
             raise WidgetValueError(str(exc)) from None
         return proposal["value"]
@@ -512,6 +548,8 @@ class _ExplanationWidget(anywidget.AnyWidget):
         key = key if isinstance(key, str) else repr(key)[:protocol.MAX_KEY_LENGTH]  # the browser matches by id
         msg_id = content.get("id")
         msg_id = msg_id if isinstance(msg_id, (str, int, float, type(None))) else repr(msg_id)
+        if isinstance(msg_id, float) and not math.isfinite(msg_id):  # the kernel's strict JSON refuses NaN / inf
+            msg_id = repr(msg_id)
         if isinstance(msg_id, str) and len(msg_id) > protocol.MAX_KEY_LENGTH:  # echoed back: never megabytes
             msg_id = msg_id[:protocol.MAX_KEY_LENGTH] + "…"
         # echoed back cut short: a hostile page may send megabytes (no valid key is that long)

@@ -36,6 +36,8 @@ class Settings:
         """A causal method needs something to patch in: a corrupted prompt, or a built-in mean / zero ablation."""
         return self.ablation != "corrupted" or bool(self.corrupted.strip())
 
+    METRIC_OPTIONS = ("target", "foil", "position")  # set from the widget's traits, never by a method's options
+
     def metric_options(self) -> dict:
         return {"target": None, "foil": self.foil, "position": self.position}
 
