@@ -183,6 +183,15 @@ def test_a_report_whose_route_has_no_mlp_node_is_written(ex, tmp_path):
     assert vocab["head"]["keys"].shape[1] == 3 and len(vocab["head"]["keys"])
 
 
+@pytest.mark.browser
+def test_a_report_whose_route_has_no_mlp_node_renders(ex, tmp_path, chromium):
+    from test_hostile import _check_clean, _render_in_chromium
+
+    seen = _render_in_chromium(chromium, write_report(ex, tmp_path / "r.html"), ex.n_tokens)
+    _check_clean(seen)
+    assert seen["labels"] == list("abcdef")
+
+
 def test_cli_says_what_is_wrong_with_the_report_path(lm, tmp_path, monkeypatch, capsys):
     import lmtt_widgets
     from lmtt_widgets.__main__ import main
