@@ -597,6 +597,40 @@ add("F widget state", "attribution_options unknown method",
 add("F widget state", "target after a re-run with fewer tokens", state({"target": 5}, before=lambda w: w.run("ab")))
 
 
+# ---- G. the widgets' Python methods and constructors
+def widget_call(fn):
+    def run():
+        w, _ = fresh()
+        w.ablation = "mean"
+        return fn(w)
+    return run
+
+
+WIDGET_API = {
+    "Explorer(ex, threshold=nan)": lambda: Explorer(ex, threshold=nan),
+    "Explorer(ex, threshold=2)": lambda: Explorer(ex, threshold=2),
+    "Explorer(ex, granularity='x')": lambda: Explorer(ex, granularity="x"),
+    "Explorer(123)": lambda: Explorer(123),
+    "Explorer(ex, prompt=5)": lambda: Explorer(lm, 5),
+    "FlowGraph(None, '')": lambda: FlowGraph(lm, ""),
+    "w.check([123])": widget_call(lambda w: w.check([123])),
+    "w.check('L0.H0')": widget_call(lambda w: w.check("L0.H0")),
+    "w.check(['L9.H0'])": widget_call(lambda w: w.check(["L9.H0"])),
+    "w.check_route('abc')": widget_call(lambda w: w.check_route("abc")),
+    "w.check_route(nan)": widget_call(lambda w: w.check_route(nan)),
+    "w.check_route(2)": widget_call(lambda w: w.check_route(2)),
+    "w.attribution_matrix('nope')": widget_call(lambda w: w.attribution_matrix("nope")),
+    "w.run(b'abc')": widget_call(lambda w: w.run(b"abc")),
+    "w.run(None)": widget_call(lambda w: w.run(None)),
+    "w.selection = {'kind': 'head'}": widget_call(lambda w: setattr(w, "selection", {"kind": "head"})),
+    "w.target = 1.5": widget_call(lambda w: setattr(w, "target", 1.5)),
+    "w.foil = [1]": widget_call(lambda w: setattr(w, "foil", [1])),
+    "w.show('text')": widget_call(lambda w: w.show("text")),
+}
+for name, fn in WIDGET_API.items():
+    add("G widget Python API", name, fn)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser()

@@ -251,6 +251,24 @@ def test_hostile_widget_values_are_refused_and_put_back(ex, state, match):
     assert {k: getattr(w, k) for k in names} == before
 
 
+@pytest.mark.parametrize("call,kind,match", [
+    (lambda w: w.check_route("abc"), TypeError, "threshold must be a number between 0 and 1"),
+    (lambda w: w.show("text"), TypeError, "show takes an Explanation .* not str"),
+])
+def test_widget_python_methods_refuse_bad_arguments(ex, call, kind, match):
+    w = Explorer(ex)
+    w.ablation = "mean"
+    refused(kind, lambda: call(w), match)
+    assert w.explanation is ex
+
+
+def test_widget_check_reads_one_id_as_one_component(ex):
+    """A single id used to be read character by character ("'L' names no component")."""
+    w = Explorer(ex)
+    w.ablation = "mean"
+    assert [c.id for c in w.check("L0.H1").components] == ["L0.H1"]
+
+
 def test_good_attribution_options_are_kept(ex):
     w = Explorer(ex)
     strict_sent(w)

@@ -18,7 +18,7 @@ import traitlets as t
 from .. import checks
 from ..checks import is_integer
 from ..contributions.graph import DEFAULT_THRESHOLD, check_threshold
-from ..errors import InputError, LmttError, PromptTypeError, SelectionError
+from ..errors import InputError, InputTypeError, LmttError, PromptTypeError, SelectionError
 from ..explain import Explanation, explain
 from ..methods import ScoreTable, get_method
 from ..methods.targets import make_metric
@@ -127,6 +127,8 @@ class _ExplanationWidget(anywidget.AnyWidget):
     # ---- state from an explanation
     def show(self, ex: Explanation) -> None:
         """Display a new explanation; the selection is cleared, the target is the last token."""
+        if not isinstance(ex, Explanation):
+            raise InputTypeError(f"show takes an Explanation (from explain(model, prompt)), not {type(ex).__name__}.")
         self.explanation = ex
         self._tables_cache, self._attr_cache, self.matrices = {}, {}, {}
         target = ex.n_tokens - 1
@@ -472,6 +474,8 @@ class _ExplanationWidget(anywidget.AnyWidget):
         """Exact patching of each component separately (metric(clean) - metric(patched)), for the current foil and
         corruption; what the Check button runs. Also kept as ``last_check``."""
         ex = self._need_explanation()
+        if isinstance(components, str):  # one id, not its characters
+            components = [components]
         comps = [scoring.check_component(ex, c) if isinstance(c, str) else c for c in components]
         self.last_check = scoring.exact_patch(ex, comps, self.settings)
         return self.last_check
@@ -479,7 +483,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
     def check_route(self, threshold: float | None = None):
         """Faithfulness of the route at τ (default: the widget's threshold); also kept as ``last_check``."""
         ex = self._need_explanation()
-        tau = self.threshold if threshold is None else float(threshold)
+        tau = self.threshold if threshold is None else checks.fraction(threshold, "threshold")
         self.last_check = scoring.route_check(ex, tau, self.settings)
         return self.last_check
 
