@@ -3,6 +3,7 @@
 Each input is run once and its outcome classified:
   clear   an LmttError (ours), or a message the widget shows in its error bar / details reply that is not
           "internal error";
+  trait   traitlets' own TraitError (a wrong type for a trait, set from Python): clear, but not one of our classes;
   builtin a ValueError/TypeError/OSError raised by our own code but not one of our classes (reviewed by hand);
   raw     an exception from torch / numpy / transformers internals, or a bare KeyError / IndexError / ...;
           or a widget reply "internal error: ...";
@@ -38,6 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import traitlets  # noqa: E402
 
 from lmtt_widgets import Explorer, FlowGraph, HeadHeatmap, NeuronView, VocabView, estimate_memory, explain  # noqa: E402
 from lmtt_widgets import load_model  # noqa: E402
@@ -86,6 +88,8 @@ def outcome(fn, expect: str) -> tuple[str, str]:
         return "kept", str(exc)
     except LmttError as exc:
         return "clear", f"{type(exc).__name__}: {exc}"
+    except traitlets.TraitError as exc:  # traitlets' own type check: names the trait and the type it expects
+        return "trait", f"{type(exc).__name__}: {exc}"
     except BaseException as exc:  # noqa: BLE001 - classifying is the point
         tb = traceback.extract_tb(exc.__traceback__)
         last = tb[-1].filename if tb else ""
@@ -628,7 +632,7 @@ WIDGET_API = {
     "w.show('text')": widget_call(lambda w: w.show("text")),
 }
 for name, fn in WIDGET_API.items():
-    add("G widget Python API", name, fn)
+    add("G widget Python API", name, fn, "either" if name == "w.check('L0.H0')" else "refuse")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -648,7 +652,7 @@ def main() -> int:
         rows.append((cat, name, kind, detail))
         if args.v or kind not in ("clear", "ok"):
             print(f"{kind:8s} {cat:30s} {name:50s} {detail[:230]}", flush=True)
-    kinds = ["clear", "ok", "kept", "builtin", "raw", "silent", "hang", "stuck"]
+    kinds = ["clear", "ok", "trait", "kept", "builtin", "raw", "silent", "hang", "stuck"]
     print(f"\n{'category':32s} {'n':>4s} " + " ".join(f"{k:>7s}" for k in kinds))
     for cat, c in table.items():
         print(f"{cat:32s} {sum(c.values()):4d} " + " ".join(f"{c[k]:7d}" for k in kinds))
