@@ -44,7 +44,8 @@ def build_sequence(lm, prompt, *, generate: int = 0, continuation=None, chat: bo
     from . import checks
     from .tracing.tracer import context_length
 
-    generate = checks.count(generate, "generate", low=0, what="how many tokens the model adds")
+    generate = 0 if generate is None else checks.count(generate, "generate", low=0,
+                                                       what="how many tokens the model adds")
     chat = checks.flag(chat, "chat")
     if generate and continuation is not None:
         raise PromptError("Give either generate=N (the model continues) or continuation=... (your text), not both.")

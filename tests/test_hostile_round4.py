@@ -136,6 +136,7 @@ def test_bad_api_arguments_get_clear_errors(lm, ex, name, call, kind, match):
 def test_good_arguments_beside_the_refused_ones_still_work(lm, ex):
     assert explain(lm, "abc", generate=np.int64(2), check_memory=np.bool_(True)).n_tokens == 5
     assert explain(lm, "abc", continuation=[100, 101]).tokens[-2:] == ["d", "e"]
+    assert explain(lm, "abc", generate=None, continuation="de").tokens[-2:] == ["d", "e"]
     assert ex.metric(target=np.int64(100)).target == ex.metric(target=torch.tensor(100)).target == 100
     assert ex.project(torch.zeros(64, dtype=torch.float16)).promoted  # any float dtype is read
     assert len(ex.faithfulness(thresholds=0.1, ablation="mean").kept) == 1  # one number: a list of one
