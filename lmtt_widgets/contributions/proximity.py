@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from . import fused
+
 # Floats allowed in one chunk's temporary tensors (about 64 MB in float32).
 CHUNK_BUDGET = 16 * 2**20
 # How many of a row's smallest coordinates each bucket corrects; parts needing more are computed directly.
@@ -150,7 +152,6 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
     sign = torch.copysign(torch.ones((), dtype=y.dtype, device=y.device), y)
     signed_scale = sign if scale is None else sign * scale
     prox = dot(signed_scale).contiguous()
-    prox.mul_(coef)  # [b, G, m, J] the linear term, in place
 
     M = b * m
     y, signed_scale = y.reshape(M, d), signed_scale.reshape(M, d)
@@ -159,6 +160,12 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
     # A coordinate can need the correction only where |z_k| > |y_k|, i.e. |a| |b_k| > |y_k| / |scale_k|.
     # (where scale_k = 0 no part reaches coordinate k: 0/0 is read as inf, which also keeps the bit order below)
     y_eff = absy if scale is None else (absy / scale.abs()).nan_to_num_(nan=float("inf"))
+    if fused.available(prox, coef, basis, y):  # the same maths in one compiled pass over the parts
+        try:
+            return fused.finish_chunk(prox, coef, reach, basis, signed_scale, absy, y_eff)
+        except fused.CompileError as exc:  # numba could not compile the loop here: the tensor version follows
+            fused.disable(str(exc).splitlines()[0])
+    prox.mul_(coef)  # [b, G, m, J] the linear term, in place
     width = min(d, levels[-1] + 1) if levels else 1
     edges, order = _smallest(y_eff, width)  # [M, width] ascending
     bound = torch.mul(coef, reach[:, :, None, :J]).abs_()  # |a| max|b|: the largest |z_k| a part can reach
