@@ -54,8 +54,9 @@ def available(*tensors: torch.Tensor) -> bool:
 
 
 def finish_chunk(prox: torch.Tensor, coef: torch.Tensor, reach: torch.Tensor, basis: torch.Tensor,
-                 signed_scale: torch.Tensor, absy: torch.Tensor, y_eff: torch.Tensor) -> torch.Tensor:
-    """Proximities of one chunk, in place in ``prox``.
+                 signed_scale: torch.Tensor, absy: torch.Tensor, y_eff: torch.Tensor, sums: bool = False):
+    """(proximities of one chunk, in place in ``prox``; their sums over parts [b, G, m] and over groups [b, m, J],
+    or None, None without ``sums``).
 
     prox [b, G, m, J]: the linear terms' products (signed rows . direction), contiguous; coef [b, G, m, J] any
     strides; reach [b, G, J'] = max |direction|; basis [b, G, J', d] contiguous; signed_scale, absy, y_eff
@@ -65,21 +66,25 @@ def finish_chunk(prox: torch.Tensor, coef: torch.Tensor, reach: torch.Tensor, ba
     y_eff = y_eff.numpy()
     order = np.argsort(y_eff, axis=1)  # each row's coordinates, ascending |y_eff| (numpy's sort: ~9x torch's here)
     y_sorted = np.take_along_axis(y_eff, order, axis=1)
-    args = [t.numpy() for t in (prox, coef, reach, basis, signed_scale, absy)] + [order, y_sorted]
+    # the sums are written whether asked or not (one [b, G, m] and one [b, m, J] array: small beside the parts)
+    by_group, by_part = prox.new_zeros(b, G, m), prox.new_zeros(b, m, J)
+    args = [t.numpy() for t in (prox, coef, reach, basis, signed_scale, absy)] + [order, y_sorted] + [
+        by_group.numpy(), by_part.numpy()]
+    result = (prox, by_group, by_part) if sums else (prox, None, None)
     threads = min(torch.get_num_threads(), max(1, prox.numel() // MIN_PARTS_PER_THREAD), m)
     if threads <= 1:
         _kernel(*args, 0, m)
-        return prox
+        return result
     global _pool
     if _pool is None or _pool._max_workers < threads:
         _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lmtt-fused")
     bounds = [m * k // threads for k in range(threads + 1)]
     for job in [_pool.submit(_kernel, *args, r0, r1) for r0, r1 in zip(bounds, bounds[1:])]:
         job.result()
-    return prox
+    return result
 
 
-def _loop(prox, coef, reach, basis, signed_scale, absy, order, y_sorted, r0, r1):
+def _loop(prox, coef, reach, basis, signed_scale, absy, order, y_sorted, by_group, by_part, r0, r1):
     b, G, m, J = prox.shape
     d = basis.shape[3]
     for bb in range(b):
@@ -87,6 +92,7 @@ def _loop(prox, coef, reach, basis, signed_scale, absy, order, y_sorted, r0, r1)
             for r in range(r0, r1):
                 row = bb * m + r
                 smallest = y_sorted[row, 0]
+                total = 0.0  # (float64: a row's sum over thousands of parts)
                 for j in range(J):
                     a = coef[bb, g, r, j]
                     lin = prox[bb, g, r, j] * a
@@ -105,8 +111,12 @@ def _loop(prox, coef, reach, basis, signed_scale, absy, order, y_sorted, r0, r1)
                             if lin < 0:
                                 lin = 0.0
                         prox[bb, g, r, j] = lin
+                        value = prox[bb, g, r, j]  # as stored: the sums add what the caller reads
+                        total += value
+                        by_part[bb, r, j] += value
                     else:
                         prox[bb, g, r, j] = 0.0
+                by_group[bb, g, r] = total
 
 
 def _compile(fn):

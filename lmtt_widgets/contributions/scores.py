@@ -272,17 +272,17 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         i1 = min(T, i0 + rows_per_chunk)
         m = i1 - i0
         coef = attention[:, :, i0:i1, :i1]  # [B, H, rows, sources]: a view, the kernel reads it in this layout
-        prox = grouped_part_proximity(
+        prox, by_head, by_edge = grouped_part_proximity(
             y[:, i0:i1], coef, u, None if scale is None else scale[:, i0:i1], budget=budget, reach=reach,
             signed_dot=lambda rows, b0, b1, j=i1: _through_heads(rows, w_heads[b0:b1], v_heads[b0:b1, :, :j]),
-        )  # [B, H, rows, sources]
+            sums=True,
+        )  # [B, H, rows, sources], its sums over sources [B, H, rows] and over heads [B, rows, sources]
         extra = extra_prox[:, i0:i1]
-        by_head = prox.sum(-1)  # [B, H, rows]
         total = extra.sum(-1) + by_head.sum(1)
         cancel = total <= 0
         if bool(cancel.any()):  # no part is closer to y than 0: an even split over the parts (see normalise)
             _present_parts(cancel, i0, coef, x, reach, records, weights, parallel, extra, prox)
-            by_head = prox.sum(-1)
+            by_head, by_edge = prox.sum(-1), prox.sum(1)
             total = extra.sum(-1) + by_head.sum(1)
         cancel_attn[:, i0:i1] = cancel
         inv = 1 / total.clamp_min(torch.finfo(total.dtype).tiny)
@@ -291,7 +291,7 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         # [B, rows, sources] the head-summed edges, exact whatever is stored; each is >= every one of its heads
         # (a float sum of non-negative terms is at least each term), so candidates for the per-head floor are the
         # edges that reach it
-        edges = prox.sum(1).mul_(inv.unsqueeze(-1)).float()
+        edges = by_edge.mul_(inv.unsqueeze(-1)).float()
         if edge_floor > 0:  # future sources have importance exactly 0 < floor: only causal pairs pass
             kept = _flat_nonzero(edges >= edge_floor)
         else:
@@ -400,7 +400,10 @@ def _add_head_scores(csr: "_SparseRows", prox: torch.Tensor, inv: torch.Tensor, 
     B, H, m, n = prox.shape
     b, rest = pairs.div(m * n, rounding_mode="floor"), pairs % (m * n)
     r, j = rest.div(n, rounding_mode="floor"), rest % n
-    vals = (prox[b, :, r, j] * inv[b, r].unsqueeze(1)).float()  # [k, H], the same product as a dense pass
+    # prox[b, h, r, j] for every h, by flat position (a 1-D index_select: several times advanced indexing's speed)
+    at = (b * (H * m * n) + rest).unsqueeze(1) + torch.arange(H, device=prox.device) * (m * n)
+    picked = prox.reshape(-1).index_select(0, at.view(-1)).view(-1, H)
+    vals = (picked * inv[b, r].unsqueeze(1)).float()  # [k, H], the same product as a dense pass
     kept = (vals >= HEAD_FLOOR).view(-1).nonzero().squeeze(1)
     pair, h = kept.div(H, rounding_mode="floor"), kept % H
     csr.add_entries((b * m + r).index_select(0, pair), (j.index_select(0, pair) * H + h).to(torch.int32),
