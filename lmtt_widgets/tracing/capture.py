@@ -94,9 +94,10 @@ def eager_in_row_blocks(eager, module, query, key, value, mask, kwargs: dict, bl
         out, w = eager(module, query[:, :, r0:r1], key[:, :, :r1], value[:, :, :r1], mask[:, :, r0:r1, :r1], **kwargs)
         if out.dim() != 4 or out.shape[1] != r1 - r0 or w.shape[-2:] != (r1 - r0, r1):
             return eager(module, query, key, value, mask, **kwargs)  # another layout: the function as it is
-        if weights is None:
-            weights = w.new_zeros(*w.shape[:-2], T, T)
+        if weights is None:  # every entry is written below: no zero-fill of the whole [.., T, T] first
+            weights = w.new_empty(*w.shape[:-2], T, T)
         weights[..., r0:r1, :r1] = w
+        weights[..., r0:r1, r1:] = 0  # keys these rows cannot see
         outputs.append(out)
     return torch.cat(outputs, dim=1), weights
 
