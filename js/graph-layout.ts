@@ -34,6 +34,9 @@ export interface GraphLayout {
   runStart: Uint32Array;
   /** Columns the attention edges span, summed: their drawn length in px is about this times px per column. */
   attentionSpan: number;
+  /** How many nodes are flagged cancelling / external (the status line says so). */
+  cancelling: number;
+  external: number;
 }
 
 /** Bucket of an edge: its kind's place in EDGE_KINDS × WEIGHT_BINS + its weight bin; -1 for an unknown kind. */
@@ -118,7 +121,12 @@ export function graphLayout(g: GraphData): GraphLayout {
   }
   let attentionSpan = 0;
   for (let i = 0; i < g.e; i++) if (g.edgeKind[i] === "attention") attentionSpan += Math.abs(col[g.edgeSrc[i]] - col[g.edgeDst[i]]);
-  lay = { order, start, col, row, importance, colorBin: bins, mlpNodes, ...residualRuns(g, order, start, col, row), attentionSpan };
+  let cancelling = 0, external = 0;
+  for (let i = 0; i < g.n; i++) {
+    if (g.nodeCancelling[i]) cancelling++;
+    if (g.nodeExternal[i]) external++;
+  }
+  lay = { order, start, col, row, importance, colorBin: bins, mlpNodes, ...residualRuns(g, order, start, col, row), attentionSpan, cancelling, external };
   cache.set(g, lay);
   return lay;
 }

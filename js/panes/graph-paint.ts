@@ -59,12 +59,15 @@ export interface PaintCache {
   layerKx: number;
   /** back-to-front layers complete and already flattened into `edges` (fewer bitmaps to composite each frame) */
   merged: number;
+  /** whether `edges` holds the background and the target's band for `key` yet (a progressive job's first frame
+   * draws them straight onto the picture) */
+  based: boolean;
 }
 
 export function newPaintCache(): PaintCache {
   return {
     bgKey: "", key: "", bg: null, edges: null, thin: null, nodes: null,
-    progress: new EdgeProgress(), layers: Array(EDGE_LAYERS).fill(null), layerUsed: Array(EDGE_LAYERS).fill(false), layerKx: 1, merged: 0,
+    progress: new EdgeProgress(), layers: Array(EDGE_LAYERS).fill(null), layerUsed: Array(EDGE_LAYERS).fill(false), layerKx: 1, merged: 0, based: false,
   };
 }
 
@@ -291,41 +294,81 @@ function stackLayers(c: CanvasRenderingContext2D, cache: PaintCache, W: number, 
   c.restore();
 }
 
+/** Start the edges bitmap of a new picture as the background and the target's band: edges go over them. */
+function baseEdges(p: PaintInput, cache: PaintCache, edgesCv: HTMLCanvasElement, bgCv: HTMLCanvasElement) {
+  const lc = edgesCv.getContext("2d");
+  if (!lc) throw new Error("lmtt-widgets: no 2D canvas context for a graph layer");
+  lc.setTransform(1, 0, 0, 1, 0, 0);
+  lc.globalAlpha = 1;
+  lc.drawImage(bgCv, 0, 0); // opaque: no need to clear first
+  lc.setTransform(p.dpr, 0, 0, p.dpr, 0, 0);
+  targetBand(lc, p);
+  cache.based = true;
+}
+
+/** The target's column band, over the background. */
+function targetBand(c: CanvasRenderingContext2D, p: PaintInput) {
+  const { v, size, theme, target } = p;
+  const [txc] = toScreen(v, target, 0);
+  c.fillStyle = theme.accent;
+  c.globalAlpha = 0.09;
+  c.fillRect(txc - v.sx / 2, 0, v.sx, size.h);
+  c.globalAlpha = 1;
+}
+
+/** Copy a whole bitmap (device px) onto `c`. */
+function blit(c: CanvasRenderingContext2D, cv: HTMLCanvasElement) {
+  c.save();
+  c.setTransform(1, 0, 0, 1, 0, 0);
+  c.globalAlpha = 1;
+  c.drawImage(cv, 0, 0);
+  c.restore();
+}
+
 /**
- * The edges: a graph whose edges fit a frame (or `complete`) drawn in one go into the edges bitmap; a denser one
- * starts a progressive job on a change (the wide edges first, see graph-progress) and each later frame draws a
- * slice more into the layers. Layers complete from the back are flattened into the edges bitmap as they finish (so
- * that a frame composites few bitmaps), the rest composited over it. A new key (graph, view, size, theme) replaces
- * any pending job, whose edges are then never drawn.
+ * The background and the edges. The edges bitmap holds the background, the target's band and the edges over them
+ * (one opaque bitmap to copy on a redraw that brings nothing new). A graph whose edges fit a frame (or `complete`)
+ * is drawn in one go into it. A denser one starts a progressive job on a change: its first frame (what blocks the
+ * page after a τ change) draws the background and the job's first slice, the heaviest edges, straight onto the
+ * picture, with no layer to clear or composite; from the next frame on every slice (that first one again) goes into
+ * the layers (see graph-progress), the layers complete from the back are flattened into the edges bitmap and the
+ * rest composited over it. A new key (graph, target, view, size, theme) replaces any pending job, whose edges are
+ * then never drawn.
  */
-function paintEdgeLayers(c: CanvasRenderingContext2D, p: PaintInput, cache: PaintCache, key: string, fresh: boolean, lay: GraphLayout, screen: () => [Float32Array, Float32Array], edgesCv: HTMLCanvasElement, attentionPx: number) {
+function paintEdgeLayers(c: CanvasRenderingContext2D, p: PaintInput, cache: PaintCache, key: string, fresh: boolean, lay: GraphLayout, screen: () => [Float32Array, Float32Array], edgesCv: HTMLCanvasElement, bgCv: HTMLCanvasElement, attentionPx: number) {
   const W = edgesCv.width, H = edgesCv.height;
   const [first, slice] = p.budget ?? [FIRST_SLICE_US, SLICE_US];
   const job = cache.progress;
-  let budget = p.complete ? Infinity : slice;
+  const dashes: number[] = [];
   if (fresh) {
     job.cancel();
+    cache.based = false;
     const kx = attentionPx >= NARROW_FROM_PX ? THIN_KX : 1;
     const chunks = edgeChunks(p, lay, ...screen(), kx, p.dpr);
     let total = 0;
     for (const ch of chunks) total += ch.cost;
     if (p.complete || total <= Math.max(first, p.budget ? 0 : ONE_SHOT_US)) {
-      composite(c, p, edgesCv, true, (lc) => paintEdges(lc, p, lay, ...screen(), thinLayer(cache, lc, p.dpr, W, H, attentionPx)));
+      baseEdges(p, cache, edgesCv, bgCv);
+      const lc = edgesCv.getContext("2d") as CanvasRenderingContext2D;
+      paintEdges(lc, p, lay, ...screen(), thinLayer(cache, lc, p.dpr, W, H, attentionPx));
+      blit(c, edgesCv);
       return;
     }
     job.start(key, chunks);
     cache.layerKx = kx;
     cache.layerUsed.fill(false);
     cache.merged = 0;
-    clearLayer(edgesCv, p.dpr);
-    budget = first;
-  }
-  if (!job.pending(key)) {
-    composite(c, p, edgesCv, false, () => {});
+    blit(c, bgCv);
+    targetBand(c, p);
+    for (const ch of job.peek(key, first)) paintChunk(c, p, lay, ch, ...screen(), 1, dashes);
     return;
   }
-  const dashes: number[] = [];
-  for (const ch of job.take(key, budget) as EdgeChunk[]) {
+  if (!cache.based) baseEdges(p, cache, edgesCv, bgCv);
+  if (!job.pending(key)) {
+    blit(c, edgesCv);
+    return;
+  }
+  for (const ch of job.take(key, p.complete ? Infinity : slice) as EdgeChunk[]) {
     const l = ch.layer;
     if (!cache.layerUsed[l]) {
       // cleared when first drawn into: a layer this graph does not use costs nothing
@@ -341,12 +384,10 @@ function paintEdgeLayers(c: CanvasRenderingContext2D, p: PaintInput, cache: Pain
   let m = cache.merged;
   while (m < EDGE_LAYERS && job.layerDone(key, m)) m++;
   if (m > cache.merged) {
-    const ec = edgesCv.getContext("2d") as CanvasRenderingContext2D;
-    stackLayers(ec, cache, W, H, cache.merged, m);
+    stackLayers(edgesCv.getContext("2d") as CanvasRenderingContext2D, cache, W, H, cache.merged, m);
     cache.merged = m;
   }
-  // the edges bitmap holds nothing until a layer is flattened into it: one full-canvas composite less a frame
-  if (cache.merged > 0) composite(c, p, edgesCv, false, () => {});
+  blit(c, edgesCv);
   stackLayers(c, cache, W, H, cache.merged);
 }
 
@@ -360,23 +401,20 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   const W = Math.round(size.w * p.dpr);
   const H = Math.round(size.h * p.dpr);
   const bgKey = [v.sx, v.sy, v.tx, v.ty, W, H, p.dpr, p.T, L, theme.bg, theme.fg, theme.grid, theme.accent, theme.residual, theme.dark].join("|");
-  const key = `${graphId(g)}|${bgKey}`;
+  // the edges bitmap holds the target's band too
+  const key = `${graphId(g)}|${target}|${bgKey}`;
   const fresh = cache.key !== key;
   let nxy: [Float32Array, Float32Array] | null = null;
   const screen = () => (nxy ??= nodeScreen(lay, v));
   const bgCv = (cache.bg = layerCanvas(cache.bg, W, H));
   const edgesCv = (cache.edges = layerCanvas(cache.edges, W, H));
   const nodesCv = (cache.nodes = layerCanvas(cache.nodes, W, H));
-  composite(c, p, bgCv, cache.bgKey !== bgKey, (lc) => paintBackground(lc, p));
-  cache.bgKey = bgKey;
-  // the target's column band
-  const [txc] = toScreen(v, target, 0);
-  c.fillStyle = theme.accent;
-  c.globalAlpha = 0.09;
-  c.fillRect(txc - v.sx / 2, 0, v.sx, size.h);
-  c.globalAlpha = 1;
+  if (cache.bgKey !== bgKey) {
+    paintBackground(clearLayer(bgCv, p.dpr), p);
+    cache.bgKey = bgKey;
+  }
   const attentionPx = lay.attentionSpan * v.sx * p.dpr;
-  paintEdgeLayers(c, p, cache, key, fresh, lay, screen, edgesCv, attentionPx);
+  paintEdgeLayers(c, p, cache, key, fresh, lay, screen, edgesCv, bgCv, attentionPx);
   const zoom = Math.min(v.sx, v.sy) / 8;
   // a selected input token (embedding node): the routes that start at it
   if (sel && sel.kind === "node" && sel.node_kind === "embedding") {

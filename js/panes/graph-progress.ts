@@ -138,6 +138,15 @@ export class EdgeProgress<T extends EdgeChunk = EdgeChunk> {
     return key === this.key && this.next < this.order.length;
   }
 
+  /**
+   * The slice `take` would give next, left in the job: the first frame draws it straight onto the picture, and the
+   * next frame draws it again, into its layers (see graph-paint).
+   */
+  peek(key: string, budget: number): T[] {
+    if (key !== this.key) return [];
+    return this.order.slice(this.next, sliceEnd(this.order, this.next, budget));
+  }
+
   /** The next slice for `key` (all that is left when budget is Infinity); none when the job is for another key. */
   take(key: string, budget: number): T[] {
     if (key !== this.key) return [];

@@ -2,6 +2,7 @@
  * FlowGraph controls: the toolbar (target, τ slider, granularity, zoom and export buttons), the legend and the status
  * line under the graph. Each control commits one user action; `sync()` puts them back on the model's values.
  */
+import { graphLayout } from "../graph-layout";
 import { selectKeys } from "../keyboard";
 import { describeSelection } from "../selection";
 import { getGraph, getMeta, getSelection, getTarget, getTokens } from "../state";
@@ -24,6 +25,14 @@ export interface GraphToolbar {
   info: HTMLElement;
   /** Put every control back on the model's values (after a change from Python or a refused commit). */
   sync(): void;
+}
+
+function setProp<E extends HTMLElement, K extends "value" | "textContent">(el: E, name: K, value: string) {
+  if ((el as any)[name] !== value) (el as any)[name] = value;
+}
+
+function setAttr(el: Element, name: string, value: string) {
+  if (el.getAttribute(name) !== value) el.setAttribute(name, value);
 }
 
 function legendEl(): HTMLElement {
@@ -81,13 +90,15 @@ export function createGraphToolbar(ctx: PaneContext, actions: ToolbarActions, to
       selTokens = toks;
       targetSel.replaceChildren(...toks.map((t, i) => h("option", { value: i }, `#${i} ${truncate(displayToken(t), 28)}`)));
     }
-    targetSel.value = String(target);
+    // written only where changed: sync runs on every frame of a progressive drawing, and a DOM write (even of the
+    // same value) makes the next frame restyle
+    setProp(targetSel, "value", String(target));
     const tau = Number(model.get("threshold") ?? 0.04);
-    slider.value = String(tauToSlider(tau));
-    slider.setAttribute("aria-valuetext", `τ = ${fmt(tau, 3)}`);
-    tauOut.textContent = fmt(tau, 3);
+    setProp(slider, "value", String(tauToSlider(tau)));
+    setAttr(slider, "aria-valuetext", `τ = ${fmt(tau, 3)}`);
+    setProp(tauOut, "textContent", fmt(tau, 3));
     const gran = model.get("granularity") === "edge" ? "edge" : "head";
-    for (const b of granBtns) b.setAttribute("aria-pressed", String(b.dataset.value === gran));
+    for (const b of granBtns) setAttr(b, "aria-pressed", String(b.dataset.value === gran));
     const sel = getSelection(model);
     const g = getGraph(model);
     const meta = getMeta(model);
@@ -95,11 +106,11 @@ export function createGraphToolbar(ctx: PaneContext, actions: ToolbarActions, to
       `${meta.model ? meta.model + " · " : ""}${g.n} nodes, ${g.e} edges`,
       `selected: ${describeSelection(sel, tokText)}`,
     ];
-    const cancelling = g.nodeCancelling.reduce((a, b) => a + (b ? 1 : 0), 0);
+    // counted once per graph (graph-layout), not per call
+    const { cancelling, external } = graphLayout(g);
     if (cancelling) parts.push(`${cancelling} cancelling update${cancelling > 1 ? "s" : ""} (dashed ring: split evenly)`);
-    const external = g.nodeExternal.reduce((a, b) => a + (b ? 1 : 0), 0);
     if (external) parts.push(`${external} external edit${external > 1 ? "s" : ""} (pink ring: a hook changed the stream)`);
-    info.textContent = parts.join("  ·  ");
+    setProp(info, "textContent", parts.join("  ·  "));
   }
 
   resetBtn.addEventListener("click", () => actions.resetView(), sig);
