@@ -34,6 +34,8 @@ export interface GraphLayout {
   runStart: Uint32Array;
   /** Columns the attention edges span, summed: their drawn length in px is about this times px per column. */
   attentionSpan: number;
+  /** Node indices by colour bin, lowest first (the order nodes are stamped in), by index within a bin. */
+  nodeOrder: Uint32Array;
   /** How many nodes are flagged cancelling / external (the status line says so). */
   cancelling: number;
   external: number;
@@ -62,6 +64,16 @@ export function bucketEdges(g: GraphData): { order: Uint32Array; start: Uint32Ar
   const order = new Uint32Array(start[nb]);
   for (let i = 0; i < g.e; i++) if (bucket[i] >= 0) order[fill[bucket[i]]++] = i;
   return { order, start };
+}
+
+/** Indices 0 .. keys.length - 1 sorted by key (each below `nk`), stably: a counting sort. */
+export function countingOrder(keys: ArrayLike<number>, nk: number): Uint32Array {
+  const next = new Uint32Array(nk + 1);
+  for (let i = 0; i < keys.length; i++) next[keys[i] + 1]++;
+  for (let k = 0; k < nk; k++) next[k + 1] += next[k];
+  const out = new Uint32Array(keys.length);
+  for (let i = 0; i < keys.length; i++) out[next[keys[i]]++] = i;
+  return out;
 }
 
 export function colorBin(t: number): number {
@@ -121,12 +133,13 @@ export function graphLayout(g: GraphData): GraphLayout {
   }
   let attentionSpan = 0;
   for (let i = 0; i < g.e; i++) if (g.edgeKind[i] === "attention") attentionSpan += Math.abs(col[g.edgeSrc[i]] - col[g.edgeDst[i]]);
+  const nodeOrder = countingOrder(bins, NODE_BINS);
   let cancelling = 0, external = 0;
   for (let i = 0; i < g.n; i++) {
     if (g.nodeCancelling[i]) cancelling++;
     if (g.nodeExternal[i]) external++;
   }
-  lay = { order, start, col, row, importance, colorBin: bins, mlpNodes, ...residualRuns(g, order, start, col, row), attentionSpan, cancelling, external };
+  lay = { order, start, col, row, importance, colorBin: bins, mlpNodes, ...residualRuns(g, order, start, col, row), attentionSpan, nodeOrder, cancelling, external };
   cache.set(g, lay);
   return lay;
 }

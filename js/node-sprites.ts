@@ -109,38 +109,56 @@ export function nodeAtlas(r: number, m: number, dpr: number, theme: Theme): Node
 export function stampCell(dst: Uint8ClampedArray, W: number, H: number, atlas: NodeAtlas, bin: number, shape: 0 | 1, x: number, y: number, words?: Uint32Array) {
   const sp = atlas.sprites[shape * NODE_BINS + bin];
   const d32 = words ?? new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 2);
-  const inside = x >= 0 && y >= 0 && x + atlas.cell <= W && y + atlas.cell <= H;
+  if (x >= 0 && y >= 0 && x + atlas.cell <= W && y + atlas.cell <= H) stampInside(dst, d32, W, sp, y * W + x);
+  else stampClipped(dst, d32, W, H, sp, x, y);
+}
+
+/**
+ * The usual case, a stamp wholly inside: every pixel at a precomputed offset from the stamp's corner, the opaque
+ * ones and those over nothing (a word of 0: the image starts cleared) copied as whole words. Thousands of stamps a
+ * τ change: this loop is the nodes' cost.
+ */
+function stampInside(dst: Uint8ClampedArray, d32: Uint32Array, W: number, sp: Sprite, base: number) {
+  if (sp.width !== W) {
+    for (let k = 0; k < sp.lin.length; k++) sp.lin[k] = sp.dy[k] * W + sp.dx[k];
+    sp.width = W;
+  }
+  const lin = sp.lin, rgba = sp.rgba, n = lin.length;
   let q = 0;
-  if (inside) {
-    // the usual case: the opaque pixels copied as whole words at offsets from the stamp's corner
-    if (sp.width !== W) {
-      for (let k = 0; k < sp.lin.length; k++) sp.lin[k] = sp.dy[k] * W + sp.dx[k];
-      sp.width = W;
-    }
-    const base = y * W + x;
-    for (; q < sp.opaque; q++) d32[base + sp.lin[q]] = sp.rgba[q];
+  for (; q < sp.opaque; q++) d32[base + lin[q]] = rgba[q];
+  for (; q < n; q++) {
+    const p = base + lin[q];
+    if (d32[p] === 0) d32[p] = rgba[q];
+    else blendOver(dst, d32, sp, q, p);
   }
-  // the rest (or all of a stamp hanging over an edge): only the inked pixels, copied as whole words where
-  // nothing lies under them
-  for (; q < sp.alpha.length; q++) {
+}
+
+/** A stamp hanging over an edge of the image: only its pixels inside. */
+function stampClipped(dst: Uint8ClampedArray, d32: Uint32Array, W: number, H: number, sp: Sprite, x: number, y: number) {
+  for (let q = 0; q < sp.alpha.length; q++) {
     const px = x + sp.dx[q], py = y + sp.dy[q];
-    if (!inside && (px < 0 || py < 0 || px >= W || py >= H)) continue;
+    if (px < 0 || py < 0 || px >= W || py >= H) continue;
     const p = py * W + px;
-    const di = p * 4;
-    const sa = sp.alpha[q];
-    const da = dst[di + 3];
-    if (sa === 255 || da === 0) {
-      d32[p] = sp.rgba[q];
-      continue;
-    }
-    // source-over, not premultiplied (rare: where two stamps overlap)
-    const si = q * 4;
-    const a = sa / 255;
-    const b = (da / 255) * (1 - a);
-    const oa = a + b;
-    dst[di] = (sp.bytes[si] * a + dst[di] * b) / oa;
-    dst[di + 1] = (sp.bytes[si + 1] * a + dst[di + 1] * b) / oa;
-    dst[di + 2] = (sp.bytes[si + 2] * a + dst[di + 2] * b) / oa;
-    dst[di + 3] = oa * 255;
+    if (sp.alpha[q] === 255 || d32[p] === 0) d32[p] = sp.rgba[q];
+    else blendOver(dst, d32, sp, q, p);
   }
+}
+
+/** Source-over of the sprite's pixel q onto pixel p of `dst`, not premultiplied (rare: where two stamps overlap). */
+function blendOver(dst: Uint8ClampedArray, d32: Uint32Array, sp: Sprite, q: number, p: number) {
+  const di = p * 4;
+  const sa = sp.alpha[q];
+  const da = dst[di + 3];
+  if (sa === 255 || da === 0) {
+    d32[p] = sp.rgba[q];
+    return;
+  }
+  const si = q * 4;
+  const a = sa / 255;
+  const b = (da / 255) * (1 - a);
+  const oa = a + b;
+  dst[di] = (sp.bytes[si] * a + dst[di] * b) / oa;
+  dst[di + 1] = (sp.bytes[si + 1] * a + dst[di + 1] * b) / oa;
+  dst[di + 2] = (sp.bytes[si + 2] * a + dst[di + 2] * b) / oa;
+  dst[di + 3] = oa * 255;
 }

@@ -1,7 +1,7 @@
 /** Paints the flow graph on a 2D canvas: layer grid, edges batched by kind and weight, nodes, rings, layer labels. */
 import type { Theme } from "../color";
 import { edgeGeometry, edgeStyle } from "../draw";
-import { graphLayout, GraphLayout, NODE_BINS } from "../graph-layout";
+import { graphLayout, GraphLayout } from "../graph-layout";
 import { findEdge } from "../graph-select";
 import { nodeAtlas, NodeAtlas, stampCell } from "../node-sprites";
 import { Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
@@ -137,51 +137,60 @@ function paintBackground(c: CanvasRenderingContext2D, p: PaintInput) {
 }
 
 /**
- * A cleared W × H image for the node stamps, the last one reused when the size is the same: a fresh one is megabytes
- * of memory the system hands out page by page and the collector then reclaims, on every τ change. Shared by every
- * graph on the page, which is safe because it is written and put back within one synchronous draw.
+ * The image the node stamps are written into, as large as the canvas and reused from one draw to the next: a fresh
+ * one is megabytes of memory the system hands out page by page (and the collector then reclaims) on every τ change,
+ * and each graph's nodes cover a different box. Only the box written last is cleared. Shared by every graph on the
+ * page, which is safe because it is written and put back within one synchronous draw.
  */
 let scratch: ImageData | null = null;
-function scratchImage(c: CanvasRenderingContext2D, W: number, H: number): ImageData {
-  if (scratch && scratch.width === W && scratch.height === H) scratch.data.fill(0);
-  else scratch = c.createImageData(W, H);
-  return scratch;
+let scratchWords: Uint32Array | null = null;
+/** the box (device px) written last: x0, y0, x1, y1 (exclusive) */
+const scratchBox = [0, 0, 0, 0];
+function scratchImage(c: CanvasRenderingContext2D, W: number, H: number): [ImageData, Uint32Array] {
+  if (!scratch || !scratchWords || scratch.width !== W || scratch.height !== H) {
+    scratch = c.createImageData(W, H);
+    scratchWords = new Uint32Array(scratch.data.buffer, scratch.data.byteOffset, W * H);
+  } else {
+    const [x0, y0, x1, y1] = scratchBox;
+    for (let y = y0; y < y1; y++) scratchWords.fill(0, y * W + x0, y * W + x1);
+  }
+  scratchBox.fill(0);
+  return [scratch, scratchWords];
 }
 
 /**
  * Nodes as copies of their stamp, at whole device pixels, lowest colour bin first, written into the layer's pixels:
- * the layer must be clear (it is: nodes are the first thing on it).
+ * the layer must be clear (it is: nodes are the first thing on it). Only the box around the nodes is put back (a
+ * short route's nodes sit in a few columns).
  */
-function stampNodes(c: CanvasRenderingContext2D, p: PaintInput, visible: number[][], atlas: NodeAtlas, nx: Float32Array, ny: Float32Array) {
+function stampNodes(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout, atlas: NodeAtlas, nx: Float32Array, ny: Float32Array, visible: (i: number) => boolean) {
   const { g, dpr } = p;
+  const W = c.canvas.width, H = c.canvas.height;
   const cell = atlas.cell;
   const half = cell / 2;
-  // only the box around the nodes: a short route's nodes sit in a few columns, and a full-canvas image costs
-  // more than drawing them
+  const [img, words] = scratchImage(c, W, H);
   let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-  for (const idx of visible) {
-    for (const i of idx) {
-      const x = Math.round(nx[i] * dpr - half), y = Math.round(ny[i] * dpr - half);
-      if (x < x0) x0 = x;
-      if (y < y0) y0 = y;
-      if (x > x1) x1 = x;
-      if (y > y1) y1 = y;
-    }
+  const { nodeOrder } = lay;
+  for (let j = 0; j < nodeOrder.length; j++) {
+    const i = nodeOrder[j];
+    if (!visible(i)) continue;
+    const x = Math.round(nx[i] * dpr - half), y = Math.round(ny[i] * dpr - half);
+    if (x < x0) x0 = x;
+    if (y < y0) y0 = y;
+    if (x > x1) x1 = x;
+    if (y > y1) y1 = y;
+    stampCell(img.data, W, H, atlas, lay.colorBin[i], g.nodeKind[i] === "mlp" ? 1 : 0, x, y, words);
   }
   x0 = Math.max(0, x0);
   y0 = Math.max(0, y0);
-  const W = Math.min(c.canvas.width, x1 + cell) - x0;
-  const H = Math.min(c.canvas.height, y1 + cell) - y0;
-  if (!(W > 0 && H > 0)) return;
-  const img = scratchImage(c, W, H);
-  const words = new Uint32Array(img.data.buffer, img.data.byteOffset, W * H);
-  visible.forEach((idx, b) => {
-    for (const i of idx) {
-      const shape = g.nodeKind[i] === "mlp" ? 1 : 0;
-      stampCell(img.data, W, H, atlas, b, shape, Math.round(nx[i] * dpr - half) - x0, Math.round(ny[i] * dpr - half) - y0, words);
-    }
-  });
-  c.putImageData(img, x0, y0);
+  x1 = Math.min(W, x1 + cell);
+  y1 = Math.min(H, y1 + cell);
+  if (!(x1 > x0 && y1 > y0)) return;
+  scratchBox[0] = x0;
+  scratchBox[1] = y0;
+  scratchBox[2] = x1;
+  scratchBox[3] = y1;
+  c.putImageData(img, 0, 0, x0, y0, x1 - x0, y1 - y0);
 }
 
 /** Nodes (circles for residual nodes, squares for MLP blocks) coloured by importance, and their flag rings. */
@@ -189,13 +198,8 @@ function paintNodes(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout
   const { v, size, theme, g } = p;
   const r = nodeRadius(v);
   const m = mlpHalf(v);
-  const visible: number[][] = Array.from({ length: NODE_BINS }, () => []);
-  for (let i = 0; i < g.n; i++) {
-    const x = nx[i], y = ny[i];
-    if (x < -10 || x > size.w + 10 || y < -10 || y > size.h + 10) continue;
-    visible[lay.colorBin[i]].push(i);
-  }
-  stampNodes(c, p, visible, nodeAtlas(r, m, p.dpr, theme), nx, ny);
+  const { w, h } = size;
+  stampNodes(c, p, lay, nodeAtlas(r, m, p.dpr, theme), nx, ny, (i) => !(nx[i] < -10 || nx[i] > w + 10 || ny[i] < -10 || ny[i] > h + 10));
   // cancelling updates (importances split evenly): a dashed ring; external edits (a hook changed the stream):
   // a solid ring
   c.lineWidth = 1.5;
@@ -203,6 +207,7 @@ function paintNodes(c: CanvasRenderingContext2D, p: PaintInput, lay: GraphLayout
     [g.nodeCancelling, CANCEL_COLOR, [2, 2]],
     [g.nodeExternal, EXTERNAL_COLOR, []],
   ] as [Uint8Array, string, number[]][]) {
+    if (!(flags === g.nodeCancelling ? lay.cancelling : lay.external)) continue;
     c.strokeStyle = color;
     c.setLineDash(dash);
     for (let i = 0; i < g.n; i++) {
