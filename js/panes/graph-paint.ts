@@ -6,7 +6,7 @@ import { findEdge } from "../graph-select";
 import { nodeAtlas, NodeAtlas, stampCell } from "../node-sprites";
 import { Hit, mlpHalf, MLP_DX, nodeRadius, Size, toScreen, View } from "../geometry";
 import { edgeChunks, paintChunk, paintEdges, ThinLayer } from "./graph-edges";
-import { EDGE_LAYERS, EdgeChunk, EdgeProgress, FIRST_SLICE_US, narrowLayer, ONE_SHOT_US, SLICE_US } from "./graph-progress";
+import { EdgeProgress, FIRST_SLICE_US, narrowLayer, ONE_SHOT_US, SLICE_US } from "./graph-progress";
 import { routesFrom } from "../routes";
 import { Cursor, selectionToCursor } from "../selection";
 import type { GraphData } from "../state";
@@ -39,35 +39,37 @@ export interface PaintInput {
 }
 
 /**
- * Bitmaps of the parts that change only with the graph, the view, the size or the theme (edges; nodes), so that a
- * redraw for a hover, a selection or focus only composites them under the highlights.
+ * Bitmaps of the parts that change only with the graph, the view, the size or the theme (background; edges over it;
+ * nodes), so that a redraw for a hover, a selection or focus only composites them under the highlights.
  */
 export interface PaintCache {
-  /** what the background bitmap shows (view, size, theme), and the edges and nodes bitmaps (that and the graph) */
+  /** what the background bitmap shows (view, size, theme), and the edges and nodes bitmaps (that, the graph and the
+   * target) */
   bgKey: string;
   key: string;
   bg: HTMLCanvasElement | null;
+  /** the background, the target's band and the edges over them */
   edges: HTMLCanvasElement | null;
   /** the thin attention curves, THIN_KX of the width, stretched onto `edges` (see ThinLayer) */
   thin: HTMLCanvasElement | null;
   nodes: HTMLCanvasElement | null;
-  /** a dense graph's edges still being drawn, a frame's share at a time, into `layers` (see graph-progress) */
+  /** a dense graph's edges still being drawn into `edges`, a frame's share at a time (see graph-progress) */
   progress: EdgeProgress;
-  layers: (HTMLCanvasElement | null)[];
-  /** which layers hold something, and the thin attention layer's width share */
-  layerUsed: boolean[];
-  layerKx: number;
-  /** back-to-front layers complete and already flattened into `edges` (fewer bitmaps to composite each frame) */
-  merged: number;
+  /** the job's share of the width for the thin attention curves (1: drawn straight into `edges`) */
+  jobKx: number;
+  /** the narrow layer the job is drawing thin attention curves into, to flush onto `edges` once they are done */
+  jobThin: ThinLayer | null;
   /** whether `edges` holds the background and the target's band for `key` yet (a progressive job's first frame
    * draws them straight onto the picture) */
   based: boolean;
+  /** what the picture on screen shows: `key` and the highlights (see looksKey); "" after a partial redraw */
+  shown: string;
 }
 
 export function newPaintCache(): PaintCache {
   return {
     bgKey: "", key: "", bg: null, edges: null, thin: null, nodes: null,
-    progress: new EdgeProgress(), layers: Array(EDGE_LAYERS).fill(null), layerUsed: Array(EDGE_LAYERS).fill(false), layerKx: 1, merged: 0, based: false,
+    progress: new EdgeProgress(), jobKx: 1, jobThin: null, based: false, shown: "",
   };
 }
 
@@ -284,21 +286,6 @@ function clearLayer(cv: HTMLCanvasElement, dpr: number): CanvasRenderingContext2
   return lc;
 }
 
-/** Composite the edge layers from `from` on that hold something onto `c` (device px), back to front, the thin one stretched. */
-function stackLayers(c: CanvasRenderingContext2D, cache: PaintCache, W: number, H: number, from = 0, to = EDGE_LAYERS) {
-  c.save();
-  c.setTransform(1, 0, 0, 1, 0, 0);
-  c.globalAlpha = 1;
-  c.imageSmoothingEnabled = true;
-  for (let i = from; i < to; i++) {
-    const cv = cache.layers[i];
-    if (!cv || !cache.layerUsed[i]) continue;
-    if (narrowLayer(i) && cache.layerKx !== 1) c.drawImage(cv, 0, 0, cv.width, H, 0, 0, cv.width / cache.layerKx, H);
-    else c.drawImage(cv, 0, 0, W, H, 0, 0, W, H);
-  }
-  c.restore();
-}
-
 /** Start the edges bitmap of a new picture as the background and the target's band: edges go over them. */
 function baseEdges(p: PaintInput, cache: PaintCache, edgesCv: HTMLCanvasElement, bgCv: HTMLCanvasElement) {
   const lc = edgesCv.getContext("2d");
@@ -333,21 +320,20 @@ function blit(c: CanvasRenderingContext2D, cv: HTMLCanvasElement) {
 /**
  * The background and the edges. The edges bitmap holds the background, the target's band and the edges over them
  * (one opaque bitmap to copy on a redraw that brings nothing new). A graph whose edges fit a frame (or `complete`)
- * is drawn in one go into it. A denser one starts a progressive job on a change: its first frame (what blocks the
- * page after a τ change) draws the background and the job's first slice, the heaviest edges, straight onto the
- * picture, with no layer to clear or composite; from the next frame on every slice (that first one again) goes into
- * the layers (see graph-progress), the layers complete from the back are flattened into the edges bitmap and the
- * rest composited over it. A new key (graph, target, view, size, theme) replaces any pending job, whose edges are
- * then never drawn.
+ * is drawn in one go into it. A denser one starts a progressive job on a change (see graph-progress): its first
+ * frame (what blocks the page after a τ change) draws the background and the job's preview, the heaviest edges,
+ * straight onto the picture; each later draw adds a slice of the edges to the bitmap, back to front, and the picture
+ * shows the preview until the bitmap is complete. A new key (graph, target, view, size, theme) replaces any pending
+ * job, whose edges are then never drawn.
  */
 function paintEdgeLayers(c: CanvasRenderingContext2D, p: PaintInput, cache: PaintCache, key: string, fresh: boolean, lay: GraphLayout, screen: () => [Float32Array, Float32Array], edgesCv: HTMLCanvasElement, bgCv: HTMLCanvasElement, attentionPx: number) {
   const W = edgesCv.width, H = edgesCv.height;
   const [first, slice] = p.budget ?? [FIRST_SLICE_US, SLICE_US];
   const job = cache.progress;
-  const dashes: number[] = [];
   if (fresh) {
     job.cancel();
     cache.based = false;
+    cache.jobThin = null;
     const kx = attentionPx >= NARROW_FROM_PX ? THIN_KX : 1;
     const chunks = edgeChunks(p, lay, ...screen(), kx, p.dpr);
     let total = 0;
@@ -359,41 +345,60 @@ function paintEdgeLayers(c: CanvasRenderingContext2D, p: PaintInput, cache: Pain
       blit(c, edgesCv);
       return;
     }
-    job.start(key, chunks);
-    cache.layerKx = kx;
-    cache.layerUsed.fill(false);
-    cache.merged = 0;
+    job.start(key, chunks, first);
+    cache.jobKx = kx;
+  } else if (job.pending(key)) {
+    advanceJob(p, cache, key, lay, screen(), edgesCv, bgCv, p.complete ? Infinity : slice);
+  }
+  if (job.pending(key)) {
+    // the preview: the background and the heaviest edges, straight onto the picture
     blit(c, bgCv);
     targetBand(c, p);
-    for (const ch of job.peek(key, first)) paintChunk(c, p, lay, ch, ...screen(), 1, dashes);
-    return;
-  }
+    const dashes: number[] = [];
+    for (const ch of job.preview) paintChunk(c, p, lay, ch, ...screen(), 1, dashes);
+  } else blit(c, edgesCv);
+}
+
+/**
+ * The job's next slice of edges (`budget` estimated µs) into the edges bitmap, back to front as the one-shot painter
+ * draws them: the thin attention curves of a dense graph into the narrow layer (see ThinLayer), flushed onto the
+ * bitmap before the first edge drawn over them. Rasterised now, so that the picture's last frame does not pay for
+ * every slice at once.
+ */
+function advanceJob(p: PaintInput, cache: PaintCache, key: string, lay: GraphLayout, [nx, ny]: [Float32Array, Float32Array], edgesCv: HTMLCanvasElement, bgCv: HTMLCanvasElement, budget: number) {
   if (!cache.based) baseEdges(p, cache, edgesCv, bgCv);
-  if (!job.pending(key)) {
-    blit(c, edgesCv);
-    return;
-  }
-  for (const ch of job.take(key, p.complete ? Infinity : slice) as EdgeChunk[]) {
-    const l = ch.layer;
-    if (!cache.layerUsed[l]) {
-      // cleared when first drawn into: a layer this graph does not use costs nothing
-      cache.layers[l] = layerCanvas(cache.layers[l], narrowLayer(l) ? Math.ceil(W * cache.layerKx) : W, H);
-      clearLayer(cache.layers[l] as HTMLCanvasElement, p.dpr);
-      cache.layerUsed[l] = true;
+  const ec = edgesCv.getContext("2d") as CanvasRenderingContext2D;
+  const dashes: number[] = [];
+  for (const ch of cache.progress.take(key, budget)) {
+    const narrow = cache.jobKx !== 1 && narrowLayer(ch.layer);
+    if (!narrow && cache.jobThin) {
+      cache.jobThin.flush();
+      cache.jobThin = null;
     }
-    const lc = (cache.layers[l] as HTMLCanvasElement).getContext("2d") as CanvasRenderingContext2D;
+    if (narrow) cache.jobThin ??= thinLayer(cache, ec, p.dpr, edgesCv.width, edgesCv.height, Infinity) ?? null;
+    const lc = narrow && cache.jobThin ? cache.jobThin.c : ec;
     lc.setTransform(p.dpr, 0, 0, p.dpr, 0, 0);
-    paintChunk(lc, p, lay, ch, ...screen(), cache.layerKx, dashes);
+    paintChunk(lc, p, lay, ch, nx, ny, cache.jobKx, dashes);
   }
-  // flatten the layers complete from the back into the edges bitmap
-  let m = cache.merged;
-  while (m < EDGE_LAYERS && job.layerDone(key, m)) m++;
-  if (m > cache.merged) {
-    stackLayers(edgesCv.getContext("2d") as CanvasRenderingContext2D, cache, W, H, cache.merged, m);
-    cache.merged = m;
+  if (!cache.progress.pending(key) && cache.jobThin) {
+    cache.jobThin.flush();
+    cache.jobThin = null;
   }
-  blit(c, edgesCv);
-  stackLayers(c, cache, W, H, cache.merged);
+  // a pixel read forces the canvas to rasterise what was drawn into it (it would otherwise wait for a later use)
+  cache.jobThin?.c.getImageData(0, 0, 1, 1);
+  ec.getImageData(0, 0, 1, 1);
+}
+
+/** What else the picture shows over the bitmaps: highlights, rings, the cursor, the labels' colours. */
+function looksKey(p: PaintInput): string {
+  return JSON.stringify([p.sel, p.hover, p.cursor, p.theme.muted, p.theme.font]);
+}
+
+/** The MLP blocks hit testing should know: the graph's, and a selected one (`${layer}:${token}`). */
+function hitMlpNodes(lay: GraphLayout, sel: Selection): Set<string> {
+  if (!sel || (sel.kind !== "mlp" && sel.kind !== "neuron")) return lay.mlpNodes;
+  const k = `${sel.layer}:${sel.token}`;
+  return lay.mlpNodes.has(k) ? lay.mlpNodes : new Set(lay.mlpNodes).add(k);
 }
 
 /**
@@ -417,6 +422,13 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   if (cache.bgKey !== bgKey) {
     paintBackground(clearLayer(bgCv, p.dpr), p);
     cache.bgKey = bgKey;
+  }
+  const looks = `${key}|${looksKey(p)}`;
+  if (!fresh && !p.complete && cache.progress.pending(key) && cache.shown === looks) {
+    // a later frame of a progressive job with nothing else new: edges added out of sight, the picture left as it is
+    // until they are complete
+    advanceJob(p, cache, key, lay, screen(), edgesCv, bgCv, (p.budget ?? [FIRST_SLICE_US, SLICE_US])[1]);
+    if (cache.progress.pending(key)) return hitMlpNodes(lay, sel);
   }
   const attentionPx = lay.attentionSpan * v.sx * p.dpr;
   paintEdgeLayers(c, p, cache, key, fresh, lay, screen, edgesCv, bgCv, attentionPx);
@@ -456,8 +468,8 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   }
   composite(c, p, nodesCv, fresh, (lc) => paintNodes(lc, p, lay, ...screen()));
   cache.key = key;
-  const mlpNodes = new Set(lay.mlpNodes);
-  if (sel && (sel.kind === "mlp" || sel.kind === "neuron")) mlpNodes.add(`${sel.layer}:${sel.token}`);
+  cache.shown = looks;
+  const mlpNodes = hitMlpNodes(lay, sel);
   // selection ring, hover ring, keyboard cursor
   const ring = (kind: "node" | "mlp", token: number, row: number, color: string, width: number, dash: number[] = []) => {
     c.strokeStyle = color;

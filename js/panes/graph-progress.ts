@@ -1,29 +1,29 @@
 /**
  * Progressive drawing of a dense graph's edges: the edges are cut into chunks of about CHUNK_US of estimated
  * rasterising work and drawn a frame's budget at a time, so that a τ change never holds the main thread for the whole
- * picture. Pure bookkeeping; the painting is graph-edges', the layers graph-paint's.
+ * picture. Pure bookkeeping; the painting is graph-edges', the bitmaps graph-paint's.
  *
- * Order and layers: each chunk goes into the layer of its kind and weight (EDGE_LAYERS), and the layers are
- * composited back to front in the order the one-shot painter stacks the buckets (residual, MLP, attention; within a
- * kind the light ones under the heavy ones). So the heavy edges of every kind can come first, in the first frame,
- * and the picture still ends up the same. Within one layer the chunks must go lightest first (a heavier one is
- * drawn over a lighter one, as in one go; drawing behind with "destination-over" instead is 3-4x slower in Skia).
+ * Order: the first frame after a change draws the background, the heavy edges (the heavy layers of EDGE_LAYERS
+ * first: what the eye reads first) and the nodes straight onto the picture. The later frames draw every chunk, that
+ * first share again included, back to front in the one-shot painter's order into the edges bitmap, out of sight; the
+ * picture stays the first frame's until the bitmap is complete, and then shows it as drawn in one go. So a later
+ * frame composites nothing, and the picture still ends up the same.
  */
-
 /**
  * Estimated µs of edges drawn in the first frame after a change (which also decodes the graph, lays it out and draws
- * the nodes) and in each later frame (which composites the layers again). Calibrated on the real SmolLM2 route at
+ * the background and the nodes) and in each later frame (which only draws edges, out of sight). Calibrated on the real SmolLM2 route at
  * τ = 0.005 (see README, "Browser: redrawing the flow graph by τ").
  */
 export const FIRST_SLICE_US = 1000;
 export const SLICE_US = 3000;
-/** A graph whose edges are estimated at most this is drawn in one go (one frame holds it, and layers cost more). */
+/** A graph whose edges are estimated at most this is drawn in one go (one frame holds it). */
 export const ONE_SHOT_US = 3000;
 
 /**
- * Back-to-front layers of the edges: per kind (residual, MLP) its light bins then its heavy ones (HEAVY_FROM_BIN up);
- * attention: the light thin curves, the heavy thin curves (both maybe narrow, see ThinLayer), the wide ones (over
- * HAIRLINE_MAX px; a stroke's width grows with its weight, so they are the heaviest).
+ * Back-to-front layers of the edges, what the first frame's choice goes by: per kind (residual, MLP) its light bins
+ * then its heavy ones (HEAVY_FROM_BIN up); attention: the light thin curves, the heavy thin curves (both maybe
+ * narrow, see ThinLayer), the wide ones (over HAIRLINE_MAX px; a stroke's width grows with its weight, so they are
+ * the heaviest).
  */
 export const EDGE_LAYERS = 7;
 /** The light thin attention curves' layer (the bulk of a dense graph's work); it and the next may be narrow. */
@@ -31,10 +31,9 @@ export const THIN_ATTENTION = 4;
 /** Weight bins from this one up (t ≥ 1/4, weight ≥ 1/16 of the largest) are heavy: drawn first. */
 export const HEAVY_FROM_BIN = 4;
 /**
- * Which layers go first: the heavy ones, what the eye reads first (in layer order: residual lines, MLP dashes, thin
- * attention curves, wide ones), then the light residual lines, light MLP dashes and last the light attention curves
- * (the bulk of a dense graph's work). The heavy attention curves first instead cost the first frame 4-7 ms more
- * (A/B in one browser, 2026-12-01: the narrow layer's stretch and more layers composited in that frame).
+ * Which layers the first frame draws first: the heavy ones, what the eye reads first (in layer order: residual
+ * lines, MLP dashes, thin attention curves, wide ones), then the light residual lines, light MLP dashes and last the
+ * light attention curves (the bulk of a dense graph's work).
  */
 const LAYER_RANK = [1, 0, 2, 0, 3, 0, 0];
 
@@ -85,7 +84,7 @@ export function splitByCost(costs: ArrayLike<number>, from: number, to: number, 
 }
 
 /**
- * Drawing order: by LAYER_RANK (the heavy edges first), and within a layer lightest bucket first and a bucket's
+ * The first frame's order: by LAYER_RANK (the heavy edges first), and within a layer lightest bucket first and a bucket's
  * chunks in their own order (back to front, as drawn in one go).
  */
 export function orderChunks<T extends EdgeChunk>(chunks: T[]): T[] {
@@ -103,34 +102,32 @@ export function sliceEnd(chunks: readonly EdgeChunk[], from: number, budget: num
 }
 
 /**
- * One picture's pending edges: what is drawn so far and for what (the key of graph, view, size and theme). A job
- * for another key is stale: `take` gives nothing from it, so no edge of an old graph lands on a new picture.
+ * One picture's pending edges: what is drawn so far and for what (the key of graph, view, size and theme). The
+ * chunks are handed out in the order given (back to front, as the one-shot painter draws them, so that they can go
+ * straight into one bitmap); `preview` is the first frame's share, the heavy edges first (see orderChunks), which
+ * the first frame draws over the background while the rest is drawn out of sight. A job for another key is stale:
+ * `take` gives nothing from it, so no edge of an old graph lands on a new picture.
  */
 export class EdgeProgress<T extends EdgeChunk = EdgeChunk> {
   key = "";
   order: T[] = [];
   next = 0;
-  /** chunks not drawn yet, per layer */
-  left: number[] = Array(EDGE_LAYERS).fill(0);
+  preview: T[] = [];
 
-  start(key: string, chunks: T[]): void {
+  /** A job for `key`: `chunks` in drawing order, the preview the heaviest of them within `first` (estimated µs). */
+  start(key: string, chunks: T[], first: number): void {
     this.key = key;
-    this.order = orderChunks(chunks);
+    this.order = chunks;
     this.next = 0;
-    this.left.fill(0);
-    for (const c of chunks) this.left[c.layer]++;
+    const heavyFirst = orderChunks(chunks);
+    this.preview = heavyFirst.slice(0, sliceEnd(heavyFirst, 0, first));
   }
 
   cancel(): void {
     this.key = "";
     this.order = [];
     this.next = 0;
-    this.left.fill(0);
-  }
-
-  /** Whether layer `l` of the job for `key` has all its chunks drawn. */
-  layerDone(key: string, l: number): boolean {
-    return key === this.key && this.left[l] === 0;
+    this.preview = [];
   }
 
   /** Whether the job for `key` still has chunks to draw. */
@@ -138,21 +135,11 @@ export class EdgeProgress<T extends EdgeChunk = EdgeChunk> {
     return key === this.key && this.next < this.order.length;
   }
 
-  /**
-   * The slice `take` would give next, left in the job: the first frame draws it straight onto the picture, and the
-   * next frame draws it again, into its layers (see graph-paint).
-   */
-  peek(key: string, budget: number): T[] {
-    if (key !== this.key) return [];
-    return this.order.slice(this.next, sliceEnd(this.order, this.next, budget));
-  }
-
   /** The next slice for `key` (all that is left when budget is Infinity); none when the job is for another key. */
   take(key: string, budget: number): T[] {
     if (key !== this.key) return [];
     const end = sliceEnd(this.order, this.next, budget);
     const out = this.order.slice(this.next, end);
-    for (const c of out) this.left[c.layer]--;
     this.next = end;
     return out;
   }

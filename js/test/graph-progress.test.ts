@@ -1,12 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { encodeArray } from "../codec";
 import { WEIGHT_BINS } from "../draw";
 import { fitView } from "../geometry";
 import { EDGE_KINDS, graphLayout } from "../graph-layout";
 import { edgeChunks, paintChunk, paintEdges } from "../panes/graph-edges";
 import { EDGE_LAYERS, EdgeChunk, edgeLayer, EdgeProgress, HEAVY_FROM_BIN, narrowLayer, orderChunks, sliceEnd, splitByCost, THIN_ATTENTION } from "../panes/graph-progress";
-import { decodeGraph } from "../state";
 import { lightTheme, recordingContext } from "./recording-context";
+import { denseGraph } from "./tiny-graph";
 
 const theme = lightTheme;
 
@@ -14,38 +13,6 @@ const theme = lightTheme;
 const recorder = (calls: [string, ...unknown[]][] = []) => recordingContext(calls, { setters: false });
 
 const chunk = (layer: number, bucket: number, from: number, cost = 1): EdgeChunk => ({ layer, bucket, bin: bucket % WEIGHT_BINS, from, to: from + 1, cost });
-
-/** A denser graph: tokens × layers of the tiny graph's pattern, with attention edges between every pair of columns. */
-function denseGraph(T = 12, seed = 7) {
-  let s = seed;
-  const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  const kind: number[] = [], layer: number[] = [], token: number[] = [];
-  const node = (k: number, l: number, t: number) => (kind.push(k), layer.push(l), token.push(t), kind.length - 1);
-  const emb = Array.from({ length: T }, (_, t) => node(0, -1, t));
-  const attn = Array.from({ length: T }, (_, t) => node(1, 0, t));
-  const mlp = Array.from({ length: T }, (_, t) => node(2, 0, t));
-  const out = Array.from({ length: T }, (_, t) => node(3, 0, t));
-  const src: number[] = [], dst: number[] = [], w: number[] = [], ek: number[] = [];
-  const edge = (a: number, b: number, k: number) => (src.push(a), dst.push(b), w.push(rnd() ** 3), ek.push(k));
-  for (let t = 0; t < T; t++) {
-    edge(emb[t], attn[t], 0);
-    edge(attn[t], mlp[t], 2);
-    edge(mlp[t], out[t], 2);
-    edge(attn[t], out[t], 0);
-    for (let u = 0; u < t; u++) edge(emb[u], attn[t], 1);
-  }
-  const E = src.length, N = kind.length;
-  return decodeGraph({
-    node_kind: encodeArray(new Uint8Array(kind), [N]),
-    node_layer: encodeArray(new Int32Array(layer), [N]),
-    node_token: encodeArray(new Uint32Array(token), [N]),
-    edge_src: encodeArray(new Uint32Array(src), [E]),
-    edge_dst: encodeArray(new Uint32Array(dst), [E]),
-    edge_weight: encodeArray(new Float32Array(w), [E]),
-    edge_kind: encodeArray(new Uint8Array(ek), [E]),
-    edge_heads: encodeArray(new Float32Array(E * 2), [E, 2]),
-  });
-}
 
 describe("cutting a bucket by cost", () => {
   it("covers the range once, in order, each chunk within the limit unless one item alone is over it", () => {
@@ -103,9 +70,9 @@ describe("order and slices", () => {
 describe("a progressive job", () => {
   const chunks = Array.from({ length: 20 }, (_, i) => ({ ...chunk(i % EDGE_LAYERS, i, i), cost: 1 + (i % 3) }));
 
-  it("hands out every chunk exactly once, a budget at a time, in the drawing order", () => {
+  it("hands out every chunk exactly once, a budget at a time, in the order given (back to front)", () => {
     const job = new EdgeProgress();
-    job.start("a", chunks);
+    job.start("a", chunks, 4);
     const seen: EdgeChunk[] = [];
     let slices = 0;
     while (job.pending("a")) {
@@ -116,42 +83,39 @@ describe("a progressive job", () => {
       slices++;
     }
     expect(slices).toBeGreaterThan(5);
-    expect(seen).toEqual(orderChunks(chunks));
+    expect(seen).toEqual(chunks);
     expect(job.take("a", 4)).toEqual([]);
+  });
+
+  it("previews the heaviest chunks within the first frame's budget, and still hands them out in their turn", () => {
+    const job = new EdgeProgress();
+    job.start("a", chunks, 5);
+    expect(job.preview).toEqual(orderChunks(chunks).slice(0, sliceEnd(orderChunks(chunks), 0, 5)));
+    expect(job.preview.length).toBeGreaterThan(1);
+    expect(job.preview.every((c) => [1, 3, 5, 6].includes(c.layer))).toBe(true);
+    expect(job.take("a", Infinity)).toEqual(chunks);
+    job.start("b", chunks, 0);
+    expect(job.preview.length).toBe(1); // always one chunk at least
   });
 
   it("gives nothing of a job to another picture, and a new picture replaces the pending job", () => {
     const job = new EdgeProgress();
-    job.start("old", chunks);
+    job.start("old", chunks, 4);
     job.take("old", 4);
     expect(job.pending("old")).toBe(true);
     expect(job.pending("new")).toBe(false);
     expect(job.take("new", Infinity)).toEqual([]); // no edge of the old graph on the new picture
     const fresh = [chunk(0, 0, 100), chunk(1, 40, 200)];
-    job.start("new", fresh);
+    job.start("new", fresh, 4);
     expect(job.pending("old")).toBe(false);
     expect(job.take("old", Infinity)).toEqual([]);
     const rest = job.take("new", Infinity); // the export's complete picture: all that is left at once
-    expect(rest.map((c) => c.from).sort()).toEqual([100, 200]);
+    expect(rest.map((c) => c.from)).toEqual([100, 200]);
     expect(job.pending("new")).toBe(false);
-    job.start("x", chunks);
+    job.start("x", chunks, 4);
     job.cancel();
     expect(job.pending("x")).toBe(false);
-  });
-
-  it("says which layers are complete (to flatten them from the back)", () => {
-    const job = new EdgeProgress();
-    // layer 1 (wide residual) goes first, layer 0 (thin residual) next, layer 2 has nothing
-    job.start("k", [chunk(0, 1, 0), chunk(1, 40, 0), chunk(0, 2, 1), chunk(THIN_ATTENTION, 2 * WEIGHT_BINS + 1, 0)]);
-    expect(job.layerDone("k", 2)).toBe(true);
-    expect(job.layerDone("k", 1)).toBe(false);
-    job.take("k", 1);
-    expect(job.layerDone("k", 1)).toBe(true);
-    expect(job.layerDone("k", 0)).toBe(false);
-    job.take("k", 2);
-    expect(job.layerDone("k", 0)).toBe(true);
-    expect(job.layerDone("k", THIN_ATTENTION)).toBe(false);
-    expect(job.layerDone("other", 0)).toBe(false);
+    expect(job.preview).toEqual([]);
   });
 });
 
@@ -188,19 +152,20 @@ describe("edges cut into chunks", () => {
     expect(chunks.every((c) => c.cost > 0)).toBe(true);
   });
 
-  it("draw, chunk by chunk in the progressive order, the same shapes as the one-shot painter", () => {
+  it("draw, chunk by chunk as a job hands them out, the same shapes in the same order as the one-shot painter", () => {
     const shapes = (calls: [string, ...unknown[]][]) =>
       calls
         .filter((c) => ["moveTo", "lineTo", "quadraticCurveTo", "rect"].includes(c[0]))
-        .map((c) => c.map((x) => (typeof x === "number" ? x.toFixed(3) : x)).join(","))
-        .sort();
+        .map((c) => c.map((x) => (typeof x === "number" ? x.toFixed(3) : x)).join(","));
     const one = recorder();
     paintEdges(one.ctx, p, lay, nx, ny);
     const prog = recorder();
     // small chunks, so that buckets are cut
-    const chunks = orderChunks(edgeChunks(p, lay, nx, ny, 1, 1).flatMap((c) => Array.from({ length: c.to - c.from }, (_, i) => ({ ...c, from: c.from + i, to: c.from + i + 1 }))));
+    const chunks = edgeChunks(p, lay, nx, ny, 1, 1).flatMap((c) => Array.from({ length: c.to - c.from }, (_, i) => ({ ...c, from: c.from + i, to: c.from + i + 1 })));
     expect(chunks.length).toBeGreaterThan(40);
-    for (const c of chunks) paintChunk(prog.ctx, p, lay, c, nx, ny, 1);
+    const job = new EdgeProgress();
+    job.start("k", chunks, 1);
+    while (job.pending("k")) for (const c of job.take("k", 3)) paintChunk(prog.ctx, p, lay, c, nx, ny, 1);
     expect(shapes(prog.calls)).toEqual(shapes(one.calls));
   });
 });
