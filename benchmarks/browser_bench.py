@@ -159,9 +159,12 @@ PROGRESS_JS = """async ([order, reps]) => {
   return out;
 }"""
 
-# As PAIRS_JS, but each change drawn to the complete picture: all of its frames one after another ("complete"), or
-# in one go by the one-shot painter ("oneshot", as the PNG export and the graphs that fit a frame are drawn).
-PAIRS_MODE_JS = """([r, k, mode]) => {
+# K pairs of τ changes (to rung r, back to the highest rung), each drawn and rasterised at once; timed from outside by
+# the CPU time Chromium's processes spend, which a loaded machine does not inflate the way it does wall time. Each
+# change's first frame only ("first": what blocks the page), or drawn to the complete picture: all of its frames one
+# after another ("complete"), or in one go by the one-shot painter ("oneshot", as the PNG export and the graphs that
+# fit a frame are drawn).
+PAIRS_JS = """([r, k, mode]) => {
   const g = document.querySelector('.lmtt-graph');
   const slider = g.querySelector('input.lmtt-slider');
   const c = g.querySelector('canvas').getContext('2d');
@@ -171,22 +174,7 @@ PAIRS_MODE_JS = """([r, k, mode]) => {
     slider.dispatchEvent(new Event('change', { bubbles: true }));
     g.__lmtt.draw({ complete: mode === 'oneshot' });
     c.getImageData(0, 0, 1, 1);
-    while (g.__lmtt.pending()) { g.__lmtt.draw(); c.getImageData(0, 0, 1, 1); }
-  }
-}"""
-
-# K pairs of τ changes (to rung r, back to the highest rung), each drawn and rasterised at once; timed from outside by
-# the CPU time Chromium's processes spend, which a loaded machine does not inflate the way it does wall time.
-PAIRS_JS = """([r, k]) => {
-  const g = document.querySelector('.lmtt-graph');
-  const slider = g.querySelector('input.lmtt-slider');
-  const c = g.querySelector('canvas').getContext('2d');
-  const top = Number(slider.max);
-  for (let j = 0; j < k; j++) for (const i of [r, top]) {
-    slider.value = String(i);
-    slider.dispatchEvent(new Event('change', { bubbles: true }));
-    g.__lmtt.draw();
-    c.getImageData(0, 0, 1, 1);
+    if (mode === 'complete') while (g.__lmtt.pending()) { g.__lmtt.draw(); c.getImageData(0, 0, 1, 1); }
   }
 }"""
 
@@ -216,10 +204,7 @@ def cpu_per_change(page, rungs: list[int], pairs: int, mode: str = "first") -> d
     def cost(r):
         page.wait_for_timeout(50)  # let the frame scheduled by the last change pass
         t0 = tree_cpu_ms()
-        if mode == "first":
-            page.evaluate(PAIRS_JS, [r, pairs])
-        else:
-            page.evaluate(PAIRS_MODE_JS, [r, pairs, mode])
+        page.evaluate(PAIRS_JS, [r, pairs, mode])
         return (tree_cpu_ms() - t0) / pairs
     top = len(tau_ladder()) - 1
     one_top = statistics.median([cost(top) for _ in range(3)]) / 2

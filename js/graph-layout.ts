@@ -4,8 +4,9 @@
  * colour bin, and the MLP blocks present (for hit testing).
  */
 import { nodeImportance, WEIGHT_BINS, weightBin } from "./draw";
-import { nodeWorld } from "./geometry";
+import { MLP_DX } from "./geometry";
 import type { EdgeKindName } from "./protocol.gen";
+import { rowOf } from "./state";
 import type { GraphData } from "./state";
 
 /** Edge kinds in drawing order (later ones on top); names from the protocol. */
@@ -113,6 +114,12 @@ export function residualRuns(g: GraphData, order: Uint32Array, start: Uint32Arra
   return { runs: Uint32Array.from(pairs), runStart };
 }
 
+function mlpSet(g: GraphData): Set<string> {
+  const out = new Set<string>();
+  for (let i = 0; i < g.n; i++) if (g.nodeKind[i] === "mlp") out.add(`${g.nodeLayer[i]}:${g.nodeToken[i]}`);
+  return out;
+}
+
 const cache = new WeakMap<GraphData, GraphLayout>();
 
 export function graphLayout(g: GraphData): GraphLayout {
@@ -123,13 +130,11 @@ export function graphLayout(g: GraphData): GraphLayout {
   const row = new Float32Array(g.n);
   const importance = nodeImportance(g);
   const bins = new Uint8Array(g.n);
-  const mlpNodes = new Set<string>();
   for (let i = 0; i < g.n; i++) {
-    const [c, r] = nodeWorld(g.nodeKind[i], g.nodeLayer[i], g.nodeToken[i]);
-    col[i] = c;
-    row[i] = r;
+    const kind = g.nodeKind[i];
+    col[i] = kind === "mlp" ? g.nodeToken[i] + MLP_DX : g.nodeToken[i];
+    row[i] = rowOf(kind, g.nodeLayer[i]);
     bins[i] = colorBin(importance[i]);
-    if (g.nodeKind[i] === "mlp") mlpNodes.add(`${g.nodeLayer[i]}:${g.nodeToken[i]}`);
   }
   let attentionSpan = 0;
   for (let i = 0; i < g.e; i++) if (g.edgeKind[i] === "attention") attentionSpan += Math.abs(col[g.edgeSrc[i]] - col[g.edgeDst[i]]);
@@ -139,7 +144,14 @@ export function graphLayout(g: GraphData): GraphLayout {
     if (g.nodeCancelling[i]) cancelling++;
     if (g.nodeExternal[i]) external++;
   }
-  lay = { order, start, col, row, importance, colorBin: bins, mlpNodes, ...residualRuns(g, order, start, col, row), attentionSpan, nodeOrder, cancelling, external };
+  let mlpNodes: Set<string> | null = null;
+  lay = {
+    // only hit testing asks, and not on every graph: built then
+    get mlpNodes() {
+      return (mlpNodes ??= mlpSet(g));
+    },
+    order, start, col, row, importance, colorBin: bins, ...residualRuns(g, order, start, col, row), attentionSpan, nodeOrder, cancelling, external,
+  };
   cache.set(g, lay);
   return lay;
 }

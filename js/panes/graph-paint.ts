@@ -395,17 +395,17 @@ function looksKey(p: PaintInput): string {
 }
 
 /** The MLP blocks hit testing should know: the graph's, and a selected one (`${layer}:${token}`). */
-function hitMlpNodes(lay: GraphLayout, sel: Selection): Set<string> {
+export function hitMlpNodes(lay: GraphLayout, sel: Selection): Set<string> {
   if (!sel || (sel.kind !== "mlp" && sel.kind !== "neuron")) return lay.mlpNodes;
   const k = `${sel.layer}:${sel.token}`;
   return lay.mlpNodes.has(k) ? lay.mlpNodes : new Set(lay.mlpNodes).add(k);
 }
 
 /**
- * Paint everything; returns the MLP blocks hit testing should know (`${layer}:${token}`). The background is drawn
+ * Paint everything. The background is drawn
  * once per view, size and theme, the edges and nodes once per graph too; later redraws composite them.
  */
-export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
+export function paintGraph(p: PaintInput, cache: PaintCache): void {
   const { c, v, size, theme, g, L, target, sel, hover, cursor } = p;
   const lay = graphLayout(g);
   const W = Math.round(size.w * p.dpr);
@@ -428,7 +428,7 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
     // a later frame of a progressive job with nothing else new: edges added out of sight, the picture left as it is
     // until they are complete
     advanceJob(p, cache, key, lay, screen(), edgesCv, bgCv, (p.budget ?? [FIRST_SLICE_US, SLICE_US])[1]);
-    if (cache.progress.pending(key)) return hitMlpNodes(lay, sel);
+    if (cache.progress.pending(key)) return;
   }
   const attentionPx = lay.attentionSpan * v.sx * p.dpr;
   paintEdgeLayers(c, p, cache, key, fresh, lay, screen, edgesCv, bgCv, attentionPx);
@@ -469,7 +469,6 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   composite(c, p, nodesCv, fresh, (lc) => paintNodes(lc, p, lay, ...screen()));
   cache.key = key;
   cache.shown = looks;
-  const mlpNodes = hitMlpNodes(lay, sel);
   // selection ring, hover ring, keyboard cursor
   const ring = (kind: "node" | "mlp", token: number, row: number, color: string, width: number, dash: number[] = []) => {
     c.strokeStyle = color;
@@ -516,5 +515,4 @@ export function paintGraph(p: PaintInput, cache: PaintCache): Set<string> {
   }
   const [, ye] = toScreen(v, 0, 0);
   if (ye > 6 && ye < size.h - 4) c.fillText("emb", 4, ye);
-  return mlpNodes;
 }

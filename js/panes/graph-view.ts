@@ -10,7 +10,8 @@ import { displayToken, h, truncate } from "../text";
 import { isLaidOut, watchTheme } from "../theme";
 import type { PaneContext } from "../types";
 import { createMinimap, panToStrip } from "./graph-minimap";
-import { edgesPending, newPaintCache, paintGraph } from "./graph-paint";
+import { edgesPending, hitMlpNodes, newPaintCache, paintGraph } from "./graph-paint";
+import { graphLayout } from "../graph-layout";
 import { placeTooltip, tooltipContent } from "./graph-tooltip";
 
 export interface GraphView {
@@ -91,7 +92,6 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
   let cursor: Cursor | null = null;
   let hover: Hit = null;
   let raf = 0;
-  let mlpNodes = new Set<string>();
   const paintCache = newPaintCache();
   let theme: Theme = readTheme(ctx.root);
   let labelEls: HTMLElement[] = [];
@@ -195,7 +195,7 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
     c.setTransform(dpr, 0, 0, dpr, 0, 0);
     const { T, L } = dims(model);
     if (opts.fresh) paintCache.key = "";
-    mlpNodes = paintGraph({
+    paintGraph({
       c, v, size, theme, T, L,
       g: getGraph(model),
       target: getTarget(model),
@@ -287,7 +287,9 @@ export function createGraphView(ctx: PaneContext, el: () => HTMLElement, beforeD
     getView: () => view,
     hitAt(x, y) {
       const { T, L } = dims(model);
-      return hitTest(ensureView(), x, y, { T, L, graph: getGraph(model), mlpNodes });
+      const g = getGraph(model);
+      // the MLP blocks are built on the first hit test of a graph, not on every τ change
+      return hitTest(ensureView(), x, y, { T, L, graph: g, mlpNodes: hitMlpNodes(graphLayout(g), getSelection(model)) });
     },
     hover: () => hover,
     setHover(hit) {
