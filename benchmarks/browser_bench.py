@@ -20,8 +20,11 @@
    its graph variants holding the route at every rung of the τ slider. For each rung, in a shuffled order, the
    slider's `change` event (as a user's release: the host swaps in that τ's graph), then the pane's `draw()` timed
    synchronously up to a 1-pixel `getImageData`, which forces the canvas to rasterise (without it Chromium defers
-   the work past the timer). "τ change" includes decoding the new graph and building its layout; "same graph" is a
-   redraw with nothing new (hover, selection, focus). Median over --redraw-reps passes. "CPU" is the CPU time
+   the work past the timer). "τ change" is the change event and the new graph's first frame; "same graph" is a
+   redraw with nothing new (hover, selection, focus). Median over --redraw-reps passes. Each rung's graph is decoded
+   and laid out in a warm-up pass, and the timed changes come back to it (as in the HTML report, whose graphs are
+   decoded once): a live widget's τ change gets a new graph from Python and decodes and lays it out too (see the
+   README for what that costs). "CPU" is the CPU time
    Chromium's processes spend per τ change (from /proc, pairs of changes to the rung and back to the top one, the top
    one's cost subtracted): wall time on a loaded machine includes waiting for a core, CPU time does not. Target 16 ms
    at 128 tokens, 33 ms at 512. With `--redraw-against DIR` (another build's widget.js and widget.css), the two
@@ -31,8 +34,9 @@
    first frame only, so "τ change" and "CPU" above are the first frame, what blocks the page. The second table puts
    it against the complete picture: CPU of all its frames (each forced to rasterise), wall time in real animation
    frames and their number, and CPU of the same change drawn in one go (`draw({ complete: true })`, the one-shot
-   painter). With --keep, the work directory holds screenshots at the lowest τ after two frames
-   (`redraw-{T}-min-tau-progress.png`) and complete (`redraw-{T}-min-tau.png`).
+   painter). With --keep, the work directory holds screenshots at the lowest τ after two frames (the first frame's
+   preview, which the picture shows until the edges are complete: `redraw-{T}-min-tau-progress.png`) and complete
+   (`redraw-{T}-min-tau.png`).
 
 Every non-loopback request is aborted and counted (must be 0), as in the e2e tests. Prints a table; --json writes
 the raw numbers.
