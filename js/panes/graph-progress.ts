@@ -14,7 +14,7 @@
  * the background and the nodes) and in each later frame (which only draws edges, out of sight). Calibrated on the real SmolLM2 route at
  * τ = 0.005 (see README, "Browser: redrawing the flow graph by τ").
  */
-export const FIRST_SLICE_US = 1000;
+export const FIRST_SLICE_US = 2000;
 export const SLICE_US = 3000;
 /** A graph whose edges are estimated at most this is drawn in one go (one frame holds it). */
 export const ONE_SHOT_US = 3000;
@@ -31,11 +31,11 @@ export const THIN_ATTENTION = 4;
 /** Weight bins from this one up (t ≥ 1/4, weight ≥ 1/16 of the largest) are heavy: drawn first. */
 export const HEAVY_FROM_BIN = 4;
 /**
- * Which layers the first frame draws first: the heavy ones, what the eye reads first (in layer order: residual
- * lines, MLP dashes, thin attention curves, wide ones), then the light residual lines, light MLP dashes and last the
- * light attention curves (the bulk of a dense graph's work).
+ * Which layers the first frame's preview takes first: the heavy attention curves (thin and wide: the flow between
+ * tokens, and few), then the heavy residual lines and MLP dashes, what the eye reads first; then the light residual
+ * lines, light MLP dashes and last the light attention curves (the bulk of a dense graph's work).
  */
-const LAYER_RANK = [1, 0, 2, 0, 3, 0, 0];
+const LAYER_RANK = [2, 1, 3, 1, 4, 0, 0];
 
 /** The layer of a (kind index in EDGE_KINDS, weight bin) bucket, drawn thin (a hairline) or wide. */
 export function edgeLayer(ki: number, bin: number, thin: boolean): number {
@@ -120,7 +120,9 @@ export class EdgeProgress<T extends EdgeChunk = EdgeChunk> {
     this.order = chunks;
     this.next = 0;
     const heavyFirst = orderChunks(chunks);
-    this.preview = heavyFirst.slice(0, sliceEnd(heavyFirst, 0, first));
+    // chosen heavy first, drawn back to front (the order given)
+    const chosen = new Set(heavyFirst.slice(0, sliceEnd(heavyFirst, 0, first)));
+    this.preview = chunks.filter((c) => chosen.has(c));
   }
 
   cancel(): void {

@@ -36,7 +36,7 @@ describe("order and slices", () => {
     expect([0, 1, 2, 3, 4, 5, 6].filter(narrowLayer)).toEqual([THIN_ATTENTION, THIN_ATTENTION + 1]);
   });
 
-  it("puts the heavy layers first and keeps every layer lightest bucket first", () => {
+  it("puts the heavy layers first, attention curves leading, and keeps every layer lightest bucket first", () => {
     const chunks = [chunk(THIN_ATTENTION, 2 * WEIGHT_BINS + 1, 0), chunk(0, 3, 0), chunk(5, 2 * WEIGHT_BINS + 10, 0), chunk(6, 2 * WEIGHT_BINS + 14, 0), chunk(1, 20, 5), chunk(1, 20, 0), chunk(0, 1, 0), chunk(2, WEIGHT_BINS + 2, 0), chunk(3, WEIGHT_BINS + 25, 0)];
     const order = orderChunks(chunks);
     // the heavy layers (1, 3, 5, 6) before any light one
@@ -44,8 +44,8 @@ describe("order and slices", () => {
     const firstLight = order.findIndex((c) => !heavy(c));
     expect(firstLight).toBe(5);
     expect(order.slice(firstLight).every((c) => !heavy(c))).toBe(true);
-    // among the heavy ones, back to front by layer
-    expect(order.slice(0, firstLight).map((c) => c.layer)).toEqual([1, 1, 3, 5, 6]);
+    // among the heavy ones, the attention curves first (thin, then wide), then residual lines and MLP dashes
+    expect(order.slice(0, firstLight).map((c) => c.layer)).toEqual([5, 6, 1, 1, 3]);
     // the light attention curves (the bulk of the work) last
     expect(order[order.length - 1].layer).toBe(THIN_ATTENTION);
     // within a layer: bucket ascending, then the bucket's own order (chunk(1, 20, 5) was given before chunk(1, 20, 0))
@@ -89,8 +89,11 @@ describe("a progressive job", () => {
 
   it("previews the heaviest chunks within the first frame's budget, and still hands them out in their turn", () => {
     const job = new EdgeProgress();
-    job.start("a", chunks, 5);
-    expect(job.preview).toEqual(orderChunks(chunks).slice(0, sliceEnd(orderChunks(chunks), 0, 5)));
+    job.start("a", chunks, 12);
+    const chosen = orderChunks(chunks).slice(0, sliceEnd(orderChunks(chunks), 0, 12));
+    // the heaviest chunks within the budget, drawn back to front (in the order given)
+    expect(job.preview).toEqual(chunks.filter((c) => chosen.includes(c)));
+    expect(job.preview).not.toEqual(chosen);
     expect(job.preview.length).toBeGreaterThan(1);
     expect(job.preview.every((c) => [1, 3, 5, 6].includes(c.layer))).toBe(true);
     expect(job.take("a", Infinity)).toEqual(chunks);
