@@ -233,7 +233,7 @@ export const THIN_KX = 0.5;
 export const NARROW_FROM_PX = 300_000;
 
 /**
- * The narrow layer of the thin attention curves, cleared, flushing onto the edges layer `lc` (W × H device px);
+ * The narrow layer of the thin attention curves, cleared, flushing onto the edges bitmap `lc` (W × H device px);
  * none when the curves are short enough in total (`px`) to be drawn at full width.
  */
 export function thinLayer(cache: PaintCache, lc: CanvasRenderingContext2D, dpr: number, W: number, H: number, px: number): ThinLayer | undefined {
@@ -375,6 +375,7 @@ function advanceJob(p: PaintInput, cache: PaintCache, key: string, lay: GraphLay
       cache.jobThin.flush();
       cache.jobThin = null;
     }
+    // opened (cleared) at the first thin curve; the job already chose to draw narrow, hence no length threshold
     if (narrow) cache.jobThin ??= thinLayer(cache, ec, p.dpr, edgesCv.width, edgesCv.height, Infinity) ?? null;
     const lc = narrow && cache.jobThin ? cache.jobThin.c : ec;
     lc.setTransform(p.dpr, 0, 0, p.dpr, 0, 0);
