@@ -86,8 +86,17 @@ function graphId(g: GraphData): number {
   return id;
 }
 
-function layerCanvas(old: HTMLCanvasElement | null, W: number, H: number): HTMLCanvasElement {
-  const cv = old ?? document.createElement("canvas");
+/**
+ * A bitmap of W × H device px (the old one resized). `readBack`: its context is made for pixel reads (a progressive
+ * job forces each slice to rasterise with a one-pixel read; Chromium warns about, and may move off the GPU, a
+ * canvas read from repeatedly that did not say so).
+ */
+function layerCanvas(old: HTMLCanvasElement | null, W: number, H: number, readBack = false): HTMLCanvasElement {
+  let cv = old;
+  if (!cv) {
+    cv = document.createElement("canvas");
+    if (readBack) cv.getContext("2d", { willReadFrequently: true });
+  }
   if (cv.width !== W) cv.width = W;
   if (cv.height !== H) cv.height = H;
   return cv;
@@ -240,7 +249,7 @@ export function thinLayer(cache: PaintCache, lc: CanvasRenderingContext2D, dpr: 
   const kx = THIN_KX;
   if (px < NARROW_FROM_PX) return undefined;
   const w = Math.ceil(W * kx);
-  const cv = (cache.thin = layerCanvas(cache.thin, w, H));
+  const cv = (cache.thin = layerCanvas(cache.thin, w, H, true));
   const tc = cv.getContext("2d");
   if (!tc) return undefined;
   tc.setTransform(1, 0, 0, 1, 0, 0);
@@ -418,7 +427,7 @@ export function paintGraph(p: PaintInput, cache: PaintCache): void {
   let nxy: [Float32Array, Float32Array] | null = null;
   const screen = () => (nxy ??= nodeScreen(lay, v));
   const bgCv = (cache.bg = layerCanvas(cache.bg, W, H));
-  const edgesCv = (cache.edges = layerCanvas(cache.edges, W, H));
+  const edgesCv = (cache.edges = layerCanvas(cache.edges, W, H, true));
   const nodesCv = (cache.nodes = layerCanvas(cache.nodes, W, H));
   if (cache.bgKey !== bgKey) {
     paintBackground(clearLayer(bgCv, p.dpr), p);

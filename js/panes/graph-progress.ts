@@ -14,7 +14,7 @@
  * the background and the nodes) and in each later frame (which only draws edges, out of sight). Calibrated on the real SmolLM2 route at
  * τ = 0.005 (see README, "Browser: redrawing the flow graph by τ").
  */
-export const FIRST_SLICE_US = 2000;
+export const FIRST_SLICE_US = 1000;
 export const SLICE_US = 3000;
 /** A graph whose edges are estimated at most this is drawn in one go (one frame holds it). */
 export const ONE_SHOT_US = 3000;
