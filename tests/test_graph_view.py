@@ -294,10 +294,11 @@ def test_progressive_picture_completes_to_the_one_shot_drawing(chromium, dense_p
 def test_a_change_mid_progress_leaves_no_stale_edges(chromium, dense_page):
     with open_graph(chromium, dense_page) as page:
         page.evaluate("() => document.querySelector('.lmtt-graph').__lmtt.setBudget(1, 1)")
-        assert page.evaluate(SET_TAU_JS, "low")
-        # a few frames of the dense graph (some of its layers flattened into the edges bitmap by now), then the
-        # sparse graph and a hover while the dense one was still drawing
-        assert page.evaluate(FRAMES_JS, 2), "the dense graph completed too soon to test a change in its middle"
+        # a few frames of the dense graph (some of its edges in the edges bitmap by now), then the sparse graph and a
+        # hover while the dense one was still drawing (one call: this small graph completes in a few frames)
+        started = page.evaluate(f"async () => [({SET_TAU_JS})('low'), await ({FRAMES_JS})(2)]")
+        assert started[0]
+        assert started[1], "the dense graph completed too soon to test a change in its middle"
         page.evaluate(SET_TAU_JS, "high")
         box = page.locator(".lmtt-graph canvas.lmtt-canvas").bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
@@ -307,8 +308,9 @@ def test_a_change_mid_progress_leaves_no_stale_edges(chromium, dense_page):
         page.evaluate(GRAB_JS, "oneshot")
         same_picture(page, "final", "oneshot")
         # and back to the dense graph, with a hover and a click that selects a node in its first frame
-        assert page.evaluate(SET_TAU_JS, "low")
-        assert page.evaluate(CLICK_NODE_JS), "the selection redraw should not complete the picture at once"
+        clicked = page.evaluate(f"() => [({SET_TAU_JS})('low'), ({CLICK_NODE_JS})()]")
+        assert clicked[0]
+        assert clicked[1], "the selection redraw should not complete the picture at once"
         assert "nothing selected" not in page.locator(".lmtt-graph .lmtt-info").text_content()
         finish(page)
         page.evaluate(GRAB_JS, "final2")
@@ -322,8 +324,7 @@ def test_png_export_mid_progress_holds_every_edge(chromium, dense_page):
 
     with open_graph(chromium, dense_page) as page:
         page.evaluate("() => document.querySelector('.lmtt-graph').__lmtt.setBudget(1, 1)")
-        assert page.evaluate(SET_TAU_JS, "low")
-        page.evaluate(GRAB_JS, "first")
+        assert page.evaluate(f"() => [({SET_TAU_JS})('low'), ({GRAB_JS})('first')]")[0]
         with page.expect_download() as dl:
             page.locator(".lmtt-graph button", has_text="PNG").click()
         png = Image.open(io.BytesIO(Path(dl.value.path()).read_bytes())).convert("RGBA")
