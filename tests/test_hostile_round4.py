@@ -311,3 +311,26 @@ def test_smollm2_reports_of_hostile_prompts_render_as_text(prompt, smollm2, tmp_
     assert seen["prompt"].replace("\x00", "\ufffd") == shown
     # a raw bidi control never reaches the page's visible text (shown as ⟨U+202E⟩ instead)
     assert not any(c in seen["text"] for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+@pytest.mark.parametrize("prompt, kind, match", [
+    (torch.tensor([97, 98], device="meta"), TypeError, "meta device"),
+    ({"input_ids": "abc"}, TypeError, "input_ids must be token ids"),
+    (np.array(["a", "b"]), TypeError, "numpy array of dtype <U1.*explain_many"),
+    (np.array([97, None], dtype=object), TypeError, "numpy array of dtype object"),
+    (np.array([97.0, 98.0]), TypeError, "numpy array of dtype float64"),
+])
+def test_prompt_arrays_the_reader_cannot_use_are_refused(lm, prompt, kind, match):
+    refused(kind, lambda: explain(lm, prompt), match)
+
+
+@pytest.mark.parametrize("export", ["to_dataframes", "to_json", "to_networkx"])
+@pytest.mark.parametrize("tokens, kind, match", [
+    (["a"], ValueError, "1 texts for a route over 6 tokens"),
+    (5, TypeError, "list of texts"),
+    ("abcdef", TypeError, "list of texts"),
+    ([1, 2, 3, 4, 5, 6], TypeError, "list of texts"),
+])
+def test_route_exports_check_the_token_texts(ex, export, tokens, kind, match):
+    refused(kind, lambda: getattr(ex.route(), export)(tokens=tokens), match)
+    assert getattr(ex.route(), export)(tokens=list(ex.tokens)) is not None  # the right ones still work

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .. import checks
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 from .scores import HEAD_FLOOR, ContributionScores
 
 NODE_KINDS = ("embedding", "after_attention", "mlp", "after_mlp")
@@ -83,10 +83,24 @@ class Route:
                 "cancelling": bool(np.isin(int(nid), self.cancelling)),
                 "external_edit": bool(np.isin(int(nid), self.external))}
 
+    def _token_texts(self, tokens) -> list[str] | None:
+        """``tokens`` checked: None, or one text per token of the prompt (e.g. ``ex.tokens``)."""
+        if tokens is None:
+            return None
+        if isinstance(tokens, (str, bytes)) or not isinstance(tokens, (list, tuple)) or \
+                not all(isinstance(t, str) for t in tokens):
+            raise InputTypeError(f"tokens must be a list of texts, one per token (e.g. ex.tokens), not "
+                                 f"{type(tokens).__name__}.")
+        if len(tokens) != self.n_tokens:
+            raise InputError(f"tokens holds {len(tokens)} texts for a route over {self.n_tokens} tokens; pass "
+                             "ex.tokens of the explanation this route came from.")
+        return list(tokens)
+
     def to_dataframes(self, tokens: list[str] | None = None):
         """(nodes, edges) as pandas DataFrames."""
         import pandas as pd
 
+        tokens = self._token_texts(tokens)
         nodes = pd.DataFrame([self.describe_node(n) for n in self.nodes])
         if tokens is not None and len(nodes):
             nodes["text"] = [tokens[t] for t in nodes["token"]]
@@ -107,6 +121,7 @@ class Route:
     def to_networkx(self, tokens: list[str] | None = None):
         import networkx as nx
 
+        tokens = self._token_texts(tokens)
         g = nx.MultiDiGraph(n_layers=self.n_layers, n_tokens=self.n_tokens, target=self.target,
                             threshold=self.threshold, granularity=self.granularity)
         for n in self.nodes:
@@ -120,6 +135,7 @@ class Route:
         return g
 
     def to_json(self, tokens: list[str] | None = None) -> dict:
+        tokens = self._token_texts(tokens)
         return {
             "n_layers": self.n_layers, "n_tokens": self.n_tokens, "n_heads": self.n_heads,
             "target": self.target, "threshold": self.threshold, "granularity": self.granularity,

@@ -76,7 +76,17 @@ def _from_encoding(enc, what: str) -> torch.Tensor:
 
 
 def _from_array(x, what: str) -> torch.Tensor:
-    x = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "iu":  # text, objects, floats, bools: numpy would fail or round
+            raise PromptTypeError(
+                f"Token ids must be integers; {what} is a numpy array of dtype {x.dtype}. Pass one text, or "
+                "integer ids (np.asarray(ids, dtype=np.int64))." + (f" {_MANY}" if x.dtype.kind in "UOS" else ""))
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise PromptTypeError(f"The tokenizer output's input_ids must be token ids (a list of ints or a tensor), "
+                              f"not {type(x).__name__}.")
+    if x.is_meta:
+        raise PromptTypeError(f"{what.capitalize()} is on the meta device and holds no values; pass real token ids.")
     if x.dtype == torch.bool or x.is_floating_point() or x.is_complex():
         raise PromptTypeError(
             f"Token ids must be integers; {what} has dtype {x.dtype}. Floats are not rounded for you: convert "
