@@ -367,7 +367,7 @@ export interface Traits {
   agreement: Partial<Agreement>;
   /** the attribution pane's method, by registry name (flow or input family) */
   attribution_method: string;
-  /** method name -> its keyword options, e.g. `{"integrated_gradients": {"steps": 8}}` */
+  /** method name -> its keyword options, e.g. `{"integrated_gradients": {"steps": 8}}`; unknown methods or options, and the metric's own (target, foil, position), are refused and put back */
   attribution_options: Record<string, Record<string, unknown>>;
   /** py only: the attribution pane's scores, `{}` when they cannot be computed */
   attribution: Partial<Attribution>;

@@ -305,7 +305,8 @@ TRAITS = [
     Trait("attribution_method", Value("string", py=(str,)), "both",
           "the attribution pane's method, by registry name (flow or input family)"),
     Trait("attribution_options", MapOf(Value("Record<string, unknown>", py=(dict,))), "both",
-          'method name -> its keyword options, e.g. `{"integrated_gradients": {"steps": 8}}`'),
+          'method name -> its keyword options, e.g. `{"integrated_gradients": {"steps": 8}}`; unknown methods '
+          'or options, and the metric\'s own (target, foil, position), are refused and put back'),
     Trait("attribution", ATTRIBUTION, "py", ATTRIBUTION.doc),
     Trait("graph_variants", MapOf(GRAPH), "report",
           'report only: `"<target>|<threshold>|<granularity>"` -> graph, the routes a report can switch to'),
