@@ -334,3 +334,9 @@ def test_prompt_arrays_the_reader_cannot_use_are_refused(lm, prompt, kind, match
 def test_route_exports_check_the_token_texts(ex, export, tokens, kind, match):
     refused(kind, lambda: getattr(ex.route(), export)(tokens=tokens), match)
     assert getattr(ex.route(), export)(tokens=list(ex.tokens)) is not None  # the right ones still work
+
+
+@pytest.mark.parametrize("ids", [np.arange(97, 103)[::-1], np.array([97, 98, 99], dtype=">i8"),
+                                 np.array([97, 98, 99], dtype=np.uint16)])
+def test_integer_arrays_of_any_strides_and_byte_order_are_read(lm, ids):
+    assert explain(lm, ids).trace.input_ids.tolist() == [int(i) for i in ids]

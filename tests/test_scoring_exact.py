@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from lmtt_widgets import explain
-from lmtt_widgets.contributions import fused
 from lmtt_widgets.contributions import scores as scores_module
 from lmtt_widgets.contributions.proximity import grouped_part_proximity, l1_proximity
 from lmtt_widgets.contributions.scores import score_layers
@@ -16,18 +15,6 @@ from test_contributions import brute_force_attention
 from tiny_models import loaded
 
 LONG = "the cat sat on the mat, the dog ate the hat; then the cat"
-
-
-@pytest.fixture(params=["compiled", "tensor"], autouse=True)
-def kernel(request, monkeypatch):
-    """Every test here runs on both versions of the per-part work: the compiled loop (contributions/fused.py, the
-    ``fast`` extra, which the test extra installs) and the tensor operations (without numba)."""
-    if request.param == "compiled":
-        assert fused._kernel is not None, "the test extra installs numba (pip install -e '.[test]')"
-        monkeypatch.setattr(fused, "ENABLED", True)
-    else:
-        monkeypatch.setattr(fused, "ENABLED", False)
-    return request.param
 
 
 def direct(y, coef, basis, scale):
@@ -132,24 +119,13 @@ def test_head_and_edge_scores_equal_brute_force_over_many_chunks(family, edge_fl
     assert split > 0  # some stored edges really had heads below the per-head floor
 
 
-def test_the_compiled_loop_runs_where_it_can_and_falls_back_where_it_cannot(kernel, monkeypatch):
-    """The compiled loop really scores (not the tensor version behind it), and a compile failure turns it off with a
-    warning, the tensor version giving the same proximities."""
-    g = torch.Generator().manual_seed(9)
-    y, coef, basis = (torch.randn(2, 7, 12, generator=g), torch.rand(2, 3, 7, 7, generator=g),
-                      torch.randn(2, 3, 7, 12, generator=g))
-    calls = []
-    real = fused.finish_chunk
-    monkeypatch.setattr(fused, "finish_chunk", lambda *a: calls.append(1) or real(*a))
-    want = grouped_part_proximity(y.double(), coef.double(), basis.double())
+def test_coefficients_in_any_layout_even_transposed():
+    """A transposed block of coefficients (no flat view exists) gives the proximities of its contiguous copy."""
+    g = torch.Generator().manual_seed(11)
+    B, G, N, d = 2, 3, 9, 16
+    y = torch.randn(B, N, d, generator=g, dtype=torch.float64)
+    coef = (torch.rand(B, G, N, N, generator=g, dtype=torch.float64) * 3).transpose(-1, -2)
+    basis = torch.randn(B, G, N, d, generator=g, dtype=torch.float64) * 2
+    assert not coef.is_contiguous()
     got = grouped_part_proximity(y, coef, basis)
-    assert torch.allclose(got.double(), want, atol=1e-5)
-    assert bool(calls) == (kernel == "compiled")
-    if kernel == "compiled":
-        def broken(*a):
-            raise fused.CompileError("no lowering for this")
-
-        monkeypatch.setattr(fused, "finish_chunk", broken)
-        with pytest.warns(RuntimeWarning, match="compiled proximity loop is off"):
-            again = grouped_part_proximity(y, coef, basis)
-        assert not fused.ENABLED and torch.allclose(again.double(), want, atol=1e-5)
+    assert torch.allclose(got, direct(y, coef, basis, None), atol=1e-9)

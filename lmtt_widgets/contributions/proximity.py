@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import torch
 
-from . import fused
-
 # Floats allowed in one chunk's temporary tensors (about 64 MB in float32).
 CHUNK_BUDGET = 16 * 2**20
 # How many of a row's smallest coordinates each bucket corrects; parts needing more are computed directly.
@@ -168,15 +166,11 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot, sums=False):
     # A coordinate can need the correction only where |z_k| > |y_k|, i.e. |a| |b_k| > |y_k| / |scale_k|.
     # (where scale_k = 0 no part reaches coordinate k: 0/0 is read as inf, which also keeps the bit order below)
     y_eff = absy if scale is None else (absy / scale.abs()).nan_to_num_(nan=float("inf"))
-    if fused.available(prox, coef, basis, y):  # the same maths in one compiled pass over the parts
-        try:
-            return fused.finish_chunk(prox, coef, reach, basis, signed_scale, absy, y_eff, sums)
-        except fused.CompileError as exc:  # numba could not compile the loop here: the tensor version follows
-            fused.disable(str(exc).splitlines()[0])
     prox.mul_(coef)  # [b, G, m, J] the linear term, in place
     width = min(d, levels[-1] + 1) if levels else 1
     edges, order = _smallest(y_eff, width)  # [M, width] ascending
-    bound = torch.mul(coef, reach[:, :, None, :J]).abs_()  # |a| max|b|: the largest |z_k| a part can reach
+    # |a| max|b|: the largest |z_k| a part can reach (laid out like prox, whatever coef's strides)
+    bound = torch.mul(coef, reach[:, :, None, :J]).abs_().contiguous()
     # Parts below the smallest |y_k| need no correction; nor do those whose linear term is <= 0: the correction
     # only lowers a proximity, which is clamped at 0 (about half of the parts).
     at = (bound > edges[:, 0].view(b, 1, m, 1)).view(-1).nonzero().squeeze(1)

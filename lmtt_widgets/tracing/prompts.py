@@ -81,7 +81,7 @@ def _from_array(x, what: str) -> torch.Tensor:
             raise PromptTypeError(
                 f"Token ids must be integers; {what} is a numpy array of dtype {x.dtype}. Pass one text, or "
                 "integer ids (np.asarray(ids, dtype=np.int64))." + (f" {_MANY}" if x.dtype.kind in "UOS" else ""))
-        x = torch.from_numpy(x)
+        x = torch.from_numpy(np.ascontiguousarray(x).astype(np.int64, copy=False))  # any strides or byte order
     if not isinstance(x, torch.Tensor):
         raise PromptTypeError(f"The tokenizer output's input_ids must be token ids (a list of ints or a tensor), "
                               f"not {type(x).__name__}.")

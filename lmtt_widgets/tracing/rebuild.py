@@ -57,7 +57,7 @@ def droppable_bytes(n_layers: int, n_tokens: int, d: int, hd: int, F: int, *, pa
 class LayerRebuilder:
     """Everything needed to run one block of a trace again: the model's facts and the block's call arguments."""
 
-    __slots__ = ("facts", "index", "args", "kwargs", "positional", "cache")
+    __slots__ = ("facts", "index", "args", "kwargs", "positional", "cache", "weights_seen")
 
     def __init__(self, facts: ModelFacts, index: int, args: tuple, kwargs: dict, cache: RebuildCache):
         self.facts, self.index, self.cache = facts, index, cache
@@ -65,6 +65,22 @@ class LayerRebuilder:
         self.positional = bool(args)
         self.args = tuple(args[1:])
         self.kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        # the block's parameters as the trace saw them: an in-place change bumps a tensor's version counter, a new
+        # Parameter changes its identity (offloaded ones, on meta between passes, are swapped by accelerate itself)
+        self.weights_seen = [(name, p, p._version) for name, p in facts.blocks[index].named_parameters()
+                             if not p.is_meta]
+
+    def check_unchanged(self) -> None:
+        """Refuse (StaleTraceError) when the block's weights changed since the trace: the rows computed from the
+        slim record (:func:`layer_rows`) read the live weights, so a changed model would be described silently."""
+        now = dict(self.facts.blocks[self.index].named_parameters())
+        changed = [name for name, p, version in self.weights_seen if now.get(name) is not p or p._version != version]
+        if changed:
+            raise StaleTraceError(
+                f"layer {self.index}: {', '.join(changed[:3])}{' and others' if len(changed) > 3 else ''} changed "
+                "since the trace, so this layer's tensors cannot be computed again. Explain the prompt again with "
+                "the model as it is now."
+            )
 
     def record(self, slim: LayerRecord) -> LayerRecord:
         """The whole record of this layer (computed again, or the one computed last time if still kept)."""
@@ -203,28 +219,39 @@ def layer_rows(rec: LayerRecord, weights: LayerWeights, positions: list[int]) ->
     tensors up to rounding (float32: ~1e-6 relative; the model's own rounding where it computes in bf16).
     """
     P = list(positions)
-    if not rec.slim:
+    if rec.slim:
+        rec.rebuilder.check_unchanged()
+    else:
         parallel = rec.resid_mid is None
         mid = rec.resid_pre[P] + rec.attn_update[P] if parallel else rec.resid_mid[P]
         return LayerRows(rec.resid_pre[P], mid, rec.resid_post[P], rec.head_signal[P], rec.attn_out[P],
                          rec.attn_update[P], rec.mlp_out[P], rec.mlp_update[P])
+    low = rec.model_dtype in (torch.float16, torch.bfloat16)
+    # a bf16/fp16 model rounds each of these to its dtype: so do we, to follow its numbers (not float32's)
+    as_model = (lambda t: t.to(rec.model_dtype).to(t.dtype)) if low else (lambda t: t)
     values = upcast(rec.values)  # [K, T, dh]
     A = torch.stack([rec.attention_row(p) for p in P]).to(values.dtype)  # [P, H, T]
     H = A.shape[1]
     v = values.repeat_interleave(H // values.shape[0], dim=0)  # GQA: query head h reads kv head h // (H / K)
-    signal = torch.einsum("phj,hjk->phk", A, v)  # [P, H, dh]
+    signal = as_model(torch.einsum("phj,hjk->phk", A, v))  # [P, H, dh]
     w_o = weights.w_o.to(signal.device)
     attn_out = signal.reshape(len(P), -1) @ w_o.t()
     if weights.b_o is not None:
         attn_out = attn_out + weights.b_o.to(signal.device)
+    attn_out = as_model(attn_out)
     pre, post = upcast(rec.resid_pre[P]), upcast(rec.resid_post[P])
     norm = weights.attn_post_norm
-    attn_update = attn_out if norm is None else norm.apply(attn_out, upcast(rec.attn_post_rstd[P]))
-    mid = pre + attn_update
+    attn_update = attn_out if norm is None else as_model(norm.apply(attn_out, upcast(rec.attn_post_rstd[P])))
+    mid = as_model(pre + attn_update)  # the residual add, rounded as the model's
     mlp_update = post - mid
     mlp_out = mlp_update if weights.mlp_post_norm is None else _before_post_norm(
         weights.mlp_post_norm, mlp_update, upcast(rec.mlp_post_rstd[P]))
-    return LayerRows(pre, mid, post, signal, attn_out, attn_update, mlp_out, mlp_update)
+    rows = LayerRows(pre, mid, post, signal, attn_out, attn_update, mlp_out, mlp_update)
+    if low:  # post - mid also holds the stream's rounding (up to half a bf16 step of post): run the MLP instead
+        ran = rec.rebuilder.mlp_alone(rows)
+        if ran is not None:
+            rows = dataclasses.replace(rows, mlp_out=ran[1], mlp_update=ran[2])
+    return rows
 
 
 def _before_post_norm(norm, update: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
