@@ -6,13 +6,14 @@ attribution), and what a kernel would answer to clicks: every head's detail, eve
 vocabulary projection the report can afford, and the route scores (every part of every update above τ = 0.005),
 from which the page traces the route of any target at any τ and granularity itself (js/staticroute.ts), exactly as
 ``Explanation.route`` does. Arrays travel binary, some at reduced precision where the eye cannot tell
-(report_pack.py says which and how), gzip-compressed and base64-encoded; the browser decompresses them with its own
+(report_pack.py says which and how), gzip-compressed and written as text of 7 bits a character (report_pack
+``to_text``: 8/7 of the compressed size, where base64 takes 4/3); the browser decompresses them with its own
 ``DecompressionStream``. What a report leaves out (causal methods, long prompts past the size budget) is listed in a
 note at its top.
 
 A Content-Security-Policy forbids every network request, so what renders is provably offline. Prompts and tokens
-are hostile text: the state travels as base64 (no ``<`` at all) inside its ``<script>`` block, the bundle too, and
-the note and title are HTML-escaped. The file is replaced atomically: a failed write keeps the old one.
+are hostile text: the state travels as that text (no ``<``, CR or NUL at all) inside its ``<script>`` block, the
+bundle as base64, and the note and title are HTML-escaped. The file is replaced atomically: a failed write keeps the old one.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .explain import Explanation
 from .methods.flow_attribution import attention_rollout_tables, flow_attribution_tables
 from .methods.logit_attribution import logit_attribution_tables
 from .methods.targets import make_metric
-from .report_pack import pack_base64, reduced, unpack
+from .report_pack import Packer, reduced, text_size, to_text, unpack
 from .report_vocab import head_projections, mlp_projections, neuron_projections
 from .widgets import payload, protocol, scoring
 from .widgets.codec import encode_array, wire_text
@@ -55,7 +56,7 @@ TAU_FLOOR = 0.005
 # patterns (dense, the largest part of a long prompt's report) step down through these only when the required
 # content does not fit otherwise, each step said in the note with its error.
 CONTRIBUTION_LEVELS = 255
-PATTERN_LEVELS = (255, 127, 63, 31, 15, 7)
+PATTERN_LEVELS = (255, 181, 127, 90, 63, 45, 31, 22, 15, 11, 7)
 FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient", "saliency")  # one backward pass: the default target only
 # Heads whose vocabulary projection the report holds at each target other than the last (besides those on its
@@ -210,28 +211,38 @@ class _Content:
         keys = [f"head:{layer}:{h}:{self.target}" for layer, h in heads]
         return keys, payload.head_details(ex, heads, self.target)
 
-    def build(self, max_bytes: int) -> tuple[dict, list[str], str]:
-        """The report dict, the omissions it needed for its base64 container to stay under ``max_bytes``, and
-        that container. At the step that cuts neurons' projections, as many route blocks keep them as fit (the
-        most important first: bisection on their number)."""
-        for step in range(len(_STEPS)):
-            level, omitted = _STEPS[step][0], _notes(step)
-            if level["neurons"] == "last" and _STEPS[step - 1][0]["neurons"] != "last":
-                found = self._most_neurons(level, omitted[:-1], max_bytes)  # its fewest is this step
-                if found is not None:
-                    return found
-                continue
-            report, packed = self._packed(level, omitted)
-            if len(packed) <= max_bytes:
-                break
-        else:
-            omitted = omitted + [f"Even so this report's state is {len(packed) / 1e6:.1f} MB, over its budget of "
-                                 f"{max_bytes / 1e6:.1f} MB."]
-        return report, omitted, packed
+    def build(self, max_bytes: int) -> tuple[dict, list[str], "_Packed"]:
+        """The report dict, the omissions it needed for its container's text to stay under ``max_bytes``, and
+        that container. Every step of the ladder before the neurons' one holds less than the step before it, so
+        the first that fits is found by bisection (a few packs, not one per step); at the neurons' step, as many
+        route blocks keep their projections as fit (the most important first: bisection on their number)."""
+        self._packer = Packer()  # remembers each section's deflate: a step re-deflates only what it changed
+        packs: dict[int, tuple] = {}
 
-    def _packed(self, level: dict, omitted: list[str]) -> tuple[dict, str]:
+        def fits(step: int) -> bool:
+            if step not in packs:
+                packs[step] = self._packed(_STEPS[step][0], _notes(step))
+            return len(packs[step][1]) <= max_bytes
+
+        first, last = 0, _NEURON_STEP - 1
+        if fits(last):
+            while first < last:
+                mid = (first + last) // 2
+                first, last = (first, mid) if fits(mid) else (mid + 1, last)
+            return packs[first][0], _notes(first), packs[first][1]
+        found = self._most_neurons(_STEPS[_NEURON_STEP][0], _notes(_NEURON_STEP)[:-1], max_bytes)
+        if found is not None:  # its fewest is the neurons' step itself
+            return found
+        for step in range(_NEURON_STEP + 1, len(_STEPS)):
+            if fits(step):
+                return packs[step][0], _notes(step), packs[step][1]
+        report, packed = packs[len(_STEPS) - 1]
+        return report, _notes(len(_STEPS) - 1) + [
+            f"Even so this report's state is {len(packed) / 1e6:.1f} MB, over its budget of {max_bytes / 1e6:.1f} MB."], packed
+
+    def _packed(self, level: dict, omitted: list[str]) -> tuple[dict, "_Packed"]:
         report = self._report(level, omitted)
-        return report, pack_base64(report)
+        return report, _Packed(self._packer.pack(report))
 
     def _most_neurons(self, level: dict, omitted: list[str], max_bytes: int):
         """The report with neurons' projections for the most route blocks that fit under ``max_bytes`` (the last
@@ -279,6 +290,19 @@ class _Content:
                 "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
                 "omitted": self.coverage + omitted, "budget_omitted": omitted, "default_target": self.target,
                 "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
+
+
+class _Packed:
+    """A packed container: its size as the page's text (``len``: at most one byte over) and that text (``str``)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __len__(self) -> int:
+        return text_size(len(self.data))
+
+    def __str__(self) -> str:
+        return to_text(self.data)
 
 
 def _rows(table: dict, keep: np.ndarray) -> dict:
@@ -433,6 +457,10 @@ _STEPS = [
 ]
 
 
+# the first step that cuts neurons' projections (``build`` bisects the steps before it)
+_NEURON_STEP = next(i for i, (level, _, _) in enumerate(_STEPS) if level["neurons"] == "last")
+
+
 def _notes(step: int) -> list[str]:
     """What the ladder has left out by ``step``: the latest note of each kind, in the order the kinds came."""
     notes: dict[str, str] = {}
@@ -554,7 +582,7 @@ def render_html(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granulari
                 max_bytes: int = MAX_BYTES) -> str:
     content = _Content(ex, threshold, granularity)
     _, omitted, packed = content.build(max_bytes - _page_bytes() - 4096)  # 4 kB: the title and note
-    return _page(ex, packed, content.coverage + omitted)
+    return _page(ex, str(packed), content.coverage + omitted)
 
 
 def _page_bytes() -> int:

@@ -24,10 +24,11 @@ def test_report_html_is_self_contained():
     assert "default-src 'none'" in page and "connect-src 'none'" in page
     assert not re.search(r"""(src|href)=["']https?://""", page)
     assert "import(\"http" not in page and "from\"http" not in page
-    # the hostile prompt cannot close the state's <script> element early: the state is base64 (test_hostile.py
-    # goes further), and it holds the prompt intact
+    # the hostile prompt cannot close the state's <script> element early: the state is text with no "<" (nor CR or
+    # NUL, which the HTML parser would change; report_pack.to_text; test_hostile.py goes further), and it holds
+    # the prompt intact
     state = page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]
-    assert re.fullmatch("[A-Za-z0-9+/=]+", state)
+    assert not re.search("[<\r\0]", state) and max(map(ord, state)) < 0x283
     assert read_report(page)["state"]["prompt"] == "a </script><img src=x onerror=alert(1)> b"
 
 
