@@ -129,9 +129,13 @@ class _Content:
         self.all_heads = ex.n_layers * ex.n_heads * (T - 1) <= ALL_HEAD_ROWS
         # what this report holds by design (said in its note whatever the budget)
         self.coverage = _ALWAYS_OMITTED + ([] if self.all_heads else [_SOME_HEADS])
-        heads = sorted(self._other_target_heads(route_heads))
-        self.vocab = {"mlp": mlp_projections(ex, sorted(self.route_mlp)), "head": head_projections(ex, heads)}
-        self.head_on_route = np.array([x in route_heads for x in heads], bool)
+        self.route_heads = route_heads
+        # the heads on each other target's route now; the rest of the held heads (and the lens off the last target)
+        # only once the ladder can keep them (``_add_extras``): a long prompt's report cuts them anyway
+        on_route = sorted(x for x in route_heads if x[2] != self.target)
+        self.vocab = {"mlp": mlp_projections(ex, sorted(self.route_mlp)), "head": head_projections(ex, on_route)}
+        self.head_on_route = np.ones(len(on_route), bool)
+        self.has_extras = False
         self.last_blocks = (payload.mlp_nodes(ex.route(self.target, threshold, granularity))
                             | {(layer, self.target) for layer in range(ex.n_layers)})
         self.neuron_blocks = self.route_mlp | {(layer, self.target) for layer in range(ex.n_layers)}
@@ -139,6 +143,20 @@ class _Content:
         self.neurons = {f"neuron:{layer}:{n}:{t}": payload.details(ex, f"neuron:{layer}:{n}:{t}")
                         for layer, n, t in alone}
         self.strings = _vocab_strings(ex, self.vocab)
+
+    def _add_extras(self) -> None:
+        """The extras the ladder cuts first: every held head's projection at the other targets (not only those on
+        their routes) and the logit lens at every target. Computed once, when a step that holds them is tried."""
+        if self.has_extras:
+            return
+        ex, positions = self.ex, list(range(self.ex.n_tokens - 1))
+        for t, column in payload.lens_columns(ex, positions).items():
+            self.per_target[str(t)]["lens"] = column
+        heads = sorted(self._other_target_heads(self.route_heads))
+        self.vocab["head"] = head_projections(ex, heads)  # the route's rows again: one product, the table sorted
+        self.head_on_route = np.array([x in self.route_heads for x in heads], bool)
+        self.strings = _vocab_strings(ex, self.vocab)
+        self.has_extras = True
 
     def _other_target_heads(self, route_heads: set[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
         """(layer, head, token) whose projections the report holds at targets other than the last: the
@@ -187,18 +205,17 @@ class _Content:
 
     def _targets(self) -> dict:
         """Per target, what the widget recomputes when its target changes (Explorer._refilter and _rescore):
-        predictions, logit lens, metric, the heatmap's tables (importance and direct logit attribution, computed
-        batched) and their agreement."""
+        predictions, metric (the logit lens: ``_add_extras``), the heatmap's tables (importance and direct logit
+        attribution, computed batched) and their agreement."""
         ex, snaps = self.ex, {}
         positions = list(range(ex.n_tokens - 1))
-        lens = payload.lens_columns(ex, positions)
         metrics = [make_metric(ex, None, None, t) for t in positions]
         dla = logit_attribution_tables(ex, metrics)
         for n, t in enumerate(positions):
             st = scoring.Settings(t)
             tables = {"importance": scoring.run_method(ex, "importance", st), "logit_attribution": dla[n]}
             snaps[str(t)] = {
-                "meta": payload.meta(ex, t), "lens": lens[t],
+                "meta": payload.meta(ex, t),
                 "metric": payload.metric_info(ex, metrics[n], st, ready=not scoring.causal_problem(ex, st)),
                 "method_scores": payload.method_scores(tables, ex.n_layers, ex.n_heads),
                 "agreement": scoring.head_agreement(tables, ex.n_layers, ex.n_heads),
@@ -213,9 +230,10 @@ class _Content:
 
     def build(self, max_bytes: int) -> tuple[dict, list[str], "_Packed"]:
         """The report dict, the omissions it needed for its container's text to stay under ``max_bytes``, and
-        that container. Every step of the ladder before the neurons' one holds less than the step before it, so
-        the first that fits is found by bisection (a few packs, not one per step); at the neurons' step, as many
-        route blocks keep their projections as fit (the most important first: bisection on their number)."""
+        that container. Every step of the ladder before the neurons' one holds less than the step before it: the
+        first step without the extras is tried first (the extras are computed only if it fits), then the first
+        step that fits after it is found by bisection (a few packs, not one per step); at the neurons' step, as
+        many route blocks keep their projections as fit (the most important first: bisection on their number)."""
         self._packer = Packer()  # remembers each section's deflate: a step re-deflates only what it changed
         packs: dict[int, tuple] = {}
 
@@ -224,7 +242,11 @@ class _Content:
                 packs[step] = self._packed(_STEPS[step][0], _notes(step))
             return len(packs[step][1]) <= max_bytes
 
-        first, last = 0, _NEURON_STEP - 1
+        if fits(_EXTRAS_STEP):  # all but the extras fit: the first step that fits is one of those before
+            self._add_extras()
+            first = next(step for step in range(_EXTRAS_STEP + 1) if fits(step))
+            return packs[first][0], _notes(first), packs[first][1]
+        first, last = _EXTRAS_STEP + 1, _NEURON_STEP - 1
         if fits(last):
             while first < last:
                 mid = (first + last) // 2
@@ -457,7 +479,8 @@ _STEPS = [
 ]
 
 
-# the first step that cuts neurons' projections (``build`` bisects the steps before it)
+# the first step without the extras, and the first that cuts neurons' projections (``build`` bisects between)
+_EXTRAS_STEP = next(i for i, (level, _, _) in enumerate(_STEPS) if not level["lens"] and level["heads"] == "route")
 _NEURON_STEP = next(i for i, (level, _, _) in enumerate(_STEPS) if level["neurons"] == "last")
 
 
