@@ -48,12 +48,13 @@ def measure(lm, n_tokens: int, work: Path) -> dict:
 def sections(page: str) -> dict[str, tuple[int, int]]:
     """(stored bytes, gzip bytes) of each part of a report's container: the top-level entries, and one level
     down for the big ones (details by kind and field, vocab tables, per-target fields, state traits)."""
-    import base64
     import gzip
     import struct
     import zlib
 
-    raw = gzip.decompress(base64.b64decode(page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]))
+    from lmtt_widgets.report_pack import from_text
+
+    raw = gzip.decompress(from_text(page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]))
     (n,) = struct.unpack_from("<I", raw)
     body = json.loads(raw[4:4 + n])
     arrays = raw[4 + n + (-(4 + n) % 8):]
