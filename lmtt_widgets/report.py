@@ -371,8 +371,10 @@ def _stored_table(table: dict, strings: dict[int, str], texts: dict[str, int]) -
     out = {}
     for name, v in table.items():
         if name == "ids":
-            v = np.vectorize(lambda i: texts.setdefault(strings[int(i)], len(texts)), otypes=[np.int64])(v) if v.size else v
-            out[name] = reduced(encode_array(np.asarray(v).astype(np.uint32), "uint32"), "u16")
+            ids, where = np.unique(np.asarray(v, np.int64), return_inverse=True)
+            index = np.array([texts.setdefault(strings[int(i)], len(texts)) for i in ids], np.int64)
+            v = index[where.reshape(-1)].reshape(np.shape(v))
+            out[name] = reduced(encode_array(v.astype(np.uint32), "uint32"), "u16")
         elif name in ("vals", "scale"):  # vals: rows of top-k descending, bottom-k ascending (small differences)
             out[name] = reduced(encode_array(np.asarray(v, np.float32)), "f16", delta=name == "vals")
         elif name == "index":

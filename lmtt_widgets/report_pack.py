@@ -174,7 +174,7 @@ class Packer:
     def _deflate(self, data: bytes, last: bool) -> bytes:
         key = hashlib.blake2b(data, digest_size=16).digest() + bytes([last])
         if key not in self._done:
-            z = zlib.compressobj(self.level, zlib.DEFLATED, -15, 9)
+            z = zlib.compressobj(self.level, zlib.DEFLATED, -15, 8)  # memLevel 8: as small as 9 here
             self._done[key] = z.compress(data) + z.flush(zlib.Z_FINISH if last else zlib.Z_FULL_FLUSH)
         return self._done[key]
 
