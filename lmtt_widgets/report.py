@@ -231,9 +231,11 @@ class _Content:
     def build(self, max_bytes: int) -> tuple[dict, list[str], "_Packed"]:
         """The report dict, the omissions it needed for its container's text to stay under ``max_bytes``, and
         that container. Every step of the ladder before the neurons' one holds less than the step before it: the
-        first step without the extras is tried first (the extras are computed only if it fits), then the first
-        step that fits after it is found by bisection (a few packs, not one per step); at the neurons' step, as
-        many route blocks keep their projections as fit (the most important first: bisection on their number)."""
+        first step without the extras is tried first (the extras are computed only if it fits), then a step that
+        fits after one that does not is found by bisection (a few packs, not one per step; deflate can make a
+        coarser map a few hundred bytes larger, so the sizes fall only almost monotonically); at the neurons'
+        step, as many route blocks keep their projections as fit (the most important first: bisection on their
+        number)."""
         self._packer = Packer()  # remembers each section's deflate: a step re-deflates only what it changed
         packs: dict[int, tuple] = {}
 

@@ -123,3 +123,29 @@ def test_container_text_survives_the_html_parser_and_the_page_reads_it(chromium,
 def test_text_is_smaller_than_base64():
     data = os.urandom(30_000)
     assert len(to_text(data).encode()) < 0.86 * len(base64.b64encode(data))
+
+
+def test_ladder_takes_a_step_that_fits_after_one_that_does_not_and_computes_the_extras_only_then():
+    """The ladder's search (the first step without the extras, then bisection) returns a step whose container
+    fits while the step before it does not, as a walk down the steps would (deflate can make a coarser map a few
+    hundred bytes larger, so the sizes fall only almost monotonically); the extras are computed only when a step
+    holding them may fit."""
+    from lmtt_widgets import explain
+    from lmtt_widgets.report import _EXTRAS_STEP, _NEURON_STEP, _STEPS, DEFAULT_THRESHOLD, _Content, _notes
+    from tiny_models import loaded
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris. The capital of Italy is Rome.")
+    walk = _Content(ex, DEFAULT_THRESHOLD, "head")
+    walk._packer = Packer()
+    walk._add_extras()
+    sizes = [len(walk._packed(_STEPS[i][0], _notes(i))[1]) for i in range(_NEURON_STEP)]
+    assert all(a > b for a, b in zip(sizes[:_EXTRAS_STEP + 4], sizes[1:_EXTRAS_STEP + 4])), sizes
+    for step in (0, _EXTRAS_STEP, (_EXTRAS_STEP + _NEURON_STEP) // 2, _NEURON_STEP - 1):
+        for budget in (sizes[step], sizes[step] - 1) if step < _NEURON_STEP - 1 else (sizes[step],):
+            content = _Content(ex, DEFAULT_THRESHOLD, "head")
+            report, omitted, packed = content.build(budget)
+            got = next(i for i in range(_NEURON_STEP) if omitted == _notes(i))
+            assert len(packed) <= budget and sizes[got] <= budget and (got == 0 or sizes[got - 1] > budget)
+            assert report["pattern_levels"] == _STEPS[got][0]["maps"]
+            assert content.has_extras == (budget >= sizes[_EXTRAS_STEP]), (step, budget)
+            assert got <= _EXTRAS_STEP or not content.has_extras
