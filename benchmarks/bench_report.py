@@ -45,7 +45,8 @@ def measure(lm, n_tokens: int, work: Path) -> dict:
     vocab = rep.get("vocab", {})
     return {"tokens": ex.n_tokens, "bytes": path.stat().st_size, "state_bytes": len(state.encode("utf-8")),
             "pattern_levels": rep.get("pattern_levels"),
-            "explain_s": t_explain, "report_s": t_report, "explain_cpu_s": c1 - c0, "report_cpu_s": c2 - c1, "head_maps": maps, "heads": ex.n_layers * ex.n_heads,
+            "explain_s": t_explain, "report_s": t_report, "explain_cpu_s": c1 - c0, "report_cpu_s": c2 - c1,
+            "head_maps": maps, "heads": ex.n_layers * ex.n_heads,
             "targets": len(rep["per_target"]) + 1, "left_out": rep["budget_omitted"] + (
                 ["still over 3 MB (the page's note says so)"] if path.stat().st_size > 3_000_000 else []),
             "neuron_directions": int(vocab["neuron"]["ids"].shape[0]) if "neuron" in vocab else 0,
@@ -118,12 +119,13 @@ def main(argv=None) -> int:
                 for name, (stored, packed) in sections(page).items():
                     if packed >= 5000 or name == "TOTAL":
                         print(f"  {n} tokens  {name:32s} {stored / 1e6:7.3f} MB stored  {packed / 1e6:7.3f} MB gzip")
-    print("\n| tokens | report size | state (text) | pattern steps | head maps | targets | explain | write_report | "
-          "ratio | CPU ratio | left out for 3 MB |")
+    print("\n| tokens | report size | state (text) | pattern steps | head maps | targets | explain | "
+          "write_report | ratio | CPU ratio | left out for 3 MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r['tokens']} | {r['bytes'] / 1e6:.2f} MB | {r['state_bytes'] / 1e6:.2f} MB | "
-              f"{r['pattern_levels']} | {r['head_maps']}/{r['heads']} | {r['targets']} | {r['explain_s']:.1f} s | {r['report_s']:.1f} s | "
+              f"{r['pattern_levels']} | {r['head_maps']}/{r['heads']} | {r['targets']} | {r['explain_s']:.1f} s | "
+              f"{r['report_s']:.1f} s | "
               f"{r['report_s'] / r['explain_s']:.1f}x | {r['report_cpu_s'] / r['explain_cpu_s']:.1f}x | "
               f"{'; '.join(r['left_out']) or 'nothing'} |")
     if args.json:

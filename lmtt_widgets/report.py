@@ -13,7 +13,8 @@ note at its top.
 
 A Content-Security-Policy forbids every network request, so what renders is provably offline. Prompts and tokens
 are hostile text: the state travels as that text (no ``<``, CR or NUL at all) inside its ``<script>`` block, the
-bundle as base64, and the note and title are HTML-escaped. The file is replaced atomically: a failed write keeps the old one.
+bundle as base64, and the note and title are HTML-escaped. The file is replaced atomically: a failed write keeps
+the old one.
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ class _Content:
         fits after one that does not is found by bisection (a few packs, not one per step; deflate can make a
         coarser map a few hundred bytes larger, so the sizes fall only almost monotonically); at the neurons'
         step, as many route blocks keep their projections as fit (the most important first: bisection on their
-        number)."""
+        number); when even the fewest do not fit with the coarsest maps, the maps go and the neurons' projections
+        take back the room they leave, as far as they fit."""
         self._packer = Packer()  # remembers each section's deflate: a step re-deflates only what it changed
         packs: dict[int, tuple] = {}
 
@@ -248,21 +250,29 @@ class _Content:
             self._add_extras()
             first = next(step for step in range(_EXTRAS_STEP + 1) if fits(step))
             return packs[first][0], _notes(first), packs[first][1]
-        first, last = _EXTRAS_STEP + 1, _NEURON_STEP - 1
-        if fits(last):
-            while first < last:
-                mid = (first + last) // 2
-                first, last = (first, mid) if fits(mid) else (mid + 1, last)
+        first, last = _EXTRAS_STEP + 1, _NEURON_STEP  # the neurons' step stands for "none of these fits"
+        while first < last:
+            mid = (first + last) // 2
+            first, last = (first, mid) if fits(mid) else (mid + 1, last)
+        if first < _NEURON_STEP:
             return packs[first][0], _notes(first), packs[first][1]
         found = self._most_neurons(_STEPS[_NEURON_STEP][0], _notes(_NEURON_STEP)[:-1], max_bytes)
         if found is not None:  # its fewest is the neurons' step itself
             return found
-        for step in range(_NEURON_STEP + 1, len(_STEPS)):
-            if fits(step):
-                return packs[step][0], _notes(step), packs[step][1]
-        report, packed = packs[len(_STEPS) - 1]
-        return report, _notes(len(_STEPS) - 1) + [
-            f"Even so this report's state is {len(packed) / 1e6:.1f} MB, over its budget of {max_bytes / 1e6:.1f} MB."], packed
+        # the last step leaves the maps out: the room they leave takes back neurons' projections, all if they fit
+        last = len(_STEPS) - 1
+        without = _notes(last)[:-1]  # its notes but the neurons' one
+        every = self._packed({**_STEPS[last][0], "neurons": "routes"}, without)
+        if len(every[1]) <= max_bytes:
+            return every[0], without, every[1]
+        found = self._most_neurons(_STEPS[last][0], without, max_bytes)
+        if found is not None:
+            return found
+        fits(last)
+        report, packed = packs[last]
+        over = (f"Even so this report's state is {len(packed) / 1e6:.1f} MB, over its budget of "
+                f"{max_bytes / 1e6:.1f} MB.")
+        return report, _notes(len(_STEPS) - 1) + [over], packed
 
     def _packed(self, level: dict, omitted: list[str]) -> tuple[dict, "_Packed"]:
         report = self._report(level, omitted)
@@ -483,9 +493,11 @@ _STEPS = [
 ]
 
 
-# the first step without the extras, and the first that cuts neurons' projections (``build`` bisects between)
+# the first step without the extras, and the first that cuts neurons' projections (``build`` bisects between;
+# after that step only the one without maps, which it treats on its own)
 _EXTRAS_STEP = next(i for i, (level, _, _) in enumerate(_STEPS) if not level["lens"] and level["heads"] == "route")
 _NEURON_STEP = next(i for i, (level, _, _) in enumerate(_STEPS) if level["neurons"] == "last")
+assert _NEURON_STEP == len(_STEPS) - 2 and _STEPS[-1][0]["maps"] is None
 
 
 def _notes(step: int) -> list[str]:

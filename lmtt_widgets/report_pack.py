@@ -24,8 +24,8 @@ compresses them better: exponents of nearby values and high bytes of small indic
 
 The browser inflates every array back to its wire dtype, so the panes see exactly what a kernel would send.
 
-Compression: the arrays are laid out section by section (``section`` in ``pack``: the attention patterns, the
-contribution maps, the rest), and each section is deflated on its own, ending on a full flush; the gzip member is
+Compression: the arrays are laid out section by section (``SECTIONS``, ``layout``: the rest, the attention
+patterns, the contribution maps), and each section is deflated on its own, ending on a full flush; the gzip member is
 their concatenation (valid deflate: only the last block is final). A section that did not change since the last
 pack is not compressed again (``Packer``), so trying a size ladder costs one deflate of the part that changed.
 
@@ -39,7 +39,6 @@ two-byte UTF-8 character, so those carry 14 bits in 2 bytes too. The file is 8/7
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import json
@@ -124,7 +123,8 @@ SECTIONS = ("other", "pattern", "contribution")
 
 
 def _section(path: tuple) -> str:
-    """The section of an array at ``path`` (keys from the container's root): head maps by field, the rest together."""
+    """The section of an array at ``path`` (keys from the container's root): head maps by field, the rest
+    together."""
     if len(path) >= 3 and path[0] == "details" and str(path[1]).startswith("head:") and path[2] in SECTIONS:
         return path[2]
     return "other"
@@ -195,10 +195,6 @@ def pack(obj) -> bytes:
     return Packer().pack(obj)
 
 
-def pack_base64(obj) -> str:
-    return base64.b64encode(pack(obj)).decode("ascii")
-
-
 # The 7-bit groups written as a two-byte character with the group after them (module docstring), and where those
 # characters start: U+0100 + 128 * i + next group; a lone last one is U+0280 + i.
 _SEVEN = (0x00, 0x0D, 0x3C)  # NUL, CR, "<"
@@ -235,7 +231,8 @@ def from_text(text: str) -> bytes:
         raise ValueError("not a report container's text: a character outside its alphabet")
     pair, lone = (cps >= _PAIR) & (cps < _LONE), cps >= _LONE
     seven = np.array(_SEVEN)
-    first = np.where(pair, seven[np.clip((cps - _PAIR) >> 7, 0, 2)], np.where(lone, seven[np.clip(cps - _LONE, 0, 2)], cps))
+    first = np.where(pair, seven[np.clip((cps - _PAIR) >> 7, 0, 2)],
+                     np.where(lone, seven[np.clip(cps - _LONE, 0, 2)], cps))
     groups = np.stack([first, np.where(pair, (cps - _PAIR) & 127, -1)], 1).reshape(-1)
     groups = groups[groups >= 0]
     bits = ((groups[:, None] >> np.arange(6, -1, -1)) & 1).astype(np.uint8).reshape(-1)

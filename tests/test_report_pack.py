@@ -149,3 +149,16 @@ def test_ladder_takes_a_step_that_fits_after_one_that_does_not_and_computes_the_
             assert report["pattern_levels"] == _STEPS[got][0]["maps"]
             assert content.has_extras == (budget >= sizes[_EXTRAS_STEP]), (step, budget)
             assert got <= _EXTRAS_STEP or not content.has_extras
+    # past the neurons' step (even its fewest blocks do not fit with the coarsest maps) the maps go, and the room
+    # they leave takes back neurons' projections: more blocks than the last token's route and column
+    last = len(_STEPS) - 1
+    fewest = len(walk._packed(_STEPS[_NEURON_STEP][0], _notes(_NEURON_STEP))[1])
+    bare = len(walk._packed(_STEPS[last][0], _notes(last))[1])
+    assert bare < fewest
+    content = _Content(ex, DEFAULT_THRESHOLD, "head")
+    report, omitted, packed = content.build((bare + fewest) // 2)
+    assert report["pattern_levels"] is None and len(packed) <= (bare + fewest) // 2
+    index = unpack(packed.data)["vocab"]["neuron"]["index"]
+    held = {(layer, t) for layer, t in zip(*np.nonzero((index >= 0).any(-1)))}
+    assert content.last_blocks < held <= content.neuron_blocks
+    assert any(f"for the {len(held)} most important" in note for note in omitted), omitted
