@@ -62,7 +62,10 @@ export function textBytes(text: string): Uint8Array {
       put(SEVEN[(c - PAIR) >> 7]);
       put((c - PAIR) & 0x7f);
     } else if (c >= LONE && c < LONE + SEVEN.length) put(SEVEN[c - LONE]);
-    else throw new Error(`the report's data holds a character outside its alphabet (U+${c.toString(16).padStart(4, "0")} at ${i}): the file was altered`);
+    else {
+      const code = c.toString(16).padStart(4, "0");
+      throw new Error(`the report's data holds a character outside its alphabet (U+${code} at ${i}): the file was altered`);
+    }
   }
   return out.subarray(0, o);
 }
