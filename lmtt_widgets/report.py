@@ -605,13 +605,15 @@ def _style_safe(css: str) -> str:
     return css.replace("</", "<\\/")
 
 
-def _note(ex: Explanation, omitted: list[str]) -> str:
-    """The visible note at the top: what the report holds and what it leaves out (HTML-escaped)."""
+def _note(ex: Explanation, omitted: list[str], cut: bool = False) -> str:
+    """The visible note at the top: what the report holds and what it leaves out (HTML-escaped); ``cut``: the
+    size budget cut some of what the first sentence lists (the list says what)."""
     T, L, H = ex.n_tokens, ex.n_layers, ex.n_heads
     holds = (f"Offline report: routes for all {T} target tokens at any threshold and both granularities; all "
              f"{L * H} heads' details; the neurons of every MLP block on a route and of each target's column, with "
              "their vocabulary projections; the logit lens, head importance, direct logit attribution and "
-             "flow-based input attribution at every target; input × gradient at the last token.")
+             "flow-based input attribution at every target; input × gradient at the last token."
+             + (" The report's size budget cut some of this: the list below says what." if cut else ""))
     items = "".join(f"<li>{html.escape(wire_text(x))}</li>" for x in omitted)
     return (f'<div class="lmtt-report-note" role="note"><p>{html.escape(holds)}</p>'
             f"<p>Not in this report (open the notebook with a kernel for these):</p><ul>{items}</ul></div>")
@@ -621,7 +623,7 @@ def render_html(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granulari
                 max_bytes: int = MAX_BYTES) -> str:
     content = _Content(ex, threshold, granularity)
     _, omitted, packed = content.build(max_bytes - _page_bytes() - 4096)  # 4 kB: the title and note
-    return _page(ex, str(packed), content.coverage + omitted)
+    return _page(ex, str(packed), content.coverage + omitted, cut=bool(omitted))
 
 
 def _page_bytes() -> int:
@@ -634,8 +636,8 @@ def _bundle() -> str:
     return base64.b64encode((STATIC / "widget.js").read_bytes()).decode("ascii")
 
 
-def _page(ex: Explanation, state: str, omitted: list[str]) -> str:
-    return _page_shell(_title(ex), _note(ex, omitted), state, _bundle())
+def _page(ex: Explanation, state: str, omitted: list[str], cut: bool = False) -> str:
+    return _page_shell(_title(ex), _note(ex, omitted, cut), state, _bundle())
 
 
 def _page_shell(title: str, note: str, state: str, bundle: str = "") -> str:

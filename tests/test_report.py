@@ -249,6 +249,7 @@ def test_smollm2_128_token_report_is_complete_within_3mb(smollm2, tmp_path):
     note = page.split('class="lmtt-report-note"', 1)[1].split("</div>", 1)[0]
     for item in rep["omitted"]:
         assert html.escape(item) in note
+    assert html.escape("The report's size budget cut some of this") in note
 
 
 @pytest.mark.smollm2

@@ -3,6 +3,7 @@ sections, remembered across the size ladder's tries."""
 
 import base64
 import gzip
+import html
 import os
 import zlib
 from pathlib import Path
@@ -162,3 +163,16 @@ def test_ladder_takes_a_step_that_fits_after_one_that_does_not_and_computes_the_
     held = {(layer, t) for layer, t in zip(*np.nonzero((index >= 0).any(-1)))}
     assert content.last_blocks < held <= content.neuron_blocks
     assert any(f"for the {len(held)} most important" in note for note in omitted), omitted
+
+
+def test_note_says_when_the_budget_cut_what_its_first_sentence_lists():
+    from lmtt_widgets import explain
+    from lmtt_widgets.report import render_html
+    from tiny_models import loaded
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris.")
+    cut = html.escape("The report's size budget cut some of this")
+    note = lambda page: page.split('class="lmtt-report-note"', 1)[1].split("</div>", 1)[0]  # noqa: E731
+    assert cut not in note(render_html(ex))
+    tight = note(render_html(ex, max_bytes=200_000))
+    assert cut in tight and html.escape("Even so this report's state") in tight
