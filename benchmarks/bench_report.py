@@ -109,6 +109,9 @@ def main(argv=None) -> int:
     from lmtt_widgets import load_model
 
     lm = load_model("smollm2")
+    from lmtt_widgets import explain
+
+    explain(lm, make_prompt(lm, 8))  # warm up (the scoring kernel compiles on its first call): not timed
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.tokens:
