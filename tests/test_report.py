@@ -112,8 +112,8 @@ def _page_routes(page_path: Path, queries: list) -> list[dict]:
 import { readFileSync } from "node:fs";
 const [bundle, html, queries] = process.argv.slice(1);
 const mod = await import(bundle);
-const b64 = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
-const { body, bytes } = await mod.readContainer(b64);
+const text = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
+const { body, bytes } = await mod.readContainer(text);
 const { report } = mod.reportParts(body, bytes);
 const CTOR = { float32: Float32Array, uint32: Uint32Array, int32: Int32Array, uint8: Uint8Array };
 const out = JSON.parse(queries).map(([t, tau, gran]) => Object.fromEntries(
@@ -308,8 +308,8 @@ def _page_details(page_path: Path, keys: list[str], target: int | None = None) -
 import { readFileSync } from "node:fs";
 const [bundle, html, keys, target] = process.argv.slice(1);
 const mod = await import(bundle);
-const b64 = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
-const { body, bytes } = await mod.readContainer(b64);
+const text = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
+const { body, bytes } = await mod.readContainer(text);
 const { state, report } = mod.reportParts(body, bytes);
 const model = new mod.StaticModel(state, report);
 if (target !== "none") { model.set("target", Number(target)); model.save_changes(); }
