@@ -147,11 +147,11 @@ export function renderStatic(el: HTMLElement, state: object): () => void {
 }
 
 /**
- * Host of a complete offline report (lmtt_widgets/report.py): `b64` is its gzip container as base64, decompressed
- * by the browser itself. Resolves to the cleanup function.
+ * Host of a complete offline report (lmtt_widgets/report.py): `text` is its gzip container as the page's text (7
+ * bits a character, reportcodec.ts `textBytes`), decompressed by the browser itself. Resolves to the cleanup function.
  */
-export async function renderReport(el: HTMLElement, b64: string): Promise<() => void> {
-  const { body, bytes } = await readContainer(b64);
+export async function renderReport(el: HTMLElement, text: string): Promise<() => void> {
+  const { body, bytes } = await readContainer(text);
   const { state, report } = reportParts(body, bytes);
   return render({ model: new StaticModel(state, report), el });
 }

@@ -1,6 +1,7 @@
 /**
- * Reading the offline report's container (lmtt_widgets/report_pack.py): base64 text -> gzip (the browser's own
- * DecompressionStream, no library, no network) -> a 4-byte JSON length, the JSON, then the arrays' bytes. Every
+ * Reading the offline report's container (lmtt_widgets/report_pack.py): its text, 7 bits a character (`textBytes`)
+ * -> gzip (the browser's own DecompressionStream, no library, no network) -> a 4-byte JSON length, the JSON, then
+ * the arrays' bytes. Every
  * array comes back as a wire array dict `{dtype, shape, data: DataView}` of its wire dtype, whatever reduced form
  * (`f16`, `u16`, `i16`, `sqrt`) stored it, so the panes read a report exactly like a kernel's traits.
  */
@@ -33,11 +34,40 @@ export interface Container {
   bytes: Uint8Array;
 }
 
-function base64Bytes(b64: string): Uint8Array {
-  const bin = atob(b64.replace(/\s/g, ""));
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
+// report_pack.py `to_text`: a character below 128 is one 7-bit group; U+0100 + 128 i + g is the special group
+// SEVEN[i] (a code the HTML parser would change or that could end the script block) followed by the group g;
+// U+0280 + i is SEVEN[i] as the last group. The bytes are the groups' bits, the last partial byte dropped.
+const SEVEN = [0x00, 0x0d, 0x3c];
+const PAIR = 0x100;
+const LONE = 0x280;
+
+/** The container's bytes from the page's text (7 bits a character). */
+export function textBytes(text: string): Uint8Array {
+  const out = new Uint8Array(Math.ceil((text.length * 14) / 8));
+  let o = 0;
+  let acc = 0;
+  let nbits = 0;
+  const put = (g: number) => {
+    acc = ((acc << 7) | g) & 0x7fff; // at most 7 + 7 bits pending
+    nbits += 7;
+    if (nbits >= 8) {
+      nbits -= 8;
+      out[o++] = (acc >> nbits) & 0xff;
+    }
+  };
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) put(c);
+    else if (c >= PAIR && c < LONE) {
+      put(SEVEN[(c - PAIR) >> 7]);
+      put((c - PAIR) & 0x7f);
+    } else if (c >= LONE && c < LONE + SEVEN.length) put(SEVEN[c - LONE]);
+    else {
+      const code = c.toString(16).padStart(4, "0");
+      throw new Error(`the report's data holds a character outside its alphabet (U+${code} at ${i}): the file was altered`);
+    }
+  }
+  return out.subarray(0, o);
 }
 
 export async function gunzip(data: Uint8Array): Promise<Uint8Array> {
@@ -46,8 +76,8 @@ export async function gunzip(data: Uint8Array): Promise<Uint8Array> {
 }
 
 /** The container's JSON body, its arrays still stored (see `inflateStored`), and the array bytes. */
-export async function readContainer(b64: string): Promise<Container> {
-  const raw = await gunzip(base64Bytes(b64));
+export async function readContainer(text: string): Promise<Container> {
+  const raw = await gunzip(textBytes(text));
   const n = new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(0, true);
   const body = JSON.parse(new TextDecoder().decode(raw.subarray(4, 4 + n)));
   const base = 4 + n + ((8 - ((4 + n) % 8)) % 8);

@@ -6,13 +6,15 @@ attribution), and what a kernel would answer to clicks: every head's detail, eve
 vocabulary projection the report can afford, and the route scores (every part of every update above τ = 0.005),
 from which the page traces the route of any target at any τ and granularity itself (js/staticroute.ts), exactly as
 ``Explanation.route`` does. Arrays travel binary, some at reduced precision where the eye cannot tell
-(report_pack.py says which and how), gzip-compressed and base64-encoded; the browser decompresses them with its own
+(report_pack.py says which and how), gzip-compressed and written as text of 7 bits a character (report_pack
+``to_text``: 8/7 of the compressed size, where base64 takes 4/3); the browser decompresses them with its own
 ``DecompressionStream``. What a report leaves out (causal methods, long prompts past the size budget) is listed in a
 note at its top.
 
 A Content-Security-Policy forbids every network request, so what renders is provably offline. Prompts and tokens
-are hostile text: the state travels as base64 (no ``<`` at all) inside its ``<script>`` block, the bundle too, and
-the note and title are HTML-escaped. The file is replaced atomically: a failed write keeps the old one.
+are hostile text: the state travels as that text (no ``<``, CR or NUL at all) inside its ``<script>`` block, the
+bundle as base64, and the note and title are HTML-escaped. The file is replaced atomically: a failed write keeps
+the old one.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from .explain import Explanation
 from .methods.flow_attribution import attention_rollout_tables, flow_attribution_tables
 from .methods.logit_attribution import logit_attribution_tables
 from .methods.targets import make_metric
-from .report_pack import pack_base64, reduced, unpack
+from .report_pack import Packer, reduced, text_size, to_text, unpack
 from .report_vocab import head_projections, mlp_projections, neuron_projections
 from .widgets import payload, protocol, scoring
 from .widgets.codec import encode_array, wire_text
@@ -55,7 +57,7 @@ TAU_FLOOR = 0.005
 # patterns (dense, the largest part of a long prompt's report) step down through these only when the required
 # content does not fit otherwise, each step said in the note with its error.
 CONTRIBUTION_LEVELS = 255
-PATTERN_LEVELS = (255, 127, 63, 31, 15, 7)
+PATTERN_LEVELS = (255, 181, 127, 90, 63, 45, 31, 22, 15, 11, 7)
 FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient", "saliency")  # one backward pass: the default target only
 # Heads whose vocabulary projection the report holds at each target other than the last (besides those on its
@@ -128,9 +130,13 @@ class _Content:
         self.all_heads = ex.n_layers * ex.n_heads * (T - 1) <= ALL_HEAD_ROWS
         # what this report holds by design (said in its note whatever the budget)
         self.coverage = _ALWAYS_OMITTED + ([] if self.all_heads else [_SOME_HEADS])
-        heads = sorted(self._other_target_heads(route_heads))
-        self.vocab = {"mlp": mlp_projections(ex, sorted(self.route_mlp)), "head": head_projections(ex, heads)}
-        self.head_on_route = np.array([x in route_heads for x in heads], bool)
+        self.route_heads = route_heads
+        # the heads on each other target's route now; the rest of the held heads (and the lens off the last target)
+        # only once the ladder can keep them (``_add_extras``): a long prompt's report cuts them anyway
+        on_route = sorted(x for x in route_heads if x[2] != self.target)
+        self.vocab = {"mlp": mlp_projections(ex, sorted(self.route_mlp)), "head": head_projections(ex, on_route)}
+        self.head_on_route = np.ones(len(on_route), bool)
+        self.has_extras = False
         self.last_blocks = (payload.mlp_nodes(ex.route(self.target, threshold, granularity))
                             | {(layer, self.target) for layer in range(ex.n_layers)})
         self.neuron_blocks = self.route_mlp | {(layer, self.target) for layer in range(ex.n_layers)}
@@ -138,6 +144,20 @@ class _Content:
         self.neurons = {f"neuron:{layer}:{n}:{t}": payload.details(ex, f"neuron:{layer}:{n}:{t}")
                         for layer, n, t in alone}
         self.strings = _vocab_strings(ex, self.vocab)
+
+    def _add_extras(self) -> None:
+        """The extras the ladder cuts first: every held head's projection at the other targets (not only those on
+        their routes) and the logit lens at every target. Computed once, when a step that holds them is tried."""
+        if self.has_extras:
+            return
+        ex, positions = self.ex, list(range(self.ex.n_tokens - 1))
+        for t, column in payload.lens_columns(ex, positions).items():
+            self.per_target[str(t)]["lens"] = column
+        heads = sorted(self._other_target_heads(self.route_heads))
+        self.vocab["head"] = head_projections(ex, heads)  # the route's rows again: one product, the table sorted
+        self.head_on_route = np.array([x in self.route_heads for x in heads], bool)
+        self.strings = _vocab_strings(ex, self.vocab)
+        self.has_extras = True
 
     def _other_target_heads(self, route_heads: set[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
         """(layer, head, token) whose projections the report holds at targets other than the last: the
@@ -186,18 +206,17 @@ class _Content:
 
     def _targets(self) -> dict:
         """Per target, what the widget recomputes when its target changes (Explorer._refilter and _rescore):
-        predictions, logit lens, metric, the heatmap's tables (importance and direct logit attribution, computed
-        batched) and their agreement."""
+        predictions, metric (the logit lens: ``_add_extras``), the heatmap's tables (importance and direct logit
+        attribution, computed batched) and their agreement."""
         ex, snaps = self.ex, {}
         positions = list(range(ex.n_tokens - 1))
-        lens = payload.lens_columns(ex, positions)
         metrics = [make_metric(ex, None, None, t) for t in positions]
         dla = logit_attribution_tables(ex, metrics)
         for n, t in enumerate(positions):
             st = scoring.Settings(t)
             tables = {"importance": scoring.run_method(ex, "importance", st), "logit_attribution": dla[n]}
             snaps[str(t)] = {
-                "meta": payload.meta(ex, t), "lens": lens[t],
+                "meta": payload.meta(ex, t),
                 "metric": payload.metric_info(ex, metrics[n], st, ready=not scoring.causal_problem(ex, st)),
                 "method_scores": payload.method_scores(tables, ex.n_layers, ex.n_heads),
                 "agreement": scoring.head_agreement(tables, ex.n_layers, ex.n_heads),
@@ -210,28 +229,54 @@ class _Content:
         keys = [f"head:{layer}:{h}:{self.target}" for layer, h in heads]
         return keys, payload.head_details(ex, heads, self.target)
 
-    def build(self, max_bytes: int) -> tuple[dict, list[str], str]:
-        """The report dict, the omissions it needed for its base64 container to stay under ``max_bytes``, and
-        that container. At the step that cuts neurons' projections, as many route blocks keep them as fit (the
-        most important first: bisection on their number)."""
-        for step in range(len(_STEPS)):
-            level, omitted = _STEPS[step][0], _notes(step)
-            if level["neurons"] == "last" and _STEPS[step - 1][0]["neurons"] != "last":
-                found = self._most_neurons(level, omitted[:-1], max_bytes)  # its fewest is this step
-                if found is not None:
-                    return found
-                continue
-            report, packed = self._packed(level, omitted)
-            if len(packed) <= max_bytes:
-                break
-        else:
-            omitted = omitted + [f"Even so this report's state is {len(packed) / 1e6:.1f} MB, over its budget of "
-                                 f"{max_bytes / 1e6:.1f} MB."]
-        return report, omitted, packed
+    def build(self, max_bytes: int) -> tuple[dict, list[str], "_Packed"]:
+        """The report dict, the omissions it needed for its container's text to stay under ``max_bytes``, and
+        that container. Every step of the ladder before the neurons' one holds less than the step before it: the
+        first step without the extras is tried first (the extras are computed only if it fits), then a step that
+        fits after one that does not is found by bisection (a few packs, not one per step; deflate can make a
+        coarser map a few hundred bytes larger, so the sizes fall only almost monotonically); at the neurons'
+        step, as many route blocks keep their projections as fit (the most important first: bisection on their
+        number); when even the fewest do not fit with the coarsest maps, the maps go and the neurons' projections
+        take back the room they leave, as far as they fit."""
+        self._packer = Packer()  # remembers each section's deflate: a step re-deflates only what it changed
+        packs: dict[int, tuple] = {}
 
-    def _packed(self, level: dict, omitted: list[str]) -> tuple[dict, str]:
+        def fits(step: int) -> bool:
+            if step not in packs:
+                packs[step] = self._packed(_STEPS[step][0], _notes(step))
+            return len(packs[step][1]) <= max_bytes
+
+        if fits(_EXTRAS_STEP):  # all but the extras fit: the first step that fits is one of those before
+            self._add_extras()
+            first = next(step for step in range(_EXTRAS_STEP + 1) if fits(step))
+            return packs[first][0], _notes(first), packs[first][1]
+        first, last = _EXTRAS_STEP + 1, _NEURON_STEP  # the neurons' step stands for "none of these fits"
+        while first < last:
+            mid = (first + last) // 2
+            first, last = (first, mid) if fits(mid) else (mid + 1, last)
+        if first < _NEURON_STEP:
+            return packs[first][0], _notes(first), packs[first][1]
+        found = self._most_neurons(_STEPS[_NEURON_STEP][0], _notes(_NEURON_STEP)[:-1], max_bytes)
+        if found is not None:  # its fewest is the neurons' step itself
+            return found
+        # the last step leaves the maps out: the room they leave takes back neurons' projections, all if they fit
+        last = len(_STEPS) - 1
+        without = _notes(last)[:-1]  # its notes but the neurons' one
+        every = self._packed({**_STEPS[last][0], "neurons": "routes"}, without)
+        if len(every[1]) <= max_bytes:
+            return every[0], without, every[1]
+        found = self._most_neurons(_STEPS[last][0], without, max_bytes)
+        if found is not None:
+            return found
+        fits(last)
+        report, packed = packs[last]
+        over = (f"Even so this report's state is {len(packed) / 1e6:.1f} MB, over its budget of "
+                f"{max_bytes / 1e6:.1f} MB.")
+        return report, _notes(len(_STEPS) - 1) + [over], packed
+
+    def _packed(self, level: dict, omitted: list[str]) -> tuple[dict, "_Packed"]:
         report = self._report(level, omitted)
-        return report, pack_base64(report)
+        return report, _Packed(self._packer.pack(report))
 
     def _most_neurons(self, level: dict, omitted: list[str], max_bytes: int):
         """The report with neurons' projections for the most route blocks that fit under ``max_bytes`` (the last
@@ -281,6 +326,19 @@ class _Content:
                 "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
 
 
+class _Packed:
+    """A packed container: its size as the page's text (``len``: at most one byte over) and that text (``str``)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __len__(self) -> int:
+        return text_size(len(self.data))
+
+    def __str__(self) -> str:
+        return to_text(self.data)
+
+
 def _rows(table: dict, keep: np.ndarray) -> dict:
     """A head / mlp projection table cut to the rows ``keep`` marks."""
     return {k: v[keep] for k, v in table.items()}
@@ -325,8 +383,10 @@ def _stored_table(table: dict, strings: dict[int, str], texts: dict[str, int]) -
     out = {}
     for name, v in table.items():
         if name == "ids":
-            v = np.vectorize(lambda i: texts.setdefault(strings[int(i)], len(texts)), otypes=[np.int64])(v) if v.size else v
-            out[name] = reduced(encode_array(np.asarray(v).astype(np.uint32), "uint32"), "u16")
+            ids, where = np.unique(np.asarray(v, np.int64), return_inverse=True)
+            index = np.array([texts.setdefault(strings[int(i)], len(texts)) for i in ids], np.int64)
+            v = index[where.reshape(-1)].reshape(np.shape(v))
+            out[name] = reduced(encode_array(v.astype(np.uint32), "uint32"), "u16")
         elif name in ("vals", "scale"):  # vals: rows of top-k descending, bottom-k ascending (small differences)
             out[name] = reduced(encode_array(np.asarray(v, np.float32)), "f16", delta=name == "vals")
         elif name == "index":
@@ -431,6 +491,13 @@ _STEPS = [
      "Head attention patterns and contribution maps are left out (the report's size budget); head importances, "
      "routes and vocabulary projections are all here."),
 ]
+
+
+# the first step without the extras, and the first that cuts neurons' projections (``build`` bisects between;
+# after that step only the one without maps, which it treats on its own)
+_EXTRAS_STEP = next(i for i, (level, _, _) in enumerate(_STEPS) if not level["lens"] and level["heads"] == "route")
+_NEURON_STEP = next(i for i, (level, _, _) in enumerate(_STEPS) if level["neurons"] == "last")
+assert _NEURON_STEP == len(_STEPS) - 2 and _STEPS[-1][0]["maps"] is None
 
 
 def _notes(step: int) -> list[str]:
@@ -538,13 +605,15 @@ def _style_safe(css: str) -> str:
     return css.replace("</", "<\\/")
 
 
-def _note(ex: Explanation, omitted: list[str]) -> str:
-    """The visible note at the top: what the report holds and what it leaves out (HTML-escaped)."""
+def _note(ex: Explanation, omitted: list[str], cut: bool = False) -> str:
+    """The visible note at the top: what the report holds and what it leaves out (HTML-escaped); ``cut``: the
+    size budget cut some of what the first sentence lists (the list says what)."""
     T, L, H = ex.n_tokens, ex.n_layers, ex.n_heads
     holds = (f"Offline report: routes for all {T} target tokens at any threshold and both granularities; all "
              f"{L * H} heads' details; the neurons of every MLP block on a route and of each target's column, with "
              "their vocabulary projections; the logit lens, head importance, direct logit attribution and "
-             "flow-based input attribution at every target; input × gradient at the last token.")
+             "flow-based input attribution at every target; input × gradient at the last token."
+             + (" The report's size budget cut some of this: the list below says what." if cut else ""))
     items = "".join(f"<li>{html.escape(wire_text(x))}</li>" for x in omitted)
     return (f'<div class="lmtt-report-note" role="note"><p>{html.escape(holds)}</p>'
             f"<p>Not in this report (open the notebook with a kernel for these):</p><ul>{items}</ul></div>")
@@ -554,7 +623,7 @@ def render_html(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granulari
                 max_bytes: int = MAX_BYTES) -> str:
     content = _Content(ex, threshold, granularity)
     _, omitted, packed = content.build(max_bytes - _page_bytes() - 4096)  # 4 kB: the title and note
-    return _page(ex, packed, content.coverage + omitted)
+    return _page(ex, str(packed), content.coverage + omitted, cut=bool(omitted))
 
 
 def _page_bytes() -> int:
@@ -567,8 +636,8 @@ def _bundle() -> str:
     return base64.b64encode((STATIC / "widget.js").read_bytes()).decode("ascii")
 
 
-def _page(ex: Explanation, state: str, omitted: list[str]) -> str:
-    return _page_shell(_title(ex), _note(ex, omitted), state, _bundle())
+def _page(ex: Explanation, state: str, omitted: list[str], cut: bool = False) -> str:
+    return _page_shell(_title(ex), _note(ex, omitted, cut), state, _bundle())
 
 
 def _page_shell(title: str, note: str, state: str, bundle: str = "") -> str:

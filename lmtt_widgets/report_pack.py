@@ -23,14 +23,27 @@ are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``en
 compresses them better: exponents of nearby values and high bytes of small indices repeat).
 
 The browser inflates every array back to its wire dtype, so the panes see exactly what a kernel would send.
+
+Compression: the arrays are laid out section by section (``SECTIONS``, ``layout``: the rest, the attention
+patterns, the contribution maps), and each section is deflated on its own, ending on a full flush; the gzip member is
+their concatenation (valid deflate: only the last block is final). A section that did not change since the last
+pack is not compressed again (``Packer``), so trying a size ladder costs one deflate of the part that changed.
+
+Text form (``to_text``): the page holds the container as text inside a ``<script type="text/plain">`` block. Base64
+spends 8 bits of the file on 6 of data; here each character carries 7 bits (``_SEVEN``): every 7-bit group is
+written as the ASCII character of that code, except the three the HTML parser would change or that could end the
+block (NUL becomes U+FFFD, CR becomes LF, ``<``), which are written together with the group after them as one
+two-byte UTF-8 character, so those carry 14 bits in 2 bytes too. The file is 8/7 of the compressed container, not
+4/3; the text holds no ``<``, no CR, no NUL and nothing past U+0282 (js/reportcodec.ts ``textBytes`` reads it).
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
+import hashlib
 import json
 import struct
+import zlib
 
 import numpy as np
 
@@ -104,40 +117,137 @@ def _store(a: dict) -> tuple[bytes, dict]:
     return bytes(a["data"]), {"enc": "raw"}
 
 
-def pack(obj) -> bytes:
-    """The gzip-compressed container of a JSON-like value holding array dicts (strings made wire-safe)."""
-    chunks: list[bytes] = []
-    size = 0
+# Sections of the array part, in this order, each deflated on its own (``Packer``): what a size ladder changes
+# (pattern precision) apart from what it does not, so only that part is compressed again.
+SECTIONS = ("other", "pattern", "contribution")
 
-    def walk(o):
-        nonlocal size
+
+def _section(path: tuple) -> str:
+    """The section of an array at ``path`` (keys from the container's root): head maps by field, the rest
+    together."""
+    if len(path) >= 3 and path[0] == "details" and str(path[1]).startswith("head:") and path[2] in SECTIONS:
+        return path[2]
+    return "other"
+
+
+def layout(obj) -> tuple[bytes, dict[str, bytes]]:
+    """(head, sections): the container's uncompressed head (length and JSON) and its array bytes by section. An
+    array's ``at`` counts from the start of the array part, sections laid out in ``SECTIONS`` order."""
+    found: list[tuple[str, bytes, dict]] = []
+
+    def walk(o, path):
         if is_array(o):
             data, desc = _store(o)
-            pad = -size % 8
-            chunks.append(b"\0" * pad + data)
-            size += pad
-            desc.update(at=size, n=len(data))
-            size += len(data)
+            found.append((_section(path), data, desc))
             return {"dtype": o["dtype"], "shape": list(o["shape"]), "data": desc}
         if isinstance(o, dict):
-            return {k: walk(v) for k, v in o.items()}
+            return {k: walk(v, path + (k,)) for k, v in o.items()}
         if isinstance(o, (list, tuple)):
-            return [walk(v) for v in o]
+            return [walk(v, path + (i,)) for i, v in enumerate(o)]
         return o
 
-    text = json.dumps(walk(wire_safe(obj)), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    body = walk(wire_safe(obj), ())
+    sections, size = {}, 0
+    for name in SECTIONS:
+        chunks = []
+        for sec, data, desc in found:
+            if sec == name:
+                pad = -size % 8
+                chunks.append(b"\0" * pad + data)
+                desc.update(at=size + pad, n=len(data))
+                size += pad + len(data)
+        sections[name] = b"".join(chunks)
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     head = struct.pack("<I", len(text)) + text
-    head += b"\0" * (-len(head) % 8)
-    return gzip.compress(head + b"".join(chunks), compresslevel=9, mtime=0)
+    return head + b"\0" * (-len(head) % 8), sections
 
 
-def pack_base64(obj) -> str:
-    return base64.b64encode(pack(obj)).decode("ascii")
+class Packer:
+    """gzip containers whose sections are deflated one by one and remembered: packing again after a change to one
+    section deflates only that one (and the head). Each section ends on a full flush (byte-aligned, the window
+    reset), so the concatenation is one valid deflate stream whatever came before it."""
+
+    def __init__(self, level: int = 9):
+        self.level = level
+        self._done: dict[bytes, bytes] = {}
+
+    def _deflate(self, data: bytes, last: bool) -> bytes:
+        key = hashlib.blake2b(data, digest_size=16).digest() + bytes([last])
+        if key not in self._done:
+            z = zlib.compressobj(self.level, zlib.DEFLATED, -15, 8)  # memLevel 8: as small as 9 here
+            self._done[key] = z.compress(data) + z.flush(zlib.Z_FINISH if last else zlib.Z_FULL_FLUSH)
+        return self._done[key]
+
+    def pack(self, obj) -> bytes:
+        head, sections = layout(obj)
+        parts = [head, *sections.values()]
+        crc, n = 0, 0
+        for p in parts:
+            crc, n = zlib.crc32(p, crc), n + len(p)
+        # gzip member (RFC 1952): magic, deflate, no flags, mtime 0, max compression, unknown OS; then the stream
+        header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+        body = b"".join(self._deflate(p, i == len(parts) - 1) for i, p in enumerate(parts))
+        return header + body + struct.pack("<II", crc, n & 0xFFFFFFFF)
+
+
+def pack(obj) -> bytes:
+    """The gzip-compressed container of a JSON-like value holding array dicts (strings made wire-safe)."""
+    return Packer().pack(obj)
+
+
+# The 7-bit groups written as a two-byte character with the group after them (module docstring), and where those
+# characters start: U+0100 + 128 * i + next group; a lone last one is U+0280 + i.
+_SEVEN = (0x00, 0x0D, 0x3C)  # NUL, CR, "<"
+_PAIR, _LONE = 0x100, 0x280
+
+
+def to_text(data: bytes) -> str:
+    """Bytes as text of 7 bits a character, safe inside an HTML script block (module docstring)."""
+    bits = np.unpackbits(np.frombuffer(data, np.uint8))
+    n = -(-len(bits) // 7)
+    bits = np.concatenate([bits, np.zeros(7 * n - len(bits), np.uint8)]).reshape(n, 7)
+    groups = bits.astype(np.int64) @ (1 << np.arange(6, -1, -1))
+    special = np.isin(groups, _SEVEN)
+    starts = np.ones(n, bool)
+    for k in np.flatnonzero(special):  # a special group takes the next one with it (a few % of groups)
+        if starts[k] and k + 1 < n:
+            starts[k + 1] = False
+    index = np.searchsorted(np.array(_SEVEN), groups)
+    nxt = np.append(groups[1:], 0)
+    cps = np.where(~special, groups, np.where(np.arange(n) + 1 < n, _PAIR + 128 * index + nxt, _LONE + index))
+    return cps[starts].astype("<u4").tobytes().decode("utf-32-le")
+
+
+def text_size(n: int) -> int:
+    """Bytes (UTF-8) of ``to_text`` of ``n`` bytes, at most: one per 7-bit group (a two-byte character carries two
+    groups), one more when the last group is special and alone."""
+    return -(-8 * n // 7) + 1
+
+
+def from_text(text: str) -> bytes:
+    """``to_text``'s bytes back (tests, tools; js/reportcodec.ts ``textBytes`` is the page's reader)."""
+    cps = np.frombuffer(text.encode("utf-32-le"), "<u4").astype(np.int64)
+    if ((cps >= 128) & (cps < _PAIR)).any() or (cps >= _LONE + len(_SEVEN)).any():
+        raise ValueError("not a report container's text: a character outside its alphabet")
+    pair, lone = (cps >= _PAIR) & (cps < _LONE), cps >= _LONE
+    seven = np.array(_SEVEN)
+    first = np.where(pair, seven[np.clip((cps - _PAIR) >> 7, 0, 2)],
+                     np.where(lone, seven[np.clip(cps - _LONE, 0, 2)], cps))
+    groups = np.stack([first, np.where(pair, (cps - _PAIR) & 127, -1)], 1).reshape(-1)
+    groups = groups[groups >= 0]
+    bits = ((groups[:, None] >> np.arange(6, -1, -1)) & 1).astype(np.uint8).reshape(-1)
+    return np.packbits(bits[: len(bits) // 8 * 8]).tobytes()
+
+
+def pack_text(obj) -> str:
+    """The container as the page's text (``to_text``)."""
+    return to_text(pack(obj))
 
 
 def unpack(blob: bytes | str) -> object:
-    """Read a container back in Python (tests, tools): arrays become numpy arrays of their wire dtype."""
-    raw = gzip.decompress(base64.b64decode(blob) if isinstance(blob, str) else blob)
+    """Read a container (its bytes, or the page's text) back in Python (tests, tools): arrays become numpy arrays
+    of their wire dtype."""
+    raw = gzip.decompress(from_text(blob) if isinstance(blob, str) else blob)
     (n,) = struct.unpack_from("<I", raw)
     body = json.loads(raw[4:4 + n].decode())
     base = 4 + n + (-(4 + n) % 8)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { halfToFloat, inflateArray } from "../reportcodec";
+import { halfToFloat, inflateArray, textBytes } from "../reportcodec";
 
 const bytes = (xs: number[]) => Uint8Array.from(xs);
 
@@ -61,5 +61,47 @@ describe("byte planes", () => {
     for (let p = 0; p < 4; p++) for (let i = 0; i < 3; i++) planes[p * 3 + i] = b[i * 4 + p];
     const a = inflateArray({ dtype: "float32", shape: [3], data: { enc: "raw", at: 0, n: 12, planes: 4 } }, planes);
     expect(Array.from(new Float32Array((a.data as DataView).buffer))).toEqual([1, -2, 0.5]);
+  });
+});
+
+describe("the container's text, 7 bits a character", () => {
+  // hand-worked examples, the same as tests/test_report_pack.py writes with report_pack.to_text
+  it("reads plain characters as 7-bit groups and drops the last partial byte", () => {
+    expect(Array.from(textBytes("\x7f@"))).toEqual([0xff]); // 1111111, 1|000000
+    expect(Array.from(textBytes(""))).toEqual([]);
+  });
+
+  it("reads a special group (NUL, CR, <) with the group after it from one two-byte character, or alone at the end", () => {
+    expect(Array.from(textBytes("\u0100"))).toEqual([0x00]); // NUL + 0
+    expect(Array.from(textBytes("\x1e\u0280"))).toEqual([0x3c]); // 0011110, then NUL alone
+    expect(Array.from(textBytes("\u01bc\u0280"))).toEqual([0x1a, 0xf0]); // CR with "<", then NUL alone
+  });
+
+  it("refuses a character outside its alphabet", () => {
+    expect(() => textBytes("ab\u00e9")).toThrow(/outside its alphabet/);
+    expect(() => textBytes("\u0283")).toThrow(/outside its alphabet/);
+  });
+
+  it("round-trips every byte value at every alignment through its own encoder's rules", () => {
+    // the encoder's rules restated (report_pack.py to_text), to check the reader on long, varied data
+    const encode = (data: Uint8Array): string => {
+      const bits: number[] = [];
+      for (const b of data) for (let i = 7; i >= 0; i--) bits.push((b >> i) & 1);
+      while (bits.length % 7) bits.push(0);
+      const groups: number[] = [];
+      for (let i = 0; i < bits.length; i += 7) groups.push(bits.slice(i, i + 7).reduce((a, x) => a * 2 + x, 0));
+      let out = "";
+      for (let i = 0; i < groups.length; i++) {
+        const s = [0x00, 0x0d, 0x3c].indexOf(groups[i]);
+        if (s < 0) out += String.fromCharCode(groups[i]);
+        else if (i + 1 < groups.length) out += String.fromCharCode(0x100 + 128 * s + groups[++i]);
+        else out += String.fromCharCode(0x280 + s);
+      }
+      return out;
+    };
+    for (let shift = 0; shift < 8; shift++) {
+      const data = Uint8Array.from({ length: 256 + shift }, (_, i) => (i < shift ? 0xff : i - shift));
+      expect(Array.from(textBytes(encode(data)))).toEqual(Array.from(data));
+    }
   });
 });

@@ -1,0 +1,178 @@
+"""The report's container (lmtt_widgets/report_pack.py): its text form, 7 bits a character, and its deflate by
+sections, remembered across the size ladder's tries."""
+
+import base64
+import gzip
+import html
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmtt_widgets.report_pack import (SECTIONS, Packer, from_text, layout, pack, reduced, text_size, to_text,
+                                      unpack)
+from lmtt_widgets.widgets.codec import encode_array
+
+BUNDLE = Path(__file__).resolve().parent.parent / "lmtt_widgets" / "static" / "widget.js"
+SPECIAL = "\0\r<"
+
+
+def _hostile_bytes() -> list[bytes]:
+    """Byte strings whose 7-bit groups are the special ones (NUL, CR, "<") in runs, alone at the end, at every
+    alignment, plus random ones."""
+    rng = np.random.default_rng(0)
+    out = [b"", b"\0", b"<", b"\x1a\xf0", b"\0" * 7, b"\0" * 8, bytes(range(256)), bytes(range(255, -1, -1))]
+    for g in (0x00, 0x0D, 0x3C):  # a run of one special group, as bits, at every offset and length
+        for n in range(1, 20):
+            bits = "".join(format(g, "07b") for _ in range(n))
+            for shift in range(8):
+                s = "1" * shift + bits
+                s += "0" * (-len(s) % 8)
+                out.append(int(s, 2).to_bytes(len(s) // 8, "big"))
+    out += [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (1, 2, 3, 6, 7, 8, 9, 1000, 65537)]
+    return out
+
+
+def test_text_round_trips_and_holds_nothing_the_html_parser_changes():
+    for data in _hostile_bytes():
+        text = to_text(data)
+        assert from_text(text) == data
+        # no "<" (could end or re-open the script block), no CR (becomes LF), no NUL (becomes U+FFFD)
+        assert not any(c in SPECIAL for c in text) and all(ord(c) < 0x283 for c in text)
+        # 8/7 of the bytes (base64: 4/3), and text_size its bound, to a byte
+        size = len(text.encode("utf-8"))
+        assert text_size(len(data)) - 1 <= size <= text_size(len(data)) <= 8 * len(data) / 7 + 2
+
+
+def test_text_of_known_bytes():
+    """Hand-worked examples, the same as js/test/reportcodec.test.ts reads back."""
+    assert to_text(b"\0") == "\u0100"  # groups 0000000 (NUL: special) + 0|000000: one two-byte character
+    assert to_text(b"\xff") == "\x7f@"  # 1111111, 1|000000
+    assert to_text(b"<") == "\x1e\u0280"  # 0011110, 0|000000 = NUL alone at the end
+    assert to_text(b"\x1a\xf0") == "\u01bc\u0280"  # CR (13) with "<" (60): U+0100 + 128 + 60; then NUL alone
+    with pytest.raises(ValueError, match="alphabet"):
+        from_text("ab\u00e9")
+
+
+def _maps_report(levels: int) -> dict:
+    rng = np.random.default_rng(1)
+    pattern = np.tril(rng.random((64, 64), np.float32))
+    return {"details": {f"head:0:{h}:63": {
+                "pattern": reduced(encode_array(pattern * (h + 1)), "sqrt", levels),
+                "contribution": reduced(encode_array(pattern ** 3), "sqrt", 255)} for h in range(4)},
+            "vocab": {"ids": reduced(encode_array(rng.integers(0, 5000, 4000).astype(np.uint32), "uint32"), "u16")},
+            "note": "<script>\u2028"}
+
+
+def test_sections_deflate_on_their_own_and_make_one_gzip_member():
+    report = _maps_report(255)
+    head, sections = layout(report)
+    assert list(sections) == list(SECTIONS) and all(sections.values())
+    assert len(sections["pattern"]) >= 4 * 64 * 65 // 2  # the four maps' triangles, together
+    blob = pack(report)
+    assert gzip.decompress(blob) == head + b"".join(sections.values())
+    back = unpack(blob)
+    assert back["note"] == "<script>\u2028" and back["details"]["head:0:2:63"]["pattern"].shape == (64, 64)
+    assert np.array_equal(back["vocab"]["ids"], np.frombuffer(report["vocab"]["ids"]["data"], np.uint32))
+    # the same bytes deflated in one piece are about as small: the sections' own windows cost little
+    whole = len(zlib.compress(gzip.decompress(blob), 9))
+    assert len(blob) <= whole * 1.02 + 64
+
+
+def test_packer_deflates_again_only_what_changed():
+    packer = Packer()
+    first = packer.pack(_maps_report(255))
+    assert len(packer._done) == 1 + len(SECTIONS)
+    second = packer.pack(_maps_report(15))  # another precision of the patterns: the head and that section
+    assert len(packer._done) == 1 + len(SECTIONS) + 2
+    assert len(second) < len(first)
+    assert gzip.decompress(second) == b"".join([layout(_maps_report(15))[0], *layout(_maps_report(15))[1].values()])
+    assert packer.pack(_maps_report(255)) == first and len(packer._done) == 1 + len(SECTIONS) + 2
+
+
+@pytest.mark.browser
+def test_container_text_survives_the_html_parser_and_the_page_reads_it(chromium, tmp_path):
+    """In Chromium, the text inside a script block is the text written (the parser changed no character), and the
+    bundle's own reader (textBytes, DecompressionStream) gets the container back."""
+    hostile = b"".join(_hostile_bytes()[:200])
+    report = {**_maps_report(63), "raw": encode_array(np.frombuffer(hostile, np.uint8), "uint8")}
+    text, other = to_text(pack(report)), to_text(hostile)
+    assert any(0x100 <= ord(c) < 0x283 for c in text + other)  # the special groups are there to be read
+    page_path = tmp_path / "p.html"
+    page_path.write_bytes(f"""<!doctype html><html><head><meta charset="utf-8"></head><body>
+<script type="text/plain" id="a">{text}</script><script type="text/plain" id="b">{other}</script>
+</body></html>""".encode("utf-8"))
+    page = chromium.new_page()
+    try:
+        page.goto(page_path.as_uri())
+        seen = page.evaluate("""async (code) => {
+            const mod = await import(URL.createObjectURL(new Blob([code], { type: "text/javascript" })));
+            const text = document.getElementById("a").textContent;
+            const { body, bytes } = await mod.readContainer(text);
+            const raw = body.raw.data;
+            return { a: text, b: document.getElementById("b").textContent, note: body.note,
+                     raw: Array.from(bytes.subarray(raw.at, raw.at + raw.n)) };
+        }""", BUNDLE.read_text(encoding="utf-8"))
+    finally:
+        page.close()
+    assert seen["a"] == text and seen["b"] == other
+    assert seen["note"] == "<script>\u2028" and bytes(seen["raw"]) == hostile
+
+
+def test_text_is_smaller_than_base64():
+    data = os.urandom(30_000)
+    assert len(to_text(data).encode()) < 0.86 * len(base64.b64encode(data))
+
+
+def test_ladder_takes_a_step_that_fits_after_one_that_does_not_and_computes_the_extras_only_then():
+    """The ladder's search (the first step without the extras, then bisection) returns a step whose container
+    fits while the step before it does not, as a walk down the steps would (deflate can make a coarser map a few
+    hundred bytes larger, so the sizes fall only almost monotonically); the extras are computed only when a step
+    holding them may fit."""
+    from lmtt_widgets import explain
+    from lmtt_widgets.report import _EXTRAS_STEP, _NEURON_STEP, _STEPS, DEFAULT_THRESHOLD, _Content, _notes
+    from tiny_models import loaded
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris. The capital of Italy is Rome.")
+    walk = _Content(ex, DEFAULT_THRESHOLD, "head")
+    walk._packer = Packer()
+    walk._add_extras()
+    sizes = [len(walk._packed(_STEPS[i][0], _notes(i))[1]) for i in range(_NEURON_STEP)]
+    assert all(a > b for a, b in zip(sizes[:_EXTRAS_STEP + 4], sizes[1:_EXTRAS_STEP + 4])), sizes
+    for step in (0, _EXTRAS_STEP, (_EXTRAS_STEP + _NEURON_STEP) // 2, _NEURON_STEP - 1):
+        for budget in (sizes[step], sizes[step] - 1) if step < _NEURON_STEP - 1 else (sizes[step],):
+            content = _Content(ex, DEFAULT_THRESHOLD, "head")
+            report, omitted, packed = content.build(budget)
+            got = next(i for i in range(_NEURON_STEP) if omitted == _notes(i))
+            assert len(packed) <= budget and sizes[got] <= budget and (got == 0 or sizes[got - 1] > budget)
+            assert report["pattern_levels"] == _STEPS[got][0]["maps"]
+            assert content.has_extras == (budget >= sizes[_EXTRAS_STEP]), (step, budget)
+            assert got <= _EXTRAS_STEP or not content.has_extras
+    # past the neurons' step (even its fewest blocks do not fit with the coarsest maps) the maps go, and the room
+    # they leave takes back neurons' projections: more blocks than the last token's route and column
+    last = len(_STEPS) - 1
+    fewest = len(walk._packed(_STEPS[_NEURON_STEP][0], _notes(_NEURON_STEP))[1])
+    bare = len(walk._packed(_STEPS[last][0], _notes(last))[1])
+    assert bare < fewest
+    content = _Content(ex, DEFAULT_THRESHOLD, "head")
+    report, omitted, packed = content.build((bare + fewest) // 2)
+    assert report["pattern_levels"] is None and len(packed) <= (bare + fewest) // 2
+    index = unpack(packed.data)["vocab"]["neuron"]["index"]
+    held = {(layer, t) for layer, t in zip(*np.nonzero((index >= 0).any(-1)))}
+    assert content.last_blocks < held <= content.neuron_blocks
+    assert any(f"for the {len(held)} most important" in note for note in omitted), omitted
+
+
+def test_note_says_when_the_budget_cut_what_its_first_sentence_lists():
+    from lmtt_widgets import explain
+    from lmtt_widgets.report import render_html
+    from tiny_models import loaded
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris.")
+    cut = html.escape("The report's size budget cut some of this")
+    note = lambda page: page.split('class="lmtt-report-note"', 1)[1].split("</div>", 1)[0]  # noqa: E731
+    assert cut not in note(render_html(ex))
+    tight = note(render_html(ex, max_bytes=200_000))
+    assert cut in tight and html.escape("Even so this report's state") in tight
