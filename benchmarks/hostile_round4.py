@@ -441,22 +441,10 @@ add("F widget details", "details id=inf (echoed)", details("head:0:0:0", -inf, e
 add("F widget details", "details id=huge int", details("head:0:0:0", 10**400, expect="either"), "either")
 add("F widget details", "details check:route:0.3 with mean ablation",
     details("check:route:0.3", before=lambda w: setattr(w, "ablation", "mean"), expect="either"), "either")
-add("F widget details", "details check:route:nan with mean ablation",
-    details("check:route:nan", before=lambda w: setattr(w, "ablation", "mean")))
-add("F widget details", "details check:route:inf with mean ablation",
-    details("check:route:inf", before=lambda w: setattr(w, "ablation", "mean")))
-add("F widget details", "details check:route:2 with mean ablation",
-    details("check:route:2", before=lambda w: setattr(w, "ablation", "mean")))
-add("F widget details", "details check:L0.H9 with mean ablation",
-    details("check:L0.H9", before=lambda w: setattr(w, "ablation", "mean")))
-add("F widget details", "details check:L0.N99999 with mean ablation",
-    details("check:L0.N99999", before=lambda w: setattr(w, "ablation", "mean")))
-add("F widget details", "details check:L0.H0@99 with mean ablation",
-    details("check:L0.H0@99", before=lambda w: setattr(w, "ablation", "mean")))
-add("F widget details", "details check:L0.H0 3>5 with mean ablation",
-    details("check:L0.H0 3>5", before=lambda w: setattr(w, "ablation", "mean")))
-add("F widget details", "details check:T99 with mean ablation",
-    details("check:T99", before=lambda w: setattr(w, "ablation", "mean")))
+for key in ["check:route:nan", "check:route:inf", "check:route:2", "check:L0.H9", "check:L0.N99999",
+            "check:L0.H0@99", "check:L0.H0 3>5", "check:T99"]:
+    add("F widget details", f"details {key} with mean ablation",
+        details(key, before=lambda w: setattr(w, "ablation", "mean")))
 
 
 def rerun_then(key):
