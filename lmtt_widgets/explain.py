@@ -6,7 +6,6 @@ import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import torch
 
@@ -74,7 +73,7 @@ class Explanation:
     scores: ContributionScores
     # per-node neuron importances, computed on first use: widgets and reports ask for the same nodes repeatedly
     _neuron_rows: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
-    _neuron_acts: dict[tuple[int, int], SimpleNamespace] = field(default_factory=dict, repr=False, compare=False)
+    _neuron_acts: dict[tuple[int, int], MlpRows] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- basics
     @property
@@ -166,9 +165,9 @@ class Explanation:
             self._neuron_rows[key] = neuron_importance(self._neuron_row(layer, token), self.trace.weights[layer])[0]
         return self._neuron_rows[key]
 
-    def _neuron_row(self, layer: int, token: int) -> SimpleNamespace:
-        """What neuron scores read of one MLP at one token (neurons, mlp_update, mlp_post_rstd: [1, ...]); a long
-        trace's slim layer runs its MLP alone on that row rather than its whole block (rebuild.neuron_rows)."""
+    def _neuron_row(self, layer: int, token: int) -> MlpRows:
+        """What neuron scores read of one MLP at one token; a long trace's slim layer runs its MLP alone on that row
+        rather than its whole block (rebuild.neuron_rows)."""
         key = (layer, token)
         if key not in self._neuron_acts:
             from .tracing.rebuild import neuron_rows
@@ -176,7 +175,7 @@ class Explanation:
             rec = self.trace.layers[layer]
             acts, rows = neuron_rows(rec, self.trace.weights[layer], [token])
             rstd = None if rec.mlp_post_rstd is None else rec.mlp_post_rstd[token : token + 1]
-            self._neuron_acts[key] = SimpleNamespace(neurons=acts, mlp_update=rows.mlp_update, mlp_post_rstd=rstd)
+            self._neuron_acts[key] = MlpRows(neurons=acts, mlp_update=rows.mlp_update, mlp_post_rstd=rstd)
         return self._neuron_acts[key]
 
     def attention(self, layer: int) -> torch.Tensor:
@@ -371,6 +370,15 @@ class Explanation:
         from .generation import attribution_matrix
 
         return attribution_matrix(self, method, **options)
+
+
+@dataclass(frozen=True)
+class MlpRows:
+    """The fields of a LayerRecord that :func:`~.contributions.scores.neuron_importance` reads, at a few rows."""
+
+    neurons: torch.Tensor  # [P, F]
+    mlp_update: torch.Tensor  # [P, d]
+    mlp_post_rstd: torch.Tensor | None  # [P] or None
 
 
 def _on_cpu(ls: LayerScores) -> LayerScores:
