@@ -318,7 +318,7 @@ def test_smollm2_reports_of_hostile_prompts_render_as_text(prompt, smollm2, tmp_
     ({"input_ids": "abc"}, TypeError, "input_ids must be token ids"),
     (np.array(["a", "b"]), TypeError, "numpy array of dtype <U1.*explain_many"),
     (np.array([97, None], dtype=object), TypeError, "numpy array of dtype object"),
-    (np.array([97.0, 98.0]), TypeError, "numpy array of dtype float64"),
+    (np.array([97.0, 98.0], dtype=">f8"), TypeError, "dtype torch.float64. Floats are not rounded"),
 ])
 def test_prompt_arrays_the_reader_cannot_use_are_refused(lm, prompt, kind, match):
     refused(kind, lambda: explain(lm, prompt), match)

@@ -77,11 +77,13 @@ def _from_encoding(enc, what: str) -> torch.Tensor:
 
 def _from_array(x, what: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
-        if x.dtype.kind not in "iu":  # text, objects, floats, bools: numpy would fail or round
+        if x.dtype.kind not in "iufcb":  # text, objects, records: torch cannot even hold them
             raise PromptTypeError(
                 f"Token ids must be integers; {what} is a numpy array of dtype {x.dtype}. Pass one text, or "
-                "integer ids (np.asarray(ids, dtype=np.int64))." + (f" {_MANY}" if x.dtype.kind in "UOS" else ""))
-        x = torch.from_numpy(np.ascontiguousarray(x).astype(np.int64, copy=False))  # any strides or byte order
+                f"integer ids (np.asarray(ids, dtype=np.int64)). {_MANY}")
+        # any strides or byte order; float and bool arrays go on to the tensor's own check below
+        native = np.int64 if x.dtype.kind in "iu" else x.dtype.newbyteorder("=")
+        x = torch.from_numpy(np.ascontiguousarray(x).astype(native, copy=False))
     if not isinstance(x, torch.Tensor):
         raise PromptTypeError(f"The tokenizer output's input_ids must be token ids (a list of ints or a tensor), "
                               f"not {type(x).__name__}.")
