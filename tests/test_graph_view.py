@@ -35,14 +35,18 @@ def graph_page(tmp_path_factory):
                  threshold=0.01)
     state = to_base64({k: getattr(w, k) for k in TRAITS})
     state["panes"] = ["graph"]
-    work = tmp_path_factory.mktemp("graph-page")
+    srv, url = _serve_page(tmp_path_factory.mktemp("graph-page"), state)
+    yield url, state["meta"]["n_layers"], len(state["tokens"])
+    srv.shutdown()
+
+
+def _serve_page(work, state):
+    """Serve the graph page with this state from the folder ``work``: (server, url)."""
     for name in ("widget.js", "widget.css"):
         shutil.copy(STATIC / name, work / name)
     (work / "state.json").write_text(json.dumps(state))
     (work / "index.html").write_text(PAGE)
-    srv, url = serve(work)
-    yield url, state["meta"]["n_layers"], len(state["tokens"])
-    srv.shutdown()
+    return serve(work)
 
 
 @contextlib.contextmanager
@@ -191,13 +195,7 @@ def dense_page(tmp_path_factory):
     variants = {f"{target}|{tau!r}|head": payload.graph_arrays(ex.route(target, tau, "head")) for tau in (0.005, 0.2)}
     state = {k: getattr(w, k) for k in TRAITS}
     state.update(panes=["graph"], graph_variants=variants, threshold=0.2, graph=variants[f"{target}|0.2|head"])
-    state = to_base64(state)
-    work = tmp_path_factory.mktemp("dense-page")
-    for name in ("widget.js", "widget.css"):
-        shutil.copy(STATIC / name, work / name)
-    (work / "state.json").write_text(json.dumps(state))
-    (work / "index.html").write_text(PAGE)
-    srv, url = serve(work)
+    srv, url = _serve_page(tmp_path_factory.mktemp("dense-page"), to_base64(state))
     yield url
     srv.shutdown()
 
