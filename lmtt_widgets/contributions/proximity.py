@@ -90,8 +90,7 @@ def grouped_part_proximity(
     budget: int = CHUNK_BUDGET,
     signed_dot=None,
     reach: torch.Tensor | None = None,
-    sums: bool = False,
-):
+) -> torch.Tensor:
     """Proximities of parts z[b, g, n, j] = coef[b, g, n, j] * scale[b, n] * basis[b, g, j] to y[b, n].
 
     The parts of a row come in G groups of J (attention: heads x sources), and the result keeps that layout
@@ -108,10 +107,8 @@ def grouped_part_proximity(
             rows @ basis[b0:b1, :, :J].T as [b, G, n, J] (attention passes one that goes through W_O and the values,
             1/H of the work).
         reach: optional [B, G, J'] = basis.abs().amax(-1), when the caller already has it.
-        sums: also return the proximities summed over parts [B, G, N] and over groups [B, N, J] (the compiled loop
-            adds them up as it goes: no extra pass).
     Returns:
-        [B, G, N, J] exact proximities (>= 0); with ``sums``, (proximities, by group, by part).
+        [B, G, N, J] exact proximities (>= 0).
     """
     B, N, d = y.shape
     G, J = coef.shape[1], coef.shape[3]
@@ -127,28 +124,23 @@ def grouped_part_proximity(
         spans = [(b0, min(B, b0 + rows // N), 0, N) for b0 in range(0, B, rows // N)]
     else:
         spans = [(b, b + 1, r0, min(N, r0 + rows)) for b in range(B) for r0 in range(0, N, rows)]
-    out = by_group = by_part = None
+    out = None
     for b0, b1, r0, r1 in spans:
-        prox, group_sum, part_sum = _chunk(
+        prox = _chunk(
             y[b0:b1, r0:r1], coef[b0:b1, :, r0:r1], basis[b0:b1], reach[b0:b1],
             None if scale is None else scale[b0:b1, r0:r1], levels, budget,
-            lambda r, b0=b0, b1=b1: signed_dot(r, b0, b1), sums,
+            lambda r, b0=b0, b1=b1: signed_dot(r, b0, b1),
         )
         if len(spans) == 1:
-            return (prox, group_sum, part_sum) if sums else prox
+            return prox
         if out is None:
             out = torch.empty(B, G, N, J, dtype=y.dtype, device=y.device)
-            if sums:
-                by_group, by_part = y.new_empty(B, G, N), y.new_empty(B, N, J)
         out[b0:b1, :, r0:r1] = prox
-        if sums:
-            by_group[b0:b1, :, r0:r1], by_part[b0:b1, r0:r1] = group_sum, part_sum
-    return (out, by_group, by_part) if sums else out
+    return out
 
 
-def _chunk(y, coef, basis, reach, scale, levels, budget, dot, sums=False):
-    """(proximities, their sums by group and by part or None, None) of one chunk: y [b, m, d], coef [b, G, m, J],
-    basis [b, G, J', d] (contiguous), reach [b, G, J'].
+def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
+    """Proximities of one chunk: y [b, m, d], coef [b, G, m, J], basis [b, G, J', d] (contiguous), reach [b, G, J'].
 
     Rows are addressed flat below (row R = block * m + r), parts by their row in the basis [b * G * J', d] and
     their position in the result, read as a flat [b * G * m * J]."""
@@ -158,6 +150,7 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot, sums=False):
     sign = torch.copysign(torch.ones((), dtype=y.dtype, device=y.device), y)
     signed_scale = sign if scale is None else sign * scale
     prox = dot(signed_scale).contiguous()
+    prox.mul_(coef)  # [b, G, m, J] the linear term, in place
 
     M = b * m
     y, signed_scale = y.reshape(M, d), signed_scale.reshape(M, d)
@@ -166,7 +159,6 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot, sums=False):
     # A coordinate can need the correction only where |z_k| > |y_k|, i.e. |a| |b_k| > |y_k| / |scale_k|.
     # (where scale_k = 0 no part reaches coordinate k: 0/0 is read as inf, which also keeps the bit order below)
     y_eff = absy if scale is None else (absy / scale.abs()).nan_to_num_(nan=float("inf"))
-    prox.mul_(coef)  # [b, G, m, J] the linear term, in place
     width = min(d, levels[-1] + 1) if levels else 1
     edges, order = _smallest(y_eff, width)  # [M, width] ascending
     # |a| max|b|: the largest |z_k| a part can reach (laid out like prox, whatever coef's strides)
@@ -188,8 +180,7 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot, sums=False):
         a_coef = coef.reshape(b * G, m, J)[g, r, j]
         _correct_parts(prox.view(-1), at, row, part, a_coef, bound_at, basis.view(-1, d), y, absy, scale,
                        signed_scale, edges, order, levels, budget)
-    prox.clamp_min_(0)
-    return (prox, prox.sum(-1), prox.sum(1)) if sums else (prox, None, None)
+    return prox.clamp_min_(0)
 
 
 def _correct_parts(flat_prox, at, row, part, a_coef, bound, basis_rows, y, absy, scale, signed_scale, edges, order,

@@ -272,17 +272,17 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         i1 = min(T, i0 + rows_per_chunk)
         m = i1 - i0
         coef = attention[:, :, i0:i1, :i1]  # [B, H, rows, sources]: a view, the kernel reads it in this layout
-        prox, by_head, by_edge = grouped_part_proximity(
+        prox = grouped_part_proximity(
             y[:, i0:i1], coef, u, None if scale is None else scale[:, i0:i1], budget=budget, reach=reach,
             signed_dot=lambda rows, b0, b1, j=i1: _through_heads(rows, w_heads[b0:b1], v_heads[b0:b1, :, :j]),
-            sums=True,
-        )  # [B, H, rows, sources], its sums over sources [B, H, rows] and over heads [B, rows, sources]
+        )  # [B, H, rows, sources]
         extra = extra_prox[:, i0:i1]
+        by_head = prox.sum(-1)  # [B, H, rows]
         total = extra.sum(-1) + by_head.sum(1)
         cancel = total <= 0
         if bool(cancel.any()):  # no part is closer to y than 0: an even split over the parts (see normalise)
             _present_parts(cancel, i0, coef, x, reach, records, weights, parallel, extra, prox)
-            by_head, by_edge = prox.sum(-1), prox.sum(1)
+            by_head = prox.sum(-1)
             total = extra.sum(-1) + by_head.sum(1)
         cancel_attn[:, i0:i1] = cancel
         inv = 1 / total.clamp_min(torch.finfo(total.dtype).tiny)
@@ -291,7 +291,7 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         # [B, rows, sources] the head-summed edges, exact whatever is stored; each is >= every one of its heads
         # (a float sum of non-negative terms is at least each term), so candidates for the per-head floor are the
         # edges that reach it
-        edges = by_edge.mul_(inv.unsqueeze(-1)).float()
+        edges = prox.sum(1).mul_(inv.unsqueeze(-1)).float()
         if edge_floor > 0:  # future sources have importance exactly 0 < floor: only causal pairs pass
             kept = _flat_nonzero(edges >= edge_floor)
         else:
