@@ -206,6 +206,7 @@ class LayerRows:
     attn_update: torch.Tensor  # [P, d]
     mlp_out: torch.Tensor  # [P, d]
     mlp_update: torch.Tensor  # [P, d]
+    neurons: torch.Tensor | None = None  # [P, F] where the MLP already ran for these rows (bf16/fp16 slim records)
 
 
 def layer_rows(rec: LayerRecord, weights: LayerWeights, positions: list[int]) -> LayerRows:
@@ -250,7 +251,7 @@ def layer_rows(rec: LayerRecord, weights: LayerWeights, positions: list[int]) ->
     if low:  # post - mid also holds the stream's rounding (up to half a bf16 step of post): run the MLP instead
         ran = rec.rebuilder.mlp_alone(rows)
         if ran is not None:
-            rows = dataclasses.replace(rows, mlp_out=ran[1], mlp_update=ran[2])
+            rows = dataclasses.replace(rows, neurons=ran[0], mlp_out=ran[1], mlp_update=ran[2])
     return rows
 
 
@@ -276,6 +277,8 @@ def neuron_rows(rec: LayerRecord, weights: LayerWeights, positions: list[int]) -
     rows = layer_rows(rec, weights, positions)
     if not rec.slim:
         return rec.neurons[list(positions)], rows
+    if rows.neurons is not None:  # layer_rows already ran the MLP alone (a bf16/fp16 model)
+        return rows.neurons, rows
     ran = rec.rebuilder.mlp_alone(rows)
     if ran is None:
         return rec.neurons[list(positions)], layer_rows(rec.rebuilder.record(rec), weights, positions)
