@@ -21,6 +21,7 @@ import torch
 
 from .errors import PromptError, SelectionError
 from .methods.input_attribution import frozen, last_logits
+from .models.offload import input_device
 
 
 @dataclass
@@ -98,7 +99,7 @@ def greedy_tokens(lm, ids: torch.Tensor, n: int, *, stop_at_eos: bool = True) ->
         raise PromptError(f"generate must be a number of tokens >= 0, not {n}")
     model = lm.model
     eos = getattr(lm.tokenizer, "eos_token_id", None)
-    dev = next(model.parameters()).device
+    dev = input_device(model)  # (an offloaded model's parameters may be on meta)
     out: list[int] = []
     with frozen(model):
         logits, cache = last_logits(model, ids=ids[None].to(dev), cache=True)

@@ -71,6 +71,11 @@ def _assert_same(ref, got, tol=1e-5):
     assert (ref.logit_attribution().scores - got.logit_attribution().scores).abs().max().item() <= tol
     r, g = ref.route(), got.route()
     assert (r.src == g.src).all() and (r.dst == g.dst).all() and abs(r.weight - g.weight).max() <= tol
+    # a causal run after the pass: accelerate swapping weights in and out is no change of the model (versions.py)
+    r, g = ref.patch(["L3.H1", "L20.MLP"], ablation="zero"), got.patch(["L3.H1", "L20.MLP"], ablation="zero")
+    assert (torch.as_tensor(r.scores) - torch.as_tensor(g.scores)).abs().max().item() <= 10 * tol
+    r, g = ref.score("saliency"), got.score("saliency")  # input attribution runs it again from its embeddings
+    assert (torch.as_tensor(r.scores) - torch.as_tensor(g.scores)).abs().max().item() <= 10 * tol
 
 
 @pytest.mark.smollm2

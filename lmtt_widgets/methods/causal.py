@@ -18,6 +18,7 @@ import torch
 from ..contributions.graph import ATTENTION, MLP_EDGE, node_of
 from .. import checks
 from ..errors import InputError, InputTypeError, SelectionError
+from ..models.offload import input_device
 from ..tracing.capture import eval_mode
 from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
@@ -44,6 +45,7 @@ def gradients(ex, metric) -> Gradients:
     """One forward and one backward pass of the clean prompt. Gradients flow into zero-valued probes added at each
     hooked activation, never into the model's parameters (no ``.grad`` is written)."""
     tr, adapter = ex.trace, ex.trace.lm.adapter
+    tr.check_model()  # the gradients are taken at the traced pass: they need the same model
     net = tr.lm.model
     blocks = list(net.get_submodule(adapter.blocks))
     probes: dict[tuple[str, int], torch.Tensor] = {}
@@ -55,7 +57,7 @@ def gradients(ex, metric) -> Gradients:
 
     with exclusive(net):  # hooks go on only while no other thread traces or patches this model
         handles = _add_probes(blocks, adapter, probe)
-        device = next(net.parameters()).device
+        device = input_device(net)  # (an offloaded model's parameters may be on meta)
         try:
             with eval_mode(net), torch.enable_grad():
                 logits = net(input_ids=tr.input_ids[None].to(device), use_cache=False).logits

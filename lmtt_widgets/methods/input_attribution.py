@@ -44,6 +44,7 @@ import torch
 
 from .. import checks
 from ..errors import SelectionError
+from ..models.offload import input_device
 from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
 from .targets import make_metric, token_id
@@ -123,7 +124,10 @@ def metric_of(metric, rows: torch.Tensor) -> torch.Tensor:
 
 
 def _prefix_ids(ex, metric) -> torch.Tensor:
-    dev = next(ex.trace.lm.model.parameters()).device
+    """The prompt up to the metric's position, where the model reads it (every run of these methods starts here:
+    a model changed since the trace is refused first)."""
+    ex.trace.check_model()
+    dev = input_device(ex.trace.lm.model)  # (an offloaded model's parameters may be on meta)
     return ex.trace.input_ids[: metric.position + 1].to(dev)
 
 

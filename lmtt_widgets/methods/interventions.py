@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 
 from ..errors import PromptError, SelectionError
+from ..models.offload import input_device
 from ..tracing.capture import eval_mode
 from ..tracing.guard import exclusive
 from .base import Component
@@ -98,6 +99,7 @@ def capture_activations(ex, ids: torch.Tensor) -> tuple[list, list, list, list]:
     """Head signals, MLP outputs, neuron activations and block outputs of a plain forward pass of ``ids``
     (no attention capture: a patching reference needs nothing else). Float32 (float64 for a float64 model)."""
     tr, adapter = ex.trace, ex.trace.lm.adapter
+    tr.check_model()  # activations of a changed model would be patched into the traced one
     net = tr.lm.model
     blocks = list(net.get_submodule(adapter.blocks))
     L, T, H = len(blocks), ids.numel(), tr.n_heads
@@ -119,7 +121,7 @@ def capture_activations(ex, ids: torch.Tensor) -> tuple[list, list, list, list]:
                 block.register_forward_hook(
                     lambda m, a, o, l=l: keep(("resid", l), o[0] if isinstance(o, tuple) else o)),
             ]
-        device = next(net.parameters()).device
+        device = input_device(net)  # (an offloaded model's parameters may be on meta)
         try:
             with eval_mode(net):
                 net(input_ids=ids[None].to(device), use_cache=False)
@@ -142,7 +144,7 @@ def check_component(ex, c: Component) -> Component:
     if c.kind in ("head", "edge") and c.index is not None:
         ex._head(c.index)
     if c.kind == "neuron":
-        F = ex.trace.weights[c.layer].w_out.shape[1]  # (not the activations: a long trace rebuilds those)
+        F = ex.trace.layer_weights[c.layer].w_out.shape[1]  # (not the activations: a long trace rebuilds those)
         if not 0 <= c.index < F:
             raise SelectionError(f"{c.id}: layer {c.layer} has {F} neurons (0..{F - 1}).")
     if c.kind == "edge" and not 0 <= c.source <= c.position:
@@ -285,9 +287,10 @@ def batch_size(ex) -> int:
 @torch.no_grad()
 def run_plans(ex, metric, plans: list[Plan], ref: Reference) -> torch.Tensor:
     """The metric of each run of each plan (float64 [sum of plan sizes])."""
+    ex.trace.check_model()  # effects are differences from the traced pass: they need the same model
     net = ex.trace.lm.model
     ids = ex.trace.input_ids
-    device = next(net.parameters()).device
+    device = input_device(net)  # (an offloaded model's parameters may be on meta)
     if any(any(e) for plan in plans for e in plan.edges):
         ref.trace  # noqa: B018  (a corrupted prompt's trace is made before the model is held: it holds it itself)
     out = []

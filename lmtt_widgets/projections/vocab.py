@@ -29,6 +29,7 @@ UNEMBED_CHUNK_ROWS = 8192
 
 def unembedding(trace: Trace) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(W_U [V, d], b [V] or None) in float32 (a copy for other dtypes and offloaded heads; prefer :func:`unembed`)."""
+    trace.check_head()
     head = trace.lm.model.get_output_embeddings()
     with OffloadMap(trace.lm.model).materialized(head):
         bias = getattr(head, "bias", None)
@@ -40,6 +41,7 @@ def unembed(trace: Trace, h: torch.Tensor, *, with_bias: bool = True) -> torch.T
 
     The head is read where accelerate materialises it when it is offloaded, and it is upcast a block of rows at a
     time, so no float32 copy of the whole unembedding is ever made."""
+    trace.check_head()
     head = trace.lm.model.get_output_embeddings()
     with OffloadMap(trace.lm.model).materialized(head):
         W = head.weight.detach()

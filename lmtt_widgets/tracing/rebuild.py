@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import LmttError
 from ..models.weights import upcast
 from .tracer import DROPPABLE
+from .versions import ParameterVersions, StaleTraceError  # noqa: F401 - StaleTraceError is imported from here too
 
 if TYPE_CHECKING:
     from .facts import ModelFacts
@@ -39,10 +39,6 @@ if TYPE_CHECKING:
 REBUILD_LIMIT = 2**30
 # Rebuilt layers kept at once per trace (a view reads several tensors of one layer, sometimes of its neighbour).
 KEEP_REBUILT = 2
-
-
-class StaleTraceError(LmttError, RuntimeError):
-    """A layer of a long trace cannot be computed again: the model changed since the trace."""
 
 
 def droppable_bytes(n_layers: int, n_tokens: int, d: int, hd: int, F: int, *, parallel: bool = False,
@@ -57,7 +53,7 @@ def droppable_bytes(n_layers: int, n_tokens: int, d: int, hd: int, F: int, *, pa
 class LayerRebuilder:
     """Everything needed to run one block of a trace again: the model's facts and the block's call arguments."""
 
-    __slots__ = ("facts", "index", "args", "kwargs", "positional", "cache", "weights_seen")
+    __slots__ = ("facts", "index", "args", "kwargs", "positional", "cache", "versions")
 
     def __init__(self, facts: ModelFacts, index: int, args: tuple, kwargs: dict, cache: RebuildCache):
         self.facts, self.index, self.cache = facts, index, cache
@@ -65,22 +61,13 @@ class LayerRebuilder:
         self.positional = bool(args)
         self.args = tuple(args[1:])
         self.kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-        # the block's parameters as the trace saw them: an in-place change bumps a tensor's version counter, a new
-        # Parameter changes its identity (offloaded ones, on meta between passes, are swapped by accelerate itself)
-        self.weights_seen = [(name, p, p._version) for name, p in facts.blocks[index].named_parameters()
-                             if not p.is_meta]
+        # the block's parameters as the trace saw them (the rows of a slim record are computed from them)
+        self.versions = ParameterVersions(facts.blocks[index], f"{facts.adapter.blocks}.{index}")
 
     def check_unchanged(self) -> None:
         """Refuse (StaleTraceError) when the block's weights changed since the trace: the rows computed from the
         slim record (:func:`layer_rows`) read the live weights, so a changed model would be described silently."""
-        now = dict(self.facts.blocks[self.index].named_parameters())
-        changed = [name for name, p, version in self.weights_seen if now.get(name) is not p or p._version != version]
-        if changed:
-            raise StaleTraceError(
-                f"layer {self.index}: {', '.join(changed[:3])}{' and others' if len(changed) > 3 else ''} changed "
-                "since the trace, so this layer's tensors cannot be computed again. Explain the prompt again with "
-                "the model as it is now."
-            )
+        self.versions.check(f"layer {self.index}")
 
     def record(self, slim: LayerRecord) -> LayerRecord:
         """The whole record of this layer (computed again, or the one computed last time if still kept)."""

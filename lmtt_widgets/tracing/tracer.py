@@ -26,6 +26,7 @@ from .guard import serialised
 from .memory import release_freed_memory
 from .norms import NormSpec
 from .prompts import read_prompt
+from .versions import ParameterVersions
 
 # Attention matrices of all layers are kept on the trace when L*H*T*T is at most this many numbers (256 MB);
 # longer prompts keep them only while their layer's contributions are computed, and keep instead each layer's
@@ -137,12 +138,39 @@ class Trace:
     n_kv_heads: int
     head_dim: int
     layers: list[LayerRecord] = field(default_factory=list)
-    weights: list[LayerWeights] = field(default_factory=list)
+    layer_weights: list[LayerWeights] = field(default_factory=list)  # read through ``weights`` (checked)
     final_norm: NormSpec | None = None
     final_rstd: torch.Tensor | None = None  # [T]
     final_resid: torch.Tensor | None = None  # [T, d] input of the final norm
     logits: torch.Tensor | None = None  # [T, V] exactly what the model returned (model dtype)
     external_edits: list[ExternalEdit] = field(default_factory=list)  # edits of the stream by outside code
+    # the model's parameters as the pass saw them (versions.py), with the paths of its blocks and output head;
+    # None: not followed
+    versions: ParameterVersions | None = None
+    blocks_path: str = ""
+    head_paths: tuple[str, ...] = ()
+
+    @property
+    def weights(self) -> "CheckedWeights":
+        """Each layer's weights the decomposition reads, refused (StaleTraceError) once changed since the pass."""
+        return CheckedWeights(self)
+
+    def check_layer(self, layer: int) -> None:
+        """Refuse (StaleTraceError) when a parameter of block ``layer`` changed since the pass."""
+        if self.versions is not None:
+            layer = range(len(self.layers))[layer]  # (a negative index names its layer)
+            self.versions.check(f"layer {layer}", (f"{self.blocks_path}.{layer}.",))
+
+    def check_head(self) -> None:
+        """Refuse (StaleTraceError) when the final norm or the unembedding changed since the pass."""
+        if self.versions is not None and self.head_paths:
+            self.versions.check("the output head", tuple(f"{p}." for p in self.head_paths))
+
+    def check_model(self) -> None:
+        """Refuse (StaleTraceError) when any parameter of the model changed since the pass (before running it
+        again to compare with the trace: patching, gradients)."""
+        if self.versions is not None:
+            self.versions.check("the model")
 
     @property
     def n_layers(self) -> int:
@@ -252,7 +280,7 @@ def trace(
         n_heads=facts.n_heads,
         n_kv_heads=facts.n_kv_heads,
         head_dim=facts.head_dim,
-        weights=list(facts.weights),
+        layer_weights=list(facts.weights),
         final_norm=facts.final_norm,
     )
     # a long streamed trace frees a large attention after every layer: hand that memory back as it goes
@@ -274,4 +302,34 @@ def trace(
     if len(result.layers) != facts.n_layers:
         raise UnsupportedModelError(
             f"only {len(result.layers)} of {facts.n_layers} blocks ran; the adapter does not fit this model")
+    result.versions = ParameterVersions(facts.net)
+    result.blocks_path, result.head_paths = facts.adapter.blocks, _head_paths(facts.net, facts.adapter.final_norm)
     return result
+
+
+def _head_paths(net, final_norm: str) -> tuple[str, ...]:
+    """Module paths of the final norm and the output embedding (what vocabulary projections read)."""
+    head = net.get_output_embeddings()
+    names = {id(m): name for name, m in net.named_modules()}
+    return (final_norm,) + ((names[id(head)],) if head is not None and id(head) in names else ())
+
+
+class CheckedWeights:
+    """A trace's per-layer weights, each layer's checked against the model's parameters when read."""
+
+    __slots__ = ("_trace",)
+
+    def __init__(self, trace: Trace):
+        self._trace = trace
+
+    def __len__(self) -> int:
+        return len(self._trace.layer_weights)
+
+    def __getitem__(self, layer):
+        if isinstance(layer, slice):
+            return [self[i] for i in range(len(self))[layer]]
+        self._trace.check_layer(layer)
+        return self._trace.layer_weights[layer]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))

@@ -156,10 +156,15 @@ class _ExplanationWidget(anywidget.AnyWidget):
             return
         g = ex.route(self.target, self.threshold, self.granularity)
         nodes = payload.precomputed_mlp_nodes(ex, g, self.target)
+        try:  # these read the model's weights live; the graph is the trace's own scores
+            neurons, lens = payload.neuron_rows(ex, nodes), payload.lens_column(ex, self.target)
+        except LmttError as exc:  # e.g. the weights changed since the trace (StaleTraceError): say so, show none
+            neurons, lens = payload.neuron_rows(ex, set()), {}
+            self.error = str(exc)
         with self.hold_sync():
             self.graph = payload.graph_arrays(g)
-            self.neurons = payload.neuron_rows(ex, nodes)
-            self.lens = payload.lens_column(ex, self.target)
+            self.neurons = neurons
+            self.lens = lens
             self.meta = payload.meta(ex, self.target)
 
     @property
@@ -173,7 +178,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
         if ex is None:
             return dict(n_layers=0, n_tokens=0, n_heads=0, n_neurons=0)
         return dict(n_layers=ex.n_layers, n_tokens=ex.n_tokens, n_heads=ex.n_heads,
-                    n_neurons=ex.trace.weights[0].w_out.shape[1])  # (a long trace's records dropped neurons)
+                    n_neurons=ex.trace.layer_weights[0].w_out.shape[1])  # (a long trace's records dropped neurons)
 
     @t.validate("selection")
     def _valid_selection(self, proposal):

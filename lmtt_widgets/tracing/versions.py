@@ -1,0 +1,66 @@
+"""Whether a model's weights changed since a trace saw them.
+
+An Explanation reads some weights live long after its pass: the unembedding and the final norm (vocabulary
+projections, logit rows of a long prompt), each layer's output projections (logit attribution, head outputs,
+neuron importances) and, for a long prompt's slim records, whole blocks (tracing/rebuild.py). A weight changed in
+between (an optimiser step, an edit made to test a hypothesis, a cast) would mix two models in one answer without
+a sign. So each reader checks first and refuses with :class:`StaleTraceError`.
+
+What is seen: a change made in place through the parameter (``with torch.no_grad(): w.mul_(2)``, ``w[:, 3] = 0``,
+``load_state_dict``: PyTorch's version counter of the tensor), a parameter replaced by another (``m.weight =
+Parameter(...)``, ``model.half()``) and new storage behind it (``w.data = ...``). What is not: an in-place change
+through ``w.data`` (it bypasses the version counter, which is how PyTorch itself tells in-place changes apart).
+Parameters on the meta device when the trace ends (offloaded: accelerate swaps them in for each pass) are not
+followed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import LmttError
+
+
+class StaleTraceError(LmttError, RuntimeError):
+    """The model changed since the trace: what the trace would read of it now is not what its pass computed."""
+
+
+class ParameterVersions:
+    """The parameters of a module (a model, a block) as a trace saw them, each checked by name prefix."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self, module: torch.nn.Module, prefix: str = ""):
+        """``prefix``: the module's path in the model, put before each name (errors name full paths)."""
+        # (name, owner module, attribute, the parameter, its version, its storage): the owner's attribute holding
+        # another Parameter is a replacement; a bumped version or other storage, a change behind the same one.
+        # A tied parameter is followed under each of its names, so a check of either part sees it.
+        self.seen = [
+            (f"{prefix}.{name}" if prefix else name, owner, attr, p, p._version, p.data_ptr())
+            for name, owner, attr, p in _parameters(module)
+            if not p.is_meta
+        ]
+
+    def changed(self, prefixes: tuple[str, ...] = ("",)) -> list[str]:
+        """Names (starting with one of ``prefixes``, each ending with a dot or empty) of what changed."""
+        return [name for name, owner, attr, p, version, ptr in self.seen
+                if name.startswith(prefixes)
+                and (owner._parameters.get(attr) is not p or p._version != version or p.data_ptr() != ptr)]
+
+    def check(self, where: str, prefixes: tuple[str, ...] = ("",)) -> None:
+        """Raise StaleTraceError naming what changed, if anything did; ``where`` names the part ("layer 3")."""
+        changed = self.changed(prefixes)
+        if changed:
+            more = " and others" if len(changed) > 3 else ""
+            raise StaleTraceError(
+                f"{where}: {', '.join(changed[:3])}{more} changed since the trace, so this explanation cannot "
+                "read it any more (it would mix two models). Explain the prompt again with the model as it is now."
+            )
+
+
+def _parameters(module: torch.nn.Module):
+    """(name, owning module, attribute, parameter) of every parameter of ``module`` under every module holding it."""
+    for mod_name, mod in module.named_modules(remove_duplicate=False):
+        for attr, p in mod._parameters.items():
+            if p is not None:
+                yield (f"{mod_name}.{attr}" if mod_name else attr), mod, attr, p
