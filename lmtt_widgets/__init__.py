@@ -2,7 +2,7 @@
 
 from .errors import (
     InputError, LmttError, MemoryEstimateError, ModelLoadError, NonFiniteError, PromptError, SelectionError,
-    TraceInUseError, UnsupportedModelError,
+    StaleTraceError, TraceInUseError, UnsupportedModelError,
 )
 from .models import ArchitectureAdapter, LoadedModel, load_model, register_adapter, supported_model_types
 from .tracing import Trace, trace
@@ -13,5 +13,5 @@ from .widgets import Explorer, FlowGraph, HeadHeatmap, NeuronView, VocabView
 
 __all__ = [
     "ArchitectureAdapter", "Explanation", "Explorer", "FlowGraph", "HeadHeatmap", "NeuronView", "Route", "VocabView", "explain", "explain_many", "LmttError", "LoadedModel", "MemoryEstimate", "MemoryEstimateError", "estimate_memory", "ModelLoadError", "PromptError", "SelectionError", "Trace",
-    "UnsupportedModelError", "InputError", "NonFiniteError", "TraceInUseError", "load_model", "register_adapter", "supported_model_types", "trace",
+    "UnsupportedModelError", "InputError", "NonFiniteError", "StaleTraceError", "TraceInUseError", "load_model", "register_adapter", "supported_model_types", "trace",
 ]

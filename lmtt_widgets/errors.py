@@ -70,5 +70,9 @@ class TraceInUseError(LmttError, RuntimeError):
     """The model is already being traced by this thread (a hook or callback traced it again)."""
 
 
+class StaleTraceError(LmttError, RuntimeError):
+    """The model changed since the trace: what the explanation would read of it now is not what its pass computed."""
+
+
 class MemoryEstimateError(LmttError, MemoryError):
     """The run would not fit in the memory available (the message holds the estimate and what to change)."""

@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmtt_widgets import Explorer, explain
-from lmtt_widgets.tracing.versions import StaleTraceError
+from lmtt_widgets import Explorer, StaleTraceError, explain
 from tiny_models import loaded
 
 PROMPT = "The quick brown fox jumps over the lazy dog."

@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import LmttError
-
-
-class StaleTraceError(LmttError, RuntimeError):
-    """The model changed since the trace: what the trace would read of it now is not what its pass computed."""
+from ..errors import StaleTraceError  # noqa: F401 - raised here; importable from here too
 
 
 class ParameterVersions:
