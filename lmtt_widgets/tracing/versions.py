@@ -16,6 +16,8 @@ followed.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from ..errors import StaleTraceError  # noqa: F401 - raised here; importable from here too
@@ -30,9 +32,11 @@ class ParameterVersions:
         """``prefix``: the module's path in the model, put before each name (errors name full paths)."""
         # (name, owner module, attribute, the parameter, its version, its storage): the owner's attribute holding
         # another Parameter is a replacement; a bumped version or other storage, a change behind the same one.
-        # A tied parameter is followed under each of its names, so a check of either part sees it.
+        # A tied parameter is followed under each of its names, so a check of either part sees it. Weak references:
+        # a replaced parameter is not kept alive by an explanation (it is then "changed" anyway).
         self.seen = [
-            (f"{prefix}.{name}" if prefix else name, owner, attr, p, p._version, p.data_ptr())
+            (f"{prefix}.{name}" if prefix else name, weakref.ref(owner), attr, weakref.ref(p), p._version,
+             p.data_ptr())
             for name, owner, attr, p in _parameters(module)
             if not p.is_meta
         ]
@@ -40,8 +44,7 @@ class ParameterVersions:
     def changed(self, prefixes: tuple[str, ...] = ("",)) -> list[str]:
         """Names (starting with one of ``prefixes``, each ending with a dot or empty) of what changed."""
         return [name for name, owner, attr, p, version, ptr in self.seen
-                if name.startswith(prefixes)
-                and (owner._parameters.get(attr) is not p or p._version != version or p.data_ptr() != ptr)]
+                if name.startswith(prefixes) and not _same(owner(), attr, p(), version, ptr)]
 
     def check(self, where: str, prefixes: tuple[str, ...] = ("",)) -> None:
         """Raise StaleTraceError naming what changed, if anything did; ``where`` names the part ("layer 3")."""
@@ -52,6 +55,11 @@ class ParameterVersions:
                 f"{where}: {', '.join(changed[:3])}{more} changed since the trace, so this explanation cannot "
                 "read it any more (it would mix two models). Explain the prompt again with the model as it is now."
             )
+
+
+def _same(owner, attr: str, p, version: int, ptr: int) -> bool:
+    return owner is not None and p is not None and owner._parameters.get(attr) is p and p._version == version \
+        and p.data_ptr() == ptr
 
 
 def _parameters(module: torch.nn.Module):
