@@ -59,8 +59,10 @@ def gradients(ex, metric) -> Gradients:
         handles = _add_probes(blocks, adapter, probe)
         device = input_device(net)  # (an offloaded model's parameters may be on meta)
         try:
-            with eval_mode(net), torch.enable_grad():
-                logits = net(input_ids=tr.input_ids[None].to(device), use_cache=False).logits
+            # (inference_mode(False): under a caller's torch.inference_mode no autograd graph would be recorded)
+            with eval_mode(net), torch.inference_mode(False), torch.enable_grad():
+                ids = tr.input_ids[None].clone().to(device)  # (a normal tensor, even if traced in inference mode)
+                logits = net(input_ids=ids, use_cache=False).logits
                 value = metric(logits)[0]
                 keys = list(probes)
                 grads = torch.autograd.grad(value, [probes[k] for k in keys], allow_unused=True)

@@ -156,8 +156,10 @@ def baseline_token(ex, baseline) -> int:
 # ---------------------------------------------------------------- gradients
 def _gradients(model, metric, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """∂metric/∂embeds for a batch [B, T, d] (each row its own sequence) and the metric values [B]."""
-    x = embeds.detach().requires_grad_(True)
-    with torch.enable_grad():
+    # inference_mode(False): under a caller's torch.inference_mode no graph is recorded; the clone makes a normal
+    # tensor of embeddings made in that mode (an inference tensor cannot require grad)
+    with torch.inference_mode(False), torch.enable_grad():
+        x = embeds.detach().clone().requires_grad_(True)
         logits, _ = last_logits(model, embeds=x)
         values = metric_of(metric, logits)
         (grad,) = torch.autograd.grad(values.sum(), x)
