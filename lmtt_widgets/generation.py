@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import PromptError, SelectionError
+from .errors import PromptError, PromptTypeError, SelectionError, SelectionTypeError
 from .methods.input_attribution import frozen, last_logits
 from .models.offload import input_device
 
@@ -117,25 +117,79 @@ def chat_ids(lm, messages) -> tuple[torch.Tensor, list[str], str]:
     tok = lm.tokenizer
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
+    messages = _chat_messages(messages)
     if not getattr(tok, "chat_template", None):
         raise PromptError(f"The tokenizer of {lm.name} has no chat template; pass the prompt as plain text instead.")
-    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    try:
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # the template is the model's own code (Jinja): its failure is said as such
+        raise PromptError(f"The chat template of {lm.name} failed on these messages ({type(exc).__name__}: {exc}). "
+                          "Check the roles and order it expects, or pass the prompt as plain text.") from exc
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = torch.tensor(enc["input_ids"], dtype=torch.long)
-    # where each message's text lies in the rendered template (in order: a template may add text between them)
-    spans, cursor = [], 0
-    for m in messages:
-        content = m.get("content", "")
-        at = text.find(content, cursor) if content else -1
-        if at >= 0:
-            spans.append((at, at + len(content), m.get("role", "user")))
-            cursor = at + len(content)
+    spans = _content_spans(tok, messages, text)
     special = set(getattr(tok, "all_special_ids", []) or [])
     roles = []
     for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
         role = next((r for s, e, r in spans if a < e and b > s), "template")
         roles.append("template" if tid in special else role)
     return ids, roles, text
+
+
+def _content_spans(tok, messages, text: str) -> list[tuple[int, int, str]]:
+    """(start, end, role) of each message's text in the rendered template.
+
+    The template is rendered again with a marker in place of each content, so a content that also occurs in the
+    template's own text (a message "user" after the role label "user") is found where the template put it. A
+    template that changes what it is given (trims, escapes) does not give the text back that way: then each content
+    is searched for in order, after the previous one.
+    """
+    marks = [f"\ue000{n}\ue001" for n in range(len(messages))]  # private-use characters: in no message's text
+    try:
+        marked = tok.apply_chat_template([{**m, "content": k} for m, k in zip(messages, marks)], tokenize=False,
+                                         add_generation_prompt=True)
+    except Exception:
+        marked = ""
+    if all(marked.count(k) == 1 for k in marks):
+        spans, rebuilt, cursor = [], "", 0
+        for at, n in sorted((marked.index(k), n) for n, k in enumerate(marks)):
+            rebuilt += marked[cursor:at]
+            spans.append((len(rebuilt), len(rebuilt) + len(messages[n]["content"]), messages[n]["role"]))
+            rebuilt += messages[n]["content"]
+            cursor = at + len(marks[n])
+        if rebuilt + marked[cursor:] == text:
+            return [sp for sp in spans if sp[1] > sp[0]]
+    spans, cursor = [], 0
+    for m in messages:
+        content = m["content"]
+        at = text.find(content, cursor) if content else -1
+        if at >= 0:
+            spans.append((at, at + len(content), m["role"]))
+            cursor = at + len(content)
+    return spans
+
+
+def _chat_messages(messages) -> list[dict]:
+    """A non-empty list of {"role": text, "content": text} messages, checked before the template reads them (a
+    template fails deep inside Jinja on anything else, or reads a list of ids or bytes as messages)."""
+    from . import checks
+
+    example = '[{"role": "user", "content": "Hello"}]'
+    if not isinstance(messages, (list, tuple)):
+        raise PromptTypeError(f"chat=True takes a text or a list of messages such as {example}, not "
+                              f"{type(messages).__name__}.")
+    if not messages:
+        raise PromptError(f"The chat has no messages; give at least one, such as {example}.")
+    for n, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise PromptTypeError(f"Chat message {n} is a {type(m).__name__}, not a message such as {example[1:-1]}"
+                                  " (token ids and bytes cannot be read as a chat).")
+        for key in ("role", "content"):
+            if not isinstance(m.get(key), str):
+                raise PromptTypeError(f"Chat message {n} needs a text {key!r}, not {m.get(key)!r}; a message is "
+                                      f"such as {example[1:-1]}.")
+        checks.unicode_text(m["content"], f"Chat message {n}", PromptError)
+    return list(messages)
 
 
 def attribution_matrix(ex, method: str = "integrated_gradients", *, positions=None, foil=None, progress=None,
@@ -149,9 +203,15 @@ def attribution_matrix(ex, method: str = "integrated_gradients", *, positions=No
     """
     import pandas as pd
 
+    from . import checks
     from .methods import get_method
 
     info = get_method(method)
+    if checks.is_integer(positions):
+        positions = [positions]  # one position, as a list of one
+    elif positions is not None and (isinstance(positions, (str, bytes, dict)) or not hasattr(positions, "__iter__")):
+        raise SelectionTypeError(f"positions must be a list of token positions such as [5, 6], not "
+                                 f"{type(positions).__name__}.")
     rows = list(ex.generated_positions if positions is None else positions)
     if not rows:
         raise SelectionError("No generated tokens to explain: use explain(..., generate=N) or pass positions=[...].")

@@ -34,3 +34,62 @@ def test_attribution_patching_inside_inference_mode_and_of_a_trace_made_there(ex
         assert torch.equal(ex.attribution_patching(ablation="zero").scores, expected)
         inside = explain(ex.trace.lm, PROMPT)  # its token ids are inference tensors
         assert torch.equal(inside.attribution_patching(ablation="zero").scores, expected)
+
+
+BAD_CHATS = [
+    (["Hello"], "Chat message 0 is a str"),
+    ({"role": "user", "content": "Hi"}, "not dict"),
+    ([], "no messages"),
+    ([{"role": "user"}], "needs a text 'content'"),
+    ([{"role": "user", "content": 5}], "needs a text 'content', not 5"),
+    ([1, 2, 3], "Chat message 0 is a int"),
+    (b"hi", "not bytes"),
+    (torch.tensor([1, 2]), "not Tensor"),
+    ([{"role": "user", "content": "a\ud800b"}], "lone surrogate"),
+]
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize("messages, message", BAD_CHATS)
+def test_chat_messages_that_are_not_messages_get_a_prompt_error(smollm2, messages, message):
+    # before: raw TypeError / ValueError from transformers, Jinja's UndefinedError, the tokenizer's TypeError
+    from lmtt_widgets.errors import PromptError
+
+    with pytest.raises(PromptError, match=message):
+        explain(smollm2, messages, chat=True)
+
+
+@pytest.mark.smollm2
+def test_a_chat_template_that_fails_is_named_as_such(smollm2):
+    from lmtt_widgets.errors import PromptError
+
+    # SmolLM2's template accepts any role: a template that raises (as some refuse a role order) is set here
+    tok = smollm2.tokenizer
+    saved = tok.chat_template
+    tok.chat_template = "{{ raise_exception('only user and assistant roles') }}"
+    try:
+        with pytest.raises(PromptError, match="chat template of .* failed.*only user and assistant roles"):
+            explain(smollm2, [{"role": "user", "content": "Hi"}], chat=True)
+    finally:
+        tok.chat_template = saved
+
+
+@pytest.mark.smollm2
+def test_a_message_equal_to_the_templates_own_text_is_marked_where_the_template_put_it(smollm2):
+    # before: the user's content "user" was searched for after the system message and found in the role label
+    # "<|im_start|>user": the label was marked "user" and the user's actual text "template"
+    ex = explain(smollm2, [{"role": "system", "content": "user"}, {"role": "user", "content": "user"}], chat=True)
+    marked = [(n, t, r) for n, (t, r) in enumerate(zip(ex.tokens, ex.token_roles)) if r != "template"]
+    assert [(t, r) for _, t, r in marked] == [("user", "system"), ("user", "user")]
+    n_user = marked[1][0]
+    assert ex.tokens[n_user - 2 : n_user] == ["user", "\n"] and ex.token_roles[n_user - 2] == "template"
+
+
+def test_attribution_matrix_takes_one_position_as_a_number(ex):
+    # before: a raw "'int' object is not iterable"
+    one = ex.attribution_matrix("saliency", positions=3)
+    assert one.equals(ex.attribution_matrix("saliency", positions=[3]))
+    from lmtt_widgets.errors import SelectionTypeError
+
+    with pytest.raises(SelectionTypeError, match="positions must be a list"):
+        ex.attribution_matrix("saliency", positions=3.0)
