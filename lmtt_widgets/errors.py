@@ -58,6 +58,13 @@ class SelectionError(InputError):
     """A layer, token, head or neuron index is out of range."""
 
 
+class ComponentKeyError(SelectionError, KeyError):
+    """A score table has no row for this component (a KeyError too, as a mapping's lookup gives)."""
+
+    def __str__(self) -> str:  # KeyError's own str() would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class SelectionTypeError(SelectionError, TypeError):
     """A layer, token, head or neuron index is not an integer."""
 

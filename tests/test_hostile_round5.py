@@ -93,3 +93,61 @@ def test_attribution_matrix_takes_one_position_as_a_number(ex):
 
     with pytest.raises(SelectionTypeError, match="positions must be a list"):
         ex.attribution_matrix("saliency", positions=3.0)
+
+
+def test_attribution_patching_edges_of_another_prompts_route_are_refused(ex):
+    # before: node ids decoded with this prompt's length: edges at the wrong tokens, or none, without a word
+    from lmtt_widgets.errors import InputTypeError, SelectionError
+
+    other = explain(ex.trace.lm, "A short one")
+    with pytest.raises(SelectionError, match="route is of a graph of 11 tokens"):
+        ex.attribution_patching(CORRUPT, edges=other.route())
+    with pytest.raises(SelectionError, match="not this explanation's \\(11"):
+        other.attribution_patching(ablation="zero", edges=ex.route())
+    with pytest.raises(InputTypeError, match="edges must be True"):  # before: raw AttributeError
+        ex.attribution_patching(CORRUPT, edges="yes")
+    assert len(ex.attribution_patching(CORRUPT, edges=ex.full_graph()).of_kind("edge")) > 0
+
+
+@pytest.mark.parametrize("ablation", [0, "", False])
+def test_a_falsy_ablation_is_refused_not_taken_for_mean(ex, ablation):
+    # before: `ablation or "mean"` ran mean ablation for ablation=0 (zero ablation was meant) without a word
+    from lmtt_widgets.errors import SelectionError
+
+    with pytest.raises(SelectionError, match="ablation must be one of"):
+        ex.patch(["L1.H0"], ablation=ablation)
+
+
+def test_a_reference_of_another_prompt_is_refused(ex):
+    from lmtt_widgets.errors import PromptError
+    from lmtt_widgets.methods.causal import reference
+
+    other = explain(ex.trace.lm, "A short one")
+    with pytest.raises(PromptError, match="reference was made for a prompt of 44 tokens"):  # before: raw RuntimeError
+        other.patch(["L1.H0"], reference(ex, CORRUPT))
+
+
+def test_score_table_lookups_and_rankings_say_what_is_wrong(ex):
+    from lmtt_widgets.errors import ComponentKeyError, InputError
+
+    table = ex.logit_attribution()
+    with pytest.raises(ComponentKeyError, match="L99.H0 is not scored") as info:  # before: a bare KeyError
+        table["L99.H0"]
+    assert isinstance(info.value, KeyError) and str(info.value).startswith("L99.H0")
+    with pytest.raises(InputError, match="by must be"):  # before: KeyError 'x'
+        table.top(3, by="x")
+    with pytest.raises(InputError, match="k must be at least 0"):  # before: [] for k=-1
+        table.top(-1)
+    assert table.top(0) == [] and len(table.top(3)) == 3
+
+
+def test_faithfulness_of_top_checks_its_counts_and_table(ex):
+    from lmtt_widgets.errors import InputError, SelectionError
+    from lmtt_widgets.methods.causal import faithfulness_of_top
+
+    table = ex.logit_attribution()
+    assert faithfulness_of_top(ex, table, ks=2).fraction == faithfulness_of_top(ex, table, ks=[2]).fraction
+    with pytest.raises(InputError, match="each k must be at least 0"):  # before: accepted as "keep no head"
+        faithfulness_of_top(ex, table, ks=[-1])
+    with pytest.raises(SelectionError, match="scores no heads"):  # before: fraction 0 "of the top 2"
+        faithfulness_of_top(ex, ex.score("saliency"), ks=[2])

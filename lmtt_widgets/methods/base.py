@@ -15,7 +15,8 @@ from typing import Callable, Literal
 
 import torch
 
-from ..errors import SelectionError
+from .. import checks
+from ..errors import ComponentKeyError, InputError, SelectionError
 
 Kind = Literal["embed", "head", "attn_bias", "mlp", "mlp_bias", "neuron", "resid", "edge", "token", "external"]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
@@ -142,7 +143,7 @@ class ScoreTable:
     def __getitem__(self, component: "str | Component") -> float:
         c = Component.parse(component)
         if c not in self._index:
-            raise KeyError(f"{c.id} is not scored by this {self.method} table")
+            raise ComponentKeyError(f"{c.id} is not scored by this {self.method} table")
         return float(self.scores[self._index[c]])
 
     def __contains__(self, component) -> bool:
@@ -150,8 +151,11 @@ class ScoreTable:
 
     def top(self, k: int = 10, *, by: Literal["abs", "value", "-value"] = "abs") -> list[tuple[Component, float]]:
         """The k components with the largest |score| (or largest / smallest score), with their scores."""
+        k = checks.count(k, "k", low=0, what="how many components to list")
+        if by not in ("abs", "value", "-value"):
+            raise InputError(f"by must be 'abs', 'value' or '-value' (the order of the ranking), not {by!r}.")
         key = {"abs": self.scores.abs(), "value": self.scores, "-value": -self.scores}[by]
-        idx = key.argsort(descending=True, stable=True)[: max(0, int(k))].tolist()
+        idx = key.argsort(descending=True, stable=True)[:k].tolist()
         return [(self.components[i], float(self.scores[i])) for i in idx]
 
     def of_kind(self, kind: str) -> "ScoreTable":

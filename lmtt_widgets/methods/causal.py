@@ -147,12 +147,26 @@ def attribution_patching(ex, target=None, foil=None, position=None, *, corrupted
             comps += [Component("neuron", l, n) for n in range(per.numel())]
             vals.append(per.double())
     if edges is not None and edges is not False:
-        route = ex.route(metric.position) if edges is True else edges
+        route = ex.route(metric.position) if edges is True else _own_route(ex, edges)
         ecomps, evals = _edge_estimates(ex, route, ref, grads)
         comps += ecomps
         vals.append(evals)
     extra = {"clean": _clean_value(ex, metric), "ablation": ref.ablation}
     return ScoreTable("attribution_patching", APPROX, metric, comps, torch.cat(vals), True, extra)
+
+
+def _own_route(ex, route):
+    """A Route of this explanation's graph: node ids only mean a (layer, token) for the prompt they were made for."""
+    from ..contributions.graph import Route
+
+    if not isinstance(route, Route):
+        raise InputTypeError(f"edges must be True (the route at the metric's position), False, None or a Route from "
+                             f"ex.route(...), not {type(route).__name__}.")
+    if (route.n_tokens, route.n_layers, route.n_heads) != (ex.n_tokens, ex.n_layers, ex.n_heads):
+        raise SelectionError(f"This route is of a graph of {route.n_tokens} tokens, {route.n_layers} layers and "
+                             f"{route.n_heads} heads, not this explanation's ({ex.n_tokens}, {ex.n_layers}, "
+                             f"{ex.n_heads}); take it from this explanation's ex.route(...).")
+    return route
 
 
 def _edge_estimates(ex, route, ref: Reference, grads: Gradients) -> tuple[list[Component], torch.Tensor]:
@@ -287,6 +301,16 @@ def faithfulness_of_top(ex, table: ScoreTable, ks=(5, 10, 20, 50), *, by: str = 
                         ablation=None) -> Faithfulness:
     """Keep the top-k heads of a score table (all positions) clean, ablate every other head (MLPs stay clean)."""
     metric = table.metric or make_metric(ex)
+    if metric.position >= ex.n_tokens:
+        raise SelectionError(f"The table's metric is read at token {metric.position}, but this prompt has "
+                             f"{ex.n_tokens} tokens: the table was made for another prompt.")
+    if not len(table.of_kind("head")):
+        raise SelectionError(f"The {table.method} table scores no heads; faithfulness_of_top keeps a table's top "
+                             "heads (use logit_attribution, attribution_patching or activation_patching).")
+    ks = [ks] if checks.is_integer(ks) else ks
+    if isinstance(ks, (str, bytes, dict)) or not hasattr(ks, "__iter__"):
+        raise InputTypeError(f"ks must be a list of head counts such as [5, 10], not {type(ks).__name__}.")
+    ks = [checks.count(k, "each k", low=0, what="how many top heads are kept") for k in ks]
     ref = reference(ex, corrupted, ablation)
     L, T, H = ex.n_layers, ex.n_tokens, ex.n_heads
     heads, mlps = [], []

@@ -59,8 +59,9 @@ class Reference:
 
 def reference(ex, corrupted=None, ablation: str | None = None) -> Reference:
     """The reference values: a corrupted prompt's (same number of tokens), zero, or the mean over positions."""
-    ablation = ablation or ("corrupted" if corrupted is not None else "mean")
-    if ablation not in ABLATIONS:
+    if ablation is None:  # (not `ablation or ...`: ablation=0 or "" must not quietly mean "mean")
+        ablation = "corrupted" if corrupted is not None else "mean"
+    if not isinstance(ablation, str) or ablation not in ABLATIONS:
         raise SelectionError(f"ablation must be one of {ABLATIONS}, not {ablation!r}.")
     if ablation == "corrupted":
         return _corrupted_reference(ex, corrupted)
@@ -81,6 +82,11 @@ def _corrupted_reference(ex, corrupted) -> Reference:
     if corrupted is None:
         raise SelectionError("ablation='corrupted' needs a corrupted prompt (same number of tokens as the clean one).")
     if isinstance(corrupted, Reference):
+        T = corrupted.head_signal[0].shape[0] if corrupted.head_signal else None
+        if T != ex.n_tokens or len(corrupted.head_signal) != ex.n_layers:
+            raise PromptError(f"This reference was made for a prompt of {T} tokens and {len(corrupted.head_signal)} "
+                              f"layers, not this one's {ex.n_tokens} tokens and {ex.n_layers} layers; pass the "
+                              "corrupted prompt itself.")
         return corrupted
     lm = ex.trace.lm
     ids, text = tokenize(lm, corrupted)
