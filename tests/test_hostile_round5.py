@@ -151,3 +151,44 @@ def test_faithfulness_of_top_checks_its_counts_and_table(ex):
         faithfulness_of_top(ex, table, ks=[-1])
     with pytest.raises(SelectionError, match="scores no heads"):  # before: fraction 0 "of the top 2"
         faithfulness_of_top(ex, ex.score("saliency"), ks=[2])
+
+
+def test_a_steering_hook_added_or_removed_after_explain_is_refused_by_reruns_not_hidden():
+    # before: a hook too small for the 1e-3 rerun check shifted every effect without a word
+    from lmtt_widgets.errors import SelectionError
+
+    lm = loaded("llama", dtype=torch.float32)
+    ex = explain(lm, PROMPT)
+    before = ex.patch(["L1.H0"], CORRUPT)["L1.H0"]
+    block = lm.model.model.layers[0]
+    v = 1e-4 * torch.ones(lm.model.config.hidden_size)
+    handle = block.register_forward_hook(lambda m, a, o: o + v)
+    try:
+        now = explain(lm, PROMPT)
+        shift = float(now.metric()(now.trace.logits) - ex.metric()(ex.trace.logits))
+        assert 0 < abs(shift) < 1e-3  # small enough to hide in the usual slack of a rerun
+        for run in (lambda: ex.patch(["L1.H0"], CORRUPT), lambda: ex.attribution_patching(CORRUPT),
+                    lambda: ex.score("saliency")):
+            with pytest.raises(SelectionError, match=r"forward hooks changed since explain\(\) \(added or removed "
+                                                     r"on model\.layers\.0\)"):
+                run()
+        steered = explain(lm, PROMPT)  # explained with the hook on: its reruns have it too
+        assert steered.patch(["L1.H0"], CORRUPT)["L1.H0"] != before
+    finally:
+        handle.remove()
+    assert ex.patch(["L1.H0"], CORRUPT)["L1.H0"] == before  # the hooks as they were: reruns work again
+    with pytest.raises(SelectionError, match="forward hooks changed"):  # the hook of the pass removed
+        steered.patch(["L1.H0"], CORRUPT)
+
+
+def test_a_hook_that_changes_nothing_added_after_explain_is_accepted():
+    lm = loaded("llama", dtype=torch.float32)
+    ex = explain(lm, PROMPT)
+    before = ex.patch(["L1.H0"], CORRUPT)["L1.H0"]
+    seen = []
+    handle = lm.model.model.layers[0].register_forward_hook(lambda m, a, o: seen.append(1))
+    try:
+        assert ex.patch(["L1.H0"], CORRUPT)["L1.H0"] == before and seen
+        assert len(ex.score("saliency")) == ex.n_tokens
+    finally:
+        handle.remove()

@@ -22,8 +22,8 @@ from ..models.offload import input_device
 from ..tracing.capture import eval_mode
 from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
-from .interventions import (Plan, Reference, _as_batch, batch_size, check_component, reference, run_components,
-                            run_plans)
+from .interventions import (Plan, Reference, _as_batch, batch_size, check_component, reference, rerun_tolerance,
+                            run_components, run_plans)
 from .targets import make_metric
 
 EXACT = "causal effect (exact activation patching)"
@@ -113,10 +113,11 @@ def _clean_value(ex, metric) -> float:
 
 def _check_gradient_run(ex, metric, grads: Gradients) -> None:
     clean = _clean_value(ex, metric)
-    if abs(grads.metric_value - clean) > 1e-3 * (1 + abs(clean)):
+    tol, why = rerun_tolerance(ex, 1e-3)
+    if abs(grads.metric_value - clean) > tol * (1 + abs(clean)):
         raise SelectionError(
-            f"The gradient run gave metric {grads.metric_value:.6g}, the traced run {clean:.6g}: the model changed "
-            "since explain() (weights, hooks or mode). Explain the prompt again."
+            f"The gradient run gave metric {grads.metric_value:.6g}, the traced run {clean:.6g}: {why}. Explain the "
+            "prompt again."
         )
 
 

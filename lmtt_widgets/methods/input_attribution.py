@@ -176,12 +176,16 @@ def _check_forward(value: float, ex, metric, what: str) -> None:
     """The embeddings path must reproduce the traced logits: else the attribution explains another model."""
     traced = float(metric_of(metric, ex.trace.logits[metric.position][None].to(torch.float64))[0])
     half = ex.trace.layers[0].model_dtype in (torch.float16, torch.bfloat16)
-    tol = 0.1 if half else 1e-2  # bf16 rounds differently on a shorter sequence, a batch or a cache
+    from .interventions import rerun_tolerance
+
+    tol, why = rerun_tolerance(ex, 0.1 if half else 1e-2)  # bf16 rounds differently on a shorter sequence, a batch
     if not math.isclose(value, traced, rel_tol=tol, abs_tol=tol):
+        hooks = why.startswith("the model's forward hooks")
         raise SelectionError(
             f"{what}: running the model from its input embeddings gives metric {value:.4g}, but the traced pass "
-            f"gave {traced:.4g}. The model's input-embedding module is not what its forward pass reads; "
-            "input attribution is not defined for it."
+            f"gave {traced:.4g}. " + (f"{why[0].upper()}{why[1:]}." if hooks else
+                                      "The model's input-embedding module is not what its forward pass reads; "
+                                      "input attribution is not defined for it.")
         )
 
 

@@ -138,6 +138,53 @@ def capture_activations(ex, ids: torch.Tensor) -> tuple[list, list, list, list]:
             [got[("neuron", l)] for l in range(L)], [got[("resid", l)] for l in range(L)])
 
 
+def hook_state(net: torch.nn.Module) -> tuple:
+    """Which forward hooks are on the model (per module, by handle id), and the global ones: what a rerun of the
+    model runs besides its own code."""
+    from torch.nn.modules import module as torch_module
+
+    per_module = tuple((name, tuple(m._forward_pre_hooks), tuple(m._forward_hooks))
+                       for name, m in net.named_modules() if m._forward_pre_hooks or m._forward_hooks)
+    return per_module, tuple(torch_module._global_forward_pre_hooks), tuple(torch_module._global_forward_hooks)
+
+
+def hooks_changed(ex) -> str | None:
+    """Where the model's forward hooks differ from those of the traced pass ("model.layers.0, ..."), or None."""
+    import threading
+
+    from ..tracing.guard import _guard_of
+
+    seen = getattr(ex.trace, "hooks_seen", None)
+    if seen is None:  # (a trace made outside explain(): not followed)
+        return None
+    net = ex.trace.lm.model
+    # another thread's trace has its own hooks on while it runs: wait for it (unless this thread holds the model)
+    held = _guard_of(net).owner == threading.get_ident()
+    with contextlib.nullcontext() if held else exclusive(net):
+        now = hook_state(net)
+    if now == seen:
+        return None
+    was = dict((n, h) for n, *h in seen[0])
+    names = sorted({n for n, *h in now[0] if was.pop(n, None) != h} | set(was))
+    return ", ".join(n or "the model itself" for n in names[:3]) or "the global module hooks"
+
+
+def rerun_tolerance(ex, usual: float) -> tuple[float, str]:
+    """How far a rerun's metric may be from the traced one, and what to say when it is farther.
+
+    Reruns round differently from the traced pass (a batch, a shorter prefix), so they are compared loosely
+    (``usual``). A forward hook added or removed since the trace (a small steering vector) could hide in that slack
+    and shift every effect without a word: then a float32/float64 model must reproduce the traced metric to 1e-5.
+    A hook that changes nothing (logging, timing) still passes."""
+    where = hooks_changed(ex)
+    if where is None:
+        return usual, "the model changed since explain() (weights, hooks or mode)"
+    half = ex.trace.layers[0].model_dtype in (torch.float16, torch.bfloat16)
+    return (usual if half else min(usual, 1e-5),
+            f"the model's forward hooks changed since explain() (added or removed on {where}), so it is not the "
+            "traced model any more; put the hooks back as they were, or explain the prompt again with them")
+
+
 def check_component(ex, c: Component) -> Component:
     """The component, or a clear error when it does not exist in this model or prompt."""
     if c.kind in ("token", "external", "attn_bias", "mlp_bias"):
@@ -319,9 +366,10 @@ def run_components(ex, metric, runs: list[list[Component]], ref: Reference) -> t
     values = run_plans(ex, metric, [Plan(ex, runs[i : i + B]) for i in range(0, len(runs), B)], ref)
     clean = float(values[0])
     traced = float(metric(ex.trace.logits))
-    if abs(clean - traced) > 1e-3 * (1 + abs(traced)):
+    tol, why = rerun_tolerance(ex, 1e-3)
+    if abs(clean - traced) > tol * (1 + abs(traced)):
         raise SelectionError(
-            f"The unpatched rerun gave metric {clean:.6g}, the traced run {traced:.6g}: the model changed since "
-            "explain() (weights, hooks or mode). Explain the prompt again."
+            f"The unpatched rerun gave metric {clean:.6g}, the traced run {traced:.6g}: {why}. Explain the prompt "
+            "again."
         )
     return clean, values[1:]
