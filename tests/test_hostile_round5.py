@@ -168,7 +168,7 @@ def test_a_steering_hook_added_or_removed_after_explain_is_refused_by_reruns_not
         shift = float(now.metric()(now.trace.logits) - ex.metric()(ex.trace.logits))
         assert 0 < abs(shift) < 1e-3  # small enough to hide in the usual slack of a rerun
         for run in (lambda: ex.patch(["L1.H0"], CORRUPT), lambda: ex.attribution_patching(CORRUPT),
-                    lambda: ex.score("saliency")):
+                    lambda: ex.score("saliency"), lambda: ex.faithfulness([0.1], CORRUPT)):
             with pytest.raises(SelectionError, match=r"forward hooks changed since explain\(\) \(added or removed "
                                                      r"on model\.layers\.0\)"):
                 run()

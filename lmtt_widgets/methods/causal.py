@@ -22,8 +22,8 @@ from ..models.offload import input_device
 from ..tracing.capture import eval_mode
 from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
-from .interventions import (Plan, Reference, _as_batch, batch_size, check_component, reference, rerun_tolerance,
-                            run_components, run_plans)
+from .interventions import (Plan, Reference, _as_batch, batch_size, check_component, check_rerun, reference,
+                            rerun_tolerance, run_components, run_plans)
 from .targets import make_metric
 
 EXACT = "causal effect (exact activation patching)"
@@ -336,6 +336,7 @@ def _faithfulness(ex, metric, ref, heads, mlps, labels, sizes, *, ablate_mlps=Tr
     plans = [Plan.from_masks(ex, all_h[i : i + B], all_m[i : i + B]) for i in range(0, len(all_h), B)]
     values = run_plans(ex, metric, plans, ref)
     clean, ablated = float(values[0]), float(values[1])
+    check_rerun(ex, metric, clean)  # (a fraction of another model's metric would read as this one's)
     denom = clean - ablated
     kept = values[2:].tolist()
     fraction = [(v - ablated) / denom if abs(denom) > 1e-12 else float("nan") for v in kept]

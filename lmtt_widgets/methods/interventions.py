@@ -365,6 +365,12 @@ def run_components(ex, metric, runs: list[list[Component]], ref: Reference) -> t
     runs = [[]] + list(runs)
     values = run_plans(ex, metric, [Plan(ex, runs[i : i + B]) for i in range(0, len(runs), B)], ref)
     clean = float(values[0])
+    check_rerun(ex, metric, clean)
+    return clean, values[1:]
+
+
+def check_rerun(ex, metric, clean: float) -> None:
+    """Refuse when the unpatched rerun's metric is not the traced pass's: effects would be of another model."""
     traced = float(metric(ex.trace.logits))
     tol, why = rerun_tolerance(ex, 1e-3)
     if abs(clean - traced) > tol * (1 + abs(traced)):
@@ -372,4 +378,3 @@ def run_components(ex, metric, runs: list[list[Component]], ref: Reference) -> t
             f"The unpatched rerun gave metric {clean:.6g}, the traced run {traced:.6g}: {why}. Explain the prompt "
             "again."
         )
-    return clean, values[1:]
