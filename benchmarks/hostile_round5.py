@@ -206,7 +206,8 @@ def model_state(lm) -> None:
             v = torch.randn(net.config.hidden_size, generator=torch.Generator().manual_seed(0)) * scale
             h = net.model.layers[12].register_forward_hook(lambda m, a, o: o + v)
             try:
-                return False, f"patched with a steering hook added after explain: {same(ex)[0]:+.4f}"
+                got = same(ex)[0]  # accepted only where the hook's change is below float32 noise
+                return abs(got - effect) < EXACT_TOL, f"patched with the hook on: {got:+.6f} vs {effect:+.6f}"
             finally:
                 h.remove()
         return run
