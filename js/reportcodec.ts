@@ -6,6 +6,7 @@
  * (`f16`, `u16`, `i16`, `sqrt`) stored it, so the panes read a report exactly like a kernel's traits.
  */
 import type { ArrayDict } from "./codec";
+import { ransDecode, ransTables, type RansTables } from "./reportrans";
 
 export interface Stored {
   enc: "raw" | "f16" | "u16" | "i16" | "sqrt";
@@ -19,6 +20,19 @@ export interface Stored {
   delta?: boolean;
   /** bytes per number when stored byte plane by byte plane */
   planes?: number;
+  /** sqrt triangle, rANS-coded (js/reportrans.ts): its frequency table's place, context shift and bits */
+  rans?: { table: { at: number; n: number }; shift: number; bits: number };
+}
+
+// The frequency tables already built, by the array part they are in and their place there.
+const tablesCache = new WeakMap<Uint8Array, Map<number, RansTables>>();
+
+function tablesFor(r: NonNullable<Stored["rans"]>, bytes: Uint8Array): RansTables {
+  let byAt = tablesCache.get(bytes);
+  if (!byAt) tablesCache.set(bytes, (byAt = new Map()));
+  let t = byAt.get(r.table.at);
+  if (!t) byAt.set(r.table.at, (t = ransTables(bytes.subarray(r.table.at, r.table.at + r.table.n), r.shift, r.bits)));
+  return t;
 }
 
 /** Undo the byte-plane order of `n` bytes of `size`-byte numbers (report_pack.py `_planes`). */
@@ -108,7 +122,7 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
   if (!Ctor) throw new Error(`unsupported dtype ${a.dtype} in the report`);
   const size = a.shape.reduce((x, y) => x * y, 1);
   const stored = bytes.subarray(d.at, d.at + d.n);
-  const src = d.planes ? unplane(stored, d.planes) : stored;
+  const src = d.planes ? unplane(stored, d.planes) : d.rans ? ransDecode(stored, tablesFor(d.rans, bytes), a.shape[0]) : stored;
   const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
   const out = new Ctor(size);
   if (d.enc === "raw") {

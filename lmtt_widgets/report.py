@@ -306,7 +306,7 @@ class _Content:
             if level["maps"] is None:
                 d = {k: v for k, v in d.items() if k not in ("pattern", "contribution")}
             else:
-                d = {**d, "pattern": reduced(d["pattern"], "sqrt", level["maps"]),
+                d = {**d, "pattern": reduced(d["pattern"], "sqrt", level["maps"], rans=True),
                      "contribution": reduced(d["contribution"], "sqrt", CONTRIBUTION_LEVELS)}
             details[key] = d
         details.update(self.neurons)

@@ -1,5 +1,6 @@
 """Issue 5: the main job writes a self-contained report that renders offline and reacts to clicks."""
 
+import gzip
 import html
 import json
 import os
@@ -450,3 +451,43 @@ def test_lens_columns_ranks_equal_one_token_at_a_time():
             entries = ex.lens(row, t, 10)
             assert [e.token_id for e in entries] == ids[row].tolist()
             assert [e.previous_rank for e in entries] == prev[row].tolist()
+
+
+def test_page_decodes_entropy_coded_patterns_exactly_as_stored(tmp_path, monkeypatch):
+    """The page's rANS decoder (js/reportrans.ts, in the built bundle, run by Node) gives every head's attention
+    pattern exactly as Python reads it back, and that is the 255-step map (report_rans.py codes the maps of
+    every report whose maps are large; here forced on a small one)."""
+    from lmtt_widgets import report_pack
+
+    monkeypatch.setattr(report_pack, "RANS_ALWAYS", 0)
+    ex = explain(loaded("gpt2"), "The capital of France is Paris. It is")
+    path = write_report(ex, tmp_path / "r.html")
+    page = path.read_text(encoding="utf-8")
+    rep = read_report(page)
+    assert '"rans":{"table":' in gzip.decompress(report_pack.from_text(
+        page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0])).decode("utf-8", "replace")
+    keys = [k for k in rep["details"] if k.startswith("head:")]
+    assert len(keys) == ex.n_layers * ex.n_heads
+    script = """
+import { readFileSync } from "node:fs";
+const [bundle, html, keys] = process.argv.slice(1);
+const mod = await import(bundle);
+const text = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
+const { body, bytes } = await mod.readContainer(text);
+const { state, report } = mod.reportParts(body, bytes);
+const model = new mod.StaticModel(state, report);
+const out = {};
+model.on("msg:custom", (m) => { const p = m.result.pattern; out[m.key] = Array.from(new Float32Array(p.data.buffer, p.data.byteOffset, p.data.byteLength / 4)); });
+for (const key of JSON.parse(keys)) model.send({ type: "details", id: key, key });
+await new Promise((r) => setTimeout(r, 0));
+console.log(JSON.stringify(out));
+"""
+    proc = subprocess.run(["node", "--input-type=module", "-e", script, BUNDLE.as_uri(), str(path), json.dumps(keys)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    for key in keys:
+        # the same colour levels (Python's float32 formula and the page's float64 one differ in the last bit)
+        assert np.allclose(got[key], rep["details"][key]["pattern"].reshape(-1), rtol=1e-6, atol=0), key
+        layer, h = map(int, key.split(":")[1:3])
+        _assert_map_precision(rep["details"][key]["pattern"], ex.head_attention(layer, h).numpy(), 255)

@@ -4,6 +4,7 @@ sections, remembered across the size ladder's tries."""
 import base64
 import gzip
 import html
+import json
 import os
 import zlib
 from pathlib import Path
@@ -176,3 +177,88 @@ def test_note_says_when_the_budget_cut_what_its_first_sentence_lists():
     assert cut not in note(render_html(ex))
     tight = note(render_html(ex, max_bytes=200_000))
     assert cut in tight and html.escape("Even so this report's state") in tight
+
+
+# --- the attention patterns' entropy coder (report_rans.py; js/reportrans.ts decodes it in the page) ---
+
+RANS_FIXTURE = Path(__file__).resolve().parent.parent / "js" / "test" / "fixtures" / "rans.json"
+
+
+def _attention(rows: int, seed: int) -> np.ndarray:
+    """A causal softmax map like a head's: each key token read about as much by every query (its column), a sink
+    column and a diagonal of random strengths, noise."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, rows)[None, :] + rng.normal(0, 0.5, (rows, rows)) + 4 * rng.random() * np.eye(rows)
+    logits[:, 0] += rng.uniform(0, 6)
+    logits[np.triu_indices(rows, 1)] = -np.inf
+    att = np.exp(logits - logits.max(1, keepdims=True))
+    return (att / att.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _attention_codes(rows: int, levels: int, seed: int) -> np.ndarray:
+    """The ``sqrt`` bytes of ``_attention`` (column order), as report_pack stores them."""
+    att = _attention(rows, seed)
+    q = np.maximum(np.rint(levels * np.sqrt(att / att.max())), 1).astype(np.uint8)
+    return q.T[np.triu_indices(rows)]
+
+
+def test_rans_round_trips_every_map_shape_and_symbol_mix():
+    from lmtt_widgets import report_rans
+
+    rng = np.random.default_rng(1)
+    for shift, levels in ((1, 255), (0, 45), (0, 7)):
+        rows = [1, 2, 3, 40, 17, 64]
+        maps = [_attention_codes(r, levels, i) for i, r in enumerate(rows)]
+        maps += [np.zeros(10, np.uint8), np.full(21, levels, np.uint8),  # one symbol all through: 0 bits each
+                 rng.integers(0, levels + 1, 36).astype(np.uint8)]
+        rows += [4, 6, 8]
+        table, streams = report_rans.encode(maps, rows, shift)
+        assert table.shape == (report_rans.n_contexts(shift), 256)
+        used = table.sum(1)
+        assert set(used.tolist()) <= {0, report_rans.M}
+        back = report_rans.decode(streams, table, rows, shift)
+        assert all(np.array_equal(a, b) for a, b in zip(back, maps))
+    assert [len(s) for s in report_rans.encode([np.zeros(10, np.uint8)], [4], 0)[1]] == [2]  # only the final state
+    altered = streams[3].copy()
+    altered[5] ^= 1
+    with pytest.raises(ValueError, match="altered"):
+        report_rans.decode([altered], table, [rows[3]], shift)
+
+
+def test_rans_codes_attention_patterns_smaller_than_deflate_and_packs_them_exactly():
+    maps = {}
+    for h in range(30):  # 30 maps of 128 tokens: past RANS_ALWAYS, coded whatever deflate would give
+        maps[f"head:0:{h}:127"] = encode_array(_attention(128, h))
+
+    def report(rans):
+        return {"details": {k: {"pattern": reduced(v, "sqrt", 255, rans=rans)} for k, v in maps.items()}}
+
+    coded, plain = pack(report(True)), pack(report(False))
+    assert len(coded) < 0.9 * len(plain), (len(coded), len(plain))
+    a, b = unpack(coded)["details"], unpack(plain)["details"]
+    assert all(np.array_equal(a[k]["pattern"], b[k]["pattern"]) for k in maps)
+    head = layout(report(True))[0]
+    assert b'"rans":{"table":' in head and b'"rans"' not in layout(report(False))[0]
+    # a few small maps: the coder's tables would cost more than it saves, so they stay as deflate has them
+    small = {"details": {k: {"pattern": reduced(encode_array(np.tril(np.ones((4, 4), np.float32))), "sqrt", 255,
+                                                rans=True)} for k in list(maps)[:3]}}
+    assert b'"rans"' not in layout(small)[0]
+
+
+def test_rans_fixture_for_the_page_decoder_is_current():
+    """js/test/reportcodec.test.ts decodes these streams with the page's own decoder (rewrite the file with
+    LMTT_WRITE_FIXTURES=1)."""
+    from lmtt_widgets import report_rans
+
+    groups = []
+    for shift, levels, rows in ((1, 255, [9, 1, 5]), (0, 45, [12, 3])):
+        maps = [_attention_codes(r, levels, 10 + i) for i, r in enumerate(rows)]
+        table, streams = report_rans.encode(maps, rows, shift)
+        groups.append({"shift": shift, "bits": report_rans.PROB_BITS, "rows": rows,
+                       "table": base64.b64encode(table.astype("<u2").tobytes()).decode(),
+                       "streams": [base64.b64encode(s.astype("<u2").tobytes()).decode() for s in streams],
+                       "maps": [base64.b64encode(m.tobytes()).decode() for m in maps]})
+    text = json.dumps(groups, indent=1) + "\n"
+    if os.environ.get("LMTT_WRITE_FIXTURES"):
+        RANS_FIXTURE.write_text(text, encoding="utf-8")
+    assert RANS_FIXTURE.read_text(encoding="utf-8") == text, "stale: LMTT_WRITE_FIXTURES=1 pytest tests/test_report_pack.py"

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
 import { halfToFloat, inflateArray, textBytes } from "../reportcodec";
+import { ransDecode, ransTables } from "../reportrans";
 
 const bytes = (xs: number[]) => Uint8Array.from(xs);
 
@@ -103,5 +105,48 @@ describe("the container's text, 7 bits a character", () => {
       const data = Uint8Array.from({ length: 256 + shift }, (_, i) => (i < shift ? 0xff : i - shift));
       expect(Array.from(textBytes(encode(data)))).toEqual(Array.from(data));
     }
+  });
+});
+
+describe("rANS-coded attention patterns (report_rans.py)", () => {
+  // streams and tables written by Python (tests/test_report_pack.py keeps this file current)
+  const groups = JSON.parse(readFileSync("js/test/fixtures/rans.json", "utf-8")) as {
+    shift: number; bits: number; rows: number[]; table: string; streams: string[]; maps: string[];
+  }[];
+  const b64 = (s: string) => Uint8Array.from(Buffer.from(s, "base64"));
+
+  it("decodes Python's streams to exactly the bytes Python coded, at both context shifts", () => {
+    expect(groups.map((g) => g.shift).sort()).toEqual([0, 1]);
+    for (const g of groups) {
+      const t = ransTables(b64(g.table), g.shift, g.bits);
+      g.streams.forEach((s, i) => expect(Array.from(ransDecode(b64(s), t, g.rows[i]))).toEqual(Array.from(b64(g.maps[i]))));
+    }
+  });
+
+  it("throws on an altered stream instead of drawing wrong weights", () => {
+    const g = groups[0];
+    const t = ransTables(b64(g.table), g.shift, g.bits);
+    const s = b64(g.streams[0]);
+    s[s.length - 1] ^= 1;
+    expect(() => ransDecode(s, t, g.rows[0])).toThrow(/altered/);
+    expect(() => ransDecode(b64(g.streams[0]).subarray(0, 6), t, g.rows[0])).toThrow(/altered/);
+  });
+
+  it("inflates a coded map through its shared table to the same floats as the plain bytes", () => {
+    const g = groups[0];
+    const table = b64(g.table);
+    const stream = b64(g.streams[0]);
+    const bytes = new Uint8Array(table.length + stream.length);
+    bytes.set(table);
+    bytes.set(stream, table.length);
+    const rows = g.rows[0];
+    const rans = { table: { at: 0, n: table.length }, shift: g.shift, bits: g.bits };
+    const coded = inflateArray(
+      { dtype: "float32", shape: [rows, rows], data: { enc: "sqrt", at: table.length, n: stream.length, max: 2, levels: 255, tril: "cols", rans } },
+      bytes,
+    );
+    const plain = b64(g.maps[0]);
+    const want = inflateArray({ dtype: "float32", shape: [rows, rows], data: { enc: "sqrt", at: 0, n: plain.length, max: 2, levels: 255, tril: "cols" } }, plain);
+    expect(Array.from(new Float32Array((coded.data as DataView).buffer))).toEqual(Array.from(new Float32Array((want.data as DataView).buffer)));
   });
 });
