@@ -38,7 +38,7 @@ def measure(lm, n_tokens: int, work: Path) -> dict:
     c1 = time.process_time()
     t_report, path = timed(lambda: write_report(ex, work / f"report-{n_tokens}.html"))
     c2 = time.process_time()
-    page = path.read_text(encoding="utf-8")
+    page = path.read_bytes().decode("utf-16")
     rep = read_report(page)
     state = page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]
     maps = sum(1 for k, v in rep["details"].items() if k.startswith("head:") and "pattern" in v)
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
             rows.append(measure(lm, n, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
             if args.sections:
-                page = (Path(tmp) / f"report-{n}.html").read_text(encoding="utf-8")
+                page = (Path(tmp) / f"report-{n}.html").read_bytes().decode("utf-16")
                 for name, (stored, packed) in sections(page).items():
                     if packed >= 5000 or name == "TOTAL":
                         print(f"  {n} tokens  {name:32s} {stored / 1e6:7.3f} MB stored  {packed / 1e6:7.3f} MB gzip")

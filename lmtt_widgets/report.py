@@ -6,20 +6,20 @@ attribution), and what a kernel would answer to clicks: every head's detail, eve
 vocabulary projection the report can afford, and the route scores (every part of every update above τ = 0.005),
 from which the page traces the route of any target at any τ and granularity itself (js/staticroute.ts), exactly as
 ``Explanation.route`` does. Arrays travel binary, some at reduced precision where the eye cannot tell
-(report_pack.py says which and how), gzip-compressed and written as text of 7 bits a character (report_pack
-``to_text``: 8/7 of the compressed size, where base64 takes 4/3); the browser decompresses them with its own
-``DecompressionStream``. What a report leaves out (causal methods, long prompts past the size budget) is listed in a
-note at its top.
+(report_pack.py says which and how), gzip-compressed and written as text of 31 bits every two characters of a
+UTF-16 page (report_pack ``to_text``: 32/31 of the compressed size, where base64 in UTF-8 takes 4/3); the browser
+decompresses them with its own ``DecompressionStream``. What a report leaves out (causal methods, long prompts past
+the size budget) is listed in a note at its top.
 
 A Content-Security-Policy forbids every network request, so what renders is provably offline. Prompts and tokens
-are hostile text: the state travels as that text (no ``<``, CR or NUL at all) inside its ``<script>`` block, the
-bundle gzip-compressed as base64, and the note and title are HTML-escaped. The file is replaced atomically: a failed write keeps
-the old one.
+are hostile text: the state travels as that text (nothing below U+2070: no ``<``, CR, NUL or control) inside its
+``<script>`` block, the bundle (CSS and script) gzip-compressed in the same form, and the note and title are
+HTML-escaped.
+The file is replaced atomically: a failed write keeps the old one.
 """
 
 from __future__ import annotations
 
-import base64
 import collections
 import dataclasses
 import functools
@@ -30,6 +30,7 @@ import pathlib
 import re
 import secrets
 import stat
+import struct
 
 import anywidget
 import numpy as np
@@ -602,11 +603,6 @@ def _title(ex: Explanation) -> str:
     return html.escape(_LAYOUT.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", text))
 
 
-def _style_safe(css: str) -> str:
-    # A <style> element ends only at "</style"; our own CSS never means one, and "<\\/" is inert in CSS.
-    return css.replace("</", "<\\/")
-
-
 def _note(ex: Explanation, omitted: list[str], cut: bool = False) -> str:
     """The visible note at the top: what the report holds and what it leaves out (HTML-escaped); ``cut``: the
     size budget cut some of what the first sentence lists (the list says what)."""
@@ -624,41 +620,84 @@ def _note(ex: Explanation, omitted: list[str], cut: bool = False) -> str:
 def render_html(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granularity: str = "head", *,
                 max_bytes: int = MAX_BYTES) -> str:
     content = _Content(ex, threshold, granularity)
-    _, omitted, packed = content.build(max_bytes - _page_bytes() - 4096)  # 4 kB: the title and note
+    _, omitted, packed = content.build(max_bytes - _page_bytes() - 8192)  # 8 kB: the title and note (UTF-16)
     return _page(ex, str(packed), content.coverage + omitted, cut=bool(omitted))
 
 
 def _page_bytes() -> int:
-    """Bytes of the page around the state (bundle, CSS, loader): what the state's budget leaves."""
-    return len(_page_shell("", "", "", ""))
+    """Bytes of the written page around the state (bundle, CSS, loader; UTF-16 and its BOM): what the state's
+    budget leaves."""
+    return len(page_bytes(_page_shell("", "", "", "")))
+
+
+def page_bytes(page: str) -> bytes:
+    """The page as ``write_report`` writes it: UTF-16 (little-endian) with its byte order mark, which every browser
+    reads before anything else (an HTTP header's charset or the page's own meta tag included). The state and the
+    bundle are text of 31 bits every two characters (report_pack ``to_text``), 3 % over their bytes, where UTF-8
+    takes 14 % (7 bits a byte); the page's plain parts (CSS, loader, note) take twice their UTF-8 size, a few kB.
+    ``render_html``'s text saved as UTF-8 is a valid page too, only larger."""
+    return b"\xff\xfe" + page.encode("utf-16-le")
+
+
+def read_page(path) -> str:
+    """A written report's text (tools, tests): UTF-16 from its byte order mark."""
+    return pathlib.Path(path).read_bytes().decode("utf-16")
 
 
 @functools.lru_cache(maxsize=4)
-def _gzip_bundle(js: bytes) -> str:
-    # gzip (mtime 0: the same bundle gives the same page), then base64: it holds no "<" at all, so the bundle cannot
-    # end or re-open its block whatever esbuild emits; a third of the plain script's base64
-    return base64.b64encode(gzip.compress(js, 9, mtime=0)).decode("ascii")
+def _packed_bundle(css: bytes, js: bytes) -> str:
+    # gzip (mtime 0: the same bundle gives the same page), then the state's own text form: no "<" at all, so the
+    # bundle cannot end or re-open its block whatever esbuild emits; about a third of the plain script
+    return to_text(gzip.compress(struct.pack("<I", len(css)) + css + js, 9, mtime=0))
 
 
 def _bundle() -> str:
-    """The widget's script for the page: gzip-compressed (the page's loader decompresses it with the browser's own
-    DecompressionStream), as base64."""
-    return _gzip_bundle((STATIC / "widget.js").read_bytes())
+    """The widget's CSS and script for the page, in one block: the CSS's length (4 bytes, little-endian), the CSS,
+    the script; gzip-compressed (the page's loader decompresses it with the browser's own DecompressionStream), as
+    text of 31 bits every two characters."""
+    return _packed_bundle((STATIC / "widget.css").read_bytes(), (STATIC / "widget.js").read_bytes())
 
 
 def _page(ex: Explanation, state: str, omitted: list[str], cut: bool = False) -> str:
     return _page_shell(_title(ex), _note(ex, omitted, cut), state, _bundle())
 
 
+# The page's loader: the bundle is gzip in report_pack's text form (31 bits every two characters, preceded by the
+# byte count); it reads it as js/reportcodec.ts textBytes reads the state (tested there), which it cannot call
+# before the bundle is loaded. The CSS goes into the page's one style element.
+_LOADER = """
+const t = document.getElementById("lmtt-bundle").textContent;
+const out = new Uint8Array(Math.floor((t.length / 2) * 31 / 8));
+let acc = 0, nbits = 0, o = 0;
+for (let i = 0; i < t.length; i += 2) {
+  acc = acc * 2 ** 31 + (t.charCodeAt(i) - 0x2070) * 46341 + (t.charCodeAt(i + 1) - 0x2070);
+  for (nbits += 31; nbits >= 8; ) {
+    nbits -= 8;
+    const p = 2 ** nbits, b = Math.floor(acc / p);
+    out[o++] = b;
+    acc -= b * p;
+  }
+}
+const u32 = (a, i) => a[i] + a[i + 1] * 256 + a[i + 2] * 65536 + a[i + 3] * 16777216;
+const gz = out.subarray(4, 4 + u32(out, 0));
+const raw = new Response(new Blob([gz]).stream().pipeThrough(new DecompressionStream("gzip")));
+const bundle = new Uint8Array(await raw.arrayBuffer());
+const css = u32(bundle, 0);
+document.querySelector("style").append(new TextDecoder().decode(bundle.subarray(4, 4 + css)));
+const url = URL.createObjectURL(new Blob([bundle.subarray(4 + css)], { type: "text/javascript;charset=utf-8" }));
+const mod = await import(url);
+await mod.renderReport(document.getElementById("lmtt-report"), document.getElementById("lmtt-state").textContent);
+"""
+
+
 def _page_shell(title: str, note: str, state: str, bundle: str = "") -> str:
-    css = (STATIC / "widget.css").read_text(encoding="utf-8")
     bundle = bundle or _bundle()
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>{_style_safe(css)}
+<style>
 body {{ margin: 16px; font-family: system-ui, sans-serif; }}
 .lmtt-report-note {{ font-size: 13px; margin: 0 0 12px; padding: 8px 12px; border-left: 3px solid #888; }}
 .lmtt-report-note p, .lmtt-report-note ul {{ margin: 2px 0; }}</style>
@@ -667,14 +706,7 @@ body {{ margin: 16px; font-family: system-ui, sans-serif; }}
 <div id="lmtt-report"></div>
 <script type="text/plain" id="lmtt-state">{state}</script>
 <script type="text/plain" id="lmtt-bundle">{bundle}</script>
-<script type="module">
-const b64 = document.getElementById("lmtt-bundle").textContent;
-const gz = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-const js = await new Response(new Blob([gz]).stream().pipeThrough(new DecompressionStream("gzip"))).arrayBuffer();
-const url = URL.createObjectURL(new Blob([js], {{ type: "text/javascript;charset=utf-8" }}));
-const mod = await import(url);
-await mod.renderReport(document.getElementById("lmtt-report"), document.getElementById("lmtt-state").textContent);
-</script>
+<script type="module">{_LOADER}</script>
 </body></html>
 """
 
@@ -704,7 +736,7 @@ def write_report(ex: Explanation, path="lmtt-report.html", threshold: float = DE
         raise InputTypeError(f"write_report takes an Explanation (from explain(model, prompt)), not "
                              f"{type(ex).__name__}.")
     checks.count(max_bytes, "max_bytes", low=0, what="the report's size budget in bytes")
-    data = render_html(ex, threshold, granularity, max_bytes=max_bytes).encode("utf-8")
+    data = page_bytes(render_html(ex, threshold, granularity, max_bytes=max_bytes))
     _replace_atomically(path, data)
     return path
 

@@ -29,7 +29,7 @@ def test_report_html_is_self_contained():
     # NUL, which the HTML parser would change; report_pack.to_text; test_hostile.py goes further), and it holds
     # the prompt intact
     state = page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]
-    assert not re.search("[<\r\0]", state) and max(map(ord, state)) < 0x283
+    assert not re.search("[<\r\0]", state) and all(0x2070 <= ord(c) <= 0xD574 for c in state)
     assert read_report(page)["state"]["prompt"] == "a </script><img src=x onerror=alert(1)> b"
 
 
@@ -113,7 +113,7 @@ def _page_routes(page_path: Path, queries: list) -> list[dict]:
 import { readFileSync } from "node:fs";
 const [bundle, html, queries] = process.argv.slice(1);
 const mod = await import(bundle);
-const text = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
+const text = readFileSync(html, "utf16le").split('id="lmtt-state">')[1].split("</script>")[0];
 const { body, bytes } = await mod.readContainer(text);
 const { report } = mod.reportParts(body, bytes);
 const CTOR = { float32: Float32Array, uint32: Uint32Array, int32: Int32Array, uint8: Uint8Array };
@@ -163,7 +163,7 @@ def test_report_holds_every_head_target_and_route_neuron(tmp_path):
 
     ex = explain(loaded("gpt2"), "The capital of France is Paris.")
     T, L, H, last = ex.n_tokens, ex.n_layers, ex.n_heads, ex.n_tokens - 1
-    rep = read_report(write_report(ex, tmp_path / "r.html").read_text(encoding="utf-8"))
+    rep = read_report(write_report(ex, tmp_path / "r.html").read_bytes().decode("utf-16"))
     state, details = rep["state"], rep["details"]
     # the state is the widget's own: every synced trait of an Explorer, at the last token
     assert set(widget_traits(Explorer())) <= set(state) and state["target"] == last and state["static"] is True
@@ -222,7 +222,7 @@ def test_smollm2_128_token_report_is_complete_within_3mb(smollm2, tmp_path):
     size = path.stat().st_size
     print(f"128-token SmolLM2 report: {size} bytes")
     assert size <= 3_000_000
-    page = path.read_text(encoding="utf-8")
+    page = path.read_bytes().decode("utf-16")
     rep = read_report(page)
     heads = [k for k, v in rep["details"].items() if k.startswith("head:") and v["pattern"].shape == (128, 128)]
     assert len(heads) == 30 * 9
@@ -309,7 +309,7 @@ def _page_details(page_path: Path, keys: list[str], target: int | None = None) -
 import { readFileSync } from "node:fs";
 const [bundle, html, keys, target] = process.argv.slice(1);
 const mod = await import(bundle);
-const text = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
+const text = readFileSync(html, "utf16le").split('id="lmtt-state">')[1].split("</script>")[0];
 const { body, bytes } = await mod.readContainer(text);
 const { state, report } = mod.reportParts(body, bytes);
 const model = new mod.StaticModel(state, report);
@@ -462,7 +462,7 @@ def test_page_decodes_entropy_coded_patterns_exactly_as_stored(tmp_path, monkeyp
     monkeypatch.setattr(report_pack, "RANS_ALWAYS", 0)
     ex = explain(loaded("gpt2"), "The capital of France is Paris. It is")
     path = write_report(ex, tmp_path / "r.html")
-    page = path.read_text(encoding="utf-8")
+    page = path.read_bytes().decode("utf-16")
     rep = read_report(page)
     assert '"rans":{"table":' in gzip.decompress(report_pack.from_text(
         page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0])).decode("utf-8", "replace")
@@ -472,7 +472,7 @@ def test_page_decodes_entropy_coded_patterns_exactly_as_stored(tmp_path, monkeyp
 import { readFileSync } from "node:fs";
 const [bundle, html, keys] = process.argv.slice(1);
 const mod = await import(bundle);
-const text = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
+const text = readFileSync(html, "utf16le").split('id="lmtt-state">')[1].split("</script>")[0];
 const { body, bytes } = await mod.readContainer(text);
 const { state, report } = mod.reportParts(body, bytes);
 const model = new mod.StaticModel(state, report);
