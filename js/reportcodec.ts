@@ -3,13 +3,13 @@
  * -> gzip (the browser's own DecompressionStream, no library, no network) -> a 4-byte JSON length, the JSON, then
  * the arrays' bytes. Every
  * array comes back as a wire array dict `{dtype, shape, data: DataView}` of its wire dtype, whatever reduced form
- * (`f16`, `u16`, `i16`, `sqrt`) stored it, so the panes read a report exactly like a kernel's traits.
+ * (`f16`, `u16`, `i16`, `sqrt`, `fixed`) stored it, so the panes read a report exactly like a kernel's traits.
  */
 import type { ArrayDict } from "./codec";
 import { ransDecode, ransTables, type RansTables } from "./reportrans";
 
 export interface Stored {
-  enc: "raw" | "f16" | "u16" | "i16" | "sqrt";
+  enc: "raw" | "f16" | "u16" | "i16" | "sqrt" | "fixed";
   at: number;
   n: number;
   max?: number;
@@ -18,6 +18,8 @@ export interface Stored {
   tril?: "cols";
   /** f16: each number's 16 bits stored as the difference from the one before it along the last axis (mod 2^16) */
   delta?: boolean;
+  /** fixed: values in steps of 2^-bits, each stored as an int16 difference from the one before it in its row */
+  bits?: number;
   /** bytes per number when stored byte plane by byte plane */
   planes?: number;
   /** sqrt triangle, rANS-coded (js/reportrans.ts): its frequency table's place, context shift and bits */
@@ -132,6 +134,14 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
     for (let i = 0; i < size; i++) {
       bits = ((i % run === 0 ? 0 : bits) + view.getUint16(2 * i, true)) & 0xffff;
       out[i] = halfToFloat(bits);
+    }
+  } else if (d.enc === "fixed") {
+    const run = a.shape.length ? a.shape[a.shape.length - 1] : 1;
+    const step = 2 ** -Number(d.bits);
+    let acc = 0;
+    for (let i = 0; i < size; i++) {
+      acc = (i % run === 0 ? 0 : acc) + view.getInt16(2 * i, true);
+      out[i] = acc * step;
     }
   } else if (d.enc === "f16") {
     for (let i = 0; i < size; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));

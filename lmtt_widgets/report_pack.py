@@ -11,6 +11,9 @@ are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``en
   (mod 2**16; the first of each row as it is). Exact either way; for sorted rows (top-k logits, probabilities)
   the differences are small, since float16 bit patterns of one sign are ordered like the numbers;
 - ``u16`` / ``i16``: uint32 / int32 whose values fit in 16 bits (token ids of a vocabulary under 65,536);
+- ``fixed``: float32 in steps of ``2**-bits`` (off by at most ``2**-(bits+1)``: logits of vocabulary projections,
+  shown with 2 decimals, at ``bits`` 8: 0.002), each as the difference from the one before it along the last axis
+  in 16 bits (sorted rows: small differences); only where every difference fits;
 - ``sqrt``: a non-negative float32 matrix drawn on a square-root colour scale (js/panes/common.ts drawMatrix),
   stored as ``round(levels * sqrt(v / max))`` in one byte, with ``max`` and ``levels``: off by at most
   ``0.5 / levels`` on the scale the pane colours by, and ``max`` itself exact (the pane scales by it). Exact zeros
@@ -51,7 +54,7 @@ import numpy as np
 
 from .widgets.codec import DTYPES, wire_safe
 
-ENCODINGS = ("raw", "f16", "u16", "i16", "sqrt")
+ENCODINGS = ("raw", "f16", "u16", "i16", "sqrt", "fixed")
 _F16_MAX = 65504.0
 
 
@@ -64,7 +67,19 @@ def _values(a: dict) -> np.ndarray:
     return np.frombuffer(bytes(a["data"]), DTYPES[a["dtype"]]).reshape(a["shape"])
 
 
-def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False, rans: bool = False) -> dict:
+def _fixed_rows(v: np.ndarray, bits: int) -> np.ndarray:
+    """``fixed``: each value in steps of 2**-bits, as the difference from the one before it along the last axis."""
+    q = np.rint(v.astype(np.float64) * (1 << bits)).astype(np.int64).reshape(-1, v.shape[-1] if v.ndim else 1)
+    return np.diff(q, axis=1, prepend=0)
+
+
+def _fixed_fits(v: np.ndarray, bits: int) -> bool:
+    d = _fixed_rows(v, bits) if v.size else np.zeros(0)
+    return bool(v.size == 0 or np.abs(d).max() < 1 << 15)
+
+
+def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False, rans: bool = False,
+            bits: int = 8) -> dict:
     """Mark the array dict ``a`` to be stored as ``enc`` (``delta``: float16 rows as differences; ``rans``: a
     ``sqrt`` triangle entropy-coded with the others so marked, report_rans.py); falls back to ``raw`` whenever
     ``enc`` would change a value more than it says (out of float16's range, ids past 16 bits, negative or
@@ -81,9 +96,10 @@ def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False, rans: 
         "u16": a["dtype"] == "uint32" and (v.size == 0 or int(v.max()) < 1 << 16),
         "i16": a["dtype"] == "int32" and (v.size == 0 or -(1 << 15) <= int(v.min()) <= int(v.max()) < 1 << 15),
         "sqrt": a["dtype"] == "float32" and finite and (v.size == 0 or float(v.min()) >= 0) and 1 <= levels <= 255,
+        "fixed": a["dtype"] == "float32" and finite and _fixed_fits(v, bits),
     }[enc]
     return {**a, "enc": enc if ok else "raw", "levels": levels, "delta": delta and enc == "f16" and ok,
-            "rans": rans and enc == "sqrt" and ok}
+            "rans": rans and enc == "sqrt" and ok, "bits": bits}
 
 
 def _planes(data: np.ndarray) -> tuple[bytes, dict]:
@@ -106,6 +122,10 @@ def _store(a: dict) -> tuple[bytes, dict]:
     if enc in ("u16", "i16"):
         data, desc = _planes(v.astype(np.uint16 if enc == "u16" else np.int16).reshape(-1))
         return data, {"enc": enc, **desc}
+    if enc == "fixed":
+        bits = int(a.get("bits", 8))
+        data, desc = _planes(_fixed_rows(v, bits).astype(np.int16).reshape(-1))
+        return data, {"enc": "fixed", "bits": bits, **desc}
     if enc == "sqrt":
         levels = int(a.get("levels", 255))
         top = float(v.max()) if v.size else 0.0
@@ -349,6 +369,9 @@ def _inflate(a: dict, data: bytes) -> np.ndarray:
     if enc == "f16" and d.get("delta"):
         bits = np.frombuffer(data, np.uint16).reshape(-1, shape[-1] if shape else 1)
         return np.cumsum(bits, axis=1, dtype=np.uint16).view(np.float16).astype(dtype).reshape(shape)
+    if enc == "fixed":
+        rows = np.frombuffer(data, np.int16).astype(np.int64).reshape(-1, shape[-1] if shape else 1)
+        return (np.cumsum(rows, axis=1) / (1 << d["bits"])).astype(dtype).reshape(shape)
     if enc in ("f16", "u16", "i16"):
         src = {"f16": np.float16, "u16": np.uint16, "i16": np.int16}[enc]
         return np.frombuffer(data, src).astype(dtype).reshape(shape)

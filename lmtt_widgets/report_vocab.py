@@ -11,7 +11,8 @@ neuron, times a number. With the final norm's scale frozen that number carries t
 neuron's projection at any token is its direction's projection times ``scale`` (its activation, post-norm and
 final-norm factors at that token, relative to the direction's): the table stores each neuron's direction once
 (top-k and bottom-k) and a scale per (layer, token, rank) of the ``neurons`` trait. A negative scale swaps the two
-lists. Where a neuron's vector is not such a multiple (a zero activation, whose top-k is any k tokens; an
+lists. Each direction's logits are those of its largest use, so every scale is at most 1 in magnitude. Where a
+neuron's vector is not such a multiple (a zero activation, whose top-k is any k tokens; an
 architecture that breaks the assumption) its projection is computed on its own and stored whole.
 """
 
@@ -100,6 +101,14 @@ def neuron_projections(ex: Explanation, blocks, k: int = TOP_K) -> tuple[dict, l
                 scale[layer, t, r] = ct * float(rstd[t] / rstd[t0])
     ids, vals = top_bottom(ex, torch.stack(refs), ref_pos, k) if refs else (
         np.zeros((0, 2 * k), np.int64), np.zeros((0, 2 * k), np.float32))
+    # each direction's logits taken at its largest use, so every scale is at most 1 in magnitude: the report stores
+    # logits in absolute steps (report.py LOGIT_BITS), which a scale would otherwise enlarge
+    held = index >= 0
+    top = np.zeros(len(vals), np.float32)
+    np.maximum.at(top, index[held], np.abs(scale[held]))
+    top = np.where(top > 0, top, 1)
+    vals = (vals * top[:, None]).astype(np.float32)
+    scale[held] /= top[index[held]]
     return {"index": index, "scale": scale, "ids": ids, "vals": vals}, alone
 
 

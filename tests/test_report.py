@@ -200,6 +200,9 @@ def test_report_holds_every_head_target_and_route_neuron(tmp_path):
     assert route_blocks and route_blocks <= mlp_rows
     for layer, token in route_blocks:
         assert (index[layer, token] >= 0).all()
+    # a neuron's logits are its direction's times a scale of magnitude at most 1 (report_vocab): the logits' steps
+    # of 1/256 stay within 0.002 once scaled
+    assert 0 < np.abs(rep["vocab"]["neuron"]["scale"]).max() <= 1
     assert rep["flow"]["floor"] == 0.005
 
 

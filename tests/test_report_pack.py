@@ -272,3 +272,22 @@ def test_rans_fixture_for_the_page_decoder_is_current():
     if os.environ.get("LMTT_WRITE_FIXTURES"):
         RANS_FIXTURE.write_text(text, encoding="utf-8")
     assert RANS_FIXTURE.read_text(encoding="utf-8") == text, "stale: LMTT_WRITE_FIXTURES=1 pytest tests/test_report_pack.py"
+
+
+def test_fixed_logits_read_back_within_half_a_step():
+    """``fixed`` (vocabulary projections' logits): each value within 2**-9 of the real one, whatever its size
+    (float16 is off by up to 0.03 at a logit of 60); a row whose differences do not fit 16 bits stays float32.
+    (Its size: bench_report.py --sections, on SmolLM2's projections.)"""
+    rng = np.random.default_rng(3)
+    vocab = rng.normal(0, 1, (400, 5000)) * rng.uniform(0.5, 6, (400, 1))  # a row: one vector's logits
+    ranked = np.sort(vocab, 1)
+    logits = np.concatenate([ranked[:, ::-1][:, :10], ranked[:, :10]], 1).astype(np.float32)  # top-k, bottom-k
+    fixed = reduced(encode_array(logits), "fixed", bits=8)
+    assert fixed["enc"] == "fixed"
+    back = unpack(pack({"x": fixed}))["x"]
+    assert back.dtype == np.float32 and np.abs(back - logits).max() <= 2 ** -9
+    assert np.array_equal(back * 256, np.rint(back * 256))
+    f16 = unpack(pack({"x": reduced(encode_array(logits), "f16", delta=True)}))["x"]
+    assert np.abs(f16 - logits).max() > 2 ** -9  # what float16 could not keep
+    wide = encode_array(np.array([[100.0, -100.0], [1, 2]], np.float32))
+    assert reduced(wide, "fixed")["enc"] == "raw"

@@ -55,6 +55,16 @@ describe("float16 rows stored as differences", () => {
   });
 });
 
+describe("fixed-point logits", () => {
+  it("adds each row's int16 differences back up and scales by 2^-bits", () => {
+    // rows [1.5, 1.25, -0.5] and [3, 3, 3] in steps of 1/256: 384, 320, -128 (differences 384, -64, -448) and
+    // 768, 768, 768 (768, 0, 0); int16 little-endian
+    const i16 = new Int16Array([384, -64, -448, 768, 0, 0]);
+    const a = inflateArray({ dtype: "float32", shape: [2, 3], data: { enc: "fixed", at: 0, n: 12, bits: 8 } }, new Uint8Array(i16.buffer));
+    expect(Array.from(new Float32Array((a.data as DataView).buffer))).toEqual([1.5, 1.25, -0.5, 3, 3, 3]);
+  });
+});
+
 describe("byte planes", () => {
   it("reads float32 stored byte plane by byte plane", () => {
     const v = new Float32Array([1, -2, 0.5]);
