@@ -20,6 +20,8 @@ export interface Stored {
   delta?: boolean;
   /** fixed: values in steps of 2^-bits, each stored as an int16 difference from the one before it in its row */
   bits?: number;
+  /** fixed: each row's own bits, a byte a row, before the differences */
+  row_bits?: boolean;
   /** bytes per number when stored byte plane by byte plane */
   planes?: number;
   /** sqrt triangle, rANS-coded (js/reportrans.ts): its frequency table's place, context shift and bits */
@@ -137,10 +139,16 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
     }
   } else if (d.enc === "fixed") {
     const run = a.shape.length ? a.shape[a.shape.length - 1] : 1;
-    const step = 2 ** -Number(d.bits);
+    const rows = run ? size / run : 0;
+    const skip = d.row_bits ? rows : 0; // a byte of bits a row before the differences
+    let step = 2 ** -Number(d.bits);
     let acc = 0;
     for (let i = 0; i < size; i++) {
-      acc = (i % run === 0 ? 0 : acc) + view.getInt16(2 * i, true);
+      if (i % run === 0) {
+        acc = 0;
+        if (d.row_bits) step = 2 ** -src[i / run];
+      }
+      acc += view.getInt16(skip + 2 * i, true);
       out[i] = acc * step;
     }
   } else if (d.enc === "f16") {

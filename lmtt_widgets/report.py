@@ -64,7 +64,7 @@ CONTRIBUTION_LEVELS = 255
 # 0.002 (a neuron's: its direction's, times its float16 scale of magnitude at most 1: 0.002 and 0.025 % of the
 # value; float16 logits were off by up to 0.05 %, 0.03 at a logit of 60).
 LOGIT_BITS = 8
-PATTERN_LEVELS = (255, 181, 127, 90, 63, 45, 31, 22, 15, 11, 7)
+PATTERN_LEVELS = (255, 215, 181, 152, 127, 90, 63, 45, 31, 22, 15, 11, 7)
 FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient", "saliency")  # one backward pass: the default target only
 # Heads whose vocabulary projection the report holds at each target other than the last (besides those on its

@@ -13,7 +13,9 @@ are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``en
 - ``u16`` / ``i16``: uint32 / int32 whose values fit in 16 bits (token ids of a vocabulary under 65,536);
 - ``fixed``: float32 in steps of ``2**-bits`` (off by at most ``2**-(bits+1)``: logits of vocabulary projections,
   shown with 2 decimals, at ``bits`` 8: 0.002), each as the difference from the one before it along the last axis
-  in 16 bits (sorted rows: small differences); only where every difference fits;
+  in 16 bits (sorted rows: small differences); a row holding a value under 0.001 but not 0 (which the panes show
+  with 3 significant digits) in steps as fine as 16 bits allow, ``row_bits`` (a byte a row before the
+  differences), which must keep it to 3 significant digits; only where every difference fits;
 - ``sqrt``: a non-negative float32 matrix drawn on a square-root colour scale (js/panes/common.ts drawMatrix),
   stored as ``round(levels * sqrt(v / max))`` in one byte, with ``max`` and ``levels``: off by at most
   ``0.5 / levels`` on the scale the pane colours by, and ``max`` itself exact (the pane scales by it). Exact zeros
@@ -67,15 +69,38 @@ def _values(a: dict) -> np.ndarray:
     return np.frombuffer(bytes(a["data"]), DTYPES[a["dtype"]]).reshape(a["shape"])
 
 
-def _fixed_rows(v: np.ndarray, bits: int) -> np.ndarray:
-    """``fixed``: each value in steps of 2**-bits, as the difference from the one before it along the last axis."""
-    q = np.rint(v.astype(np.float64) * (1 << bits)).astype(np.int64).reshape(-1, v.shape[-1] if v.ndim else 1)
+# ``fixed`` keeps a value under this magnitude (js/text.ts fmt shows it with 3 significant digits, not 2 decimals)
+# to 3 significant digits, in a row of finer steps
+_FIXED_TINY = 1e-3
+
+
+def _fixed_row_bits(v: np.ndarray, bits: int) -> np.ndarray | None:
+    """Steps of each row (``fixed``): ``bits`` unless the row holds a value under ``_FIXED_TINY`` but not 0 (a
+    head that writes almost nothing): then as fine as 16-bit differences allow, which must keep its smallest value
+    to 3 significant digits; None when a row cannot (values of very different sizes) or steps of ``bits`` do not
+    fit."""
+    a = np.abs(v.astype(np.float64)).reshape(-1, v.shape[-1] if v.ndim else 1)
+    out = np.full(len(a), bits, np.int64)
+    tiny = (a > 0) & (a < _FIXED_TINY)
+    rows = tiny.any(1)
+    if rows.any():
+        out[rows] = np.floor(np.log2((1 << 14) / a[rows].max(1)))  # |q| < 2**14: differences fit 16 bits
+        if (np.where(tiny[rows], a[rows], np.inf).min(1) * 2.0 ** out[rows] < 1000).any():
+            return None
+    if (np.abs(_fixed_rows(v, out)) >= 1 << 15).any():
+        return None
+    return out
+
+
+def _fixed_rows(v: np.ndarray, row_bits: np.ndarray) -> np.ndarray:
+    """``fixed``: each value in steps of 2**-bits of its row, as the difference from the one before it in the row."""
+    rows = v.astype(np.float64).reshape(-1, v.shape[-1] if v.ndim else 1)
+    q = np.rint(rows * np.exp2(row_bits.astype(np.float64))[:, None]).astype(np.int64)
     return np.diff(q, axis=1, prepend=0)
 
 
 def _fixed_fits(v: np.ndarray, bits: int) -> bool:
-    d = _fixed_rows(v, bits) if v.size else np.zeros(0)
-    return bool(v.size == 0 or np.abs(d).max() < 1 << 15)
+    return bool(v.size == 0 or _fixed_row_bits(v, bits) is not None)
 
 
 def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False, rans: bool = False,
@@ -124,8 +149,16 @@ def _store(a: dict) -> tuple[bytes, dict]:
         return data, {"enc": enc, **desc}
     if enc == "fixed":
         bits = int(a.get("bits", 8))
-        data, desc = _planes(_fixed_rows(v, bits).astype(np.int16).reshape(-1))
-        return data, {"enc": "fixed", "bits": bits, **desc}
+        if v.size == 0:
+            return b"", {"enc": "fixed", "bits": bits}
+        row_bits = _fixed_row_bits(v, bits)
+        diffs = _fixed_rows(v, row_bits).astype(np.int16).reshape(-1)
+        if (row_bits == bits).all():
+            data, desc = _planes(diffs)
+            return data, {"enc": "fixed", "bits": bits, **desc}
+        # some rows in finer steps: each row's bits (one byte a row), then the differences (int16 little-endian)
+        return row_bits.astype(np.uint8).tobytes() + diffs.astype("<i2").tobytes(), {
+            "enc": "fixed", "bits": bits, "row_bits": True}
     if enc == "sqrt":
         levels = int(a.get("levels", 255))
         top = float(v.max()) if v.size else 0.0
@@ -370,8 +403,14 @@ def _inflate(a: dict, data: bytes) -> np.ndarray:
         bits = np.frombuffer(data, np.uint16).reshape(-1, shape[-1] if shape else 1)
         return np.cumsum(bits, axis=1, dtype=np.uint16).view(np.float16).astype(dtype).reshape(shape)
     if enc == "fixed":
-        rows = np.frombuffer(data, np.int16).astype(np.int64).reshape(-1, shape[-1] if shape else 1)
-        return (np.cumsum(rows, axis=1) / (1 << d["bits"])).astype(dtype).reshape(shape)
+        if not np.prod(shape):
+            return np.zeros(shape, dtype)
+        n_rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+        row_bits = np.full(n_rows, d["bits"], np.int64)
+        if d.get("row_bits"):
+            row_bits, data = np.frombuffer(data[:n_rows], np.uint8).astype(np.int64), data[n_rows:]
+        rows = np.frombuffer(data, "<i2").astype(np.int64).reshape(n_rows, -1)
+        return (np.cumsum(rows, axis=1) / np.exp2(row_bits)[:, None]).astype(dtype).reshape(shape)
     if enc in ("f16", "u16", "i16"):
         src = {"f16": np.float16, "u16": np.uint16, "i16": np.int16}[enc]
         return np.frombuffer(data, src).astype(dtype).reshape(shape)

@@ -291,3 +291,14 @@ def test_fixed_logits_read_back_within_half_a_step():
     assert np.abs(f16 - logits).max() > 2 ** -9  # what float16 could not keep
     wide = encode_array(np.array([[100.0, -100.0], [1, 2]], np.float32))
     assert reduced(wide, "fixed")["enc"] == "raw"
+    # a head that writes almost nothing: its row in finer steps, its tiny logits (shown as 1.23e-4) kept to 3
+    # significant digits; the other rows as before
+    quiet = logits.copy()
+    quiet[7] = logits[7] * 1e-5
+    back = unpack(pack({"x": reduced(encode_array(quiet), "fixed", bits=8)}))["x"]
+    assert np.abs(back[7] - quiet[7]).max() <= 5e-4 * np.abs(quiet[7]).min()
+    assert np.abs(np.delete(back - quiet, 7, 0)).max() <= 2 ** -9
+    mixed = quiet.copy()
+    mixed[7, 0] = 50.0  # a tiny value and a large one in one row: not 3 digits in 16 bits
+    assert reduced(encode_array(mixed), "fixed")["enc"] == "raw"
+    assert unpack(pack({"x": reduced(encode_array(np.zeros((0, 20), np.float32)), "fixed")}))["x"].shape == (0, 20)

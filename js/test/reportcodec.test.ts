@@ -63,6 +63,18 @@ describe("fixed-point logits", () => {
     const a = inflateArray({ dtype: "float32", shape: [2, 3], data: { enc: "fixed", at: 0, n: 12, bits: 8 } }, new Uint8Array(i16.buffer));
     expect(Array.from(new Float32Array((a.data as DataView).buffer))).toEqual([1.5, 1.25, -0.5, 3, 3, 3]);
   });
+
+  it("reads rows of their own bits (a byte a row first) for a row of tiny values", () => {
+    // row 0 in steps of 2^-8: [1.5, 1]; row 1 in steps of 2^-20: [3 * 2^-20, 2^-20] (differences 3, -2)
+    const bytes = new Uint8Array(2 + 8);
+    bytes.set([8, 20]);
+    new DataView(bytes.buffer).setInt16(2, 384, true);
+    new DataView(bytes.buffer).setInt16(4, -128, true);
+    new DataView(bytes.buffer).setInt16(6, 3, true);
+    new DataView(bytes.buffer).setInt16(8, -2, true);
+    const a = inflateArray({ dtype: "float32", shape: [2, 2], data: { enc: "fixed", at: 0, n: 10, bits: 8, row_bits: true } }, bytes);
+    expect(Array.from(new Float32Array((a.data as DataView).buffer))).toEqual([1.5, 1, 3 * 2 ** -20, 2 ** -20]);
+  });
 });
 
 describe("byte planes", () => {
