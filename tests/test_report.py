@@ -70,6 +70,31 @@ def _offline_page(chromium, outside: list, errors: list, console_errors: bool = 
     return page
 
 
+@pytest.mark.browser
+@pytest.mark.parametrize("charset", ["utf-8", "windows-1252"])
+def test_report_served_with_another_charset_still_renders(charset, tmp_path, chromium):
+    """The page is UTF-16 with a byte order mark (report.py page_bytes), which a browser reads before the HTTP
+    header's charset: served by a web server that says UTF-8 (or Latin-1), it still decodes and renders."""
+    ex = explain(loaded("gpt2"), "a <b>bold</b> prompt, \u05d0 and \u00e9")
+    data = write_report(ex, tmp_path / "r.html").read_bytes()
+    assert data[:2] == b"\xff\xfe"
+    outside, errors = [], []
+    page = chromium.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    url = "http://report.test/r.html"
+    page.route("**/*", lambda route: route.fulfill(status=200, body=data, headers={
+        "content-type": f"text/html; charset={charset}"}) if route.request.url == url
+        else (outside.append(route.request.url), route.abort()))
+    try:
+        page.goto(url)
+        page.wait_for_selector(".lmtt-graph canvas", timeout=20_000)
+        assert page.locator("textarea.lmtt-prompt").input_value() == "a <b>bold</b> prompt, \u05d0 and \u00e9"
+        assert page.evaluate("document.characterSet") == "UTF-16LE"
+    finally:
+        page.close()
+    assert outside == [] and errors == []
+
+
 @pytest.mark.smollm2
 @pytest.mark.browser
 def test_report_renders_offline_and_reacts_to_clicks(smollm2_paris, tmp_path, chromium):
