@@ -46,6 +46,7 @@ the compressed container (base64 in UTF-8 took 4/3, 7-bit ASCII 8/7); js/reportc
 
 from __future__ import annotations
 
+import collections
 import gzip
 import hashlib
 import json
@@ -230,6 +231,26 @@ def layout(obj) -> tuple[bytes, dict[str, bytes]]:
 RANS_ALWAYS = 100_000
 
 
+_RANS_DONE: "collections.OrderedDict[bytes, tuple]" = collections.OrderedDict()
+
+
+def _rans_encoded(maps: list[np.ndarray], rows: list[int], shift: int) -> tuple:
+    """report_rans.encode, remembered for the last few sets of maps: the size ladder packs the same maps again
+    while it tries other parts (the neurons' projections), and coding 270 maps of 256 tokens takes about 1 s."""
+    from . import report_rans
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.asarray(rows, np.int64).tobytes() + bytes([shift]))
+    for m in maps:
+        h.update(m.tobytes())
+    key = h.digest()
+    if key not in _RANS_DONE:
+        _RANS_DONE[key] = report_rans.encode(maps, rows, shift)
+        while len(_RANS_DONE) > 4:
+            _RANS_DONE.popitem(last=False)
+    return _RANS_DONE[key]
+
+
 def _entropy_code(found: list[tuple[str, bytes, dict]], coded: list[int]) -> list[tuple[str, bytes, dict]]:
     """The triangles at ``coded`` (``sqrt`` bytes, column order) rANS-coded (report_rans.py), one stream each, with
     one frequency table per group of maps of the same levels, stored before the group's first map; each map's
@@ -245,7 +266,7 @@ def _entropy_code(found: list[tuple[str, bytes, dict]], coded: list[int]) -> lis
         shift = report_rans.shift_for(levels)
         maps = [np.frombuffer(found[i][1], np.uint8) for i in members]
         rows = [int(round((np.sqrt(8 * len(m) + 1) - 1) / 2)) for m in maps]
-        table, streams = report_rans.encode(maps, rows, shift)
+        table, streams = _rans_encoded(maps, rows, shift)
         plain = sum(len(m) for m in maps)
         if plain < RANS_ALWAYS:
             size = len(zlib.compress(table.astype("<u2").tobytes(), 9)) + sum(s.nbytes for s in streams)

@@ -235,7 +235,7 @@ def test_rans_round_trips_every_map_shape_and_symbol_mix():
         report_rans.decode([altered], table, [rows[3]], shift)
 
 
-def test_rans_codes_attention_patterns_smaller_than_deflate_and_packs_them_exactly():
+def test_rans_codes_attention_patterns_smaller_than_deflate_and_packs_them_exactly(monkeypatch):
     maps = {}
     for h in range(30):  # 30 maps of 128 tokens: past RANS_ALWAYS, coded whatever deflate would give
         maps[f"head:0:{h}:127"] = encode_array(_attention(128, h))
@@ -243,8 +243,13 @@ def test_rans_codes_attention_patterns_smaller_than_deflate_and_packs_them_exact
     def report(rans):
         return {"details": {k: {"pattern": reduced(v, "sqrt", 255, rans=rans)} for k, v in maps.items()}}
 
+    from lmtt_widgets import report_rans
+
+    calls = []
+    monkeypatch.setattr(report_rans, "encode", lambda *a, f=report_rans.encode: calls.append(1) or f(*a))
     coded, plain = pack(report(True)), pack(report(False))
     assert len(coded) < 0.9 * len(plain), (len(coded), len(plain))
+    assert pack({**report(True), "other": "a change elsewhere"}) != coded and len(calls) == 1  # the maps coded once
     a, b = unpack(coded)["details"], unpack(plain)["details"]
     assert all(np.array_equal(a[k]["pattern"], b[k]["pattern"]) for k in maps)
     head = layout(report(True))[0]
