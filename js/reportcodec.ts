@@ -9,7 +9,7 @@ import type { ArrayDict } from "./codec";
 import { ransDecode, ransTables, type RansTables } from "./reportrans";
 
 export interface Stored {
-  enc: "raw" | "f16" | "u16" | "i16" | "sqrt" | "fixed";
+  enc: "raw" | "f16" | "u16" | "i16" | "sqrt" | "fixed" | "f16lo";
   at: number;
   n: number;
   max?: number;
@@ -22,6 +22,8 @@ export interface Stored {
   bits?: number;
   /** fixed: each row's own bits, a byte a row, before the differences */
   row_bits?: boolean;
+  /** f16lo: how many values are float32 (after the float16 planes, in planes too; a NaN float16 marks each) */
+  high?: number;
   /** bytes per number when stored byte plane by byte plane */
   planes?: number;
   /** sqrt triangle, rANS-coded (js/reportrans.ts): its frequency table's place, context shift and bits */
@@ -136,6 +138,16 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
     for (let i = 0; i < size; i++) {
       bits = ((i % run === 0 ? 0 : bits) + view.getUint16(2 * i, true)) & 0xffff;
       out[i] = halfToFloat(bits);
+    }
+  } else if (d.enc === "f16lo") {
+    const high = Number(d.high) || 0;
+    const halves = unplane(stored.subarray(0, 2 * size), 2);
+    const wide = new DataView(unplane(stored.subarray(2 * size, 2 * size + 4 * high), 4).buffer);
+    const hv = new DataView(halves.buffer);
+    let k = 0;
+    for (let i = 0; i < size; i++) {
+      const bits = hv.getUint16(2 * i, true);
+      out[i] = bits === 0xffff ? wide.getFloat32(4 * k++, true) : halfToFloat(bits);
     }
   } else if (d.enc === "fixed") {
     const run = a.shape.length ? a.shape[a.shape.length - 1] : 1;

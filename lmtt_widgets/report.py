@@ -64,7 +64,7 @@ CONTRIBUTION_LEVELS = 255
 # 0.002 (a neuron's: its direction's, times its float16 scale of magnitude at most 1: 0.002 and 0.025 % of the
 # value; float16 logits were off by up to 0.05 %, 0.03 at a logit of 60).
 LOGIT_BITS = 8
-PATTERN_LEVELS = (255, 215, 181, 152, 127, 90, 63, 45, 31, 22, 15, 11, 7)
+PATTERN_LEVELS = (255, 235, 215, 181, 152, 127, 90, 63, 45, 31, 22, 15, 11, 7)
 FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient", "saliency")  # one backward pass: the default target only
 # Heads whose vocabulary projection the report holds at each target other than the last (besides those on its
@@ -589,10 +589,12 @@ def flow_scores(ex: Explanation, floor: float) -> dict:
         "L": ex.n_layers, "T": T, "H": H, "parallel": sc.topology == "parallel", "floor": floor,
         **{name: per_update(name) for name in ("resid_attn", "bias_attn", "external_attn", "mlp", "resid_mlp",
                                                 "external_mlp")},
-        # scores stay float32 (τ compares them exactly); indices fit 16 bits up to 65,536 sources
+        # scores stay float32 where τ may compare them; indices fit 16 bits up to 65,536 sources
         "head_ptr": encode_array(head_ptr, "uint32"),
         "head_col": reduced(encode_array(torch.cat(head_col), "uint32"), "u16"),
-        "head_val": encode_array(torch.cat(head_val)),
+        # the head scores above the floor exact (τ compares them); those kept only for an edge's breakdown by head
+        # (at most the floor: never kept, shown with 3 digits) as float16
+        "head_val": reduced(encode_array(torch.cat(head_val)), "f16lo", below=floor),
         "edge_ptr": encode_array(edge_ptr, "uint32"),
         "edge_src": reduced(encode_array(torch.cat(edge_src), "uint32"), "u16"),
         "edge_val": encode_array(torch.cat(edge_val)),

@@ -10,6 +10,10 @@ are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``en
   and ±inf kept); ``delta``: each float16's 16 bits minus those of the number before it along the last axis
   (mod 2**16; the first of each row as it is). Exact either way; for sorted rows (top-k logits, probabilities)
   the differences are small, since float16 bit patterns of one sign are ordered like the numbers;
+- ``f16lo``: float32 whose values at most ``below`` are float16 (never rounded above it, within 2**-10, none in
+  float16's subnormal range) and the others float32, exact (route scores: τ, never under the floor, compares only those; the small ones show only in an edge's
+  breakdown by head, with 3 digits); the float16 plane list then the float32 plane list, a NaN float16 marking
+  where the next float32 goes;
 - ``u16`` / ``i16``: uint32 / int32 whose values fit in 16 bits (token ids of a vocabulary under 65,536);
 - ``fixed``: float32 in steps of ``2**-bits`` (off by at most ``2**-(bits+1)``: logits of vocabulary projections,
   shown with 2 decimals, at ``bits`` 8: 0.002), each as the difference from the one before it along the last axis
@@ -57,7 +61,7 @@ import numpy as np
 
 from .widgets.codec import DTYPES, wire_safe
 
-ENCODINGS = ("raw", "f16", "u16", "i16", "sqrt", "fixed")
+ENCODINGS = ("raw", "f16", "u16", "i16", "sqrt", "fixed", "f16lo")
 _F16_MAX = 65504.0
 
 
@@ -105,7 +109,7 @@ def _fixed_fits(v: np.ndarray, bits: int) -> bool:
 
 
 def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False, rans: bool = False,
-            bits: int = 8) -> dict:
+            bits: int = 8, below: float = 0.0) -> dict:
     """Mark the array dict ``a`` to be stored as ``enc`` (``delta``: float16 rows as differences; ``rans``: a
     ``sqrt`` triangle entropy-coded with the others so marked, report_rans.py); falls back to ``raw`` whenever
     ``enc`` would change a value more than it says (out of float16's range, ids past 16 bits, negative or
@@ -123,9 +127,10 @@ def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False, rans: 
         "i16": a["dtype"] == "int32" and (v.size == 0 or -(1 << 15) <= int(v.min()) <= int(v.max()) < 1 << 15),
         "sqrt": a["dtype"] == "float32" and finite and (v.size == 0 or float(v.min()) >= 0) and 1 <= levels <= 255,
         "fixed": a["dtype"] == "float32" and finite and _fixed_fits(v, bits),
+        "f16lo": a["dtype"] == "float32" and finite and v.ndim == 1 and below > 0,
     }[enc]
     return {**a, "enc": enc if ok else "raw", "levels": levels, "delta": delta and enc == "f16" and ok,
-            "rans": rans and enc == "sqrt" and ok, "bits": bits}
+            "rans": rans and enc == "sqrt" and ok, "bits": bits, "below": below}
 
 
 def _planes(data: np.ndarray) -> tuple[bytes, dict]:
@@ -148,6 +153,8 @@ def _store(a: dict) -> tuple[bytes, dict]:
     if enc in ("u16", "i16"):
         data, desc = _planes(v.astype(np.uint16 if enc == "u16" else np.int16).reshape(-1))
         return data, {"enc": enc, **desc}
+    if enc == "f16lo":
+        return _store_f16lo(v, float(a["below"]))
     if enc == "fixed":
         bits = int(a.get("bits", 8))
         if v.size == 0:
@@ -174,6 +181,25 @@ def _store(a: dict) -> tuple[bytes, dict]:
         data, desc = _planes(v.reshape(-1))
         return data, {"enc": "raw", **desc}
     return bytes(a["data"]), {"enc": "raw"}
+
+
+_F16_MARK = 0xFFFF  # a NaN float16: "this value is in the float32 list"
+
+
+def _store_f16lo(v: np.ndarray, below: float) -> tuple[bytes, dict]:
+    """``f16lo``: values at most ``below`` as float16 (never rounded above ``below``: one step toward 0 where the
+    nearest would be; within 2**-10 of theirs), the others, and those under float16's normal range (whose
+    relative error would be larger), as float32, exact, in a list of their own, marked in the float16 list by
+    ``_F16_MARK``."""
+    low = (v <= np.float32(below)) & ((v >= np.float32(2.0 ** -14)) | (v == 0))
+    half = v.astype(np.float16)
+    over = low & (half.astype(np.float32) > np.float32(below))
+    half[over] = np.nextafter(half[over], np.float16(0))
+    bits = half.view(np.uint16).copy()
+    bits[~low] = _F16_MARK
+    data16, _ = _planes(bits)
+    data32, _ = _planes(v[~low].astype(np.float32))
+    return data16 + data32, {"enc": "f16lo", "below": below, "high": int((~low).sum())}
 
 
 # Sections of the array part, in this order, each deflated on its own (``Packer``): what a size ladder changes
@@ -416,6 +442,13 @@ def _rans_decoded(body, at) -> dict[int, bytes]:
 def _inflate(a: dict, data: bytes) -> np.ndarray:
     d, shape, dtype = a["data"], a["shape"], DTYPES[a["dtype"]]
     enc = d["enc"]
+    if enc == "f16lo":
+        n, k = int(np.prod(shape)), d["high"]
+        bits = np.frombuffer(data[:2 * n], np.uint8).reshape(2, n).T.copy().view(np.uint16).reshape(-1)
+        high = np.frombuffer(data[2 * n:2 * n + 4 * k], np.uint8).reshape(4, k).T.copy().view(np.float32).reshape(-1)
+        out = bits.view(np.float16).astype(np.float32)
+        out[bits == _F16_MARK] = high
+        return out.astype(dtype).reshape(shape)
     if d.get("planes"):
         data = np.frombuffer(data, np.uint8).reshape(d["planes"], -1).T.tobytes()
     if enc == "raw":

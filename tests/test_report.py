@@ -167,7 +167,10 @@ def test_routes_traced_in_the_page_equal_the_kernels(family, tmp_path):
     for (t, tau, gran), got in zip(queries, _page_routes(path, queries)):
         want = {k: decode_array(v) for k, v in payload.graph_arrays(ex.route(t, tau, gran)).items()}
         for k, v in want.items():
-            assert np.allclose(np.asarray(got[k]).reshape(v.shape), v, rtol=1e-6, atol=1e-7), (t, tau, gran, k)
+            # an edge's breakdown by head (edge granularity) holds head parts under the report's floor, which it
+            # stores as float16 (report.py flow_scores): within 2**-10 of theirs; everything else exact
+            rtol = 2 ** -10 if (gran, k) == ("edge", "edge_heads") else 1e-6
+            assert np.allclose(np.asarray(got[k]).reshape(v.shape), v, rtol=rtol, atol=1e-7), (t, tau, gran, k)
         sizes.append(len(want["edge_src"]))
     assert max(sizes) > 10 and len(set(sizes)) > 5  # real routes, different ones
 

@@ -307,3 +307,22 @@ def test_fixed_logits_read_back_within_half_a_step():
     mixed[7, 0] = 50.0  # a tiny value and a large one in one row: not 3 digits in 16 bits
     assert reduced(encode_array(mixed), "fixed")["enc"] == "raw"
     assert unpack(pack({"x": reduced(encode_array(np.zeros((0, 20), np.float32)), "fixed")}))["x"].shape == (0, 20)
+
+
+def test_f16lo_keeps_what_tau_compares_exact_and_never_lifts_a_small_one_over_the_floor():
+    """Route scores (``f16lo``): the values above the floor exact (τ compares them), those at most the floor as
+    float16 within 2**-10 and never above the floor, so no τ at or over it keeps one."""
+    floor = 0.005
+    rng = np.random.default_rng(4)
+    v = np.concatenate([rng.uniform(0, 1, 500), rng.uniform(0, floor, 500) ** 2 / floor,  # down to 1e-9
+                        np.nextafter(np.float32(floor), np.float32(0)) * np.ones(3),  # round up past it in float16
+                        [np.float32(floor), np.nextafter(np.float32(floor), np.float32(1)), 0.0]]).astype(np.float32)
+    a = reduced(encode_array(v), "f16lo", below=floor)
+    assert a["enc"] == "f16lo"
+    back = unpack(pack({"x": a}))["x"]
+    high = v > np.float32(floor)
+    assert np.array_equal(back[high], v[high]) and high.sum() > 400
+    assert np.array_equal(back[v < 2 ** -14], v[v < 2 ** -14]) and (v[v > 0] < 2 ** -14).sum() > 10  # float16 subnormals
+    assert (back[~high] <= np.float32(floor)).all() and np.allclose(back[~high], v[~high], rtol=2 ** -10, atol=0)
+    assert not np.array_equal(back, v)  # float16 changed some small ones
+    assert np.float16(v[1000]).astype(np.float32) > np.float32(floor)  # the case: nearest float16 is over it

@@ -77,6 +77,24 @@ describe("fixed-point logits", () => {
   });
 });
 
+describe("route scores: small ones in float16, the rest float32 (f16lo)", () => {
+  it("reads the float16 planes, taking the next float32 where a NaN float16 marks it", () => {
+    // [0.5 (float32), 0.00299835205078125 (float16 0x1a24), 0.25 (float32), 0 (float16)]
+    const halves = [0xffff, 0x1a24, 0xffff, 0x0000];
+    const wide = new Float32Array([0.5, 0.25]);
+    const w8 = new Uint8Array(wide.buffer);
+    const bytes = new Uint8Array(8 + 8);
+    halves.forEach((h, i) => {
+      bytes[i] = h & 0xff; // low-byte plane, then high-byte plane
+      bytes[4 + i] = h >> 8;
+    });
+    for (let p = 0; p < 4; p++) for (let i = 0; i < 2; i++) bytes[8 + p * 2 + i] = w8[i * 4 + p];
+    const a = inflateArray({ dtype: "float32", shape: [4], data: { enc: "f16lo", at: 0, n: 16, high: 2 } }, bytes);
+    expect(Array.from(new Float32Array((a.data as DataView).buffer))).toEqual([0.5, halfToFloat(0x1a24), 0.25, 0]);
+    expect(halfToFloat(0x1a24)).toBeCloseTo(0.003, 4);
+  });
+});
+
 describe("byte planes", () => {
   it("reads float32 stored byte plane by byte plane", () => {
     const v = new Float32Array([1, -2, 0.5]);
