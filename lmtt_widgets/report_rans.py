@@ -5,7 +5,7 @@ The patterns are stored as one byte per weight (report_pack ``sqrt``: a level of
 scale), lower triangle only, column by column. Most of those bytes are the small weights' noise, which deflate
 codes at about 4.9 bits a weight at 255 levels. A weight is close to the one above it (the same key token read by
 the previous query), so coding each byte with a frequency table chosen by the byte before it in its column (that
-byte halved at more than 127 levels; the first of each column has a context of its own) takes about 4.2 bits (14 %
+byte halved at more than 127 levels; the first of each column has a context of its own) takes about 4.1 bits (16 %
 less at 128 tokens, tables included). Lossless: the page gets back exactly the bytes ``sqrt`` stored.
 
 Coder: 32-bit rANS with 16-bit renormalisation (Duda's asymmetric numeral systems, in the word-wise form of
