@@ -4,7 +4,7 @@
 
 For each length: the time of `explain` and of `write_report` (which also builds an Explorer, so its traits are the
 report's state) and their ratio, in wall-clock and in CPU time (the machine's load changes both alike: compare
-ratios), the file's size, the size of its state (the container's text in the UTF-16 page), the attention
+ratios), the file's size, the size of its state (the container's text, 7 bits a character), the attention
 patterns' colour steps, how many head details hold their maps, and what the report had to leave out for its 3 MB
 budget (the note at its top says the same). Prompts are the browser benchmark's text cut to the length
 (benchmarks/browser_bench.py make_prompt). Prints a markdown table.
@@ -38,12 +38,12 @@ def measure(lm, n_tokens: int, work: Path) -> dict:
     c1 = time.process_time()
     t_report, path = timed(lambda: write_report(ex, work / f"report-{n_tokens}.html"))
     c2 = time.process_time()
-    page = path.read_bytes().decode("utf-16")
+    page = path.read_text(encoding="utf-8")
     rep = read_report(page)
     state = page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]
     maps = sum(1 for k, v in rep["details"].items() if k.startswith("head:") and "pattern" in v)
     vocab = rep.get("vocab", {})
-    return {"tokens": ex.n_tokens, "bytes": path.stat().st_size, "state_bytes": len(state.encode("utf-16-le")),
+    return {"tokens": ex.n_tokens, "bytes": path.stat().st_size, "state_bytes": len(state.encode("utf-8")),
             "pattern_levels": rep.get("pattern_levels"),
             "explain_s": t_explain, "report_s": t_report, "explain_cpu_s": c1 - c0, "report_cpu_s": c2 - c1,
             "head_maps": maps, "heads": ex.n_layers * ex.n_heads,
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
             rows.append(measure(lm, n, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
             if args.sections:
-                page = (Path(tmp) / f"report-{n}.html").read_bytes().decode("utf-16")
+                page = (Path(tmp) / f"report-{n}.html").read_text(encoding="utf-8")
                 for name, (stored, packed) in sections(page).items():
                     if packed >= 5000 or name == "TOTAL":
                         print(f"  {n} tokens  {name:32s} {stored / 1e6:7.3f} MB stored  {packed / 1e6:7.3f} MB gzip")

@@ -147,9 +147,8 @@ export function renderStatic(el: HTMLElement, state: object): () => void {
 }
 
 /**
- * Host of a complete offline report (lmtt_widgets/report.py): `text` is its gzip container as the page's text (31
- * bits every two characters, reportcodec.ts `textBytes`), decompressed by the browser itself. Resolves to the cleanup
- * function.
+ * Host of a complete offline report (lmtt_widgets/report.py): `text` is its gzip container as the page's text (7
+ * bits a character, reportcodec.ts `textBytes`), decompressed by the browser itself. Resolves to the cleanup function.
  */
 export async function renderReport(el: HTMLElement, text: string): Promise<() => void> {
   const { body, bytes } = await readContainer(text);

@@ -1,5 +1,5 @@
 /**
- * Reading the offline report's container (lmtt_widgets/report_pack.py): its text, 31 bits every two characters (`textBytes`)
+ * Reading the offline report's container (lmtt_widgets/report_pack.py): its text, 7 bits a character (`textBytes`)
  * -> gzip (the browser's own DecompressionStream, no library, no network) -> a 4-byte JSON length, the JSON, then
  * the arrays' bytes. Every
  * array comes back as a wire array dict `{dtype, shape, data: DataView}` of its wire dtype, whatever reduced form
@@ -54,39 +54,40 @@ export interface Container {
   bytes: Uint8Array;
 }
 
-// report_pack.py `to_text`: every two characters (U+2070 + hi, U+2070 + lo, both below BASE) carry the 31-bit group
-// hi * BASE + lo; the bytes are those groups' bits, preceded by their count (4 bytes, little-endian).
-const BASE = 46341;
-const FIRST = 0x2070;
+// report_pack.py `to_text`: a character below 128 is one 7-bit group; U+0100 + 128 i + g is the special group
+// SEVEN[i] (a code the HTML parser would change or that could end the script block) followed by the group g;
+// U+0280 + i is SEVEN[i] as the last group. The bytes are the groups' bits, the last partial byte dropped.
+const SEVEN = [0x00, 0x0d, 0x3c];
+const PAIR = 0x100;
+const LONE = 0x280;
 
-/** The container's bytes from the page's text (31 bits every two characters). */
+/** The container's bytes from the page's text (7 bits a character). */
 export function textBytes(text: string): Uint8Array {
-  if (text.length % 2) throw new Error("the report's data has an odd number of characters: the file was altered");
-  const out = new Uint8Array(Math.floor((text.length / 2) * 31 / 8));
+  const out = new Uint8Array(Math.ceil((text.length * 14) / 8));
   let o = 0;
-  let acc = 0; // pending bits, at most 7 + 31: exact in a double
+  let acc = 0;
   let nbits = 0;
-  for (let i = 0; i < text.length; i += 2) {
-    const hi = text.charCodeAt(i) - FIRST;
-    const lo = text.charCodeAt(i + 1) - FIRST;
-    const v = hi * BASE + lo;
-    if (hi < 0 || lo < 0 || hi >= BASE || lo >= BASE || v >= 2 ** 31) {
-      const code = text.charCodeAt(hi < 0 || hi >= BASE ? i : i + 1).toString(16).padStart(4, "0");
+  const put = (g: number) => {
+    acc = ((acc << 7) | g) & 0x7fff; // at most 7 + 7 bits pending
+    nbits += 7;
+    if (nbits >= 8) {
+      nbits -= 8;
+      out[o++] = (acc >> nbits) & 0xff;
+    }
+  };
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) put(c);
+    else if (c >= PAIR && c < LONE) {
+      put(SEVEN[(c - PAIR) >> 7]);
+      put((c - PAIR) & 0x7f);
+    } else if (c >= LONE && c < LONE + SEVEN.length) put(SEVEN[c - LONE]);
+    else {
+      const code = c.toString(16).padStart(4, "0");
       throw new Error(`the report's data holds a character outside its alphabet (U+${code} at ${i}): the file was altered`);
     }
-    acc = acc * 2 ** 31 + v;
-    nbits += 31;
-    while (nbits >= 8) {
-      nbits -= 8;
-      const p = 2 ** nbits;
-      const b = Math.floor(acc / p);
-      out[o++] = b;
-      acc -= b * p;
-    }
   }
-  const n = o >= 4 ? out[0] + out[1] * 256 + out[2] * 65536 + out[3] * 16777216 : -1;
-  if (n < 0 || n > o - 4 || o - 4 - n > 3) throw new Error("the report's data does not hold its own byte count: the file was altered");
-  return out.subarray(4, 4 + n);
+  return out.subarray(0, o);
 }
 
 export async function gunzip(data: Uint8Array): Promise<Uint8Array> {

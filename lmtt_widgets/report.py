@@ -6,15 +6,14 @@ attribution), and what a kernel would answer to clicks: every head's detail, eve
 vocabulary projection the report can afford, and the route scores (every part of every update above τ = 0.005),
 from which the page traces the route of any target at any τ and granularity itself (js/staticroute.ts), exactly as
 ``Explanation.route`` does. Arrays travel binary, some at reduced precision where the eye cannot tell
-(report_pack.py says which and how), gzip-compressed and written as text of 31 bits every two characters of a
-UTF-16 page (report_pack ``to_text``: 32/31 of the compressed size, where base64 in UTF-8 takes 4/3); the browser
-decompresses them with its own ``DecompressionStream``. What a report leaves out (causal methods, long prompts past
-the size budget) is listed in a note at its top.
+(report_pack.py says which and how), gzip-compressed and written as text of 7 bits a character (report_pack
+``to_text``: 8/7 of the compressed size, where base64 takes 4/3); the browser decompresses them with its own
+``DecompressionStream``. The page is UTF-8, as the HTML standard asks. What a report leaves out (causal methods,
+long prompts past the size budget) is listed in a note at its top.
 
 A Content-Security-Policy forbids every network request, so what renders is provably offline. Prompts and tokens
-are hostile text: the state travels as that text (nothing below U+2070: no ``<``, CR, NUL or control) inside its
-``<script>`` block, the bundle (CSS and script) gzip-compressed in the same form, and the note and title are
-HTML-escaped.
+are hostile text: the state travels as that text (no ``<``, CR or NUL at all) inside its ``<script>`` block, the
+bundle (CSS and script) gzip-compressed in the same form, and the note and title are HTML-escaped.
 The file is replaced atomically: a failed write keeps the old one.
 """
 
@@ -629,28 +628,18 @@ def _note(ex: Explanation, omitted: list[str], cut: bool = False) -> str:
 def render_html(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granularity: str = "head", *,
                 max_bytes: int = MAX_BYTES) -> str:
     content = _Content(ex, threshold, granularity)
-    _, omitted, packed = content.build(max_bytes - _page_bytes() - 8192)  # 8 kB: the title and note (UTF-16)
+    _, omitted, packed = content.build(max_bytes - _page_bytes() - 4096)  # 4 kB: the title and note
     return _page(ex, str(packed), content.coverage + omitted, cut=bool(omitted))
 
 
 def _page_bytes() -> int:
-    """Bytes of the written page around the state (bundle, CSS, loader; UTF-16 and its BOM): what the state's
-    budget leaves."""
-    return len(page_bytes(_page_shell("", "", "", "")))
-
-
-def page_bytes(page: str) -> bytes:
-    """The page as ``write_report`` writes it: UTF-16 (little-endian) with its byte order mark, which every browser
-    reads before anything else (an HTTP header's charset or the page's own meta tag included). The state and the
-    bundle are text of 31 bits every two characters (report_pack ``to_text``), 3 % over their bytes, where UTF-8
-    takes 14 % (7 bits a byte); the page's plain parts (CSS, loader, note) take twice their UTF-8 size, a few kB.
-    ``render_html``'s text saved as UTF-8 is a valid page too, only larger."""
-    return b"\xff\xfe" + page.encode("utf-16-le")
+    """Bytes of the written page around the state (bundle, CSS, loader): what the state's budget leaves."""
+    return len(_page_shell("", "", "", "").encode("utf-8"))
 
 
 def read_page(path) -> str:
-    """A written report's text (tools, tests): UTF-16 from its byte order mark."""
-    return pathlib.Path(path).read_bytes().decode("utf-16")
+    """A written report's text (tools, tests): UTF-8, like any HTML page."""
+    return pathlib.Path(path).read_text(encoding="utf-8")
 
 
 @functools.lru_cache(maxsize=4)
@@ -663,7 +652,7 @@ def _packed_bundle(css: bytes, js: bytes) -> str:
 def _bundle() -> str:
     """The widget's CSS and script for the page, in one block: the CSS's length (4 bytes, little-endian), the CSS,
     the script; gzip-compressed (the page's loader decompresses it with the browser's own DecompressionStream), as
-    text of 31 bits every two characters."""
+    text of 7 bits a character (report_pack ``to_text``)."""
     return _packed_bundle((STATIC / "widget.css").read_bytes(), (STATIC / "widget.js").read_bytes())
 
 
@@ -671,24 +660,33 @@ def _page(ex: Explanation, state: str, omitted: list[str], cut: bool = False) ->
     return _page_shell(_title(ex), _note(ex, omitted, cut), state, _bundle())
 
 
-# The page's loader: the bundle is gzip in report_pack's text form (31 bits every two characters, preceded by the
-# byte count); it reads it as js/reportcodec.ts textBytes reads the state (tested there), which it cannot call
-# before the bundle is loaded. The CSS goes into the page's one style element.
+# The page's loader: the bundle is gzip in report_pack's text form (7 bits a character; the three codes the HTML
+# parser would change travel with the next group as one character from U+0100, or alone at the end from U+0280); it
+# reads it as js/reportcodec.ts textBytes reads the state (tested there), which it cannot call before the bundle is
+# loaded. The CSS goes into the page's one style element.
 _LOADER = """
 const t = document.getElementById("lmtt-bundle").textContent;
-const out = new Uint8Array(Math.floor((t.length / 2) * 31 / 8));
+const SEVEN = [0x00, 0x0d, 0x3c];
+const out = new Uint8Array(Math.ceil((t.length * 14) / 8));
 let acc = 0, nbits = 0, o = 0;
-for (let i = 0; i < t.length; i += 2) {
-  acc = acc * 2 ** 31 + (t.charCodeAt(i) - 0x2070) * 46341 + (t.charCodeAt(i + 1) - 0x2070);
-  for (nbits += 31; nbits >= 8; ) {
+const put = (g) => {
+  acc = ((acc << 7) | g) & 0x7fff;
+  nbits += 7;
+  if (nbits >= 8) {
     nbits -= 8;
-    const p = 2 ** nbits, b = Math.floor(acc / p);
-    out[o++] = b;
-    acc -= b * p;
+    out[o++] = (acc >> nbits) & 0xff;
   }
+};
+for (let i = 0; i < t.length; i++) {
+  const c = t.charCodeAt(i);
+  if (c < 0x80) put(c);
+  else if (c < 0x280) {
+    put(SEVEN[(c - 0x100) >> 7]);
+    put((c - 0x100) & 0x7f);
+  } else put(SEVEN[c - 0x280]);
 }
 const u32 = (a, i) => a[i] + a[i + 1] * 256 + a[i + 2] * 65536 + a[i + 3] * 16777216;
-const gz = out.subarray(4, 4 + u32(out, 0));
+const gz = out.subarray(0, o);
 const raw = new Response(new Blob([gz]).stream().pipeThrough(new DecompressionStream("gzip")));
 const bundle = new Uint8Array(await raw.arrayBuffer());
 const css = u32(bundle, 0);
@@ -745,7 +743,7 @@ def write_report(ex: Explanation, path="lmtt-report.html", threshold: float = DE
         raise InputTypeError(f"write_report takes an Explanation (from explain(model, prompt)), not "
                              f"{type(ex).__name__}.")
     checks.count(max_bytes, "max_bytes", low=0, what="the report's size budget in bytes")
-    data = page_bytes(render_html(ex, threshold, granularity, max_bytes=max_bytes))
+    data = render_html(ex, threshold, granularity, max_bytes=max_bytes).encode("utf-8")
     _replace_atomically(path, data)
     return path
 

@@ -38,14 +38,12 @@ patterns, the contribution maps), and each section is deflated on its own, endin
 their concatenation (valid deflate: only the last block is final). A section that did not change since the last
 pack is not compressed again (``Packer``), so trying a size ladder costs one deflate of the part that changed.
 
-Text form (``to_text``): the page holds the container as text inside a ``<script type="text/plain">`` block, and
-the page is written in UTF-16 (report.py), so each character takes two bytes of the file whatever it is. Every
-two characters carry 31 bits: a 31-bit group ``v`` is written as the characters ``U+2070 + v // B`` and
-``U+2070 + v % B`` with ``B = 46,341`` (``B**2 >= 2**31``), all between U+2070 and U+D574: none is one the HTML
-parser changes or that could end the block (NUL, CR, ``<``), a control, a bidi control, a line or paragraph
-separator, a right-to-left letter or a surrogate (symbols, CJK and Hangul, mostly). The bytes are
-preceded by their count (4 bytes, little-endian) so the padding of the last group is dropped. The text is 32/31 of
-the compressed container (base64 in UTF-8 took 4/3, 7-bit ASCII 8/7); js/reportcodec.ts ``textBytes`` reads it.
+Text form (``to_text``): the page holds the container as text inside a ``<script type="text/plain">`` block. Base64
+spends 8 bits of the file on 6 of data; here each character carries 7 bits (``_SEVEN``): every 7-bit group is
+written as the ASCII character of that code, except the three the HTML parser would change or that could end the
+block (NUL becomes U+FFFD, CR becomes LF, ``<``), which are written together with the group after them as one
+two-byte UTF-8 character, so those carry 14 bits in 2 bytes too. The file is 8/7 of the compressed container, not
+4/3; the text holds no ``<``, no CR, no NUL and nothing past U+0282 (js/reportcodec.ts ``textBytes`` reads it).
 """
 
 from __future__ import annotations
@@ -346,39 +344,48 @@ def pack(obj) -> bytes:
     return Packer().pack(obj)
 
 
-# Text of 31 bits every two characters (module docstring): the two digits of a group in base _BASE, from _FIRST.
-_BASE, _FIRST = 46341, 0x2070
-_GROUP = 31
+# The 7-bit groups written as a two-byte character with the group after them (module docstring), and where those
+# characters start: U+0100 + 128 * i + next group; a lone last one is U+0280 + i.
+_SEVEN = (0x00, 0x0D, 0x3C)  # NUL, CR, "<"
+_PAIR, _LONE = 0x100, 0x280
 
 
 def to_text(data: bytes) -> str:
-    """Bytes as text of 31 bits every two UTF-16 characters, safe inside an HTML script block (module docstring)."""
-    bits = np.unpackbits(np.frombuffer(struct.pack("<I", len(data)) + bytes(data), np.uint8))
-    bits = np.concatenate([bits, np.zeros(-len(bits) % _GROUP, np.uint8)]).reshape(-1, _GROUP)
-    groups = bits.astype(np.int64) @ (1 << np.arange(_GROUP - 1, -1, -1, dtype=np.int64))
-    units = np.stack([groups // _BASE, groups % _BASE], 1).reshape(-1) + _FIRST
-    return units.astype("<u2").tobytes().decode("utf-16-le")
+    """Bytes as text of 7 bits a character, safe inside an HTML script block (module docstring)."""
+    bits = np.unpackbits(np.frombuffer(data, np.uint8))
+    n = -(-len(bits) // 7)
+    bits = np.concatenate([bits, np.zeros(7 * n - len(bits), np.uint8)]).reshape(n, 7)
+    groups = bits.astype(np.int64) @ (1 << np.arange(6, -1, -1))
+    special = np.isin(groups, _SEVEN)
+    starts = np.ones(n, bool)
+    for k in np.flatnonzero(special):  # a special group takes the next one with it (a few % of groups)
+        if starts[k] and k + 1 < n:
+            starts[k + 1] = False
+    index = np.searchsorted(np.array(_SEVEN), groups)
+    nxt = np.append(groups[1:], 0)
+    cps = np.where(~special, groups, np.where(np.arange(n) + 1 < n, _PAIR + 128 * index + nxt, _LONE + index))
+    return cps[starts].astype("<u4").tobytes().decode("utf-32-le")
 
 
 def text_size(n: int) -> int:
-    """Bytes (UTF-16) of ``to_text`` of ``n`` bytes: two characters of two bytes per 31 bits, with the count."""
-    return 4 * -(-(8 * (n + 4)) // _GROUP)
+    """Bytes (UTF-8) of ``to_text`` of ``n`` bytes, at most: one per 7-bit group (a two-byte character carries two
+    groups), one more when the last group is special and alone."""
+    return -(-8 * n // 7) + 1
 
 
 def from_text(text: str) -> bytes:
     """``to_text``'s bytes back (tests, tools; js/reportcodec.ts ``textBytes`` is the page's reader)."""
-    units = np.frombuffer(text.encode("utf-16-le", "surrogatepass"), "<u2").astype(np.int64) - _FIRST
-    if len(units) % 2 or ((units < 0) | (units >= _BASE)).any():
+    cps = np.frombuffer(text.encode("utf-32-le"), "<u4").astype(np.int64)
+    if ((cps >= 128) & (cps < _PAIR)).any() or (cps >= _LONE + len(_SEVEN)).any():
         raise ValueError("not a report container's text: a character outside its alphabet")
-    groups = units[0::2] * _BASE + units[1::2]
-    if (groups >= 1 << _GROUP).any():
-        raise ValueError("not a report container's text: a group past 31 bits")
-    bits = ((groups[:, None] >> np.arange(_GROUP - 1, -1, -1)) & 1).astype(np.uint8).reshape(-1)
-    data = np.packbits(bits[: len(bits) // 8 * 8]).tobytes()
-    n = struct.unpack_from("<I", data)[0] if len(data) >= 4 else -1
-    if not 0 <= n <= len(data) - 4 or len(data) - 4 - n > 3:
-        raise ValueError("not a report container's text: its byte count does not match its length")
-    return data[4:4 + n]
+    pair, lone = (cps >= _PAIR) & (cps < _LONE), cps >= _LONE
+    seven = np.array(_SEVEN)
+    first = np.where(pair, seven[np.clip((cps - _PAIR) >> 7, 0, 2)],
+                     np.where(lone, seven[np.clip(cps - _LONE, 0, 2)], cps))
+    groups = np.stack([first, np.where(pair, (cps - _PAIR) & 127, -1)], 1).reshape(-1)
+    groups = groups[groups >= 0]
+    bits = ((groups[:, None] >> np.arange(6, -1, -1)) & 1).astype(np.uint8).reshape(-1)
+    return np.packbits(bits[: len(bits) // 8 * 8]).tobytes()
 
 
 def pack_text(obj) -> str:

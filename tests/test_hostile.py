@@ -180,7 +180,7 @@ def test_codec_replaces_lone_surrogates_everywhere():
 
 def test_report_with_lone_surrogates_and_bidi_tokens(hostile_tokens, tmp_path):
     path = write_report(hostile_tokens, tmp_path / "r.html")
-    page = path.read_bytes().decode("utf-16")  # strict: no surrogate reached the file (report.py writes UTF-16)
+    page = path.read_text(encoding="utf-8")  # strict: no surrogate reached the file
     state = page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]
     assert "\u2028" not in state and "\u2029" not in state  # base64 (the report's container)
     tokens = read_report(page)["state"]["tokens"]
@@ -253,4 +253,4 @@ def test_report_write_replaces_the_file_with_usual_permissions(gpt2, tmp_path):
     os.chmod(path, 0o640)
     write_report(explain(gpt2, "two"), path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert "two" in path.read_bytes().decode("utf-16") and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    assert "two" in path.read_text(encoding="utf-8") and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]

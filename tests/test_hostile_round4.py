@@ -178,7 +178,7 @@ def test_write_report_refuses_a_non_integer_budget(ex, tmp_path):
 def test_a_report_whose_route_has_no_mlp_node_is_written(ex, tmp_path):
     """The empty MLP projection table had keys of shape (0, ?) that numpy cannot reshape: every report of such
     a route failed."""
-    page = write_report(ex, tmp_path / "r.html").read_bytes().decode("utf-16")
+    page = write_report(ex, tmp_path / "r.html").read_text()
     vocab = read_report(page)["vocab"]
     assert vocab["mlp"]["keys"].shape == (0, 2)  # the case: no MLP node on the route
     assert vocab["head"]["keys"].shape[1] == 3 and len(vocab["head"]["keys"])

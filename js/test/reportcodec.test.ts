@@ -106,38 +106,42 @@ describe("byte planes", () => {
   });
 });
 
-describe("the container's text, 31 bits every two characters", () => {
-  // hand-worked examples (tests/test_report_pack.py checks the same with report_pack.to_text)
-  it("reads the byte count, then the bytes, from base-46341 digit pairs", () => {
-    expect(Array.from(textBytes("\u2070\u2070\u2070\u2070"))).toEqual([]); // count 0: 32 zero bits, 30 of padding
-    // [0xff]: bits 00000001 00000000 00000000 00000000 11111111; groups 1 << 23 = 181 * 46341 + 887 and
-    // 0xff << 22 = 23079 * 46341 + 43581
-    expect(Array.from(textBytes(String.fromCharCode(0x2070 + 181, 0x2070 + 887, 0x2070 + 23079, 0x2070 + 43581)))).toEqual([0xff]);
+describe("the container's text, 7 bits a character", () => {
+  // hand-worked examples, the same as tests/test_report_pack.py writes with report_pack.to_text
+  it("reads plain characters as 7-bit groups and drops the last partial byte", () => {
+    expect(Array.from(textBytes("\x7f@"))).toEqual([0xff]); // 1111111, 1|000000
+    expect(Array.from(textBytes(""))).toEqual([]);
   });
 
-  it("refuses a character outside its alphabet, an odd length and a count the text does not hold", () => {
-    expect(() => textBytes("\u2070\u2070\u2070<")).toThrow(/outside its alphabet/);
-    expect(() => textBytes("\u2070\u2070\u2070\ud575")).toThrow(/outside its alphabet/);
-    expect(() => textBytes("\u2070\u2070\u2070")).toThrow(/odd number/);
-    expect(() => textBytes(String.fromCharCode(0x2070 + 181, 0x2070 + 887, 0x2070, 0x2070, 0x2070, 0x2070))).toThrow(/byte count/); // 6 bytes past a count of 1
-    expect(() => textBytes(String.fromCharCode(0x2070 + 2000, 0x2070, 0x2070, 0x2070))).toThrow(/byte count/);
+  it("reads a special group (NUL, CR, <) with the group after it from one two-byte character, or alone at the end", () => {
+    expect(Array.from(textBytes("\u0100"))).toEqual([0x00]); // NUL + 0
+    expect(Array.from(textBytes("\x1e\u0280"))).toEqual([0x3c]); // 0011110, then NUL alone
+    expect(Array.from(textBytes("\u01bc\u0280"))).toEqual([0x1a, 0xf0]); // CR with "<", then NUL alone
+  });
+
+  it("refuses a character outside its alphabet", () => {
+    expect(() => textBytes("ab\u00e9")).toThrow(/outside its alphabet/);
+    expect(() => textBytes("\u0283")).toThrow(/outside its alphabet/);
   });
 
   it("round-trips every byte value at every alignment through its own encoder's rules", () => {
     // the encoder's rules restated (report_pack.py to_text), to check the reader on long, varied data
     const encode = (data: Uint8Array): string => {
-      const n = data.length;
       const bits: number[] = [];
-      for (const b of [n & 255, (n >> 8) & 255, (n >> 16) & 255, n >>> 24, ...data]) for (let i = 7; i >= 0; i--) bits.push((b >> i) & 1);
-      while (bits.length % 31) bits.push(0);
+      for (const b of data) for (let i = 7; i >= 0; i--) bits.push((b >> i) & 1);
+      while (bits.length % 7) bits.push(0);
+      const groups: number[] = [];
+      for (let i = 0; i < bits.length; i += 7) groups.push(bits.slice(i, i + 7).reduce((a, x) => a * 2 + x, 0));
       let out = "";
-      for (let i = 0; i < bits.length; i += 31) {
-        const v = bits.slice(i, i + 31).reduce((a, x) => a * 2 + x, 0);
-        out += String.fromCharCode(0x2070 + Math.floor(v / 46341), 0x2070 + (v % 46341));
+      for (let i = 0; i < groups.length; i++) {
+        const s = [0x00, 0x0d, 0x3c].indexOf(groups[i]);
+        if (s < 0) out += String.fromCharCode(groups[i]);
+        else if (i + 1 < groups.length) out += String.fromCharCode(0x100 + 128 * s + groups[++i]);
+        else out += String.fromCharCode(0x280 + s);
       }
       return out;
     };
-    for (let shift = 0; shift < 40; shift++) {
+    for (let shift = 0; shift < 8; shift++) {
       const data = Uint8Array.from({ length: 256 + shift }, (_, i) => (i < shift ? 0xff : i - shift));
       expect(Array.from(textBytes(encode(data)))).toEqual(Array.from(data));
     }
