@@ -457,11 +457,6 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     if pending:
         score_pending()
     ex = Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers))
-    from .methods.interventions import hook_state
-    from .tracing.guard import exclusive
-
-    with exclusive(lm.model):  # the user's hooks of the pass (not another thread's trace's): reruns need the same
-        tr.hooks_seen = hook_state(lm.model)
     if sequence is not None:
         sequence.annotate(ex)
     return ex

@@ -24,6 +24,7 @@ from ..errors import PromptError, SelectionError
 from ..models.offload import input_device
 from ..tracing.capture import eval_mode
 from ..tracing.guard import exclusive
+from ..tracing.versions import hook_state
 from .base import Component
 
 Ablation = Literal["corrupted", "zero", "mean"]
@@ -138,24 +139,14 @@ def capture_activations(ex, ids: torch.Tensor) -> tuple[list, list, list, list]:
             [got[("neuron", l)] for l in range(L)], [got[("resid", l)] for l in range(L)])
 
 
-def hook_state(net: torch.nn.Module) -> tuple:
-    """Which forward hooks are on the model (per module, by handle id), and the global ones: what a rerun of the
-    model runs besides its own code."""
-    from torch.nn.modules import module as torch_module
-
-    per_module = tuple((name, tuple(m._forward_pre_hooks), tuple(m._forward_hooks))
-                       for name, m in net.named_modules() if m._forward_pre_hooks or m._forward_hooks)
-    return per_module, tuple(torch_module._global_forward_pre_hooks), tuple(torch_module._global_forward_hooks)
-
-
 def hooks_changed(ex) -> str | None:
     """Where the model's forward hooks differ from those of the traced pass ("model.layers.0, ..."), or None."""
     import threading
 
     from ..tracing.guard import _guard_of
 
-    seen = getattr(ex.trace, "hooks_seen", None)
-    if seen is None:  # (a trace made outside explain(): not followed)
+    seen = ex.trace.hooks_seen
+    if seen is None:  # (not followed)
         return None
     net = ex.trace.lm.model
     # another thread's trace has its own hooks on while it runs: wait for it (unless this thread holds the model)

@@ -26,7 +26,7 @@ from .guard import serialised
 from .memory import release_freed_memory
 from .norms import NormSpec
 from .prompts import read_prompt
-from .versions import ParameterVersions
+from .versions import ParameterVersions, hook_state
 
 # Attention matrices of all layers are kept on the trace when L*H*T*T is at most this many numbers (256 MB);
 # longer prompts keep them only while their layer's contributions are computed, and keep instead each layer's
@@ -149,6 +149,7 @@ class Trace:
     versions: ParameterVersions | None = None
     blocks_path: str = ""
     head_paths: tuple[str, ...] = ()
+    hooks_seen: tuple | None = None  # the user's forward hooks on the model during the pass (versions.hook_state)
 
     @property
     def weights(self) -> "CheckedWeights":
@@ -302,7 +303,8 @@ def trace(
     if len(result.layers) != facts.n_layers:
         raise UnsupportedModelError(
             f"only {len(result.layers)} of {facts.n_layers} blocks ran; the adapter does not fit this model")
-    result.versions = ParameterVersions(facts.net)
+    # (still under the model's lock: another thread's trace hooks are not on it; ours are removed)
+    result.versions, result.hooks_seen = ParameterVersions(facts.net), hook_state(facts.net)
     result.blocks_path, result.head_paths = facts.adapter.blocks, _head_paths(facts.net, facts.adapter.final_norm)
     return result
 

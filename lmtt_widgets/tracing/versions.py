@@ -1,4 +1,4 @@
-"""Whether a model's weights changed since a trace saw them.
+"""Whether a model's weights (or its forward hooks: :func:`hook_state`) changed since a trace saw them.
 
 An Explanation reads some weights live long after its pass: the unembedding and the final norm (vocabulary
 projections, logit rows of a long prompt), each layer's output projections (logit attribution, head outputs,
@@ -19,6 +19,7 @@ from __future__ import annotations
 import weakref
 
 import torch
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from ..errors import StaleTraceError  # noqa: F401 - raised here; importable from here too
 
@@ -68,3 +69,11 @@ def _parameters(module: torch.nn.Module):
         for attr, p in mod._parameters.items():
             if p is not None:
                 yield (f"{mod_name}.{attr}" if mod_name else attr), mod, attr, p
+
+
+def hook_state(net: torch.nn.Module) -> tuple:
+    """Which forward hooks are on the model (per module, by handle id), and the global ones: what a rerun of the
+    model runs besides its own code."""
+    per_module = tuple((name, tuple(m._forward_pre_hooks), tuple(m._forward_hooks))
+                       for name, m in net.named_modules() if m._forward_pre_hooks or m._forward_hooks)
+    return per_module, tuple(_global_forward_pre_hooks), tuple(_global_forward_hooks)
