@@ -2,7 +2,7 @@
  * Kernel-less host for self-contained HTML reports (see docs/widget-protocol.md, "Report and neuron fallback").
  * `renderStatic(el, state)` draws the same widget from a plain JSON state whose array dicts carry base64 `data`.
  */
-import { decodeArray, isArrayDict } from "./codec";
+import { decodeArray, encodeArray, isArrayDict } from "./codec";
 import { inflateTree } from "./reportcodec";
 import { traceRoute, type FlowScores } from "./staticroute";
 import { getLens } from "./state";
@@ -111,11 +111,35 @@ export function flowScores(raw: any): FlowScores {
   };
 }
 
+/**
+ * The per-target head tables a report holds as a column of a state array (report.py `_state_column`: the flow
+ * share table at target t is `head_importance[:, :, t]`), rebuilt as [L, H] float32 arrays, in place.
+ */
+export function fromStateColumns(perTarget: Record<string, Record<string, any>>, state: Record<string, any>): void {
+  for (const snap of Object.values(perTarget)) {
+    for (const table of Object.values((snap?.method_scores ?? {}) as Record<string, any>)) {
+      const ref = table?.heads;
+      if (!ref || typeof ref !== "object" || isArrayDict(ref) || !("column_of" in ref)) continue;
+      const source = decodeArray(state[String(ref.column_of)]);
+      const t = Number(ref.token);
+      if (!source || source.shape.length !== 3 || !Number.isInteger(t) || t < 0 || t >= source.shape[2]) {
+        throw new Error(`the report's table refers to a column ${String(ref.column_of)}[:, :, ${String(ref.token)}] it does not hold`);
+      }
+      const [L, H] = source.shape;
+      const out = new Float32Array(L * H);
+      for (let i = 0; i < L * H; i++) out[i] = source.data[i * source.shape[2] + t];
+      table.heads = encodeArray(out, [L, H]);
+    }
+  }
+}
+
 /** Split a decoded report body into the widget state (arrays inflated) and what the page answers from. */
 export function reportParts(body: any, bytes: Uint8Array): { state: Record<string, any>; report: ReportData } {
   const state = inflateTree(body.state ?? {}, bytes);
+  const perTarget = inflateTree(body.per_target ?? {}, bytes);
+  fromStateColumns(perTarget, state);
   const report: ReportData = {
-    perTarget: inflateTree(body.per_target ?? {}, bytes),
+    perTarget,
     attributions: inflateTree(body.attributions ?? {}, bytes),
     flow: body.flow ? flowScores(inflateTree(body.flow, bytes)) : null,
     details: body.details ?? {},

@@ -45,7 +45,7 @@ from .methods.targets import make_metric
 from .report_pack import Packer, reduced, text_size, to_text, unpack
 from .report_vocab import head_projections, mlp_projections, neuron_projections
 from .widgets import payload, protocol, scoring
-from .widgets.codec import encode_array, wire_text
+from .widgets.codec import decode_array, encode_array, wire_text
 from .widgets.explorer import STATIC, Explorer
 
 # A report stays under this many bytes when it can: past it, the least needed parts go first, each said up front.
@@ -321,7 +321,8 @@ class _Content:
         texts = _texts_by_use(details, vocab, self.strings)
         details = _compact_pairs(details, texts)
         vocab = {name: _stored_table(table, self.strings, texts) for name, table in vocab.items()}
-        per_target = {t: _reduced_snapshot(snap, level["lens"]) for t, snap in self.per_target.items()}
+        importance = decode_array(self.state["head_importance"]) if self.state.get("head_importance") else None
+        per_target = {t: _reduced_snapshot(snap, level["lens"], importance, int(t)) for t, snap in self.per_target.items()}
         state = {**self.state, "neurons": _neurons_reduced(self.state["neurons"]), "lens": _lens_reduced(self.state["lens"]),
                  "head_importance": reduced(self.state["head_importance"], "f16")}
         attributions = {name: {t: _attribution_reduced(a) if t != str(self.target) else a for t, a in by_t.items()}
@@ -451,14 +452,44 @@ def _lens_reduced(lens: dict) -> dict:
             "rank_prev": reduced(lens["rank_prev"], "i16")}
 
 
-def _reduced_snapshot(snap: dict, lens: bool) -> dict:
+def _reduced_snapshot(snap: dict, lens: bool, head_importance: np.ndarray | None, target: int) -> dict:
     out = {k: v for k, v in snap.items() if k != "lens" or lens}
     if "lens" in out:
         out["lens"] = _lens_reduced(out["lens"])
-    # scores shown with 2-3 digits: float16 keeps 3 significant ones (NaN, "not computed", stays raw)
-    out["method_scores"] = {name: {**t, "heads": reduced(t["heads"], "f16"), "mlp": reduced(t["mlp"], "f16")}
+    # scores shown with 2-3 digits: float16 keeps 3 significant ones (NaN, "not computed", stays raw); a head table
+    # that is the state's head importance at this target is held once, there
+    out["method_scores"] = {name: {**t, "heads": _state_column(t["heads"], head_importance, target)
+                                   or reduced(t["heads"], "f16"), "mlp": reduced(t["mlp"], "f16")}
                             for name, t in snap.get("method_scores", {}).items()}
     return out
+
+
+# The page rebuilds a table marked so from the state (js/static.ts ``fromStateColumns``, ``read_report`` here).
+_COLUMN_OF = "column_of"
+
+
+def _state_column(heads: dict, head_importance: np.ndarray | None, target: int) -> dict | None:
+    """A reference to ``head_importance[:, :, target]`` (the state's [L, H, T], stored in float16 as the tables
+    are) when the head table ``heads`` [L, H] is exactly that column (the flow share table, methods/importance.py),
+    else None: the table is then stored as it is."""
+    values = decode_array(heads)
+    if head_importance is None or values.shape != head_importance.shape[:2] or not 0 <= target < head_importance.shape[2]:
+        return None
+    column = head_importance[:, :, target]
+    if values.dtype != column.dtype or values.tobytes() != np.ascontiguousarray(column).tobytes():
+        return None
+    return {_COLUMN_OF: "head_importance", "token": target}
+
+
+def _state_columns(report: dict) -> dict:
+    """``read_report``: the per-target tables held as state columns back as arrays (as the page rebuilds them)."""
+    importance = report["state"].get("head_importance")
+    for snap in report.get("per_target", {}).values():
+        for table in snap.get("method_scores", {}).values():
+            ref = table.get("heads")
+            if isinstance(ref, dict) and ref.get(_COLUMN_OF) == "head_importance":
+                table["heads"] = np.ascontiguousarray(importance[:, :, int(ref["token"])])
+    return report
 
 
 def _attribution_reduced(att: dict) -> dict:
@@ -731,7 +762,7 @@ def read_report(page: str) -> dict:
             return {k: expand(v) for k, v in o.items()}
         return o
 
-    return {**report, "details": expand(report["details"])}
+    return _state_columns({**report, "details": expand(report["details"])})
 
 
 def write_report(ex: Explanation, path="lmtt-report.html", threshold: float = DEFAULT_THRESHOLD,

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from lmtt_widgets import explain
@@ -215,6 +216,9 @@ def test_report_holds_every_head_target_and_route_neuron(tmp_path):
         # the heatmap's tables there: importance and direct logit attribution, as the widget computes them there
         assert set(snap["method_scores"]) == {"importance", "logit_attribution"}
         assert snap["method_scores"]["logit_attribution"]["heads"].shape == (L, H)
+        # the flow share table there is the state's head importance at t (held once, read_report rebuilds it)
+        want = torch.stack([ls.head_total[t] for ls in ex.scores.layers]).numpy()
+        np.testing.assert_allclose(snap["method_scores"]["importance"]["heads"], want, rtol=1e-3, atol=1e-7)
         assert snap["metric"]["position"] == t
     assert state["method_scores"]["logit_attribution"]["metric"]["position"] == last
     for name in FLOW_METHODS:
@@ -326,6 +330,9 @@ def test_report_answers_clicks_on_heads_neurons_and_other_targets_offline(smollm
         assert page.locator("li.lmtt-neuron").count() == 10  # the new target's route blocks have their neurons
         page.screenshot(path=str(ARTIFACTS / "report-other-target.png"), full_page=True)
         assert "(#1)" in page.locator(".lmtt-heads .lmtt-pane-title").inner_text()
+        # the heatmap shows the flow shares there (a table the page rebuilds from the state's head importance)
+        at_1 = max(float(ls.head_total[1].max()) for ls in smollm2_paris.scores.layers)
+        assert page.locator(".lmtt-heads .lmtt-heat-legend .lmtt-num").last.inner_text() == f"{at_1:.2f}"
         # the panes of a selection hold it all (the attribution pane's agreement names the gradient methods that
         # are at the last target only)
         text = " ".join(page.locator(f".lmtt-{pane}").inner_text() for pane in ("vocab", "heads", "neurons", "graph"))

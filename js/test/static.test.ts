@@ -7,7 +7,7 @@ import { decodeArray, decodeTree, encodeArray } from "../codec";
 import { FakeModel } from "../dev/fake-model";
 import { fakeDetailsReply, fakeNeurons, makeState, makeVariants, toBase64Tree } from "../dev/fake-data";
 import {
-  base64ToDataView, findVariant, inflateState, parseVariants, STATIC_DETAILS_ERROR, STATIC_RUN_ERROR, StaticModel,
+  base64ToDataView, findVariant, fromStateColumns, inflateState, parseVariants, STATIC_DETAILS_ERROR, STATIC_RUN_ERROR, StaticModel,
 } from "../static";
 import { getGraph } from "../state";
 import { tauToSlider } from "../panes/graph";
@@ -370,5 +370,30 @@ describe("neuron fallback", () => {
     expect(err.textContent).toContain(STATIC_DETAILS_ERROR);
     expect(err.querySelector("button")).toBeNull();
     cleanup();
+  });
+});
+
+describe("per-target tables held as state columns", () => {
+  it("rebuilds a [L, H] head table from the state's [L, H, T] array at its target", () => {
+    const cube = new Float32Array(L * H * T).map((_, i) => i / 7);
+    const state = { head_importance: encodeArray(cube, [L, H, T]) };
+    const perTarget: Record<string, any> = {
+      "3": { method_scores: { importance: { heads: { column_of: "head_importance", token: 3 } } } },
+      "5": { method_scores: { logit_attribution: { heads: encodeArray(new Float32Array(L * H).fill(2), [L, H]) } } },
+    };
+    fromStateColumns(perTarget, state);
+    const got = decodeArray(perTarget["3"].method_scores.importance.heads)!;
+    expect(got.shape).toEqual([L, H]);
+    for (let l = 0; l < L; l++) for (let h = 0; h < H; h++) expect(got.data[l * H + h]).toBe(cube[(l * H + h) * T + 3]);
+    // a table stored as an array is left as it is
+    expect(decodeArray(perTarget["5"].method_scores.logit_attribution.heads)!.data[0]).toBe(2);
+  });
+
+  it("a reference to a column the report does not hold is an error, not an empty pane", () => {
+    const state = { head_importance: encodeArray(new Float32Array(L * H * T), [L, H, T]) };
+    const bad = { "1": { method_scores: { importance: { heads: { column_of: "head_importance", token: T } } } } };
+    expect(() => fromStateColumns(bad, state)).toThrow(/does not hold/);
+    const missing = { "1": { method_scores: { importance: { heads: { column_of: "nothing", token: 1 } } } } };
+    expect(() => fromStateColumns(missing, state)).toThrow(/does not hold/);
   });
 });
