@@ -691,41 +691,22 @@ def _page(ex: Explanation, state: str, omitted: list[str], cut: bool = False) ->
     return _page_shell(_title(ex), _note(ex, omitted, cut), state, _bundle())
 
 
-# The page's loader: the bundle is gzip in report_pack's text form (7 bits a character; the three codes the HTML
-# parser would change travel with the next group as one character from U+0100, or alone at the end from U+0280); it
-# reads it as js/reportcodec.ts textBytes reads the state (tested there), which it cannot call before the bundle is
-# loaded. The CSS goes into the page's one style element.
-_LOADER = """
-const t = document.getElementById("lmtt-bundle").textContent;
-const SEVEN = [0x00, 0x0d, 0x3c];
-const out = new Uint8Array(Math.ceil((t.length * 14) / 8));
-let acc = 0, nbits = 0, o = 0;
-const put = (g) => {
-  acc = ((acc << 7) | g) & 0x7fff;
-  nbits += 7;
-  if (nbits >= 8) {
-    nbits -= 8;
-    out[o++] = (acc >> nbits) & 0xff;
-  }
-};
-for (let i = 0; i < t.length; i++) {
-  const c = t.charCodeAt(i);
-  if (c < 0x80) put(c);
-  else if (c < 0x280) {
-    put(SEVEN[(c - 0x100) >> 7]);
-    put((c - 0x100) & 0x7f);
-  } else put(SEVEN[c - 0x280]);
-}
-const u32 = (a, i) => a[i] + a[i + 1] * 256 + a[i + 2] * 65536 + a[i + 3] * 16777216;
-const gz = out.subarray(0, o);
-const raw = new Response(new Blob([gz]).stream().pipeThrough(new DecompressionStream("gzip")));
-const bundle = new Uint8Array(await raw.arrayBuffer());
-const css = u32(bundle, 0);
-document.querySelector("style").append(new TextDecoder().decode(bundle.subarray(4, 4 + css)));
-const url = URL.createObjectURL(new Blob([bundle.subarray(4 + css)], { type: "text/javascript;charset=utf-8" }));
-const mod = await import(url);
-await mod.renderReport(document.getElementById("lmtt-report"), document.getElementById("lmtt-state").textContent);
-"""
+# What would end the module script block that holds the loader, or change how the HTML parser reads it.
+_NOT_IN_SCRIPT = re.compile(r"</script|<!--|<script", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1)
+def _loader() -> str:
+    """The page's loader (js/reportloader.ts, bundled by ``npm run build``): it reads the bundle with the same
+    ``textBytes`` that reads the state, so the page and its tests share one decoder."""
+    path = STATIC / "report-loader.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the front end was not built (run `npm run build` in the "
+                                "repository, or reinstall lmtt-widgets).")
+    code = path.read_text(encoding="utf-8").strip()
+    if _NOT_IN_SCRIPT.search(code):
+        raise RuntimeError(f"{path} holds text that would end its script block: rebuild the front end.")
+    return code
 
 
 def _page_shell(title: str, note: str, state: str, bundle: str = "") -> str:
@@ -744,7 +725,7 @@ body {{ margin: 16px; font-family: system-ui, sans-serif; }}
 <div id="lmtt-report"></div>
 <script type="text/plain" id="lmtt-state">{state}</script>
 <script type="text/plain" id="lmtt-bundle">{bundle}</script>
-<script type="module">{_LOADER}</script>
+<script type="module">{_loader()}</script>
 </body></html>
 """
 

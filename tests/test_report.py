@@ -534,3 +534,16 @@ console.log(JSON.stringify(out));
         assert np.allclose(got[key], rep["details"][key]["pattern"].reshape(-1), rtol=1e-6, atol=0), key
         layer, h = map(int, key.split(":")[1:3])
         _assert_map_precision(rep["details"][key]["pattern"], ex.head_attention(layer, h).numpy(), 255)
+
+
+def test_page_loader_is_the_bundled_textbytes_reader(tmp_path):
+    """The page's loader is js/reportloader.ts as built (its bundle read by the state's own textBytes, one decoder
+    in one language), and a loader that would end its script block is refused rather than written."""
+    from lmtt_widgets import report
+    from lmtt_widgets.widgets.explorer import STATIC
+
+    page = write_report(explain(loaded("gpt2"), "Hi"), tmp_path / "r.html").read_text(encoding="utf-8")
+    module = page.split('<script type="module">', 1)[1].split("</script>", 1)[0]
+    assert module == (STATIC / "report-loader.js").read_text(encoding="utf-8").strip()
+    assert "outside its alphabet" in module  # reportcodec's textBytes, with its check of the alphabet
+    assert report._NOT_IN_SCRIPT.search("x</SCRIPT>") and report._NOT_IN_SCRIPT.search("a<!--b")
