@@ -329,7 +329,7 @@ class _Content:
                         for name, by_t in self.attributions.items()}
         return {"version": 2, "state": state, "per_target": per_target, "attributions": attributions,
                 "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
-                "omitted": self.coverage + omitted, "budget_omitted": omitted, "default_target": self.target,
+                "omitted": _said(self.coverage, omitted), "budget_omitted": omitted, "default_target": self.target,
                 "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
 
 
@@ -548,6 +548,18 @@ def _notes(step: int) -> list[str]:
     return list(notes.values())
 
 
+def _subject(note: str) -> str:
+    return note.split(":", 1)[0]
+
+
+def _said(coverage: list[str], budget: list[str]) -> list[str]:
+    """The note's list: what the report leaves out by design, then what the size budget cut; a budget note on the
+    same subject (the text before its colon, e.g. "Single neurons' vocabulary projections") replaces the design's,
+    so the note never says two things of one part."""
+    cut = {_subject(n) for n in budget}
+    return [n for n in coverage if _subject(n) not in cut] + budget
+
+
 _ALWAYS_OMITTED = [
     "Causal methods (attribution patching, exact patching checks) and input-attribution methods that run the "
     "model more than once (integrated gradients, occlusion) need a kernel. Input × gradient and saliency (one "
@@ -660,7 +672,7 @@ def render_html(ex: Explanation, threshold: float = DEFAULT_THRESHOLD, granulari
                 max_bytes: int = MAX_BYTES) -> str:
     content = _Content(ex, threshold, granularity)
     _, omitted, packed = content.build(max_bytes - _page_bytes() - 4096)  # 4 kB: the title and note
-    return _page(ex, str(packed), content.coverage + omitted, cut=bool(omitted))
+    return _page(ex, str(packed), _said(content.coverage, omitted), cut=bool(omitted))
 
 
 def _page_bytes() -> int:
