@@ -20,6 +20,7 @@ run every block again (a whole forward pass at 4,096 tokens).
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ import torch
 
 from ..models.weights import upcast
 from .tracer import DROPPABLE
-from .versions import ParameterVersions, StaleTraceError  # noqa: F401 - StaleTraceError is imported from here too
+from .versions import StaleTraceError  # noqa: F401 - StaleTraceError is imported from here too
 
 if TYPE_CHECKING:
     from .facts import ModelFacts
@@ -53,21 +54,24 @@ def droppable_bytes(n_layers: int, n_tokens: int, d: int, hd: int, F: int, *, pa
 class LayerRebuilder:
     """Everything needed to run one block of a trace again: the model's facts and the block's call arguments."""
 
-    __slots__ = ("facts", "index", "args", "kwargs", "positional", "cache", "versions")
+    __slots__ = ("facts", "index", "args", "kwargs", "positional", "cache", "trace")
 
-    def __init__(self, facts: ModelFacts, index: int, args: tuple, kwargs: dict, cache: RebuildCache):
+    def __init__(self, facts: ModelFacts, index: int, args: tuple, kwargs: dict, cache: RebuildCache, trace):
         self.facts, self.index, self.cache = facts, index, cache
         # the hidden states are the record's resid_pre: kept once, not here
         self.positional = bool(args)
         self.args = tuple(args[1:])
         self.kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-        # the block's parameters as the trace saw them (the rows of a slim record are computed from them)
-        self.versions = ParameterVersions(facts.blocks[index], f"{facts.adapter.blocks}.{index}")
+        # the trace whose parameter versions say what the pass saw (weak: a record must not keep its trace alive,
+        # or the trace's tensors would wait for the garbage collector's cycle pass)
+        self.trace = weakref.ref(trace)
 
     def check_unchanged(self) -> None:
         """Refuse (StaleTraceError) when the block's weights changed since the trace: the rows computed from the
         slim record (:func:`layer_rows`) read the live weights, so a changed model would be described silently."""
-        self.versions.check(f"layer {self.index}")
+        trace = self.trace()
+        if trace is not None:
+            trace.check_layer(self.index)
 
     def record(self, slim: LayerRecord) -> LayerRecord:
         """The whole record of this layer (computed again, or the one computed last time if still kept)."""
