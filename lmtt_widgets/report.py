@@ -56,14 +56,18 @@ TAU_FLOOR = 0.005
 # Levels of the square-root colour scale the head matrices are stored with (report_pack "sqrt"): 255 (one byte)
 # is what the pane's colour ramp can show: a stored map draws within 1-2 RGB units of the float one (2-3 at the
 # ramp's steepest, where the ramp's own rounding is as large). Contribution maps (sparse) always keep 255; attention
-# patterns (dense, the largest part of a long prompt's report) step down through these only when the required
-# content does not fit otherwise, each step said in the note with its error.
+# patterns (dense, the largest part of a long prompt's report) step down through PATTERN_LEVELS when the report does
+# not fit otherwise, each step said in the note with its error.
 CONTRIBUTION_LEVELS = 255
 # Logits of vocabulary projections (shown with 2 decimals) are stored in steps of 2**-LOGIT_BITS: off by at most
 # 0.002 (a neuron's: its direction's, times its float16 scale of magnitude at most 1: 0.002 and 0.025 % of the
 # value; float16 logits were off by up to 0.05 %, 0.03 at a logit of 60).
 LOGIT_BITS = 8
 PATTERN_LEVELS = (255, 235, 215, 181, 152, 127, 90, 63, 45, 31, 22, 15, 11, 7)
+# Down to this many steps a map's colours stay within 1.25 CIEDE2000 of the exact ones (255 steps: 1.07, the ramp's
+# own 8-bit rounding; 90 steps: 1.56; about 1 is a just visible difference; js/dev/color-steps.ts measures it on the
+# pane's ramp, both themes): the ladder takes these steps before it leaves any content out.
+UNSEEN_LEVELS = 127
 FLOW_METHODS = ("flow_attribution",)  # read off the trace: every target
 CHEAP_INPUT_METHODS = ("input_x_gradient", "saliency")  # one backward pass: the default target only
 # Heads whose vocabulary projection the report holds at each target other than the last (besides those on its
@@ -239,8 +243,9 @@ class _Content:
         """The report dict, the omissions it needed for its container's text to stay under ``max_bytes``, and
         that container. Every step of the ladder before the neurons' one holds less than the step before it: the
         first step without the extras is tried first (the extras are computed only if it fits), then a step that
-        fits after one that does not is found by bisection (a few packs, not one per step; deflate can make a
-        coarser map a few hundred bytes larger, so the sizes fall only almost monotonically); at the neurons'
+        fits after one that does not is found by bisection among the steps before it or after it (a few packs,
+        not one per step; deflate can make a coarser map a few hundred bytes larger, so the sizes fall only almost
+        monotonically); at the neurons'
         step, as many route blocks keep their projections as fit (the most important first: bisection on their
         number); when even the fewest do not fit with the coarsest maps, the maps go and the neurons' projections
         take back the room they leave, as far as they fit."""
@@ -254,12 +259,9 @@ class _Content:
 
         if fits(_EXTRAS_STEP):  # all but the extras fit: the first step that fits is one of those before
             self._add_extras()
-            first = next(step for step in range(_EXTRAS_STEP + 1) if fits(step))
+            first = _first_fitting(0, _EXTRAS_STEP, fits)
             return packs[first][0], _notes(first), packs[first][1]
-        first, last = _EXTRAS_STEP + 1, _NEURON_STEP  # the neurons' step stands for "none of these fits"
-        while first < last:
-            mid = (first + last) // 2
-            first, last = (first, mid) if fits(mid) else (mid + 1, last)
+        first = _first_fitting(_EXTRAS_STEP + 1, _NEURON_STEP, fits)  # the neurons' step: "none of these fits"
         if first < _NEURON_STEP:
             return packs[first][0], _notes(first), packs[first][1]
         found = self._most_neurons(_STEPS[_NEURON_STEP][0], _notes(_NEURON_STEP)[:-1], max_bytes)
@@ -331,6 +333,15 @@ class _Content:
                 "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
                 "omitted": _said(self.coverage, omitted), "budget_omitted": omitted, "default_target": self.target,
                 "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
+
+
+def _first_fitting(first: int, last: int, fits) -> int:
+    """The first of the steps ``first..last`` that fits, by bisection (each try is a pack), ``last`` standing for
+    "none before it fits"."""
+    while first < last:
+        mid = (first + last) // 2
+        first, last = (first, mid) if fits(mid) else (mid + 1, last)
+    return first
 
 
 class _Packed:
@@ -503,27 +514,32 @@ def _attribution_reduced(att: dict) -> dict:
     return out
 
 
-# Steps taken, in order, while a report is over its size: first the extras (heads' projections off the route and the
-# lens at targets other than the last), then the attention patterns' precision, then the neurons' projections off
-# the last route, last the maps. Each step is (level, kind, note): the note of a kind replaces that kind's earlier
-# one (a page says its patterns' one precision).
+# Steps taken, in order, while a report is over its size: first the attention patterns' precision down to what the
+# eye cannot tell (UNSEEN_LEVELS), then the extras (heads' projections off the route and the lens at targets other
+# than the last), then the patterns' precision further, then the neurons' projections off the last route, last the
+# maps. Each step is (level, kind, note): the note of a kind replaces that kind's earlier one (a page says its
+# patterns' one precision).
 _FULL = {"maps": PATTERN_LEVELS[0], "lens": True, "heads": "held", "neurons": "routes"}
-_EXTRAS_CUT = {**_FULL, "heads": "route", "lens": False}
+_UNSEEN = PATTERN_LEVELS[:PATTERN_LEVELS.index(UNSEEN_LEVELS) + 1]
+_EXTRAS_CUT = {**_FULL, "maps": UNSEEN_LEVELS, "heads": "route", "lens": False}
 
 
 def _maps_note(levels: int) -> str:
+    seen = ("colours within 1.25 CIEDE2000 of the exact ones, a byte's within 1.07: no visible difference"
+            if levels >= UNSEEN_LEVELS else "a difference the eye may see in places")
     return (f"Attention patterns are stored with {levels} levels of the heatmap's square-root colour scale instead "
             f"of {PATTERN_LEVELS[0]} (off by at most {0.5 / levels:.3f} of the scale, {1 / levels:.3f} for values "
-            "below its first step; the report's size budget).")
+            f"below its first step: {seen}; the report's size budget).")
 
 
 _STEPS = [
     (_FULL, "", ""),
-    ({**_FULL, "heads": "route"}, "heads",
+    *[({**_FULL, "maps": n}, "maps", _maps_note(n)) for n in _UNSEEN[1:]],
+    ({**_FULL, "maps": UNSEEN_LEVELS, "heads": "route"}, "heads",
      "Heads' vocabulary projections at targets other than the last: only the heads on each target's route (the "
      "report's size budget)."),
     (_EXTRAS_CUT, "lens", "The logit lens is included for the last token only (the report's size budget)."),
-    *[({**_EXTRAS_CUT, "maps": n}, "maps", _maps_note(n)) for n in PATTERN_LEVELS[1:]],
+    *[({**_EXTRAS_CUT, "maps": n}, "maps", _maps_note(n)) for n in PATTERN_LEVELS[len(_UNSEEN):]],
     ({**_EXTRAS_CUT, "maps": PATTERN_LEVELS[-1], "neurons": "last"}, "neurons",
      "Single neurons' vocabulary projections: only for the MLP blocks on the last token's route and in its column "
      "(the report's size budget)."),

@@ -316,3 +316,26 @@ def test_f16lo_keeps_what_tau_compares_exact_and_never_lifts_a_small_one_over_th
     assert (back[~high] <= np.float32(floor)).all() and np.allclose(back[~high], v[~high], rtol=2 ** -10, atol=0)
     assert not np.array_equal(back, v)  # float16 changed some small ones
     assert np.float16(v[1000]).astype(np.float32) > np.float32(floor)  # the case: nearest float16 is over it
+
+
+def test_ladder_keeps_content_while_coarser_maps_cannot_be_seen():
+    """Between a byte's 255 steps and UNSEEN_LEVELS (colours within 1.25 CIEDE2000 of the exact ones) the maps get
+    coarser before any content goes: a budget that holds everything at 127 steps keeps the lens at every target and
+    every held head's projection, with the maps at 127 steps, and says so."""
+    from lmtt_widgets import explain
+    from lmtt_widgets.report import _STEPS, DEFAULT_THRESHOLD, UNSEEN_LEVELS, _Content, _notes
+    from tiny_models import loaded
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris. The capital of Italy is Rome.")
+    walk = _Content(ex, DEFAULT_THRESHOLD, "head")
+    walk._packer = Packer()
+    walk._add_extras()
+    whole = next(i for i, (level, _, _) in enumerate(_STEPS) if level["maps"] == UNSEEN_LEVELS)
+    assert _STEPS[whole][0]["lens"] and _STEPS[whole][0]["heads"] == "held"
+    budget = len(walk._packed(_STEPS[whole][0], _notes(whole))[1])
+    assert budget < len(walk._packed(_STEPS[0][0], _notes(0))[1])  # the full report does not fit
+    content = _Content(ex, DEFAULT_THRESHOLD, "head")
+    report, omitted, packed = content.build(budget)
+    assert report["pattern_levels"] == UNSEEN_LEVELS and len(packed) <= budget
+    assert all("lens" in snap for snap in report["per_target"].values())
+    assert len(omitted) == 1 and "no visible difference" in omitted[0], omitted
