@@ -42,7 +42,7 @@ from .explain import Explanation
 from .methods.flow_attribution import attention_rollout_tables, flow_attribution_tables
 from .methods.logit_attribution import logit_attribution_tables
 from .methods.targets import make_metric
-from .report_pack import Packer, reduced, text_size, to_text, unpack
+from .report_pack import Packer, pack, reduced, text_size, to_text, unpack
 from .report_vocab import head_projections, mlp_projections, neuron_projections
 from .widgets import payload, protocol, scoring
 from .widgets.codec import decode_array, encode_array, wire_text
@@ -76,6 +76,12 @@ CHEAP_INPUT_METHODS = ("input_x_gradient", "saliency")  # one backward pass: the
 HEADS_PER_TARGET = 27
 # ...unless all heads at all targets take at most this many unembedding products (short prompts: a few seconds)
 ALL_HEAD_ROWS = 8192
+# Lens columns computed to estimate whether the lens at every target can fit, before computing them all, and the
+# share of the sample's packed size, scaled to all targets, taken as the lens's cost in the report: measured 0.90
+# (tiny GPT-2, 61 tokens) to 1.01-1.03 (SmolLM2, 64 and 128 tokens); low, since an estimate too low only costs
+# time, one too high would leave the lens out where it fits
+LENS_SAMPLE = 8
+LENS_ESTIMATE = 0.85
 _NOT_AT_TARGET = ("not in this report at this target: it runs a backward pass for each target; the report holds it at "
                   "the last target")
 _NEEDS_KERNEL = "not in this report: it runs the model many times; open the notebook with a kernel"
@@ -147,6 +153,7 @@ class _Content:
         self.vocab = {"mlp": mlp_projections(ex, sorted(self.route_mlp)), "head": head_projections(ex, on_route)}
         self.head_on_route = np.ones(len(on_route), bool)
         self.has_extras = False
+        self._lens: dict[int, dict] = {}  # lens columns already computed (``_lens_may_fit``'s sample)
         self.last_blocks = (payload.mlp_nodes(ex.route(self.target, threshold, granularity))
                             | {(layer, self.target) for layer in range(ex.n_layers)})
         self.neuron_blocks = self.route_mlp | {(layer, self.target) for layer in range(ex.n_layers)}
@@ -155,13 +162,24 @@ class _Content:
                         for layer, n, t in alone}
         self.strings = _vocab_strings(ex, self.vocab)
 
+    def _lens_may_fit(self, room: int) -> bool:
+        """Whether the logit lens at every other target may fit in ``room`` bytes of the page's text, from the
+        packed size of a sample of its columns (kept for ``_add_extras``): the lens is most of the extras, and
+        costs a product with the unembedding per residual row (seconds at 128 tokens)."""
+        positions = list(range(self.ex.n_tokens - 1))
+        sample = positions[::max(1, -(-len(positions) // LENS_SAMPLE))]  # at most LENS_SAMPLE, evenly spread
+        self._lens = payload.lens_columns(self.ex, sample)
+        packed = len(pack({str(t): _lens_reduced(c) for t, c in self._lens.items()}))
+        return LENS_ESTIMATE * text_size(packed) * len(positions) / len(sample) <= room
+
     def _add_extras(self) -> None:
         """The extras the ladder cuts first: every held head's projection at the other targets (not only those on
         their routes) and the logit lens at every target. Computed once, when a step that holds them is tried."""
         if self.has_extras:
             return
-        ex, positions = self.ex, list(range(self.ex.n_tokens - 1))
-        for t, column in payload.lens_columns(ex, positions).items():
+        ex, done = self.ex, self._lens
+        rest = [t for t in range(ex.n_tokens - 1) if t not in done]
+        for t, column in {**done, **payload.lens_columns(ex, rest)}.items():
             self.per_target[str(t)]["lens"] = column
         heads = sorted(self._other_target_heads(self.route_heads))
         self.vocab["head"] = head_projections(ex, heads)  # the route's rows again: one product, the table sorted
@@ -258,8 +276,11 @@ class _Content:
             return len(packs[step][1]) <= max_bytes
 
         if fits(_EXTRAS_STEP):  # all but the extras fit: the first step that fits is one of those before
-            self._add_extras()
-            first = _first_fitting(0, _EXTRAS_STEP, fits)
+            if self._lens_may_fit(max_bytes - len(packs[_EXTRAS_STEP][1])):
+                self._add_extras()
+                first = _first_fitting(0, _EXTRAS_STEP, fits)
+            else:  # every step before holds the lens at every target, which does not fit: no need to compute it
+                first = _EXTRAS_STEP
             return packs[first][0], _notes(first), packs[first][1]
         first = _first_fitting(_EXTRAS_STEP + 1, _NEURON_STEP, fits)  # the neurons' step: "none of these fits"
         if first < _NEURON_STEP:

@@ -149,8 +149,10 @@ def test_ladder_takes_a_step_that_fits_after_one_that_does_not_and_computes_the_
             got = next(i for i in range(_NEURON_STEP) if omitted == _notes(i))
             assert len(packed) <= budget and sizes[got] <= budget and (got == 0 or sizes[got - 1] > budget)
             assert report["pattern_levels"] == _STEPS[got][0]["maps"]
-            assert content.has_extras == (budget >= sizes[_EXTRAS_STEP]), (step, budget)
-            assert got <= _EXTRAS_STEP or not content.has_extras
+            # the extras are computed where a step holding them is taken, never where even the step without them
+            # is over the budget
+            assert content.has_extras or got >= _EXTRAS_STEP, (step, budget)
+            assert not content.has_extras or budget >= sizes[_EXTRAS_STEP], (step, budget)
     # past the neurons' step (even its fewest blocks do not fit with the coarsest maps) the maps go, and the room
     # they leave takes back neurons' projections: more blocks than the last token's route and column
     last = len(_STEPS) - 1
@@ -339,3 +341,26 @@ def test_ladder_keeps_content_while_coarser_maps_cannot_be_seen():
     assert report["pattern_levels"] == UNSEEN_LEVELS and len(packed) <= budget
     assert all("lens" in snap for snap in report["per_target"].values())
     assert len(omitted) == 1 and "no visible difference" in omitted[0], omitted
+
+
+def test_the_lens_at_every_target_is_not_computed_where_its_sample_says_it_cannot_fit(monkeypatch):
+    """Room for the step without the extras but far from enough for the lens at every target (as at 128 tokens on
+    SmolLM2, where it takes seconds): the lens is estimated from a sample of its columns and not computed."""
+    from lmtt_widgets import explain
+    from lmtt_widgets.report import _STEPS, DEFAULT_THRESHOLD, LENS_SAMPLE, _Content, _EXTRAS_STEP, _notes
+    from lmtt_widgets.widgets import payload
+    from tiny_models import loaded
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris. The capital of Italy is Rome.")
+    walk = _Content(ex, DEFAULT_THRESHOLD, "head")
+    walk._packer = Packer()
+    budget = len(walk._packed(_STEPS[_EXTRAS_STEP][0], _notes(_EXTRAS_STEP))[1]) + 100  # 100 bytes of room
+    columns = []
+    real = payload.lens_columns
+    monkeypatch.setattr(payload, "lens_columns", lambda e, tokens, *a, **k: columns.append(len(tokens)) or real(
+        e, tokens, *a, **k))
+    content = _Content(ex, DEFAULT_THRESHOLD, "head")
+    report, omitted, _ = content.build(budget)
+    assert not content.has_extras and report["pattern_levels"] == _STEPS[_EXTRAS_STEP][0]["maps"]
+    assert sum(columns) <= 1 + LENS_SAMPLE < ex.n_tokens - 1, columns  # the widget's own column and the sample
+    assert omitted == _notes(_EXTRAS_STEP)
