@@ -11,8 +11,8 @@ import torch
 
 from .contributions.graph import DEFAULT_THRESHOLD, Route, Granularity, full_graph, route
 from .contributions.proximity import CHUNK_BUDGET
-from .contributions.scores import (ContributionScores, LayerScores, edge_floor, layers_per_group, neuron_importance,
-                                   score_layers)
+from .contributions.scores import (CONVENTIONS, ContributionScores, LayerScores, edge_floor, layers_per_group,
+                                   neuron_importance, score_layers)
 from . import checks
 from .errors import InputTypeError, PromptTypeError
 from .models.loading import load_model
@@ -393,7 +393,7 @@ def _cpu(value):
 
 def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool | None = None,
             on_layer=None, check_memory: bool = True, generate: int = 0, continuation=None,
-            chat: bool = False) -> Explanation:
+            chat: bool = False, convention: str = "paper") -> Explanation:
     """Trace ``prompt`` through ``model`` and score every part of every update, in one forward pass.
 
     ``model`` is anything :func:`load_model` accepts (``"smollm2"``, a hub name, a path, a LoadedModel).
@@ -404,9 +404,13 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     skips the check.
     ``generate=N`` (greedy), ``continuation="..."`` and ``chat=True`` (``prompt`` a list of messages) extend the
     traced sequence, still traced once: see :mod:`lmtt_widgets.generation`.
+    ``convention="lmtt"`` scores exactly as LM-TT does (its 1e-5 proximity floor on every part, future source
+    positions included, and the attention output bias no part); the default ``"paper"`` clips proximities at 0
+    (README, "What the numbers mean").
     """
     from .tracing.tracer import _n_heads
 
+    checks.choice(convention, "convention", CONVENTIONS)
     checks.count(budget, "budget")
     checks.flag(check_memory, "check_memory")
     if keep_attention is not None and not isinstance(keep_attention, bool):
@@ -436,7 +440,8 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
         # each layer is scored on its own device; only the reduced scores move (to the CPU, where graphs are read)
         floor = edge_floor(pending[0][0].resid_pre.shape[0], n_layers)
         layers.extend(_on_cpu(ls) for ls in score_layers([rec for rec, _ in pending], [w for _, w in pending],
-                                                         n_heads, topology, budget=budget, edge_floor=floor))
+                                                         n_heads, topology, budget=budget, edge_floor=floor,
+                                                         convention=convention))
         if on_layer is not None:
             for rec, w in pending:
                 on_layer(rec, w)
@@ -456,7 +461,7 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     tr = trace(lm, prompt, on_layer=score, keep_attention=keep_attention, logits_at=_kept_logits(lm, prompt))
     if pending:
         score_pending()
-    ex = Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers))
+    ex = Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers, convention))
     if sequence is not None:
         sequence.annotate(ex)
     return ex

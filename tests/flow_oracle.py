@@ -632,3 +632,67 @@ def _values(model, ids, layer: int) -> torch.Tensor:
         hook.remove()
     v = a.v_slice(got["v"][0].double())
     return v.repeat_interleave(a.n_heads // v.shape[1], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------- faithfulness
+def route_keep(s: Scores, target: int, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(heads [L, T, H], mlps [L, T]) the oracle's route at ``tau`` uses: a head at (layer, token) when one of its
+    (source, head) parts into that token's attention update is kept (> tau) and the update is on the route; an MLP
+    when its node is on the route."""
+    edges = route_edges(s, target, tau)
+    L, T, H = len(s.heads), s.heads[0].shape[0], s.heads[0].shape[2]
+    heads = torch.zeros(L, T, H, dtype=torch.bool)
+    mlps = torch.zeros(L, T, dtype=torch.bool)
+    attn_kind = "I" if s.parallel else "A"
+    for (u, v) in edges:
+        if v[0] == attn_kind and u != ("M", v[1], v[2]):
+            heads[v[1], v[2]] |= (s.heads[v[1]][v[2]] > tau).any(0)
+        if v[0] == "M" or u[0] == "M":
+            mlps[(v if v[0] == "M" else u)[1], (v if v[0] == "M" else u)[2]] = True
+    return heads, mlps
+
+
+@torch.no_grad()
+def run_ablated(model, ids, heads: torch.Tensor, mlps: torch.Tensor, corrupted_ids=None) -> torch.Tensor:
+    """Logits with every head signal where ``heads`` [L, T, H] is True and every MLP write where ``mlps`` [L, T] is
+    True replaced by zero (or by the corrupted run's)."""
+    a = arch(model)
+    ref = _record(model, corrupted_ids) if corrupted_ids is not None else None
+    dh, hooks = a.head_dim, []
+
+    def swap(x, key, mask):  # mask [T, width] bool
+        x = x.clone()
+        view = x.view(-1, x.shape[-1])
+        new = torch.zeros_like(view) if ref is None else ref[key].view(-1, x.shape[-1]).to(x.dtype)
+        view[mask] = new[mask]
+        return x
+
+    for l, b in enumerate(a.layers):
+        hm = heads[l].repeat_interleave(dh, dim=1)  # [T, H * dh]
+        hooks.append(a.o_module(b).register_forward_pre_hook(
+            lambda m, args, l=l, hm=hm: (swap(args[0], ("head", l), hm), *args[1:])))
+        hooks.append(a.mlp_module(b).register_forward_hook(
+            lambda m, i, o, l=l: swap(_first(o), ("mlp", l), mlps[l][:, None].expand(-1, _first(o).shape[-1]))
+            if not isinstance(o, tuple) else (swap(o[0], ("mlp", l), mlps[l][:, None].expand(-1, o[0].shape[-1])),
+                                              *o[1:])))
+    try:
+        return model(input_ids=ids.view(1, -1), use_cache=False).logits
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def faithfulness(model, s: Scores, ids, taus, *, target: int, foil: int | None, position: int,
+                 corrupted_ids=None) -> list[float]:
+    """fraction kept = (metric(route kept) - metric(all ablated)) / (clean - all ablated), per tau."""
+    L, T, H = len(s.heads), ids.numel(), s.heads[0].shape[2]
+    value = lambda lg: metric_value(lg, target, foil, position)  # noqa: E731
+    clean = value(model(input_ids=ids.view(1, -1), use_cache=False).logits)
+    none = value(run_ablated(model, ids, torch.ones(L, T, H, dtype=torch.bool), torch.ones(L, T, dtype=torch.bool),
+                             corrupted_ids))
+    out = []
+    for tau in taus:
+        kh, km = route_keep(s, position, tau)
+        kept = value(run_ablated(model, ids, ~kh, ~km, corrupted_ids))
+        out.append((kept - none) / (clean - none))
+    return out
