@@ -162,7 +162,8 @@ class Explanation:
         layer, token = self._layer(layer), self._token(token)
         key = (layer, token)
         if key not in self._neuron_rows:
-            self._neuron_rows[key] = neuron_importance(self._neuron_row(layer, token), self.trace.weights[layer])[0]
+            self._neuron_rows[key] = neuron_importance(self._neuron_row(layer, token), self.trace.weights[layer],
+                                                       convention=self.scores.convention)[0]
         return self._neuron_rows[key]
 
     def _neuron_row(self, layer: int, token: int) -> MlpRows:
@@ -175,7 +176,8 @@ class Explanation:
             rec = self.trace.layers[layer]
             acts, rows = neuron_rows(rec, self.trace.weights[layer], [token])
             rstd = None if rec.mlp_post_rstd is None else rec.mlp_post_rstd[token : token + 1]
-            self._neuron_acts[key] = MlpRows(neurons=acts, mlp_update=rows.mlp_update, mlp_post_rstd=rstd)
+            self._neuron_acts[key] = MlpRows(neurons=acts, mlp_update=rows.mlp_update, mlp_post_rstd=rstd,
+                                             resid_post=rows.resid_post)
         return self._neuron_acts[key]
 
     def attention(self, layer: int) -> torch.Tensor:
@@ -379,6 +381,7 @@ class MlpRows:
     neurons: torch.Tensor  # [P, F]
     mlp_update: torch.Tensor  # [P, d]
     mlp_post_rstd: torch.Tensor | None  # [P] or None
+    resid_post: torch.Tensor | None = None  # [P, d] (convention "lmtt" scores neurons within the residual)
 
 
 def _on_cpu(ls: LayerScores) -> LayerScores:

@@ -696,3 +696,46 @@ def faithfulness(model, s: Scores, ids, taus, *, target: int, foil: int | None, 
         kept = value(run_ablated(model, ids, ~kh, ~km, corrupted_ids))
         out.append((kept - none) / (clean - none))
     return out
+
+
+# --------------------------------------------------------------------------------------------------- neurons
+_OUT_PROJ = {"gpt2": "mlp.c_proj", "opt": "fc2", "gpt_neox": "mlp.dense_4h_to_h", "gptj": "mlp.fc_out",
+             "phi": "mlp.fc2"}
+
+
+@torch.no_grad()
+def neuron_importance(model, ids, layer: int, token: int, convention: str = "project") -> torch.Tensor:
+    """[F] importance of each neuron's write a_n * W_out[:, n] at (layer, token).
+
+    "project": within the MLP's change (y = the MLP's write, parts: every neuron and the output bias, clip at 0);
+    "lmtt": LM-TT's get_decomposed_mlp_contributions (y = the residual after the MLP, parts: every neuron plus the
+    residual before it as one more part, floor 1e-5, the output bias no part)."""
+    a = arch(model)
+    b = a.layers[layer]
+    out_proj = b.get_submodule(_OUT_PROJ.get(model.config.model_type, "mlp.down_proj"))
+    got = {}
+    hooks = [out_proj.register_forward_pre_hook(lambda m, args: got.__setitem__("act", args[0].detach())),
+             out_proj.register_forward_hook(lambda m, i, o: got.__setitem__("raw", o.detach()))]
+    try:
+        cap = capture(model, ids)
+        model(input_ids=ids.view(1, -1), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    act = _seq(got["act"]).double()[token]  # [F]
+    W = (out_proj.weight.double() if type(out_proj).__name__ == "Conv1D" else out_proj.weight.double().t())  # [F, D]
+    bias = None if out_proj.bias is None else out_proj.bias.double()
+    L = cap.layers[layer]
+    scale = 1.0
+    if model.config.model_type in ("gemma2", "gemma3_text"):
+        scale = _rms_scale(b.post_feedforward_layernorm, _seq(got["raw"])[token][None])[0]
+    parts = act[:, None] * W * scale  # [F, D]
+    if convention == "lmtt":
+        y = L.out[token]
+        prox = _prox(y, parts).clamp_min(LMTT_EPS)
+        resid = _prox(y, y - L.mlp_out[token]).clamp_min(LMTT_EPS)
+        return prox / (prox.sum() + resid)
+    y = L.mlp_out[token]
+    prox = _prox(y, parts).clamp_min(0) * (act != 0)
+    total = prox.sum() + (_prox(y, bias * scale).clamp_min(0) if bias is not None else 0.0)
+    return prox / total

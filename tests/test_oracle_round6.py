@@ -167,6 +167,26 @@ def test_lmtt_convention_matches_lmtt_get_contributions(family):
             assert same and dw < 1e-6, (t, tau, n_p, n_o, dw)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "gemma2", "gpt_neox", "llama", "opt"])
+def test_neuron_scores_match_both_definitions(family):
+    """Default: within the MLP's change; "lmtt": LM-TT's get_decomposed_mlp_contributions. The offline report's
+    batched scoring (warm_neurons) gives the same numbers as ex.neuron_importance in either convention."""
+    from lmtt_widgets.report import warm_neurons
+
+    lm = tm.loaded(family)
+    for convention, oracle in (("paper", "project"), ("lmtt", "lmtt")):
+        ex = explain(lm, CLEAN, convention=convention)
+        nodes = [(0, 3), (1, ex.n_tokens - 1), (1, 0)]
+        for layer, token in nodes:
+            ref = fo.neuron_importance(lm.model, ex.trace.input_ids, layer, token, oracle)
+            got = ex.neuron_importance(layer, token).double()
+            assert float((got - ref).abs().max()) < 1e-6, (convention, layer, token)
+        warm = explain(lm, CLEAN, convention=convention)
+        warm_neurons(warm, nodes)
+        for layer, token in nodes:
+            assert torch.allclose(warm.neuron_importance(layer, token), ex.neuron_importance(layer, token), atol=1e-7)
+
+
 def test_lmtt_convention_differs_from_the_default_where_lmtt_does():
     """The two conventions differ where they should (the floor's mass; the bias) and nowhere else."""
     lm = tm.loaded("gpt2")

@@ -482,9 +482,19 @@ def _through_heads(rows: torch.Tensor, w_heads: torch.Tensor, v_heads: torch.Ten
     return torch.matmul(through, v_heads.transpose(-1, -2))
 
 
-def neuron_importance(rec: LayerRecord, w: LayerWeights, *, budget: int = CHUNK_BUDGET) -> torch.Tensor:
-    """[T, F] importance of each neuron within the MLP's change to the residual (bias excluded from the columns)."""
+def neuron_importance(rec: LayerRecord, w: LayerWeights, *, budget: int = CHUNK_BUDGET,
+                      convention: str = "paper") -> torch.Tensor:
+    """[T, F] importance of each neuron within the MLP's change to the residual (bias excluded from the columns).
+
+    ``convention="lmtt"``: LM-TT's get_decomposed_mlp_contributions instead: y is the residual after the MLP, the
+    parts every neuron's write and the residual before it (one more part), each max(proximity, LMTT_FLOOR); the
+    output bias is no part. ``rec`` then needs ``resid_post``."""
     scale = post_norm_scale(w.mlp_post_norm, rec.mlp_post_rstd)
+    if convention == "lmtt":
+        y = rec.resid_post
+        prox = scaled_part_proximity(y, rec.neurons, w.w_out.t(), scale, budget=budget).clamp_min_(LMTT_FLOOR)
+        resid = l1_proximity(y, y - rec.mlp_update).clamp_min(LMTT_FLOOR)
+        return (prox / (prox.sum(-1) + resid).unsqueeze(-1)).float()
     y = rec.mlp_update
     T, d = y.shape
     prox = scaled_part_proximity(y, rec.neurons, w.w_out.t(), scale, budget=budget)
