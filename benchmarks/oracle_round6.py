@@ -184,6 +184,25 @@ def dla_row(name, lm, ex, positions) -> dict:
             "unembed bias": getattr(m.get_output_embeddings(), "bias", None) is not None}
 
 
+def neuron_row(name, lm, prompt, nodes_of) -> dict:
+    """Max |ex.neuron_importance - oracle| per convention, and whether the two definitions rank the same top 5."""
+    row = {"case": name}
+    top_same = True
+    for convention, oracle in (("paper", "project"), ("lmtt", "lmtt")):
+        ex = explain(lm, prompt, convention=convention)
+        worst = 0.0
+        for layer, token in nodes_of(ex.n_tokens):
+            ref = fo.neuron_importance(lm.model, ex.trace.input_ids, layer, token, oracle)
+            got = ex.neuron_importance(layer, token).double()
+            worst = max(worst, float((got - ref).abs().max()))
+            other = fo.neuron_importance(lm.model, ex.trace.input_ids, layer, token,
+                                         "lmtt" if oracle == "project" else "project")
+            top_same &= set(got.topk(5).indices.tolist()) == set(other.topk(5).indices.tolist())
+        row[f"{convention}/{oracle}"] = worst
+    row["same top-5 in both definitions"] = top_same
+    return row
+
+
 def tiny_causal() -> tuple[list, list]:
     prows, drows = [], []
     for fam in tm.FAMILIES:
@@ -231,11 +250,16 @@ def main(argv) -> None:
     torch.manual_seed(0)
     rows = tiny_flow()
     prows, drows = tiny_causal()
+    nodes = lambda T: [(0, 3), (1, T - 1), (1, 0)]  # noqa: E731
+    nrows = [neuron_row(fam, tm.loaded(fam), CLEAN, nodes) for fam in tm.FAMILIES]
     if "--tiny" not in argv:
         lm = load_model("smollm2")
         rows += smollm2_flow(lm)
         p, d = smollm2_causal(lm)
         prows, drows = prows + p, drows + d
+        nrows.append(neuron_row("smollm2", lm, "The capital of France is", lambda T: [(5, T - 1), (29, T - 1), (12, 2)]))
+    print_table("Neurons: max |ex.neuron_importance - oracle| (paper: within the MLP's change; lmtt: LM-TT's "
+                "get_decomposed_mlp_contributions)", nrows)
     print_flow(rows)
     print_table("Activation patching: max |ex.patch - plain-hook patching| (heads, MLPs, residual nodes; edges)", prows)
     print_table("Logit attribution: max |component - oracle|, |sum + constants - model|", drows)
