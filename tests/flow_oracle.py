@@ -19,6 +19,7 @@ from the top node of the target (build_paths_to_predictions).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -457,9 +458,30 @@ def compare_routes(ex, s: Scores, targets, taus) -> list[tuple]:
 
 
 # ----------------------------------------------------------------------------------------- activation patching
+# per model: {(kind, token ids): result} of the unpatched passes patching reads again and again (tests stay fast)
+_PASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached(model, kind: str, ids: torch.Tensor, fn):
+    per_model = _PASSES.setdefault(model, {})
+    key = (kind, tuple(ids.view(-1).tolist()))
+    if key not in per_model:
+        per_model[key] = fn()
+    return per_model[key]
+
+
+@torch.no_grad()
+def _clean_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    return _cached(model, "logits", ids, lambda: model(input_ids=ids.view(1, -1), use_cache=False).logits)
+
+
 @torch.no_grad()
 def _record(model, ids: torch.Tensor) -> dict:
     """Head signals (o_proj input), MLP writes and block outputs of a plain forward pass."""
+    return _cached(model, "record", ids, lambda: _record_now(model, ids))
+
+
+def _record_now(model, ids: torch.Tensor) -> dict:
     a = arch(model)
     got, hooks = {}, []
     for l, b in enumerate(a.layers):
@@ -586,13 +608,15 @@ def patch_edge_effect(model, ids, layer: int, head: int | None, src: int, dst: i
     dh = a.head_dim
     heads = range(a.n_heads) if head is None else [head]
 
-    clean_L = capture(model, ids)
-    ref_L = capture(model, corrupted_ids) if corrupted_ids is not None else None
+    clean_L = _cached(model, "capture", ids, lambda: capture(model, ids))
+    ref_L = _cached(model, "capture", corrupted_ids, lambda: capture(model, corrupted_ids)) \
+        if corrupted_ids is not None else None
     vals = {}
     for which, cap in (("clean", clean_L), ("ref", ref_L)):
         if cap is None:
             continue
-        vals[which] = _values(model, cap.ids, layer), cap.layers[layer].attn
+        vals[which] = _cached(model, f"values {layer}", cap.ids, lambda: _values(model, cap.ids, layer)), \
+            cap.layers[layer].attn
     delta = torch.zeros(a.n_heads * dh, dtype=torch.float64)
     for h in heads:
         v, A = vals["clean"]
@@ -616,8 +640,7 @@ def _effect(model, ids, hook, target, foil, position) -> float:
         patched = model(input_ids=ids.view(1, -1), use_cache=False).logits
     finally:
         hook.remove()
-    clean = model(input_ids=ids.view(1, -1), use_cache=False).logits
-    return metric_value(clean, target, foil, position) - metric_value(patched, target, foil, position)
+    return metric_value(_clean_logits(model, ids), target, foil, position) - metric_value(patched, target, foil, position)
 
 
 @torch.no_grad()
@@ -682,12 +705,13 @@ def run_ablated(model, ids, heads: torch.Tensor, mlps: torch.Tensor, corrupted_i
             h.remove()
 
 
+@torch.no_grad()
 def faithfulness(model, s: Scores, ids, taus, *, target: int, foil: int | None, position: int,
                  corrupted_ids=None) -> list[float]:
     """fraction kept = (metric(route kept) - metric(all ablated)) / (clean - all ablated), per tau."""
     L, T, H = len(s.heads), ids.numel(), s.heads[0].shape[2]
     value = lambda lg: metric_value(lg, target, foil, position)  # noqa: E731
-    clean = value(model(input_ids=ids.view(1, -1), use_cache=False).logits)
+    clean = value(_clean_logits(model, ids))
     none = value(run_ablated(model, ids, torch.ones(L, T, H, dtype=torch.bool), torch.ones(L, T, dtype=torch.bool),
                              corrupted_ids))
     out = []
