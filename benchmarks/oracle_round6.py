@@ -11,8 +11,8 @@ Rows paper/project and lmtt/lmtt must agree to float rounding; paper/lmtt shows 
 Routes: whether ``ex.route`` has exactly the oracle's edge set (LM-TT's apply_threshold_and_renormalize, then the
 edges > tau reachable from the target) at several tau and targets.
 
-  python benchmarks/oracle_round6.py             # tiny families + SmolLM2 (~5 min on a shared 2-core CPU)
-  python benchmarks/oracle_round6.py --tiny      # tiny random families only
+  python benchmarks/oracle_round6.py             # tiny families + SmolLM2 (26 min on the loaded shared 2-core CPU)
+  python benchmarks/oracle_round6.py --tiny      # tiny random families only (~4 min)
 """
 
 from __future__ import annotations
