@@ -17,13 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2", help="'smollm2' (embedded), a hub name or a local path")
     parser.add_argument("--html", default="lmtt-report.html", help="where to write the report ('' to skip)")
     parser.add_argument("--threshold", type=float, default=0.04)
+    parser.add_argument("--convention", choices=("paper", "lmtt"), default="paper",
+                        help="'lmtt': LM-TT's exact scores (its 1e-5 proximity floor, output bias no part)")
     args = parser.parse_args(argv)
     try:
         from . import explain, load_model
         from .summary import text_summary
 
         lm = load_model(args.model)
-        ex = explain(lm, args.prompt)
+        ex = explain(lm, args.prompt, convention=args.convention)
         print(text_summary(ex))
         if args.html:
             from .report import write_report

@@ -11,8 +11,8 @@ import torch
 
 from .contributions.graph import DEFAULT_THRESHOLD, Route, Granularity, full_graph, route
 from .contributions.proximity import CHUNK_BUDGET
-from .contributions.scores import (ContributionScores, LayerScores, edge_floor, layers_per_group, neuron_importance,
-                                   score_layers)
+from .contributions.scores import (CONVENTIONS, ContributionScores, LayerScores, edge_floor, layers_per_group,
+                                   neuron_importance, score_layers)
 from . import checks
 from .errors import InputTypeError, PromptTypeError
 from .models.loading import load_model
@@ -162,7 +162,8 @@ class Explanation:
         layer, token = self._layer(layer), self._token(token)
         key = (layer, token)
         if key not in self._neuron_rows:
-            self._neuron_rows[key] = neuron_importance(self._neuron_row(layer, token), self.trace.weights[layer])[0]
+            self._neuron_rows[key] = neuron_importance(self._neuron_row(layer, token), self.trace.weights[layer],
+                                                       convention=self.scores.convention)[0]
         return self._neuron_rows[key]
 
     def _neuron_row(self, layer: int, token: int) -> MlpRows:
@@ -175,7 +176,8 @@ class Explanation:
             rec = self.trace.layers[layer]
             acts, rows = neuron_rows(rec, self.trace.weights[layer], [token])
             rstd = None if rec.mlp_post_rstd is None else rec.mlp_post_rstd[token : token + 1]
-            self._neuron_acts[key] = MlpRows(neurons=acts, mlp_update=rows.mlp_update, mlp_post_rstd=rstd)
+            self._neuron_acts[key] = MlpRows(neurons=acts, mlp_update=rows.mlp_update, mlp_post_rstd=rstd,
+                                             resid_post=rows.resid_post)
         return self._neuron_acts[key]
 
     def attention(self, layer: int) -> torch.Tensor:
@@ -379,6 +381,7 @@ class MlpRows:
     neurons: torch.Tensor  # [P, F]
     mlp_update: torch.Tensor  # [P, d]
     mlp_post_rstd: torch.Tensor | None  # [P] or None
+    resid_post: torch.Tensor | None = None  # [P, d] (convention "lmtt" scores neurons within the residual)
 
 
 def _on_cpu(ls: LayerScores) -> LayerScores:
@@ -393,7 +396,7 @@ def _cpu(value):
 
 def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool | None = None,
             on_layer=None, check_memory: bool = True, generate: int = 0, continuation=None,
-            chat: bool = False) -> Explanation:
+            chat: bool = False, convention: str = "paper") -> Explanation:
     """Trace ``prompt`` through ``model`` and score every part of every update, in one forward pass.
 
     ``model`` is anything :func:`load_model` accepts (``"smollm2"``, a hub name, a path, a LoadedModel).
@@ -404,9 +407,13 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     skips the check.
     ``generate=N`` (greedy), ``continuation="..."`` and ``chat=True`` (``prompt`` a list of messages) extend the
     traced sequence, still traced once: see :mod:`lmtt_widgets.generation`.
+    ``convention="lmtt"`` scores exactly as LM-TT does (its 1e-5 proximity floor on every part, future source
+    positions included, and the attention output bias no part); the default ``"paper"`` clips proximities at 0
+    (README, "What the numbers mean").
     """
     from .tracing.tracer import _n_heads
 
+    checks.choice(convention, "convention", CONVENTIONS)
     checks.count(budget, "budget")
     checks.flag(check_memory, "check_memory")
     if keep_attention is not None and not isinstance(keep_attention, bool):
@@ -436,7 +443,8 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
         # each layer is scored on its own device; only the reduced scores move (to the CPU, where graphs are read)
         floor = edge_floor(pending[0][0].resid_pre.shape[0], n_layers)
         layers.extend(_on_cpu(ls) for ls in score_layers([rec for rec, _ in pending], [w for _, w in pending],
-                                                         n_heads, topology, budget=budget, edge_floor=floor))
+                                                         n_heads, topology, budget=budget, edge_floor=floor,
+                                                         convention=convention))
         if on_layer is not None:
             for rec, w in pending:
                 on_layer(rec, w)
@@ -456,7 +464,7 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     tr = trace(lm, prompt, on_layer=score, keep_attention=keep_attention, logits_at=_kept_logits(lm, prompt))
     if pending:
         score_pending()
-    ex = Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers))
+    ex = Explanation(tr, ContributionScores(tr.topology, tr.n_heads, layers, convention))
     if sequence is not None:
         sequence.annotate(ex)
     return ex

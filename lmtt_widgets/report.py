@@ -630,8 +630,9 @@ def warm_neurons(ex: Explanation, nodes) -> None:
         rec = ex.trace.layers[layer]
         idx = torch.tensor(tokens)
         rows = dataclasses.replace(rec, neurons=rec.neurons[idx], mlp_update=rec.mlp_update[idx],
+                                   resid_post=rec.resid_post[idx],
                                    mlp_post_rstd=None if rec.mlp_post_rstd is None else rec.mlp_post_rstd[idx])
-        imp = neuron_importance(rows, ex.trace.weights[layer])
+        imp = neuron_importance(rows, ex.trace.weights[layer], convention=ex.scores.convention)
         for n, token in enumerate(tokens):
             ex._neuron_rows[(layer, token)] = imp[n]
 

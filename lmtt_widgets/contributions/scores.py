@@ -39,6 +39,11 @@ EDGE_FLOOR = 1e-3
 # SmolLM2's 30 layers); longer prompts store those >= EDGE_FLOOR (a row sums to at most 1: <= 1000 per row, ~40 in
 # practice), so their edges grow like T, not T^2 (4 GB dense at 8,192 tokens).
 DENSE_EDGE_LIMIT = 8 * 2**20
+# convention="lmtt": LM-TT's floor (routes/contributions.py, get_contributions' EPS). Every part of an update,
+# including the zero parts LM-TT enumerates (future source positions of every head), scores max(proximity, floor)
+# before normalising; the attention output bias is no part (it stays in the update, as in LM-TT).
+LMTT_FLOOR = 1e-5
+CONVENTIONS = ("paper", "lmtt")
 ROW_BLOCK = 256
 # Rows, and layers (every CHECK_EVERY-th), on which an unhooked layer's attention identity is checked.
 CHECK_ROWS = 16
@@ -116,6 +121,7 @@ class ContributionScores:
     topology: str
     n_heads: int
     layers: list[LayerScores] = field(default_factory=list)
+    convention: str = "paper"  # "paper" or "lmtt" (score_layers)
 
     @property
     def n_layers(self) -> int:
@@ -221,16 +227,23 @@ def layers_per_group(n_tokens: int, n_heads: int, d_model: int, n_layers: int, b
 
 
 def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_heads: int, topology: str, *,
-                 budget: int = CHUNK_BUDGET, edge_floor: float = 0.0) -> list[LayerScores]:
+                 budget: int = CHUNK_BUDGET, edge_floor: float = 0.0, convention: str = "paper") -> list[LayerScores]:
     """Importances of every update of a group of layers of one trace.
 
     Head-summed edges are stored from ``edge_floor`` on (0: every causal one); each is the exact sum over all heads.
+    ``convention``: "paper" (proximity clipped at 0 over the parts, the output bias a part, a cancelling update split
+    evenly; see the module docstring) or "lmtt" (LM-TT's get_contributions: every part, including each head's
+    future source positions, scores max(proximity, LMTT_FLOOR); the output bias is no part). Either way the
+    cancelling flags say which updates had no part closer to y than 0.
 
     The layers are scored together (a leading block axis through the proximity kernel): on short prompts the cost
     of a layer is mostly the number of tensor operations, not their size.
     """
     B, H = len(records), n_heads
     parallel = topology == "parallel"
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
+    floor = LMTT_FLOOR if convention == "lmtt" else 0.0
     dev = records[0].resid_pre.device
     x = _stack([rec.resid_pre for rec in records])  # [B, T, d]
     _, T, d = x.shape
@@ -249,7 +262,7 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     # Extra parts besides the heads, columns: residual, bias, (mlp), external edit (last; see tracing/edits.py).
     extra_prox = torch.zeros(B, T, 4 if parallel else 3, dtype=y.dtype, device=dev)
     extra_prox[..., 0] = l1_proximity(y, x)
-    if any(w.b_o is not None for w in weights):  # without an output bias its column stays 0
+    if not floor and any(w.b_o is not None for w in weights):  # without an output bias its column stays 0
         # (a layer without one among layers with one gets a zero bias, whose proximity is exactly 0)
         b_o = _stack([torch.zeros_like(x[0, 0]) if w.b_o is None else w.b_o for w in weights]).unsqueeze(1)
         extra_prox[..., 1] = l1_proximity(y, b_o if scale is None else b_o * scale)
@@ -258,6 +271,12 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
     for b, rec in enumerate(records):
         if rec.edit_attn is not None:
             extra_prox[b, :, -1] = l1_proximity(y[b], rec.edit_attn)
+    if floor:  # LM-TT's parts besides the heads: the residual, (the MLP output), an external edit where there is one
+        floored = [0, 2] if parallel else [0]
+        extra_floor = torch.zeros_like(extra_prox)
+        extra_floor[..., floored] = floor
+        for b, rec in enumerate(records):
+            extra_floor[b, :, -1] = _edited_rows(rec.edit_attn, T, dev).to(y.dtype) * floor
 
     # Head parts, chunked over targets; only sources j <= last target of the chunk enter.
     # Row blocks keep the non-causal half of each block small; the budget caps its temporaries.
@@ -280,7 +299,15 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         by_head = prox.sum(-1)  # [B, H, rows]
         total = extra.sum(-1) + by_head.sum(1)
         cancel = total <= 0
-        if bool(cancel.any()):  # no part is closer to y than 0: an even split over the parts (see normalise)
+        causal = torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None]  # [rows, sources]
+        if floor:
+            # LM-TT: every (source, head) pair is a part, future ones zero vectors at the floor; sources past this
+            # chunk's last target (i1..T-1) are all future ones: floor * (T - i1) per head
+            extra = torch.maximum(extra, extra_floor[:, i0:i1])
+            prox.clamp_min_(floor)
+            by_head = prox.sum(-1) + floor * (T - i1)
+            total = extra.sum(-1) + by_head.sum(1)
+        elif bool(cancel.any()):  # no part is closer to y than 0: an even split over the parts (see normalise)
             _present_parts(cancel, i0, coef, x, reach, records, weights, parallel, extra, prox)
             by_head = prox.sum(-1)
             total = extra.sum(-1) + by_head.sum(1)
@@ -292,13 +319,14 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         # (a float sum of non-negative terms is at least each term), so candidates for the per-head floor are the
         # edges that reach it
         edges = prox.sum(1).mul_(inv.unsqueeze(-1)).float()
-        if edge_floor > 0:  # future sources have importance exactly 0 < floor: only causal pairs pass
-            kept = _flat_nonzero(edges >= edge_floor)
+        # only causal pairs are stored (convention "lmtt" gives future ones the floor: never an edge)
+        stored = edges if not floor else edges * causal
+        if edge_floor > 0:  # ("paper": future sources have importance exactly 0 < floor, only causal pairs pass)
+            kept = _flat_nonzero(stored >= edge_floor)
         else:
-            kept = _flat_nonzero((torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None])
-                                 .expand(B, m, i1))
+            kept = _flat_nonzero(causal.expand(B, m, i1))
         edges_csr.add_at(edges, kept)
-        _add_head_scores(heads_csr, prox, inv, kept if edge_floor == HEAD_FLOOR else _flat_nonzero(edges >= HEAD_FLOOR))
+        _add_head_scores(heads_csr, prox, inv, kept if edge_floor == HEAD_FLOOR else _flat_nonzero(stored >= HEAD_FLOOR))
 
     if parallel:
         mlp, resid_mlp, cancel_mlp, external_mlp = ext_imp[..., 2], None, None, None
@@ -311,11 +339,18 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         for b, rec in enumerate(records):
             if rec.edit_mlp is not None:
                 three[b, :, 2] = l1_proximity(post[b], rec.edit_mlp)
+        if floor:  # LM-TT: both parts (and an edit where there is one) score at least the floor
+            cancel_mlp_raw = three.sum(-1) <= 0
+            three[..., :2].clamp_min_(floor)
+            for b, rec in enumerate(records):
+                three[b, :, 2] = torch.maximum(three[b, :, 2], _edited_rows(rec.edit_mlp, T, dev).to(y.dtype) * floor)
         (imp,), cancel_mlp = normalise(three, present=lambda rows: [torch.cat([
             _nonzero_rows(y[rows]), _nonzero_rows(mlp_update[rows]),
             _edited_rows_at(rows, [rec.edit_mlp for rec in records])], -1)])
         imp = imp.float()
         resid_mlp, mlp, external_mlp = imp[..., 0], imp[..., 1], imp[..., 2]
+        if floor:
+            cancel_mlp = cancel_mlp_raw
 
     return [
         LayerScores(
@@ -447,9 +482,19 @@ def _through_heads(rows: torch.Tensor, w_heads: torch.Tensor, v_heads: torch.Ten
     return torch.matmul(through, v_heads.transpose(-1, -2))
 
 
-def neuron_importance(rec: LayerRecord, w: LayerWeights, *, budget: int = CHUNK_BUDGET) -> torch.Tensor:
-    """[T, F] importance of each neuron within the MLP's change to the residual (bias excluded from the columns)."""
+def neuron_importance(rec: LayerRecord, w: LayerWeights, *, budget: int = CHUNK_BUDGET,
+                      convention: str = "paper") -> torch.Tensor:
+    """[T, F] importance of each neuron within the MLP's change to the residual (bias excluded from the columns).
+
+    ``convention="lmtt"``: LM-TT's get_decomposed_mlp_contributions instead: y is the residual after the MLP, the
+    parts every neuron's write and the residual before it (one more part), each max(proximity, LMTT_FLOOR); the
+    output bias is no part. ``rec`` then needs ``resid_post``."""
     scale = post_norm_scale(w.mlp_post_norm, rec.mlp_post_rstd)
+    if convention == "lmtt":
+        y = rec.resid_post
+        prox = scaled_part_proximity(y, rec.neurons, w.w_out.t(), scale, budget=budget).clamp_min_(LMTT_FLOOR)
+        resid = l1_proximity(y, y - rec.mlp_update).clamp_min(LMTT_FLOOR)
+        return (prox / (prox.sum(-1) + resid).unsqueeze(-1)).float()
     y = rec.mlp_update
     T, d = y.shape
     prox = scaled_part_proximity(y, rec.neurons, w.w_out.t(), scale, budget=budget)

@@ -602,7 +602,8 @@ class _ExplanationWidget(anywidget.AnyWidget):
                                "progress": done[0] / n_layers}
 
         try:
-            self.show(explain(self._lm, prompt, on_layer=progress))
+            convention = previous.scores.convention if previous is not None else "paper"
+            self.show(explain(self._lm, prompt, on_layer=progress, convention=convention))
         except LmttError as exc:
             self._failed(str(exc), previous)
             return
