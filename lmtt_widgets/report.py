@@ -167,6 +167,8 @@ class _Content:
         packed size of a sample of its columns (kept for ``_add_extras``): the lens is most of the extras, and
         costs a product with the unembedding per residual row (seconds at 128 tokens)."""
         positions = list(range(self.ex.n_tokens - 1))
+        if not positions:  # a one-token prompt: no other target, no lens to add
+            return True
         sample = positions[::max(1, -(-len(positions) // LENS_SAMPLE))]  # at most LENS_SAMPLE, evenly spread
         self._lens = payload.lens_columns(self.ex, sample)
         packed = len(pack({str(t): _lens_reduced(c) for t, c in self._lens.items()}))

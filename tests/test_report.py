@@ -551,3 +551,13 @@ def test_page_loader_is_the_bundled_textbytes_reader(tmp_path):
     assert module == (STATIC / "report-loader.js").read_text(encoding="utf-8").strip()
     assert "outside its alphabet" in module  # reportcodec's textBytes, with its check of the alphabet
     assert report._NOT_IN_SCRIPT.search("x</SCRIPT>") and report._NOT_IN_SCRIPT.search("a<!--b")
+
+
+def test_a_one_token_prompt_gets_a_report(tmp_path):
+    """A prompt of one token (no target but the last, no lens at other targets) writes a report: it raised an
+    IndexError in flow_shares (an empty position list made a float index tensor), then a ZeroDivisionError in the
+    lens estimate (no column to sample)."""
+    ex = explain(loaded("llama"), [5])
+    report = read_report(write_report(ex, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert ex.n_tokens == 1 and len(report["state"]["tokens"]) == 1
+    assert report["budget_omitted"] == []

@@ -46,7 +46,7 @@ def flow_shares(scores: ContributionScores, positions: list[int]) -> tuple[torch
     """Embedding shares [n, T] of the top node of each position, and the share each lost to biases [n]."""
     T = scores.n_tokens
     v = torch.zeros(len(positions), T, dtype=torch.float64)
-    v[torch.arange(len(positions)), torch.tensor(positions)] = 1.0
+    v[torch.arange(len(positions)), torch.tensor(positions, dtype=torch.long)] = 1.0
     lost = torch.zeros(len(positions), dtype=torch.float64)
     parallel = scores.topology == "parallel"
     tril = tuple(torch.tril_indices(T, T))
@@ -97,7 +97,7 @@ def rollout_shares(attentions: list[torch.Tensor], positions: list[int]) -> torc
     """Rows ``positions`` of Â_{L-1} ··· Â_0 with Â = 0.5·A + 0.5·I. [n, T]."""
     T = attentions[0].shape[-1]
     v = torch.zeros(len(positions), T, dtype=torch.float64)
-    v[torch.arange(len(positions)), torch.tensor(positions)] = 1.0
+    v[torch.arange(len(positions)), torch.tensor(positions, dtype=torch.long)] = 1.0
     for A in reversed(attentions):
         v = 0.5 * v + 0.5 * (v @ A)
     return v
