@@ -260,3 +260,32 @@ def test_bf16_slim_rows_follow_the_models_rounding(family, monkeypatch, block_ru
         scale = float(x.scores.abs().max())
         assert float((x.scores - y.scores).abs().max()) <= 5e-4 * scale, (family, position)  # before: 1.3e-3 to 6e-3
     assert block_runs == []
+
+
+def test_a_slim_record_read_after_its_trace_is_gone_is_still_checked(slim_always):
+    """A record kept without its trace (``rec = tr.layers[1]; del tr``) still refuses rows computed from weights
+    changed since the pass: it checked through a weak reference to the trace, which then skipped the check and
+    described the changed model silently. The record holds the trace's versions, not the trace: reference counting
+    alone frees the trace (no cycle through its records)."""
+    import gc
+    import weakref
+
+    lm = loaded("llama", dtype=torch.float32)
+    tr = trace(lm, PROMPT, keep_attention=False)
+    rec, w = tr.layers[1], tr.weights[1]
+    gone = weakref.ref(tr)
+    gc.disable()
+    try:
+        del tr
+        assert gone() is None  # freed at once, not by the cycle collector
+    finally:
+        gc.enable()
+    o_proj = lm.model.model.layers[1].self_attn.o_proj.weight
+    with torch.no_grad():
+        o_proj.mul_(1.5)
+    try:
+        with pytest.raises(StaleTraceError, match="layer 1"):
+            rebuild.layer_rows(rec, w, [3])
+    finally:
+        with torch.no_grad():
+            o_proj.div_(1.5)

@@ -20,7 +20,6 @@ run every block again (a whole forward pass at 4,096 tokens).
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,7 +28,7 @@ import torch
 
 from ..models.weights import upcast
 from .tracer import DROPPABLE
-from .versions import StaleTraceError  # noqa: F401 - StaleTraceError is imported from here too
+from .versions import StaleTraceError, check_block  # noqa: F401 - StaleTraceError is imported from here too
 
 if TYPE_CHECKING:
     from .facts import ModelFacts
@@ -54,24 +53,28 @@ def droppable_bytes(n_layers: int, n_tokens: int, d: int, hd: int, F: int, *, pa
 class LayerRebuilder:
     """Everything needed to run one block of a trace again: the model's facts and the block's call arguments."""
 
-    __slots__ = ("facts", "index", "args", "kwargs", "positional", "cache", "trace")
+    __slots__ = ("facts", "index", "args", "kwargs", "positional", "cache", "versions", "blocks_path")
 
-    def __init__(self, facts: ModelFacts, index: int, args: tuple, kwargs: dict, cache: RebuildCache, trace):
+    def __init__(self, facts: ModelFacts, index: int, args: tuple, kwargs: dict, cache: RebuildCache):
         self.facts, self.index, self.cache = facts, index, cache
         # the hidden states are the record's resid_pre: kept once, not here
         self.positional = bool(args)
         self.args = tuple(args[1:])
         self.kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-        # the trace whose parameter versions say what the pass saw (weak: a record must not keep its trace alive,
-        # or the trace's tensors would wait for the garbage collector's cycle pass)
-        self.trace = weakref.ref(trace)
+        # the trace's own record of the parameters the pass saw (Trace.versions, handed over by trace() once the
+        # pass ends: see :meth:`follow`); held here, not reached through the trace, so that a record read after its
+        # trace is gone is still checked, and without a reference to the trace (no cycle keeping its tensors)
+        self.versions, self.blocks_path = None, ""
+
+    def follow(self, versions, blocks_path: str) -> None:
+        """Check this block against ``versions`` (the trace's, taken when its pass ended) from now on."""
+        self.versions, self.blocks_path = versions, blocks_path
 
     def check_unchanged(self) -> None:
         """Refuse (StaleTraceError) when the block's weights changed since the trace: the rows computed from the
         slim record (:func:`layer_rows`) read the live weights, so a changed model would be described silently."""
-        trace = self.trace()
-        if trace is not None:
-            trace.check_layer(self.index)
+        if self.versions is not None:
+            check_block(self.versions, self.blocks_path, self.index)
 
     def record(self, slim: LayerRecord) -> LayerRecord:
         """The whole record of this layer (computed again, or the one computed last time if still kept)."""

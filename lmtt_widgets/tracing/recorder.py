@@ -127,7 +127,7 @@ class LayerRecorder:
         if not self.keep_attention:
             rec.attention = None
         if self.rebuild_cache is not None and _rebuildable(rec):
-            slim(rec, LayerRebuilder(self.facts, i, *s["call"], cache=self.rebuild_cache, trace=self.result))
+            slim(rec, LayerRebuilder(self.facts, i, *s["call"], cache=self.rebuild_cache))
         self.result.layers.append(rec)
         s.clear()  # the hooks hold this very dict: clearing it is what frees the attention
         if self.after_layer is not None:

@@ -26,7 +26,7 @@ from .guard import serialised
 from .memory import release_freed_memory
 from .norms import NormSpec
 from .prompts import read_prompt
-from .versions import ParameterVersions, hook_state
+from .versions import ParameterVersions, check_block, hook_state
 
 # Attention matrices of all layers are kept on the trace when L*H*T*T is at most this many numbers (256 MB);
 # longer prompts keep them only while their layer's contributions are computed, and keep instead each layer's
@@ -159,8 +159,7 @@ class Trace:
     def check_layer(self, layer: int) -> None:
         """Refuse (StaleTraceError) when a parameter of block ``layer`` changed since the pass."""
         if self.versions is not None:
-            layer = range(len(self.layers))[layer]  # (a negative index names its layer)
-            self.versions.check(f"layer {layer}", (f"{self.blocks_path}.{layer}.",))
+            check_block(self.versions, self.blocks_path, range(len(self.layers))[layer])  # (a negative index too)
 
     def check_head(self) -> None:
         """Refuse (StaleTraceError) when the final norm or the unembedding changed since the pass."""
@@ -306,6 +305,9 @@ def trace(
     # (still under the model's lock: another thread's trace hooks are not on it; ours are removed)
     result.versions, result.hooks_seen = ParameterVersions(facts.net), hook_state(facts.net)
     result.blocks_path, result.head_paths = facts.adapter.blocks, _head_paths(facts.net, facts.adapter.final_norm)
+    for rec in result.layers:  # slim records check their block against these versions when computed again
+        if rec.slim:
+            rec.rebuilder.follow(result.versions, result.blocks_path)
     return result
 
 

@@ -58,6 +58,12 @@ class ParameterVersions:
             )
 
 
+def check_block(versions: ParameterVersions, blocks_path: str, layer: int) -> None:
+    """Refuse (StaleTraceError) when a parameter of block ``layer`` (under ``blocks_path``) changed since
+    ``versions`` were taken."""
+    versions.check(f"layer {layer}", (f"{blocks_path}.{layer}.",))
+
+
 def _same(owner, attr: str, p, version: int, ptr: int) -> bool:
     return owner is not None and p is not None and owner._parameters.get(attr) is p and p._version == version \
         and p.data_ptr() == ptr
