@@ -37,6 +37,7 @@ import torch
 
 from . import checks
 from .contributions.graph import DEFAULT_THRESHOLD, node_id, AFTER_ATTENTION, AFTER_MLP
+from .contributions.scores import convention_said
 from .errors import InputError, InputTypeError
 from .explain import Explanation
 from .methods.flow_attribution import attention_rollout_tables, flow_attribution_tables
@@ -702,6 +703,7 @@ def _note(ex: Explanation, omitted: list[str], cut: bool = False) -> str:
              f"{L * H} heads' details; the neurons of every MLP block on a route and of each target's column, with "
              "their vocabulary projections; the logit lens, head importance, direct logit attribution and "
              "flow-based input attribution at every target; input × gradient at the last token."
+             + (f" {said}" if (said := convention_said(ex.scores.convention)) else "")
              + (" The report's size budget cut some of this: the list below says what." if cut else ""))
     items = "".join(f"<li>{html.escape(wire_text(x))}</li>" for x in omitted)
     return (f'<div class="lmtt-report-note" role="note"><p>{html.escape(holds)}</p>'

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from .explain import Explanation
+from .contributions.scores import convention_said
 
 
 def text_summary(ex: Explanation, k: int = 5) -> str:
     route = ex.route()
     lines = [f"Prompt ({ex.n_tokens} tokens): {''.join(ex.tokens)!r}"]
+    lines += [said] if (said := convention_said(ex.scores.convention)) else []
     lines.append("Top next-token predictions: " + ", ".join(f"{p.text!r} {p.score:.1%}" for p in ex.predictions(k=k)))
     lines.append(f"Most important heads at the last token (layer.head importance):")
     lines.append("  " + ", ".join(f"L{h.layer}.H{h.head} {h.importance:.3f}" for h in ex.top_heads(k)))

@@ -561,3 +561,16 @@ def test_a_one_token_prompt_gets_a_report(tmp_path):
     report = read_report(write_report(ex, tmp_path / "r.html").read_text(encoding="utf-8"))
     assert ex.n_tokens == 1 and len(report["state"]["tokens"]) == 1
     assert report["budget_omitted"] == []
+
+
+def test_the_summary_and_the_reports_note_say_which_convention_scored():
+    """convention="lmtt" numbers differ from the default's (the floor's mass, the bias): the CLI's summary and the
+    report's note say so, where before nothing told a reader of either which definition the numbers follow."""
+    from lmtt_widgets.summary import text_summary
+
+    lm = loaded("gpt2")
+    for convention in ("paper", "lmtt"):
+        ex = explain(lm, "The capital of France is", convention=convention)
+        note = render_html(ex).split('class="lmtt-report-note"', 1)[1].split("</div>", 1)[0]
+        said = 'convention="lmtt"' in html.unescape(note)
+        assert said == (convention == "lmtt") == ('convention="lmtt"' in text_summary(ex)), convention

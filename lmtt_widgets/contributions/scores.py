@@ -44,6 +44,15 @@ DENSE_EDGE_LIMIT = 8 * 2**20
 # before normalising; the attention output bias is no part (it stays in the update, as in LM-TT).
 LMTT_FLOOR = 1e-5
 CONVENTIONS = ("paper", "lmtt")
+
+
+def convention_said(convention: str) -> str:
+    """A sentence saying which scores an explanation holds, for what shows them outside Python (the summary, the
+    report's note); empty for the default."""
+    if convention == "lmtt":
+        return (f"Scores follow LM-TT's convention (convention=\"lmtt\": every part's proximity floored at "
+                f"{LMTT_FLOOR:g}, future source positions included; the attention output bias no part).")
+    return ""
 ROW_BLOCK = 256
 # Rows, and layers (every CHECK_EVERY-th), on which an unhooked layer's attention identity is checked.
 CHECK_ROWS = 16
