@@ -364,3 +364,24 @@ def test_the_lens_at_every_target_is_not_computed_where_its_sample_says_it_canno
     assert not content.has_extras and report["pattern_levels"] == _STEPS[_EXTRAS_STEP][0]["maps"]
     assert sum(columns) <= 1 + LENS_SAMPLE < ex.n_tokens - 1, columns  # the widget's own column and the sample
     assert omitted == _notes(_EXTRAS_STEP)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+def test_the_lens_estimate_keeps_the_lens_where_it_just_fits(family):
+    """Room exactly for the lens at every target (the step before the extras cut): the sample's estimate must not
+    say it cannot fit. Packed alone, a sample costs up to 1.40 times its share of the lens inside the whole report on
+    these models (tokens' strings shared with the rest of the report), so with LENS_ESTIMATE 0.85 the estimate
+    exceeded the room and the lens was left out where it fits."""
+    from lmtt_widgets import explain
+    from lmtt_widgets.report import _EXTRAS_STEP, _STEPS, DEFAULT_THRESHOLD, _Content, _notes
+    from tiny_models import loaded
+
+    ex = explain(loaded(family), "The capital of France is Paris.")
+    walk = _Content(ex, DEFAULT_THRESHOLD, "head")
+    walk._packer = Packer()
+    walk._add_extras()
+    budget = len(walk._packed(_STEPS[_EXTRAS_STEP - 1][0], _notes(_EXTRAS_STEP - 1))[1])
+    content = _Content(ex, DEFAULT_THRESHOLD, "head")
+    report, omitted, packed = content.build(budget)
+    assert len(packed) <= budget and omitted == _notes(_EXTRAS_STEP - 1), omitted
+    assert all("lens" in snap for snap in report["per_target"].values())
