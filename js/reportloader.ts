@@ -18,4 +18,10 @@ async function load(): Promise<void> {
   await mod.renderReport(document.getElementById("lmtt-report"), document.getElementById("lmtt-state")?.textContent ?? "");
 }
 
-void load();
+// A report that cannot be read (a damaged file, a table referring to a column it lacks) says so in the page, as
+// text: otherwise the page stays blank and only the console knows why.
+load().catch((err: unknown) => {
+  const el = document.getElementById("lmtt-report");
+  if (el) el.textContent = `This report could not be shown: ${err instanceof Error ? err.message : String(err)}`;
+  throw err;
+});

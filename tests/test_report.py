@@ -574,3 +574,25 @@ def test_the_summary_and_the_reports_note_say_which_convention_scored():
         note = render_html(ex).split('class="lmtt-report-note"', 1)[1].split("</div>", 1)[0]
         said = 'convention="lmtt"' in html.unescape(note)
         assert said == (convention == "lmtt") == ('convention="lmtt"' in text_summary(ex)), convention
+
+
+@pytest.mark.browser
+def test_a_report_that_cannot_be_read_says_so_in_the_page(tmp_path, chromium):
+    """A damaged report (its state cut short, as a truncated download would be) shows why it cannot be shown, as
+    text in the page, instead of a blank page with the reason only in the console."""
+    page_text = write_report(explain(loaded("gpt2"), "Hi <b>x</b>"), tmp_path / "r.html").read_text(encoding="utf-8")
+    head, rest = page_text.split('id="lmtt-state">', 1)
+    state, tail = rest.split("</script>", 1)
+    damaged = tmp_path / "damaged.html"
+    damaged.write_text(f'{head}id="lmtt-state">{state[: len(state) // 2]}</script>{tail}', encoding="utf-8")
+    errors = []
+    page = chromium.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(damaged.as_uri())
+        page.wait_for_selector("#lmtt-report:not(:empty)", timeout=20_000)
+        shown = page.locator("#lmtt-report").inner_text()
+        assert shown.startswith("This report could not be shown: ") and page.locator("#lmtt-report *").count() == 0
+    finally:
+        page.close()
+    assert errors  # the error still reaches the console
