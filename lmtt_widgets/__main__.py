@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .contributions.scores import CONVENTIONS
 from .errors import LmttError
 
 
@@ -17,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2", help="'smollm2' (embedded), a hub name or a local path")
     parser.add_argument("--html", default="lmtt-report.html", help="where to write the report ('' to skip)")
     parser.add_argument("--threshold", type=float, default=0.04)
-    parser.add_argument("--convention", choices=("paper", "lmtt"), default="paper",
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the causal check (exact patching of the components named, the route's "
+                             "faithfulness: a few batched reruns of the model)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="paper",
                         help="'lmtt': LM-TT's exact scores (its 1e-5 proximity floor, output bias no part)")
     args = parser.parse_args(argv)
     try:
@@ -26,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
         lm = load_model(args.model)
         ex = explain(lm, args.prompt, convention=args.convention)
-        print(text_summary(ex))
+        print(text_summary(ex, check=not args.no_check))
         if args.html:
             from .report import write_report
 

@@ -576,6 +576,39 @@ def test_the_summary_and_the_reports_note_say_which_convention_scored():
         assert said == (convention == "lmtt") == ('convention="lmtt"' in text_summary(ex)), convention
 
 
+def test_the_summary_checks_flow_and_logit_attribution_causally(monkeypatch, capsys):
+    """Flow shares and logit attribution are not effects: the summary prints, for each component it names, the
+    exact effect of ablating it alone (mean ablation, ex.patch) and how much of the metric the route alone keeps
+    (ex.faithfulness), with the metric and its units; --no-check leaves both out. Before, the summary named the
+    flow's top heads with no causal number at all."""
+    import lmtt_widgets
+    from lmtt_widgets.__main__ import main
+    from lmtt_widgets.summary import text_summary
+
+    lm = loaded("llama")
+    ex = explain(lm, "When Mary and John went to the store, John gave a drink to")
+    lines = text_summary(ex).splitlines()
+    at = next(i for i, l in enumerate(lines) if l.startswith("Causal check (exact activation patching, mean ablation"))
+    dla = ex.logit_attribution(foil=ex.predictions(k=2)[1].token_id)
+    assert dla.metric.name in lines[at]
+    heads = [f"L{h.layer}.H{h.head}" for h in ex.top_heads(5)]
+    top = [c.id for c, _ in dla.top(5)]
+    # heads and MLPs; EMB and biases are constants
+    patched = heads + [c.id for c, _ in dla.top(5) if c.kind in ("head", "mlp")]
+    assert any(c not in patched for c in top)  # this prompt's top holds a constant (EMB, L0.BO), shown as n/a
+    effect = ex.patch(patched, ablation="mean", foil=dla.metric.foil)
+    shown = [p.rsplit(" ", 1) for l in lines[at + 1 : at + 3] for p in l.split(": ", 1)[1].split(", ")]
+    assert [c for c, _ in shown] == heads + top
+    for c, v in shown:
+        assert v == "n/a" if c not in patched else (float(v) == pytest.approx(effect[c], abs=0.006) and v[0] in "+-")
+    kept = ex.faithfulness((ex.route().threshold,), ablation="mean", foil=dla.metric.foil)
+    assert f"gives {kept.kept[0]:.2f}: fraction kept {kept.fraction[0]:+.2f}" in lines[at + 3]
+    monkeypatch.setattr(lmtt_widgets, "load_model", lambda name, *a, **k: lm)
+    assert main(["When Mary and John went", "--html", "", "--no-check"]) == 0
+    out = capsys.readouterr().out
+    assert "Direct logit attribution" in out and "Causal check" not in out
+
+
 @pytest.mark.browser
 def test_a_report_that_cannot_be_read_says_so_in_the_page(tmp_path, chromium):
     """A damaged report (its state cut short, as a truncated download would be) shows why it cannot be shown, as
