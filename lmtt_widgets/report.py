@@ -134,6 +134,7 @@ class _Content:
         self.neuron_nodes = self.route_mlp | {(layer, t) for layer in range(ex.n_layers) for t in range(T)}
         warm_neurons(ex, self.neuron_nodes)
         w = Explorer(ex, threshold=threshold, granularity=granularity)
+        _ship_causal_table(w)
         self.state = widget_state(w)
         self.state.update(static=True, details={}, selection=None, error="",
                           status={"state": "idle", "message": "", "progress": 1.0})
@@ -594,6 +595,15 @@ def _subject(note: str) -> str:
     return note.split(":", 1)[0]
 
 
+def _ship_causal_table(w: Explorer) -> None:
+    """Computes the heatmap's ≈ causal effect at the last target (attribution patching against mean ablation: one
+    forward and one backward pass) so that the page shows causal effect beside flow share without a kernel; the
+    heatmap opens on flow share as in the widget. Other targets' snapshots hold flow share and logit attribution."""
+    w.ablation = "mean"
+    w.head_mode = scoring.CAUSAL
+    w.head_mode = "importance"  # the table stays among the shown settings' tables (the Explorer caches it)
+
+
 def _said(coverage: list[str], budget: list[str]) -> list[str]:
     """The note's list: what the report leaves out by design, then what the size budget cut; a budget note on the
     same subject (the text before its colon, e.g. "Single neurons' vocabulary projections") replaces the design's,
@@ -603,9 +613,10 @@ def _said(coverage: list[str], budget: list[str]) -> list[str]:
 
 
 _ALWAYS_OMITTED = [
-    "Causal methods (attribution patching, exact patching checks) and input-attribution methods that run the "
-    "model more than once (integrated gradients, occlusion) need a kernel. Input × gradient and saliency (one "
-    "backward pass per target) are here at the last target only.",
+    "Causal methods need a kernel, except the heatmap's ≈ causal effect (attribution patching against mean "
+    "ablation: one backward pass) at the last target: exact patching checks, a corrupted prompt, other targets. So "
+    "do input-attribution methods that run the model more than once (integrated gradients, occlusion); input × "
+    "gradient and saliency (one backward pass per target) are here at the last target only.",
     "Single neurons' vocabulary projections: the neurons of every MLP block on a route (at the report's threshold) "
     "and of the last token's column (every block's neuron list is here).",
 ]

@@ -221,6 +221,11 @@ def test_report_holds_every_head_target_and_route_neuron(tmp_path):
         np.testing.assert_allclose(snap["method_scores"]["importance"]["heads"], want, rtol=1e-3, atol=1e-7)
         assert snap["metric"]["position"] == t
     assert state["method_scores"]["logit_attribution"]["metric"]["position"] == last
+    # causal effect beside flow without a kernel: attribution patching against mean ablation at the last target
+    causal = ex.attribution_patching(ablation="mean")
+    assert state["ablation"] == "mean" and state["metric"]["causal_ready"] is True
+    np.testing.assert_allclose(state["method_scores"]["attribution_patching"]["heads"],
+                               causal.head_matrix(L, H).numpy(), rtol=1e-4, atol=1e-6)
     for name in FLOW_METHODS:
         assert set(rep["attributions"][name]) == {str(t) for t in range(T)}
     assert set(rep["attributions"][CHEAP_INPUT_METHODS[0]]) == {str(last)}
@@ -319,6 +324,14 @@ def test_report_answers_clicks_on_heads_neurons_and_other_targets_offline(smollm
                                    " return d.querySelectorAll('canvas.lmtt-matrix').length === 2"
                                    " && d.textContent.includes('at #' + t); }", arg=token, timeout=10_000)
 
+        # the heatmap's ≈ causal effect is shipped at the last target (mean ablation), beside flow share
+        causal_btn = page.locator("button[data-mode='attribution_patching']")
+        causal_btn.click()
+        legend = page.locator(".lmtt-heads .lmtt-heat-legend")
+        page.wait_for_function("() => document.querySelector('.lmtt-heads').innerText.includes('Causal effect at')")
+        top = float(smollm2_paris.attribution_patching(ablation="mean").of_kind("head").scores.abs().max())
+        assert legend.locator(".lmtt-num").last.inner_text() == f"+{top:.2f}"
+        page.locator("button[data-mode='importance']").click()
         click_head(0.6, 0.5, 4)  # a head at the last token: its maps and its vocabulary projection
         assert vocab.locator(".lmtt-tokrow").count() >= 10
         neuron = page.locator("li.lmtt-neuron").first  # the top neuron of an MLP block on the route
@@ -334,6 +347,7 @@ def test_report_answers_clicks_on_heads_neurons_and_other_targets_offline(smollm
         assert page.locator("li.lmtt-neuron").count() == 10  # the new target's route blocks have their neurons
         page.screenshot(path=str(ARTIFACTS / "report-other-target.png"), full_page=True)
         assert "(#1)" in page.locator(".lmtt-heads .lmtt-pane-title").inner_text()
+        assert causal_btn.is_disabled() and "last target" in causal_btn.get_attribute("title")
         # the heatmap shows the flow shares there (a table the page rebuilds from the state's head importance)
         at_1 = max(float(ls.head_total[1].max()) for ls in smollm2_paris.scores.layers)
         assert page.locator(".lmtt-heads .lmtt-heat-legend .lmtt-num").last.inner_text() == f"{at_1:.2f}"

@@ -106,6 +106,7 @@ export function createHeadsPane(ctx: PaneContext): Pane {
       const st = model.get("status") as Status | undefined;
       let why = `${MODE_LABELS[mode]}: not computed`;
       if (st && st.state === "running") why = String(st.message || "computing…");
+      else if (mode === CAUSAL && model.get("static") === true) why = "≈ causal effect: this report holds it at the last target only; other targets need a kernel (the notebook).";
       else if (mode === CAUSAL && !m.causal_ready) why = "≈ causal effect needs a corrupted prompt or mean / zero ablation: the Explorer's “corrupted” box, or w.corrupted / w.ablation in Python.";
       return { vals: null, L: 0, H: 0, signed: true, token, why };
     }
@@ -125,7 +126,9 @@ export function createHeadsPane(ctx: PaneContext): Pane {
       const avail = bm === "importance" || !!tables[bm] || (!stat && (bm !== CAUSAL || m.causal_ready === true));
       b.disabled = !avail;
       b.title = bm === CAUSAL
-        ? avail ? "≈ causal effect (attribution patching): computed on demand" : "needs a corrupted prompt, or mean / zero ablation"
+        ? stat
+          ? avail ? "≈ causal effect (attribution patching), computed when the report was written" : "not in this report at this target (the report holds it at the last target; other targets need a kernel)"
+          : avail ? "≈ causal effect (attribution patching): computed on demand" : "needs a corrupted prompt, or mean / zero ablation"
         : bm === "importance" ? "flow share (importance): where information came from" : "signed direct logit attribution";
     }
     modes.hidden = !Object.keys(tables).length && stat;
