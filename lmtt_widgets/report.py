@@ -134,7 +134,7 @@ class _Content:
         self.neuron_nodes = self.route_mlp | {(layer, t) for layer in range(ex.n_layers) for t in range(T)}
         warm_neurons(ex, self.neuron_nodes)
         w = Explorer(ex, threshold=threshold, granularity=granularity)
-        _ship_causal_table(w)
+        causal_missing = _ship_causal_table(w)
         self.state = widget_state(w)
         self.state.update(static=True, details={}, selection=None, error="",
                           status={"state": "idle", "message": "", "progress": 1.0})
@@ -149,7 +149,7 @@ class _Content:
         # last token's column
         self.all_heads = ex.n_layers * ex.n_heads * (T - 1) <= ALL_HEAD_ROWS
         # what this report holds by design (said in its note whatever the budget)
-        self.coverage = _ALWAYS_OMITTED + ([] if self.all_heads else [_SOME_HEADS])
+        self.coverage = _ALWAYS_OMITTED + ([] if self.all_heads else [_SOME_HEADS]) + causal_missing
         self.route_heads = route_heads
         # the heads on each other target's route now; the rest of the held heads (and the lens off the last target)
         # only once the ladder can keep them (``_add_extras``): a long prompt's report cuts them anyway
@@ -595,13 +595,19 @@ def _subject(note: str) -> str:
     return note.split(":", 1)[0]
 
 
-def _ship_causal_table(w: Explorer) -> None:
+def _ship_causal_table(w: Explorer) -> list[str]:
     """Computes the heatmap's ≈ causal effect at the last target (attribution patching against mean ablation: one
     forward and one backward pass) so that the page shows causal effect beside flow share without a kernel; the
-    heatmap opens on flow share as in the widget. Other targets' snapshots hold flow share and logit attribution."""
+    heatmap opens on flow share as in the widget. Other targets' snapshots hold flow share and logit attribution.
+    Returns the note's line when it could not be computed (the Explorer's message: a model changed since the
+    trace, a gradient that cannot flow), so the note never claims a table the page lacks."""
     w.ablation = "mean"
     w.head_mode = scoring.CAUSAL
     w.head_mode = "importance"  # the table stays among the shown settings' tables (the Explorer caches it)
+    if scoring.CAUSAL in w.method_scores:
+        return []
+    why = w.error or "no reason given"
+    return [f"The heatmap's ≈ causal effect, even at the last target: it could not be computed ({why})."]
 
 
 def _said(coverage: list[str], budget: list[str]) -> list[str]:

@@ -623,6 +623,24 @@ def test_the_summary_checks_flow_and_logit_attribution_causally(monkeypatch, cap
     assert "Direct logit attribution" in out and "Causal check" not in out
 
 
+def test_a_report_whose_causal_table_cannot_be_computed_says_why(tmp_path):
+    """A hook added after explain() makes attribution patching refuse (the rerun is not the traced model): the
+    report is still written, without the table, and its note says why instead of claiming a table it lacks."""
+    lm = loaded("llama")
+    ex = explain(lm, "abc abd ab")
+    fine = read_report(write_report(ex, tmp_path / "fine.html").read_text(encoding="utf-8"))
+    assert "attribution_patching" in fine["state"]["method_scores"]
+    assert not any("could not be computed" in n for n in fine["omitted"])
+    handle = lm.model.model.layers[0].register_forward_hook(lambda m, i, o: o + 0.5 if torch.is_tensor(o) else o)
+    try:
+        rep = read_report(write_report(ex, tmp_path / "r.html").read_text(encoding="utf-8"))
+    finally:
+        handle.remove()
+    assert "attribution_patching" not in rep["state"]["method_scores"]
+    said = [n for n in rep["omitted"] if "causal effect, even at the last target" in n]
+    assert len(said) == 1 and "hooks changed since explain()" in said[0]
+
+
 @pytest.mark.browser
 def test_a_report_that_cannot_be_read_says_so_in_the_page(tmp_path, chromium):
     """A damaged report (its state cut short, as a truncated download would be) shows why it cannot be shown, as
