@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .explain import Explanation
 from .contributions.scores import convention_said
+from .errors import LmttError
 
 PATCHED = ("head", "mlp")  # the kinds the causal check ablates (embeddings and biases are constants: "n/a")
 
@@ -28,7 +29,10 @@ def text_summary(ex: Explanation, k: int = 5, *, check: bool = True) -> str:
     table = _logit_attribution(ex)
     lines += _logit_attribution_lines(table, k)
     if check:
-        lines += _causal_lines(ex, table, [f"L{h.layer}.H{h.head}" for h in heads], route.threshold, k)
+        try:
+            lines += _causal_lines(ex, table, [f"L{h.layer}.H{h.head}" for h in heads], route.threshold, k)
+        except LmttError as exc:  # e.g. the model changed since the trace: the rest of the summary still holds
+            lines.append(f"Causal check: not run ({exc})")
     return "\n".join(lines)
 
 

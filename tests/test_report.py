@@ -617,6 +617,13 @@ def test_the_summary_checks_flow_and_logit_attribution_causally(monkeypatch, cap
         assert v == "n/a" if c not in patched else (float(v) == pytest.approx(effect[c], abs=0.006) and v[0] in "+-")
     kept = ex.faithfulness((ex.route().threshold,), ablation="mean", foil=dla.metric.foil)
     assert f"gives {kept.kept[0]:.2f}: fraction kept {kept.fraction[0]:+.2f}" in lines[at + 3]
+    # a hook added since the trace: the reruns refuse, and the summary says so in place of the numbers
+    handle = lm.model.model.layers[0].register_forward_hook(lambda m, i, o: o + 0.5 if torch.is_tensor(o) else o)
+    try:
+        last = text_summary(ex).splitlines()[-1]
+    finally:
+        handle.remove()
+    assert last.startswith("Causal check: not run (") and "hooks changed since explain()" in last
     monkeypatch.setattr(lmtt_widgets, "load_model", lambda name, *a, **k: lm)
     assert main(["When Mary and John went", "--html", "", "--no-check"]) == 0
     out = capsys.readouterr().out
