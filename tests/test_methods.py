@@ -298,3 +298,16 @@ def test_patching_and_tracing_from_two_threads_do_not_see_each_others_hooks():
     want = {"patch": want_patch, "grad": want_grad, "trace": want_scores}
     assert len(got) == 18 and all(torch.allclose(v, want[k], atol=1e-9) for k, v in got)
     assert _hooks(lm.model) == 0
+
+
+def test_components_print_as_their_ids_and_round_trip():
+    """A table's top(k) prints as ids (before: five fields of a dataclass per component, unreadable in a notebook);
+    the repr evaluates back to the same component for every kind."""
+    from lmtt_widgets.methods.base import Component
+
+    ids = ["EMB", "L23.H3", "L2.BO", "L5.MLP", "L5.BM", "L5.N12", "L5.R", "L5.EXT", "T4", "L3.H2 5>7", "L3 5>7",
+           "L5.N12@3", "L1.H0@0"]
+    for text in ids:
+        c = Component.parse(text)
+        assert repr(c) == f"Component.parse({text!r})" and eval(repr(c), {"Component": Component}) == c
+    assert repr([(Component.parse("L23.H3"), 3.1)]) == "[(Component.parse('L23.H3'), 3.1)]"

@@ -53,6 +53,9 @@ class Component:
     def __str__(self) -> str:
         return self.id
 
+    def __repr__(self) -> str:  # tables' top(k) lists print as ids, not five fields each (and round-trip)
+        return f"Component.parse({self.id!r})"
+
     @classmethod
     def parse(cls, text: "str | Component") -> "Component":
         """The component an id names (see the class docstring); a clear error for anything else."""
