@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import PromptError, PromptTypeError, SelectionError, SelectionTypeError
+from .errors import InputError, PromptError, PromptTypeError, SelectionError, SelectionTypeError
 from .methods.input_attribution import frozen, last_logits
 from .models.offload import input_device
 
@@ -204,9 +204,12 @@ def attribution_matrix(ex, method: str = "integrated_gradients", *, positions=No
     import pandas as pd
 
     from . import checks
-    from .methods import get_method
+    from .methods import get_method, token_methods
 
     info = get_method(method)
+    if not info.scores_tokens:  # its table scores heads, MLPs or edges: no column would be filled
+        raise InputError(f"{method!r} does not score input tokens (it is a {info.family} method: {info.quantity}), "
+                         f"so it cannot fill a source x generated matrix; use one of {', '.join(token_methods())}.")
     if checks.is_integer(positions):
         positions = [positions]  # one position, as a list of one
     elif positions is not None and (isinstance(positions, (str, bytes, dict)) or not hasattr(positions, "__iter__")):

@@ -207,16 +207,18 @@ class MethodInfo:
     quantity: str  # what its scores mean
     family: str  # "flow", "logit", "causal", "input"
     cost: str  # one line, e.g. "free from the trace"
+    scores_tokens: bool = False  # its table scores input tokens (T0..Tp): it can fill an input-attribution row
 
 
 _METHODS: dict[str, MethodInfo] = {}
 
 
-def register_method(name: str, *, quantity: str, family: str, cost: str):
-    """Decorator: register ``fn(explanation, **options) -> ScoreTable`` under ``name``."""
+def register_method(name: str, *, quantity: str, family: str, cost: str, scores_tokens: bool = False):
+    """Decorator: register ``fn(explanation, **options) -> ScoreTable`` under ``name``; ``scores_tokens``: its
+    components are the input tokens (what input attribution and the source x generated matrix show)."""
 
     def deco(fn):
-        _METHODS[name] = MethodInfo(name, fn, quantity, family, cost)
+        _METHODS[name] = MethodInfo(name, fn, quantity, family, cost, scores_tokens)
         return fn
 
     return deco
@@ -230,3 +232,8 @@ def get_method(name: str) -> MethodInfo:
 
 def available_methods() -> dict[str, MethodInfo]:
     return dict(_METHODS)
+
+
+def token_methods() -> list[str]:
+    """Names of the registered methods whose tables score input tokens (input attribution), sorted."""
+    return sorted(n for n, info in _METHODS.items() if info.scores_tokens)

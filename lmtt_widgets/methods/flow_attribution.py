@@ -60,7 +60,8 @@ def flow_shares(scores: ContributionScores, positions: list[int]) -> tuple[torch
     return v, lost
 
 
-@register_method("flow_attribution", quantity=FLOW, family="flow", cost="free from the trace (no forward pass)")
+@register_method("flow_attribution", quantity=FLOW, family="flow", scores_tokens=True,
+                 cost="free from the trace (no forward pass)")
 def flow_attribution(ex, target=None, foil=None, position=None) -> ScoreTable:
     """Each input token's share of the final residual at ``position`` through the flow graph (target-independent)."""
     return flow_attribution_tables(ex, [ex._token(position)])[0]
@@ -103,7 +104,7 @@ def rollout_shares(attentions: list[torch.Tensor], positions: list[int]) -> torc
     return v
 
 
-@register_method("attention_rollout", quantity=ROLLOUT, family="flow",
+@register_method("attention_rollout", quantity=ROLLOUT, family="flow", scores_tokens=True,
                  cost="free from the stored attention (one traced pass if it was not kept)")
 def attention_rollout(ex, target=None, foil=None, position=None) -> ScoreTable:
     """Attention rollout at ``position`` (target-independent)."""

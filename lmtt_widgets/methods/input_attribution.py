@@ -210,7 +210,7 @@ def _embedding_gradient(ex, metric, what: str) -> tuple[torch.Tensor, torch.Tens
     return kept[key]
 
 
-@register_method("saliency", quantity=SALIENCY, family="input",
+@register_method("saliency", quantity=SALIENCY, family="input", scores_tokens=True,
                  cost="one forward and one backward pass")
 def saliency(ex, target=None, foil=None, position=None) -> ScoreTable:
     """L2 norm of the metric's gradient with respect to each input token's embedding (unsigned)."""
@@ -221,7 +221,7 @@ def saliency(ex, target=None, foil=None, position=None) -> ScoreTable:
                       {"position": metric.position, "metric_value": float(value[0])})
 
 
-@register_method("input_x_gradient", quantity=INPUT_X_GRADIENT, family="input",
+@register_method("input_x_gradient", quantity=INPUT_X_GRADIENT, family="input", scores_tokens=True,
                  cost="one forward and one backward pass")
 def input_x_gradient(ex, target=None, foil=None, position=None) -> ScoreTable:
     """e_j · ∂metric/∂e_j per input token (signed)."""
@@ -252,7 +252,7 @@ def quadrature(steps: int, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
     raise SelectionError(f"rule must be 'graded', 'gausslegendre' or 'midpoint', not {rule!r}")
 
 
-@register_method("integrated_gradients", quantity=INTEGRATED_GRADIENTS, family="input",
+@register_method("integrated_gradients", quantity=INTEGRATED_GRADIENTS, family="input", scores_tokens=True,
                  cost="steps forward and backward passes, batched")
 def integrated_gradients(ex, target=None, foil=None, position=None, *, baseline=None, steps: int = IG_STEPS,
                          rule: str = "graded", batch_size: int = IG_BATCH, keep_first: bool = True) -> ScoreTable:
@@ -329,7 +329,7 @@ def integrated_gradients(ex, target=None, foil=None, position=None, *, baseline=
 
 
 # ---------------------------------------------------------------- perturbation
-@register_method("occlusion", quantity=OCCLUSION, family="input",
+@register_method("occlusion", quantity=OCCLUSION, family="input", scores_tokens=True,
                  cost="about T/2 forwards (the unchanged prefix is reused)")
 def occlusion(ex, target=None, foil=None, position=None, *, baseline=None, mode: str = "replace",
               batch_size: int = OCCLUSION_BATCH) -> ScoreTable:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import LmttError, SelectionError
-from ..methods import Component, ScoreTable, available_methods, get_method
+from ..methods import Component, ScoreTable, available_methods, get_method, token_methods
 from ..methods.agreement import pair_agreement, spearman, top_k_overlap
 
 # Heatmap modes: the flow share every explanation has, then the logit-based and causal methods.
@@ -136,9 +136,8 @@ DEFAULT_ATTRIBUTION = "flow_attribution"  # free: read off the trace's scores, n
 
 def attribution_methods() -> list[str]:
     """Registered input-attribution methods: the flow-based ones (free) first, then gradients / perturbation."""
-    # "importance" is flow-family too, but it scores heads, not input tokens: it is a heatmap mode, not one of these
-    names = [n for n in available_methods()
-             if get_method(n).family in ATTRIBUTION_FAMILIES and n not in HEAD_MODES]
+    # "importance" is flow-family too, but it scores heads, not input tokens: the registry's flag tells them apart
+    names = [n for n in token_methods() if get_method(n).family in ATTRIBUTION_FAMILIES]
     return sorted(names, key=lambda n: (get_method(n).family != "flow", n))
 
 
