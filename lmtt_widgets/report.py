@@ -803,10 +803,48 @@ body {{ margin: 16px; font-family: system-ui, sans-serif; }}
 """
 
 
-def read_report(page: str) -> dict:
+_STATE_OPEN = 'id="lmtt-state">'
+
+
+def read_report(page) -> dict:
     """The report dict inside a written page (tests, tools): its state block unpacked, arrays as numpy arrays,
-    vocabulary projections back as [text, value] lists."""
-    report = unpack(page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0])
+    vocabulary projections back as [text, value] lists. ``page``: the page's text, or the path of a written report
+    (a ``pathlib.Path`` or a file name)."""
+    page, where = _report_text(page)
+    if _STATE_OPEN not in page:
+        raise InputError(f"{where} is not an lmtt-widgets report (it has no state block); give a page that "
+                         "write_report wrote.")
+    block = page.split(_STATE_OPEN, 1)[1]
+    if "</script>" not in block:
+        raise InputError(f"{where} is truncated: its state block never ends. Write the report again.")
+    try:  # the page is untrusted data: whatever its bytes make the decoder raise, the answer is "corrupt"
+        return _report_of(unpack(block.split("</script>", 1)[0]))
+    except Exception as exc:
+        raise InputError(f"{where} is corrupt or truncated: its state cannot be read ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}). Write the report again.") from None
+
+
+def _report_text(page) -> tuple[str, str]:
+    """(the page's text, how errors name it): a path is read as UTF-8; a text holding "<" is the page itself."""
+    if isinstance(page, str) and ("<" in page or "\n" in page):
+        return page, "the page"
+    if not isinstance(page, (str, os.PathLike)) or isinstance(page, bytes):
+        hint = "; decode bytes first: data.decode('utf-8')" if isinstance(page, bytes) else ""
+        raise InputTypeError(f"read_report takes a report page's text or its path, not {type(page).__name__}{hint}.")
+    path = pathlib.Path(os.fspath(page)).expanduser()
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        raise InputError(f"there is no report at {path}: check the path (write one with write_report).") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not a report; give the path of the .html file.") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not an lmtt-widgets report (it is not UTF-8 text).") from None
+    except (OSError, ValueError) as exc:  # permissions, a name too long, a NUL in the name
+        raise InputError(f"cannot read {path}: {exc}.") from None
+
+
+def _report_of(report: dict) -> dict:
     texts = report.get("texts", [])
 
     def expand(o):
@@ -840,17 +878,49 @@ def _report_path(path) -> pathlib.Path:
     text = os.fspath(path)
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise InputError(f"path {text!r} is not a usable file name; give one such as 'report.html'.")
-    path = pathlib.Path(text).expanduser().resolve()
+    try:  # the name itself can fail a stat: too long for the filesystem (ENAMETOOLONG), a loop of links
+        path = pathlib.Path(text).expanduser().resolve()
+        _writable_file(path)
+    except OSError as exc:
+        raise InputError(f"cannot write the report at {text[:200]!r}: {exc.strerror or exc}; give a shorter or "
+                         "other file name.") from None
+    return path
+
+
+def _writable_file(path: pathlib.Path) -> None:
+    """Refuse what the atomic rename would wrongly replace or cannot create: a directory, a FIFO or device (a
+    reader waiting on it would never get the page), a read-only file (its owner protected it), an unwritable or
+    missing directory."""
     if path.is_dir():
         raise InputError(f"{path} is a directory; give a file name inside it, e.g. {path / 'lmtt-report.html'}.")
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: the directory {path.parent} does not exist (create it first).")
-    return path
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path} is not a regular file (a FIFO, socket or device); the report is written to a "
+                         "file: give a file name such as 'report.html'.")
+    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):  # (root: the bits)
+        raise InputError(f"{path} is read-only, so it is left as it is; make it writable (chmod u+w) or give "
+                         "another file name.")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write in {path.parent} (no permission); give a path in a directory you can "
+                         "write to.")
+    limit = _name_max(path.parent)
+    if len(path.name.encode("utf-8", "surrogateescape")) > limit:
+        raise InputError(f"the file name {path.name[:60]!r}... is {len(path.name)} characters, longer than the "
+                         f"filesystem allows ({limit} bytes); give a shorter file name.")
+
+
+def _name_max(directory: pathlib.Path) -> int:
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # Windows has no pathconf; 255 is NTFS's limit too
+        return 255
 
 
 def _replace_atomically(path: pathlib.Path, data: bytes) -> None:
     """Write ``data`` to a fresh file next to ``path``, then rename it over ``path`` (atomic on POSIX and Windows)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # the name cut short: a name near the filesystem's limit would not leave room for the suffix
+    tmp = path.with_name(f".{path.name[:64]}.{secrets.token_hex(4)}.tmp")
     # O_EXCL: never write through a file or link someone else put there; mode 0o666 goes through the umask like a
     # plain open(), and a file being replaced keeps its permissions.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

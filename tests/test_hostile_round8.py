@@ -4,6 +4,7 @@ Each test failed on the code before its fix (checked against main's lmtt_widgets
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +41,166 @@ def test_the_registry_says_which_methods_score_tokens():
                                     "integrated_gradients", "occlusion"}
     assert not get_method("importance").scores_tokens
     assert set(attribution_methods()) == set(token_methods())
+
+
+# ---- 2. read_report: a path or the page; clear errors for what is not a readable report
+@pytest.fixture(scope="module")
+def report_path(ex, tmp_path_factory):
+    from lmtt_widgets.report import write_report
+
+    return write_report(ex, tmp_path_factory.mktemp("report") / "r.html")
+
+
+def test_read_report_takes_a_path(report_path):
+    from lmtt_widgets.report import read_report
+
+    page = report_path.read_text(encoding="utf-8")
+    assert read_report(report_path)["state"]["tokens"] == read_report(page)["state"]["tokens"]
+    assert read_report(str(report_path))["state"]["prompt"] == PROMPT  # a file name as text too
+
+
+def test_read_report_says_what_is_wrong(report_path, tmp_path):
+    # before: AttributeError ('PosixPath' has no 'split'), IndexError, or zlib / json errors from deep inside
+    from lmtt_widgets.report import read_report
+
+    page = report_path.read_text(encoding="utf-8")
+    cases = {
+        tmp_path / "missing.html": "there is no report at",
+        tmp_path: "is a directory",
+    }
+    (tmp_path / "other.html").write_text("<html><body>hello</body></html>", encoding="utf-8")
+    cases[tmp_path / "other.html"] = "is not an lmtt-widgets report"
+    (tmp_path / "binary.html").write_bytes(b"\xff\xfe\x00<")
+    cases[tmp_path / "binary.html"] = "not UTF-8"
+    for path, message in cases.items():
+        with pytest.raises(InputError, match=message):
+            read_report(path)
+    start = page.index('id="lmtt-state">') + 20
+    with pytest.raises(InputError, match="truncated"):
+        read_report(page[: start + 100])  # the download stopped inside the state
+    end = page.index("</script>", start)
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        read_report(page[: start + 50] + page[end:])  # the state cut short, the page closed
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        read_report(page[:start] + "x" * 40 + page[end:])
+    with pytest.raises(TypeError, match="decode bytes first"):
+        read_report(page.encode("utf-8"))
+
+
+# ---- 3. write_report: a FIFO, a read-only file, a name too long are refused up front; the old file survives
+def test_write_report_refuses_a_read_only_file_and_a_fifo(ex, tmp_path):
+    import os
+    import stat
+
+    from lmtt_widgets.report import write_report
+
+    kept = tmp_path / "kept.html"
+    kept.write_text("the user's own page", encoding="utf-8")
+    kept.chmod(stat.S_IRUSR | stat.S_IRGRP)
+    with pytest.raises(InputError, match="read-only"):  # before: silently replaced
+        write_report(ex, kept)
+    assert kept.read_text(encoding="utf-8") == "the user's own page"
+    fifo = tmp_path / "pipe.html"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):  # before: the FIFO replaced by a file
+        write_report(ex, fifo)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_write_report_names_too_long_for_the_filesystem(ex, tmp_path):
+    from lmtt_widgets.report import read_report, write_report
+
+    with pytest.raises(InputError, match="shorter"):  # before: a raw OSError (File name too long)
+        write_report(ex, tmp_path / ("a" * 300 + ".html"))
+    near = tmp_path / ("b" * 245 + ".html")  # fits, but its temporary name did not: OSError before
+    assert read_report(write_report(ex, near))["state"]["prompt"] == PROMPT
+    assert [p.name for p in tmp_path.iterdir()] == [near.name]  # no temporary file left behind
+
+
+# ---- 4. and 7. Explorer(...) takes its traits as keywords, checked as the setters check them, with clear messages
+def test_explorer_takes_its_traits_as_constructor_keywords(ex):
+    from lmtt_widgets import Explorer
+
+    w = Explorer(ex, target=2, foil=" ", ablation="mean", head_mode="attribution_patching", threshold=0.1)
+    # before: AttributeError ('Explorer' object has no attribute 'explanation')
+    assert (w.target, w.foil, w.head_mode, w.threshold) == (2, ord(" "), "attribution_patching", 0.1)
+    assert w.metric["position"] == 2 and w.route.target == ex.route(2, 0.1).target
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(target=99), r"target token 99 is out of range 0\.\.18"),
+    (dict(target="x"), r"target must be a token position, an integer 0\.\.18"),
+    (dict(foil=500), "foil id 500 is out of range: the vocabulary has 128 tokens"),
+    (dict(threshold="x"), r"threshold must be a number between 0 and 1 such as 0\.04, not 'x'"),
+    (dict(graph={}), "'graph': Python computes it"),
+    (dict(trget=3), "takes no keyword 'trget'; its keywords are model, prompt, threshold, granularity, target"),
+])
+def test_explorer_refuses_bad_constructor_keywords_clearly(ex, kwargs, message):
+    # before: AttributeError, traitlets' "expected a float, not the str 'x'", or a keyword silently dropped
+    from lmtt_widgets import Explorer
+
+    with pytest.raises(InputError, match=message):
+        Explorer(ex, **kwargs)
+
+
+def test_a_threshold_or_target_that_is_not_a_number_says_its_range(ex):
+    from lmtt_widgets import Explorer
+
+    w = Explorer(ex)
+    with pytest.raises(InputError, match=r"threshold must be a number between 0 and 1"):
+        w.threshold = "x"
+    w.set_state({"threshold": "0.04"})  # from the browser: refused, reported with the range
+    assert w.threshold == 0.04 and "between 0 and 1" in w.error
+    w.set_state({"target": "3"})
+    assert w.target == ex.n_tokens - 1 and "an integer 0..18" in w.error
+
+
+# ---- 5. one function reads a component list: check(5) refused clearly, check(None) = every head and MLP
+def test_explorer_check_reads_components_like_patch(ex):
+    from lmtt_widgets import Explorer
+    from lmtt_widgets.methods import Component
+
+    w = Explorer(ex)
+    w.ablation = "mean"
+    for bad in (5, [5], b"L0.H1", {"L0.H1": 1}):
+        with pytest.raises(TypeError, match="components? .*(id such as 'L0.H1')"):  # before: 'int' not iterable
+            w.check(bad)
+        with pytest.raises(TypeError, match="(id such as 'L0.H1')"):
+            ex.patch(bad, ablation="mean")
+    with pytest.raises(TypeError, match=r"for a table's top 5, pass \[c for c, _ in table.top\(5\)\]"):
+        w.check(5)
+    every = w.check(None)  # before: TypeError ('NoneType' object is not iterable)
+    assert every.components == ex.patch(None, ablation="mean").components
+    assert len(every) == ex.n_layers * (ex.n_heads + 1)
+    assert w.check(Component.parse("L1.MLP")).components == [Component.parse("L1.MLP")]
+    assert ex.score("activation_patching", components="L0.H1", ablation="mean").top(1)[0][0].id == "L0.H1"
+
+
+# ---- 6. and 8. token ids: integers of any kind accepted alike, floats of any kind refused, the vocabulary checked
+@pytest.mark.parametrize("token", [3.0, np.float64(3.0), np.float32(3.0), torch.tensor(3.0)])
+def test_float_token_ids_are_refused_whatever_their_type(ex, token):
+    # before: 3.0 was read as id 3, np.float64(3.0) refused: one number, two answers
+    with pytest.raises(InputError, match="must be an integer token id .* not the float"):
+        ex.metric(target=token)
+    with pytest.raises(InputError, match="not the float"):
+        ex.logit_attribution(foil=token)
+    for integer in (3, np.int64(3), np.uint16(3), torch.tensor(3)):  # integers of every kind: one id
+        assert ex.metric(target=integer).target == 3 and ex.metric(foil=integer).foil == 3
+
+
+def test_a_named_baseline_outside_the_vocabulary_is_refused(ex, monkeypatch):
+    # the tokenizer's pad token is an added token past the model's vocabulary: before, a raw IndexError
+    monkeypatch.setattr(ex.trace.lm.tokenizer, "pad_token_id", 1000, raising=False)
+    for method in ("occlusion", "integrated_gradients"):
+        with pytest.raises(InputError, match=r"baseline \(pad token\) id 1000 is out of range: the vocabulary has 128"):
+            ex.score(method)
+
+
+# ---- 9. occlusion by removal at the first token: refused, never NaN
+def test_occlusion_by_removal_of_the_only_token_is_refused(lm, ex):
+    with pytest.raises(InputError, match="mode='remove' at token 0.*Use mode='replace'"):
+        explain(lm, "T").score("occlusion", mode="remove")  # before: a NaN score
+    with pytest.raises(InputError, match="mode='remove' at token 0"):
+        ex.score("occlusion", mode="remove", position=0)
+    later = ex.score("occlusion", mode="remove", position=1)
+    assert torch.isfinite(later.scores).all() and len(later) == 2
