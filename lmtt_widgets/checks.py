@@ -40,7 +40,7 @@ def count(value, name: str = "k", *, low: int = 1, what: str = "how many to list
     """An int >= ``low`` (default: a positive int, how many items to list)."""
     if not is_integer(value):
         kind = {1: "a positive integer", 0: "a non-negative integer"}.get(low, f"an integer >= {low}")
-        raise InputTypeError(f"{name} must be {kind} ({what}), not {_show(value)} ({type(value).__name__}).")
+        raise InputTypeError(f"{name} must be {kind} ({what}), not {show(value)} ({type(value).__name__}).")
     if int(value) < low:
         raise InputError(f"{name} must be at least {low} ({what}); got {int(value)}.")
     return int(value)
@@ -49,7 +49,7 @@ def count(value, name: str = "k", *, low: int = 1, what: str = "how many to list
 def flag(value, name: str) -> bool:
     """True or False (NumPy's bool too); a string such as 'no' is truthy, so it is refused rather than guessed."""
     if not isinstance(value, (bool, np.bool_)):
-        raise InputTypeError(f"{name} must be True or False, not {_show(value)} ({type(value).__name__}).")
+        raise InputTypeError(f"{name} must be True or False, not {show(value)} ({type(value).__name__}).")
     return bool(value)
 
 
@@ -77,7 +77,7 @@ def options(fn, given: dict, what: str) -> None:
     takes = [n for n, p in list(params.items())[1:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     bad = [k for k in given if k not in takes]
     if bad:
-        raise InputTypeError(f"{what} takes no option {', '.join(map(_show, bad))}; its options are "
+        raise InputTypeError(f"{what} takes no option {', '.join(map(show, bad))}; its options are "
                              f"{', '.join(takes) or 'none'}.")
 
 
@@ -93,7 +93,7 @@ def unicode_text(value: str, name: str, error: type[InputError] = InputError) ->
     return value
 
 
-def _show(value) -> str:
+def show(value) -> str:
     """repr cut short: a hostile caller may pass megabytes."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

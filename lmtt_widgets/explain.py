@@ -315,8 +315,6 @@ class Explanation:
         'L3.H2 5>7' (an edge), or Component values."""
         from .methods import causal
 
-        if isinstance(components, str):
-            components = [components]
         if checks.flag(together, "together"):
             return causal.patch_together(self, components, target=target, foil=foil, position=position,
                                          corrupted=corrupted, ablation=ablation)

@@ -16,7 +16,7 @@ from typing import Callable, Literal
 import torch
 
 from .. import checks
-from ..errors import ComponentKeyError, InputError, SelectionError
+from ..errors import ComponentKeyError, InputError, InputTypeError, SelectionError
 
 Kind = Literal["embed", "head", "attn_bias", "mlp", "mlp_bias", "neuron", "resid", "edge", "token", "external"]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
@@ -87,6 +87,28 @@ class Component:
         if neuron is not None:
             return cls("neuron", int(layer), int(neuron), pos)
         return cls(kind, int(layer), None, pos)
+
+
+def component_list(components) -> "list[Component] | None":
+    """What every method taking components reads: one id or Component, or a list (tuple, set...) of them, as a
+    list of Components; None stays None (the method's default set). Anything else is refused by what it is."""
+    if components is None:
+        return None
+    if isinstance(components, (str, Component)):  # one id, not its characters
+        return [Component.parse(components)]
+    if isinstance(components, (bytes, dict)) or not hasattr(components, "__iter__"):
+        hint = (f"; for a table's top {components}, pass [c for c, _ in table.top({components})]"
+                if checks.is_integer(components) else "")
+        raise InputTypeError(f"components must be a list of ids such as ['L0.H1', 'L2.MLP'] (or one id such as "
+                             f"'L0.H1', or Component values), not {type(components).__name__} "
+                             f"{checks.show(components)}{hint}.")
+    out = []
+    for n, c in enumerate(components):
+        if not isinstance(c, (str, Component)):
+            raise InputTypeError(f"component {n} of the list is {checks.show(c)} ({type(c).__name__}); name each "
+                                 "component by an id such as 'L0.H1', 'L2.MLP' or 'L3.N12'.")
+        out.append(Component.parse(c))
+    return out
 
 
 @dataclass(frozen=True)

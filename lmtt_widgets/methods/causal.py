@@ -21,7 +21,7 @@ from ..errors import InputError, InputTypeError, SelectionError
 from ..models.offload import input_device
 from ..tracing.capture import eval_mode
 from ..tracing.guard import exclusive
-from .base import Component, ScoreTable, register_method
+from .base import Component, ScoreTable, component_list, register_method
 from .interventions import (Plan, Reference, _as_batch, batch_size, check_component, check_rerun, reference,
                             rerun_tolerance, run_components, run_plans)
 from .targets import make_metric
@@ -199,13 +199,13 @@ def _edge_estimates(ex, route, ref: Reference, grads: Gradients) -> tuple[list[C
 def activation_patching(ex, target=None, foil=None, position=None, *, components=None, corrupted=None,
                         ablation=None) -> ScoreTable:
     """The exact effect of patching each component separately (default: every head and MLP, all positions)."""
-    components = _components(components)
+    components = component_list(components)
     metric = make_metric(ex, target, foil, position)
     ref = reference(ex, corrupted, ablation)
     if components is None:
         components = [Component(k, l, h) for l in range(ex.n_layers)
                       for k, h in [("head", h) for h in range(ex.n_heads)] + [("mlp", None)]]
-    comps = [check_component(ex, Component.parse(c)) for c in components]
+    comps = [check_component(ex, c) for c in components]
     clean, patched = run_components(ex, metric, [[c] for c in comps], ref)
     extra = {"clean": clean, "ablation": ref.ablation, "patched": patched.tolist()}
     return ScoreTable("activation_patching", EXACT, metric, comps, clean - patched, True, extra)
@@ -213,12 +213,12 @@ def activation_patching(ex, target=None, foil=None, position=None, *, components
 
 def patch_together(ex, components, *, target=None, foil=None, position=None, corrupted=None, ablation=None) -> dict:
     """The exact effect of patching a set of components at once: ``{"clean", "patched", "effect", ...}``."""
-    components = _components(components)
+    components = component_list(components)
     if not components:
         raise InputError("patch_together needs at least one component, such as ['L0.H1'].")
     metric = make_metric(ex, target, foil, position)
     ref = reference(ex, corrupted, ablation)
-    comps = [check_component(ex, Component.parse(c)) for c in components]
+    comps = [check_component(ex, c) for c in components]
     clean, patched = run_components(ex, metric, [comps], ref)
     patched = float(patched[0])
     return {"clean": clean, "patched": patched, "effect": clean - patched, "metric": metric.name,
@@ -288,14 +288,6 @@ def _thresholds(thresholds) -> list[float]:
     if not out:
         raise InputError("thresholds is empty; give at least one, such as [0.04].")
     return out
-
-
-def _components(components) -> list:
-    """A list of component ids or Components (None: the method's default set)."""
-    if components is None or isinstance(components, (list, tuple)):
-        return components
-    raise InputTypeError(f"components must be a list of ids such as ['L0.H1', 'L2.MLP'] (or Component values), "
-                         f"not {type(components).__name__}.")
 
 
 def faithfulness_of_top(ex, table: ScoreTable, ks=(5, 10, 20, 50), *, by: str = "abs", corrupted=None,

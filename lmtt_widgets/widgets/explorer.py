@@ -21,6 +21,7 @@ from ..contributions.graph import DEFAULT_THRESHOLD, check_threshold
 from ..errors import InputError, InputTypeError, LmttError, PromptTypeError, SelectionError
 from ..explain import Explanation, explain
 from ..methods import ScoreTable, get_method
+from ..methods.base import component_list
 from ..methods.targets import make_metric
 from ..models.loading import load_model
 from . import payload, protocol, scoring
@@ -37,6 +38,34 @@ log = logging.getLogger("lmtt_widgets")
 class WidgetValueError(t.TraitError, InputError):
     """A refused widget value: a TraitError for traitlets (which then rolls the change back), and an InputError
     (a ValueError) for user code that sets a trait from Python."""
+
+
+class Fraction(t.Float):
+    """A float trait in (0, 1) whose refusal says the range (traitlets' own: "expected a float, not the str")."""
+
+    def validate(self, obj, value):
+        try:
+            value = checks.fraction(value, self.name)
+        except InputError as exc:
+            raise WidgetValueError(str(exc)) from None
+        return super().validate(obj, value)
+
+
+class Position(t.Int):
+    """A token position; a non-integer (a text, a float, True) is refused with the prompt's range."""
+
+    def validate(self, obj, value):
+        if not is_integer(value):  # traitlets' Int takes True as 1
+            n = obj._limits()["n_tokens"]
+            scope = f" 0..{n - 1} (the prompt has {n} tokens)" if n else ""
+            raise WidgetValueError(f"{self.name} must be a token position, an integer{scope}, not {value!r}.")
+        return super().validate(obj, int(value))
+
+
+# What the constructor takes besides the explanation: the traits a user chooses, set in this order once the
+# explanation is shown (the foil is read at the target; the heatmap's causal mode needs its corruption first).
+USER_TRAITS = ("target", "foil", "corrupted", "ablation", "attribution_method", "attribution_options", "head_mode",
+               "selection", "panes")
 
 
 def _check_option_types(fn, given: dict) -> None:
@@ -62,8 +91,8 @@ class _ExplanationWidget(anywidget.AnyWidget):
     panes = t.List(t.Unicode(), default_value=["graph"]).tag(sync=True)
     tokens = t.List(t.Unicode()).tag(sync=True)
     meta = Typed(TRAIT["meta"])
-    target = t.Int(0).tag(sync=True)
-    threshold = t.Float(DEFAULT_THRESHOLD).tag(sync=True)
+    target = Position(0).tag(sync=True)
+    threshold = Fraction(DEFAULT_THRESHOLD).tag(sync=True)
     granularity = t.Enum(list(protocol.GRANULARITIES), default_value="head").tag(sync=True)
     graph = Typed(TRAIT["graph"])
     head_importance = Typed(TRAIT["head_importance"])
@@ -107,6 +136,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
         """
         if explanation is not None and not isinstance(explanation, Explanation):
             model, explanation = explanation, None  # Explorer("smollm2", "prompt")
+        chosen = self._chosen_traits(kwargs)
         super().__init__(**kwargs)
         self._lm = None if model is None else load_model(model)
         self.explanation: Explanation | None = None
@@ -123,6 +153,22 @@ class _ExplanationWidget(anywidget.AnyWidget):
         if explanation is not None:
             self._lm = explanation.trace.lm
             self.show(explanation)
+        for name in USER_TRAITS:  # validated as a setter's value is (show() would reset a target set before it)
+            if name in chosen:
+                setattr(self, name, chosen[name])
+
+    def _chosen_traits(self, kwargs: dict) -> dict:
+        """The user-chosen traits among the constructor's keywords (taken out of ``kwargs``); computed traits and
+        unknown names are refused rather than silently dropped."""
+        computed = [k for k in kwargs if k in protocol.PYTHON_ONLY and k not in USER_TRAITS]
+        unknown = [k for k in kwargs if not self.has_trait(k)]
+        if computed or unknown:
+            what = (f"no keyword {', '.join(map(repr, unknown))}" if unknown else
+                    f"{', '.join(map(repr, computed))}: Python computes {'it' if len(computed) == 1 else 'them'} "
+                    "from the explanation")
+            raise InputTypeError(f"{type(self).__name__} takes {what}; its keywords are model, prompt, threshold, "
+                                 f"granularity, {', '.join(USER_TRAITS)}.")
+        return {k: kwargs.pop(k) for k in list(kwargs) if k in USER_TRAITS}
 
     # ---- state from an explanation
     def show(self, ex: Explanation) -> None:
@@ -190,10 +236,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
     @t.validate("target")
     def _valid_target(self, proposal):
         n = self._limits()["n_tokens"]
-        value = proposal["value"]
-        if not is_integer(value):  # traitlets' Int takes True as 1
-            raise WidgetValueError(f"target must be a token position (an integer), not {value!r}")
-        value = int(value)
+        value = int(proposal["value"])  # (an integer: the Position trait checked it)
         if n and not 0 <= value < n:
             raise WidgetValueError(f"target token {value} is out of range 0..{n - 1}")
         return value
@@ -477,11 +520,12 @@ class _ExplanationWidget(anywidget.AnyWidget):
 
     def check(self, components) -> ScoreTable:
         """Exact patching of each component separately (metric(clean) - metric(patched)), for the current foil and
-        corruption; what the Check button runs. Also kept as ``last_check``."""
+        corruption; what the Check button runs. ``components``: an id such as 'L0.H1', a list of ids or Components,
+        or None for every head and MLP (activation patching's default). Also kept as ``last_check``."""
         ex = self._need_explanation()
-        if isinstance(components, str):  # one id, not its characters
-            components = [components]
-        comps = [scoring.check_component(ex, c) if isinstance(c, str) else c for c in components]
+        comps = component_list(components)
+        if comps is not None:  # checked against the model and prompt before the settings' corruption is read
+            comps = [scoring.check_component(ex, c) for c in comps]
         self.last_check = scoring.exact_patch(ex, comps, self.settings)
         return self.last_check
 

@@ -91,9 +91,10 @@ def run_method(ex, name: str, settings: Settings) -> ScoreTable:
     return get_method(name).fn(ex, **opts)
 
 
-def exact_patch(ex, components: list, settings: Settings) -> ScoreTable:
-    """Exact activation patching of each component separately (metric(clean) - metric(patched))."""
-    return get_method(EXACT).fn(ex, components=list(components), **settings.causal_options())
+def exact_patch(ex, components: list | None, settings: Settings) -> ScoreTable:
+    """Exact activation patching of each component separately (metric(clean) - metric(patched)); None: every head
+    and MLP."""
+    return get_method(EXACT).fn(ex, components=components, **settings.causal_options())
 
 
 def route_check(ex, threshold: float, settings: Settings):
@@ -101,9 +102,9 @@ def route_check(ex, threshold: float, settings: Settings):
     return ex.faithfulness(thresholds=[threshold], **settings.causal_options())
 
 
-def check_component(ex, text: str) -> Component:
-    """The component a browser `check:` key names (an id such as 'L23.H3'), checked against the model and prompt
-    before any work starts (the patching methods' own check, so the messages are theirs)."""
+def check_component(ex, text: "str | Component") -> Component:
+    """The component a browser `check:` key names (an id such as 'L23.H3', or a Component), checked against the
+    model and prompt before any work starts (the patching methods' own check, so the messages are theirs)."""
     from ..methods.interventions import check_component as exists
 
     return exists(ex, Component.parse(text))

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from ..checks import is_integer
+from ..checks import is_integer, show as _show
 from ..errors import SelectionError, SelectionTypeError
 from .protocol import SELECTABLE_NODE_KINDS, SELECTION_FIELDS
-
-
-def _show(value) -> str:
-    """repr of a value from the browser, cut short (a hostile page may send megabytes)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_selection(sel, *, n_layers: int, n_tokens: int, n_heads: int, n_neurons: int) -> dict | None:
