@@ -47,7 +47,7 @@ from ..errors import SelectionError
 from ..models.offload import input_device
 from ..tracing.guard import exclusive
 from .base import Component, ScoreTable, register_method
-from .targets import make_metric, token_id
+from .targets import in_vocabulary, make_metric, token_id
 
 SALIENCY = "gradient norm ‖∂metric/∂e_j‖₂ (input embeddings)"
 INPUT_X_GRADIENT = "input x gradient e_j · ∂metric/∂e_j"
@@ -144,8 +144,8 @@ def baseline_token(ex, baseline) -> int:
         order = ["pad", "unk", "eos"] if baseline is None else [baseline]
         for name in order:
             tid = getattr(tok, f"{name}_token_id", None)
-            if isinstance(tid, int):
-                return tid
+            if isinstance(tid, int):  # (a tokenizer's added token may lie past the model's vocabulary)
+                return in_vocabulary(ex, tid, f"baseline ({name} token)")
         raise SelectionError(
             f"The tokenizer has no {' / '.join(order)} token to use as the baseline; pass baseline=<token id or "
             "one-token text>, e.g. baseline=' the'."
@@ -335,12 +335,17 @@ def occlusion(ex, target=None, foil=None, position=None, *, baseline=None, mode:
               batch_size: int = OCCLUSION_BATCH) -> ScoreTable:
     """Leave-one-out: metric(clean) − metric(token j replaced by ``baseline`` or removed), for every j ≤ position.
 
-    With ``mode="remove"`` and a one-token prefix there is nothing left to run: that score is NaN.
+    With ``mode="remove"`` the prediction at token 0 is refused: removing the only token it reads leaves no
+    sequence to run, so there is no occluded metric to compare with.
     """
     batch_size = checks.count(batch_size, "batch_size", what="occluded rows per pass")
     if mode not in ("replace", "remove"):
         raise SelectionError(f"mode must be 'replace' (keeps positions) or 'remove' (shifts them), not {mode!r}")
     metric = make_metric(ex, target, foil, position)
+    if mode == "remove" and metric.position == 0:
+        raise SelectionError("occlusion with mode='remove' at token 0: removing the only token the prediction reads "
+                             "leaves nothing to run. Use mode='replace' (a baseline token in its place) or explain "
+                             "a later position.")
     model = ex.trace.lm.model
     ids = _prefix_ids(ex, metric)
     T = ids.numel()
@@ -356,10 +361,8 @@ def occlusion(ex, target=None, foil=None, position=None, *, baseline=None, mode:
                 logits, _ = last_logits(model, ids=rows, past=past)
                 occluded.append(metric_of(metric, logits).double())
                 computed += rows.numel()
-            elif running is not None:  # removing the last token leaves the clean prefix: its last logits
+            else:  # removing the last token leaves the clean prefix: its last logits (T > 1, refused above)
                 occluded.append(metric_of(metric, last).double())
-            else:  # removing the only token leaves nothing to run
-                occluded.append(torch.full((j1 - j0,), float("nan"), dtype=torch.float64))
             last, running = last_logits(model, ids=ids[None, j0:j1], past=running, cache=True)
             computed += j1 - j0
     clean = float(metric_of(metric, last)[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import torch
 
@@ -11,35 +13,45 @@ from .base import Metric
 
 
 def token_id(ex, token, *, what: str) -> int:
-    """A vocabulary id from an int id or a text that is exactly one token."""
-    vocab = ex.trace.logits.shape[-1]
-    if isinstance(token, bool) or (isinstance(token, float) and not token.is_integer()):
+    """A vocabulary id from an integer id (Python, NumPy or a 0-d integer tensor) or a text that is exactly one
+    token. Floats of every kind are refused, 3.0 too: an id is never truncated or guessed from a number."""
+    if isinstance(token, str):
+        return in_vocabulary(ex, _text_id(ex, token, what), what)
+    if isinstance(token, (bool, np.bool_)):
         raise SelectionError(f"The {what} must be a token id or a token's text, not {token!r}.")
-    if isinstance(token, (torch.Tensor, np.ndarray, np.generic)) and not is_integer(token):
-        # a float tensor's __index__ truncates (3.7 -> 3), an array of one id is not an id: refused, not guessed
+    if is_integer(token) or (hasattr(token, "__index__") and not isinstance(token, (torch.Tensor, np.ndarray))):
+        return in_vocabulary(ex, operator.index(token), what)
+    if isinstance(token, (float, np.floating)) or (isinstance(token, torch.Tensor) and token.is_floating_point()):
+        raise SelectionError(f"The {what} must be an integer token id or a token's text, not the float {token!r}: "
+                             "ids are not truncated for you; pass int(...) if the number is an id.")
+    if isinstance(token, (torch.Tensor, np.ndarray)):  # an array of one id is not an id: refused, not guessed
         raise SelectionError(f"The {what} must be a token id (an integer) or a token's text, not a "
                              f"{type(token).__name__} of dtype {token.dtype} and shape {list(token.shape)}; "
                              "use int(...) on a single integer id.")
-    if isinstance(token, (int, float)) or hasattr(token, "__index__"):
-        tid = int(token)
-        if not 0 <= tid < vocab:
-            raise SelectionError(
-                f"The {what} id {tid} is out of range: the vocabulary has {vocab} tokens (0..{vocab - 1}).")
-        return tid
-    if isinstance(token, str):
-        unicode_text(token, f"The {what}", SelectionError)
-        if not token:
-            raise SelectionError(
-                f"The {what} is an empty text; give a token such as ' Paris' (mind the leading space).")
-        ids = _encode(ex.trace.lm.tokenizer, token)
-        if len(ids) != 1:
-            pieces = [ex.trace.lm.tokenizer.decode([i]) for i in ids]
-            raise SelectionError(
-                f"The {what} {token!r} is {len(ids)} tokens {pieces}, not one. Give a single token (mind the leading "
-                f"space: ' Paris', not 'Paris') or its id."
-            )
-        return ids[0]
     raise SelectionError(f"The {what} must be a token id or a token's text, not {type(token).__name__}.")
+
+
+def in_vocabulary(ex, tid: int, what: str) -> int:
+    """``tid`` when the model has a logit for it; else a clear error (ids from another model's tokenizer)."""
+    vocab = ex.trace.logits.shape[-1]
+    if not 0 <= tid < vocab:
+        raise SelectionError(
+            f"The {what} id {tid} is out of range: the vocabulary has {vocab} tokens (0..{vocab - 1}).")
+    return tid
+
+
+def _text_id(ex, token: str, what: str) -> int:
+    unicode_text(token, f"The {what}", SelectionError)
+    if not token:
+        raise SelectionError(f"The {what} is an empty text; give a token such as ' Paris' (mind the leading space).")
+    ids = _encode(ex.trace.lm.tokenizer, token)
+    if len(ids) != 1:
+        pieces = [ex.trace.lm.tokenizer.decode([i]) for i in ids]
+        raise SelectionError(
+            f"The {what} {token!r} is {len(ids)} tokens {pieces}, not one. Give a single token (mind the leading "
+            f"space: ' Paris', not 'Paris') or its id."
+        )
+    return ids[0]
 
 
 def _encode(tokenizer, text: str) -> list[int]:
