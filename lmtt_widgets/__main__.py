@@ -28,13 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import explain, load_model
         from .summary import text_summary
 
+        report = _checked_report_options(args)  # before the model loads: a typo must not cost a model run
         lm = load_model(args.model)
         ex = explain(lm, args.prompt, convention=args.convention)
         print(text_summary(ex, check=not args.no_check))
-        if args.html:
+        if report is not None:
             from .report import write_report
 
-            path = write_report(ex, args.html, threshold=args.threshold)
+            path = write_report(ex, report, threshold=args.threshold)
             print(f"Report written to {path} (open it in a browser; it works offline, no kernel needed)")
     except LmttError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -43,6 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _checked_report_options(args):
+    """The report's path (None: no report), with --threshold and --html checked as write_report checks them."""
+    if not args.html:
+        return None
+    from .contributions.graph import check_threshold
+    from .report import check_report_path
+
+    check_threshold(args.threshold, "head")  # the report's route; the page itself can go lower
+    return check_report_path(args.html)
 
 
 if __name__ == "__main__":

@@ -861,7 +861,7 @@ def write_report(ex: Explanation, path="lmtt-report.html", threshold: float = DE
                  granularity: str = "head", *, max_bytes: int = MAX_BYTES) -> pathlib.Path:
     """Write the self-contained report; returns its absolute path. An existing file is replaced only once the
     new one is complete: any failure leaves it as it was."""
-    path = _report_path(path)
+    path = check_report_path(path)
     if not isinstance(ex, Explanation):
         raise InputTypeError(f"write_report takes an Explanation (from explain(model, prompt)), not "
                              f"{type(ex).__name__}.")
@@ -871,7 +871,7 @@ def write_report(ex: Explanation, path="lmtt-report.html", threshold: float = DE
     return path
 
 
-def _report_path(path) -> pathlib.Path:
+def check_report_path(path) -> pathlib.Path:
     """Where to write, checked before any work: a file path whose directory exists."""
     if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
         raise InputTypeError(f"path must be a file name such as 'report.html', not {type(path).__name__}.")

@@ -4,6 +4,8 @@ Each test failed on the code before its fix (checked against main's lmtt_widgets
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -204,3 +206,25 @@ def test_occlusion_by_removal_of_the_only_token_is_refused(lm, ex):
         ex.score("occlusion", mode="remove", position=0)
     later = ex.score("occlusion", mode="remove", position=1)
     assert torch.isfinite(later.scores).all() and len(later) == 2
+
+
+# ---- 10. the CLI checks --threshold and --html before it loads (and runs) the model
+@pytest.mark.parametrize("argv, message", [
+    (["--threshold", "5"], r"threshold must lie in \(0, 1\)"),
+    (["--threshold", "nan"], r"threshold must lie in \(0, 1\)"),
+    (["--threshold", "0.0001"], "threshold must be >="),
+    (["--html", "{tmp}/missing/r.html"], "does not exist"),
+    (["--html", "{tmp}"], "is a directory"),
+    (["--html", "{tmp}/" + "a" * 300 + ".html"], "shorter"),
+])
+def test_cli_checks_its_options_before_loading_the_model(argv, message, tmp_path, monkeypatch, capsys):
+    import lmtt_widgets
+    from lmtt_widgets.__main__ import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(lmtt_widgets, "load_model", never)
+    assert main(["abc", *[a.format(tmp=tmp_path) for a in argv]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and re.search(message, err) and "Traceback" not in err
