@@ -112,10 +112,12 @@ def test_occlusion_equals_manual_leave_one_out(tiny, family, mode):
     assert table.extra["forward_equivalents"] <= T / 2 + 3 / 2 + 1 + 1e-9
 
 
-def test_occlusion_removing_the_only_token_is_nan(tiny):
+def test_occlusion_removing_the_only_token_is_refused(tiny):
+    from lmtt_widgets.errors import SelectionError
+
     _, ex = tiny("llama")
-    table = run(ex, "occlusion", position=0, mode="remove")
-    assert table.scores.isnan().all() and len(table) == 1
+    with pytest.raises(SelectionError, match="mode='remove' at token 0"):  # no sequence left: never a NaN score
+        run(ex, "occlusion", position=0, mode="remove")
 
 
 def test_input_x_gradient_equals_finite_differences(tiny):

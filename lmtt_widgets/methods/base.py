@@ -64,14 +64,14 @@ class Component:
         if not isinstance(text, str):
             raise SelectionError(f"A component is named by an id such as 'L23.H3', not {type(text).__name__}.")
         s = text.strip()
-        m = re.fullmatch(r"L(\d+)(?:\.H(\d+))? (\d+)>(\d+)", s)
+        m = re.fullmatch(r"L(\d+)(?:\.H(\d+))? (\d+)>(\d+)", s, re.ASCII)  # (ASCII: \d takes any script's digits)
         if m:
             layer, head, src, dst = m.groups()
             return cls("edge", int(layer), None if head is None else int(head), int(dst), int(src))
-        m = re.fullmatch(r"T(\d+)", s)
+        m = re.fullmatch(r"T(\d+)", s, re.ASCII)
         if m:
             return cls("token", position=int(m.group(1)))
-        m = re.fullmatch(r"(EMB|L(\d+)\.(H(\d+)|N(\d+)|BO|BM|MLP|R|EXT))(?:@(\d+))?", s)
+        m = re.fullmatch(r"(EMB|L(\d+)\.(H(\d+)|N(\d+)|BO|BM|MLP|R|EXT))(?:@(\d+))?", s, re.ASCII)
         if not m:
             raise SelectionError(
                 f"{text!r} names no component. Use e.g. 'EMB', 'L23.H3', 'L5.MLP', 'L5.N1234', 'L5.R', "

@@ -21,13 +21,13 @@ def token_id(ex, token, *, what: str) -> int:
         raise SelectionError(f"The {what} must be a token id or a token's text, not {token!r}.")
     if is_integer(token) or (hasattr(token, "__index__") and not isinstance(token, (torch.Tensor, np.ndarray))):
         return in_vocabulary(ex, operator.index(token), what)
-    if isinstance(token, (float, np.floating)) or (isinstance(token, torch.Tensor) and token.is_floating_point()):
-        raise SelectionError(f"The {what} must be an integer token id or a token's text, not the float {token!r}: "
-                             "ids are not truncated for you; pass int(...) if the number is an id.")
     if isinstance(token, (torch.Tensor, np.ndarray)):  # an array of one id is not an id: refused, not guessed
         raise SelectionError(f"The {what} must be a token id (an integer) or a token's text, not a "
                              f"{type(token).__name__} of dtype {token.dtype} and shape {list(token.shape)}; "
-                             "use int(...) on a single integer id.")
+                             "use int(...) on a single integer id (floats are not truncated for you).")
+    if isinstance(token, (float, np.floating)):
+        raise SelectionError(f"The {what} must be an integer token id or a token's text, not the float {token!r}: "
+                             "ids are not truncated for you; pass int(...) if the number is an id.")
     raise SelectionError(f"The {what} must be a token id or a token's text, not {type(token).__name__}.")
 
 

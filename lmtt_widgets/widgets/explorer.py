@@ -546,10 +546,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
         self.status = {"state": "running", "message": f"exact patching: {what}…", "progress": 0.0}
         try:
             if what.startswith("route:"):
-                try:
-                    tau = float(what[len("route:"):])
-                except ValueError:
-                    raise SelectionError(f"malformed route check {what!r}: use route:<threshold>") from None
+                tau = payload.key_number(what[len("route:"):], "route check threshold (route:<threshold>)")
                 return payload.route_check_result(self.check_route(tau), tau, self.settings)
             component = scoring.check_component(self._need_explanation(), what)
             return payload.check_result(component, self.check([component]), self.tables, self.settings)

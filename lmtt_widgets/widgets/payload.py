@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -215,14 +217,26 @@ def _pairs(tokens):
     return [[t.text, t.score] for t in tokens]
 
 
+# A key's numbers, strictly: int() and float() also take " 3", "1_0", "+3", "٣" (other scripts' digits) and
+# "nan", so one result would answer under many keys (the browser matches replies by key).
+_KEY_INT = re.compile(r"[0-9]{1,9}")
+_KEY_NUMBER = re.compile(r"[0-9]{0,9}\.?[0-9]{1,20}(?:[eE]-?[0-9]{1,3})?")
+
+
+def key_number(text: str, what: str) -> float:
+    """A decimal number written in a key (a route check's τ), or an InputError naming ``what`` was expected."""
+    if not _KEY_NUMBER.fullmatch(text):
+        raise InputError(f"malformed {what} {text[:60]!r}: write the number in plain decimals, such as 0.04")
+    return float(text)
+
+
 def details(ex: Explanation, key: str) -> dict:
     """Compute one detail result (see the protocol's keys). Raises ValueError / SelectionError on bad keys."""
     shown = repr(key) if len(key) <= 60 else repr(key[:57]) + "..."
     kind, *parts = key.split(":")
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"malformed details key {shown}") from None
+    if not all(_KEY_INT.fullmatch(p) for p in parts):
+        raise InputError(f"malformed details key {shown}: its fields are plain decimal digits, such as head:3:1:7")
+    nums = [int(p) for p in parts]
     if len(nums) != len(DETAIL_KEYS.get(kind, ())):
         raise InputError(f"unknown details key {shown}; use one of "
                          + ", ".join(f"{k}:<{'>:<'.join(f)}>" for k, f in DETAIL_KEYS.items()))
