@@ -182,9 +182,9 @@ def test_explorer_check_reads_components_like_patch(ex):
 @pytest.mark.parametrize("token", [3.0, np.float64(3.0), np.float32(3.0), torch.tensor(3.0)])
 def test_float_token_ids_are_refused_whatever_their_type(ex, token):
     # before: 3.0 was read as id 3, np.float64(3.0) refused: one number, two answers
-    with pytest.raises(InputError, match="must be an integer token id .* not the float"):
+    with pytest.raises(InputError, match="must be a(n integer)? token id.*(not the float|dtype torch.float32)"):
         ex.metric(target=token)
-    with pytest.raises(InputError, match="not the float"):
+    with pytest.raises(InputError, match="(not the float|floats are not truncated)"):
         ex.logit_attribution(foil=token)
     for integer in (3, np.int64(3), np.uint16(3), torch.tensor(3)):  # integers of every kind: one id
         assert ex.metric(target=integer).target == 3 and ex.metric(foil=integer).foil == 3
@@ -228,3 +228,63 @@ def test_cli_checks_its_options_before_loading_the_model(argv, message, tmp_path
     assert main(["abc", *[a.format(tmp=tmp_path) for a in argv]]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and re.search(message, err) and "Traceback" not in err
+
+
+# ---- 11. details keys are parsed strictly: one result answers one key
+def _details_reply(w, key):
+    sent = []
+    w.send = lambda content, buffers=None: sent.append(content)
+    w._on_message(w, {"type": "details", "id": 1, "key": key}, [])
+    (reply,) = sent
+    return reply
+
+
+@pytest.mark.parametrize("key", ["lens:0_1:3", "lens: 1:3", "lens:+1:3", "lens:\u0661:3", "head:0:1:\uff13",
+                                 "check:L\u0661.H1", "check:route:0.0_4", "check:route: 0.04", "check:route:nan"])
+def test_details_keys_with_loose_numbers_are_refused(ex, key):
+    # before: int() / float() read "0_1" as 1, " 1" as 1, "+1" as 1, Arabic-Indic "١" as 1, "nan" as NaN
+    from lmtt_widgets import Explorer
+
+    w = Explorer(ex)
+    w.ablation = "mean"
+    reply = _details_reply(w, key)
+    assert reply["ok"] is False and reply["key"] == key
+    assert re.search(r"malformed|names no component", reply["error"]), reply["error"]
+    assert _details_reply(w, "lens:1:3")["ok"] is True  # the plain key still answers
+
+
+# ---- 12. a norm's epsilon or the rotary frequencies changed after explain(): refused like a changed weight
+@pytest.mark.parametrize("change, where", [
+    (lambda net: setattr(net.model.norm, "variance_epsilon", 10.0), "model.norm.variance_epsilon"),
+    (lambda net: net.model.rotary_emb.inv_freq.mul_(1.5), "model.rotary_emb.inv_freq"),
+    (lambda net: setattr(net.model.layers[1].input_layernorm, "variance_epsilon", 10.0),
+     "model.layers.1.input_layernorm.variance_epsilon"),
+])
+def test_a_changed_norm_epsilon_or_rotary_frequency_is_refused(change, where):
+    from lmtt_widgets import StaleTraceError
+
+    lm = loaded("llama", dtype=torch.float32)
+    ex = explain(lm, PROMPT)
+    change(lm.model)
+    # before: logit attribution silently read the new final epsilon (scores moved by 0.39), patching and
+    # gradients reran a model with other rotary frequencies within the rerun tolerance
+    with pytest.raises(StaleTraceError, match=rf"{re.escape(where)} changed since the trace"):
+        ex.patch(["L0.H1"], ablation="mean")
+    with pytest.raises(StaleTraceError, match=re.escape(where)):
+        ex.score("saliency")
+    if "norm.variance" in where and "layers" not in where:
+        with pytest.raises(StaleTraceError, match="the output head"):
+            ex.logit_attribution()
+
+
+# ---- hostile browser: the widget's own code and identity are not the page's to write
+def test_the_browser_cannot_replace_the_widgets_code(ex):
+    from lmtt_widgets import Explorer
+
+    w = Explorer(ex)
+    w.send_state = lambda *a, **k: None  # (no comm here)
+    code, css, name = w._esm, w._css, w._model_name
+    w.set_state({"_esm": "alert(1)", "_css": "body{display:none}", "_model_name": "Other", "target": 3})
+    # before: every later view (and a saved notebook) loaded alert(1) as the widget's code
+    assert (w._esm, w._css, w._model_name) == (code, css, name)
+    assert w.target == 3 and "may not change _esm" in w.error

@@ -62,6 +62,11 @@ class Position(t.Int):
         return super().validate(obj, int(value))
 
 
+# The widget's own code and identity (anywidget, ipywidgets): a page that wrote them would have every later view of
+# the widget, and a saved notebook, load its code instead of ours.
+FRAMEWORK_TRAITS = frozenset({"_esm", "_css", "_anywidget_id", "_model_name", "_model_module", "_model_module_version",
+                              "_view_name", "_view_module", "_view_module_version"})
+
 # What the constructor takes besides the explanation: the traits a user chooses, set in this order once the
 # explanation is shown (the foil is read at the target; the heatmap's causal mode needs its corruption first).
 USER_TRAITS = ("target", "foil", "corrupted", "ablation", "attribution_method", "attribution_options", "head_mode",
@@ -264,7 +269,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
             return
         if self.error and "error" not in sync_data:
             self.error = ""  # cleared first: what the change computes may report an error of its own
-        refused = [k for k in sync_data if k in protocol.PYTHON_ONLY]
+        refused = [k for k in sync_data if k in protocol.PYTHON_ONLY or k in FRAMEWORK_TRAITS]
         if refused:  # computed by Python: the browser's copy is put back, whatever it sent
             sync_data = {k: v for k, v in sync_data.items() if k not in refused}
             self.send_state(refused)
