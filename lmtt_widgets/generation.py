@@ -210,6 +210,9 @@ def attribution_matrix(ex, method: str = "integrated_gradients", *, positions=No
     if not info.scores_tokens:  # its table scores heads, MLPs or edges: no column would be filled
         raise InputError(f"{method!r} does not score input tokens (it is a {info.family} method: {info.quantity}), "
                          f"so it cannot fill a source x generated matrix; use one of {', '.join(token_methods())}.")
+    if progress is not None and not callable(progress):  # checked before the rows run, not after the first
+        raise SelectionTypeError(f"progress must be a function progress(done, total) or None, not "
+                                 f"{type(progress).__name__}.")
     if checks.is_integer(positions):
         positions = [positions]  # one position, as a list of one
     elif positions is not None and (isinstance(positions, (str, bytes, dict)) or not hasattr(positions, "__iter__")):

@@ -828,6 +828,8 @@ def _report_text(page) -> tuple[str, str]:
     """(the page's text, how errors name it): a path is read as UTF-8; a text holding "<" is the page itself."""
     if isinstance(page, str) and ("<" in page or "\n" in page):
         return page, "the page"
+    if isinstance(page, str) and not page.strip():
+        raise InputError("read_report was given an empty text; give a report page's text or its path.")
     if not isinstance(page, (str, os.PathLike)) or isinstance(page, bytes):
         hint = "; decode bytes first: data.decode('utf-8')" if isinstance(page, bytes) else ""
         raise InputTypeError(f"read_report takes a report page's text or its path, not {type(page).__name__}{hint}.")
@@ -881,9 +883,10 @@ def check_report_path(path) -> pathlib.Path:
     try:  # the name itself can fail a stat: too long for the filesystem (ENAMETOOLONG), a loop of links
         path = pathlib.Path(text).expanduser().resolve()
         _writable_file(path)
-    except OSError as exc:
-        raise InputError(f"cannot write the report at {text[:200]!r}: {exc.strerror or exc}; give a shorter or "
-                         "other file name.") from None
+    except (OSError, RuntimeError) as exc:  # (resolve() raises RuntimeError for a loop of links before 3.13)
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(f"cannot write the report at {text[:200]!r}: {why}; give a shorter or other file "
+                         "name.") from None
     return path
 
 

@@ -288,3 +288,17 @@ def test_the_browser_cannot_replace_the_widgets_code(ex):
     # before: every later view (and a saved notebook) loaded alert(1) as the widget's code
     assert (w._esm, w._css, w._model_name) == (code, css, name)
     assert w.target == 3 and "may not change _esm" in w.error
+
+
+# ---- hostile API arguments found in this round
+def test_more_bad_report_and_matrix_arguments_get_clear_errors(ex, tmp_path):
+    from lmtt_widgets.report import read_report, write_report
+
+    loop = tmp_path / "loop.html"
+    loop.symlink_to(loop)
+    with pytest.raises(InputError, match="cannot write the report at .*loop"):  # before: RuntimeError from pathlib
+        write_report(ex, loop)
+    with pytest.raises(InputError, match="empty text"):  # before: IndexError
+        read_report("")
+    with pytest.raises(TypeError, match=r"progress must be a function progress\(done, total\)"):
+        ex.attribution_matrix("saliency", positions=[1], progress=5)  # before: 'int' not callable, after a row ran
