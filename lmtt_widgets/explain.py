@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .contributions.graph import DEFAULT_THRESHOLD, Route, Granularity, full_graph, route
-from .contributions.proximity import CHUNK_BUDGET
+from .contributions.proximity import BUDGET_MEANS, CHUNK_BUDGET
 from .contributions.scores import (CONVENTIONS, ContributionScores, LayerScores, edge_floor, layers_per_group,
                                    neuron_importance, score_layers)
 from . import checks
@@ -412,7 +412,7 @@ def explain(model, prompt, *, budget: int = CHUNK_BUDGET, keep_attention: bool |
     from .tracing.tracer import _n_heads
 
     checks.choice(convention, "convention", CONVENTIONS)
-    checks.count(budget, "budget")
+    checks.count(budget, "budget", what=BUDGET_MEANS)
     checks.flag(check_memory, "check_memory")
     if keep_attention is not None and not isinstance(keep_attention, bool):
         raise InputTypeError(f"keep_attention must be True, False or None (automatic), not {keep_attention!r}.")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .contributions.proximity import CHUNK_BUDGET
+from .contributions.proximity import BUDGET_MEANS, CHUNK_BUDGET
 from .contributions.scores import edge_floor, layers_per_group
 from .errors import InputTypeError, MemoryEstimateError
 from .models.loading import load_model
@@ -103,7 +103,7 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
 
     from . import checks
 
-    budget = checks.count(budget, "budget")
+    budget = checks.count(budget, "budget", what=BUDGET_MEANS)
     if keep_attention is not None and not isinstance(keep_attention, bool):
         raise InputTypeError(f"keep_attention must be True, False or None (automatic), not {keep_attention!r}.")
     if isinstance(prompt, bool):

@@ -302,3 +302,11 @@ def test_more_bad_report_and_matrix_arguments_get_clear_errors(ex, tmp_path):
         read_report("")
     with pytest.raises(TypeError, match=r"progress must be a function progress\(done, total\)"):
         ex.attribution_matrix("saliency", positions=[1], progress=5)  # before: 'int' not callable, after a row ran
+
+
+def test_a_bad_budget_says_what_the_budget_is(lm):
+    from lmtt_widgets import estimate_memory
+
+    for call in (lambda: explain(lm, "ab", budget=True), lambda: estimate_memory(lm, "ab", budget=0)):
+        with pytest.raises(InputError, match="budget must be .*floats in one chunk's temporary tensors"):
+            call()  # before: "(how many to list)", a phrase of the k= checks

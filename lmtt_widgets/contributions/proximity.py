@@ -31,6 +31,7 @@ import torch
 
 # Floats allowed in one chunk's temporary tensors (about 64 MB in float32).
 CHUNK_BUDGET = 16 * 2**20
+BUDGET_MEANS = f"floats in one chunk's temporary tensors, default {CHUNK_BUDGET}"  # what budget= says in errors
 # How many of a row's smallest coordinates each bucket corrects; parts needing more are computed directly.
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # Flat positions in the basis are int32 below this (half the memory traffic of int64 in the gathers).
