@@ -219,7 +219,7 @@ def _pairs(tokens):
 
 # A key's numbers, strictly: int() and float() also take " 3", "1_0", "+3", "٣" (other scripts' digits) and
 # "nan", so one result would answer under many keys (the browser matches replies by key).
-_KEY_INT = re.compile(r"[0-9]{1,9}")
+_KEY_INT = re.compile(r"-?[0-9]{1,30}")  # (a sign and length kept: "-1" and huge numbers get the range error)
 _KEY_NUMBER = re.compile(r"[0-9]{0,9}\.?[0-9]{1,20}(?:[eE]-?[0-9]{1,3})?")
 
 
@@ -235,7 +235,7 @@ def details(ex: Explanation, key: str) -> dict:
     shown = repr(key) if len(key) <= 60 else repr(key[:57]) + "..."
     kind, *parts = key.split(":")
     if not all(_KEY_INT.fullmatch(p) for p in parts):
-        raise InputError(f"malformed details key {shown}: its fields are plain decimal digits, such as head:3:1:7")
+        raise InputError(f"malformed details key {shown}: its fields are plain decimal integers, such as head:3:1:7")
     nums = [int(p) for p in parts]
     if len(nums) != len(DETAIL_KEYS.get(kind, ())):
         raise InputError(f"unknown details key {shown}; use one of "
