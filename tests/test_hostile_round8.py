@@ -310,3 +310,12 @@ def test_a_bad_budget_says_what_the_budget_is(lm):
     for call in (lambda: explain(lm, "ab", budget=True), lambda: estimate_memory(lm, "ab", budget=0)):
         with pytest.raises(InputError, match="budget must be .*floats in one chunk's temporary tensors"):
             call()  # before: "(how many to list)", a phrase of the k= checks
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_an_empty_model_name_is_not_the_current_directory(name):
+    from lmtt_widgets import load_model
+    from lmtt_widgets.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="model name is empty"):  # before: ". exists but holds no config"
+        load_model(name)

@@ -74,6 +74,9 @@ def load_model(
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
     elif isinstance(source, (str, os.PathLike)):
         name = str(source)
+        if not name.strip():  # an empty name would be read as the current directory
+            raise ModelNotFoundError("The model name is empty; give 'smollm2', a hub name such as "
+                                     "'HuggingFaceTB/SmolLM2-135M-Instruct' or the directory save_pretrained wrote.")
         tokenizer = None if tokenizer is None else _tokenizer_given(tokenizer)
         if name == embedded.EMBEDDED_NAME:
             path = embedded.converted_dir()
