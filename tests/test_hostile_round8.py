@@ -319,3 +319,13 @@ def test_an_empty_model_name_is_not_the_current_directory(name):
 
     with pytest.raises(ModelNotFoundError, match="model name is empty"):  # before: ". exists but holds no config"
         load_model(name)
+
+
+def test_run_after_show_uses_the_model_shown(ex):
+    from lmtt_widgets import Explorer
+
+    other = explain(loaded("gpt2", dtype=torch.float32), "abc")
+    w = Explorer(ex)
+    w.show(other)
+    w.run("abcd")  # before: the next prompt was explained with the llama the widget was built with
+    assert w.explanation.trace.lm is other.trace.lm and w.meta["n_heads"] == other.n_heads

@@ -181,6 +181,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
         if not isinstance(ex, Explanation):
             raise InputTypeError(f"show takes an Explanation (from explain(model, prompt)), not {type(ex).__name__}.")
         self.explanation = ex
+        self._lm = ex.trace.lm  # Run explains the next prompt with the model shown, not the one constructed with
         self._tables_cache, self._attr_cache, self.matrices = {}, {}, {}
         target = ex.n_tokens - 1
         with self.hold_sync():
