@@ -14,7 +14,7 @@ from .contributions.proximity import BUDGET_MEANS, CHUNK_BUDGET
 from .contributions.scores import (CONVENTIONS, ContributionScores, LayerScores, edge_floor, layers_per_group,
                                    neuron_importance, score_layers)
 from . import checks
-from .errors import InputTypeError, PromptTypeError
+from .errors import InputTypeError, LmttError, PromptTypeError
 from .models.loading import load_model
 from .projections.vocab import Norm, project, rank_of, top_tokens
 from .tracing.tracer import Trace, trace
@@ -493,4 +493,10 @@ def explain_many(model, prompts, **kwargs) -> list[Explanation]:
     except TypeError:
         raise InputTypeError(f"explain_many takes a list of prompts, not {type(prompts).__name__}.") from None
     lm = load_model(model)
-    return [explain(lm, p, **kwargs) for p in prompts]
+    out = []
+    for n, p in enumerate(prompts):
+        try:
+            out.append(explain(lm, p, **kwargs))
+        except LmttError as exc:  # which of many prompts failed, in an error of the same kind
+            raise type(exc)(f"prompt {n} of {len(prompts)}: {exc}") from exc
+    return out

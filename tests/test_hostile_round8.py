@@ -329,3 +329,11 @@ def test_run_after_show_uses_the_model_shown(ex):
     w.show(other)
     w.run("abcd")  # before: the next prompt was explained with the llama the widget was built with
     assert w.explanation.trace.lm is other.trace.lm and w.meta["n_heads"] == other.n_heads
+
+
+def test_explain_many_says_which_prompt_failed(lm):
+    from lmtt_widgets import explain_many
+    from lmtt_widgets.errors import PromptError
+
+    with pytest.raises(PromptError, match=r"prompt 2 of 3: .*lone surrogate"):  # before: no word of which one
+        explain_many(lm, ["ab", "cd", "e\ud800"])
