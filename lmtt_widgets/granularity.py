@@ -16,6 +16,9 @@ from typing import Literal
 
 import torch
 
+from . import checks
+from .errors import InputError, InputTypeError
+
 Merge = Literal["sum", "mean", "max"]
 MARKERS = ("▁", "Ġ")
 
@@ -33,8 +36,7 @@ def word_spans(tokens: list[str], roles: list[str] | None = None) -> list[tuple[
 
 def merge(values: torch.Tensor, spans: list[tuple[int, int]], how: Merge = "sum") -> torch.Tensor:
     """Per-token values [..., T] -> per-word values [..., W]."""
-    if how not in ("sum", "mean", "max"):
-        raise ValueError(f"how must be 'sum', 'mean' or 'max', not {how!r}")
+    checks.choice(how, "how", ("sum", "mean", "max"))
     values = torch.as_tensor(values, dtype=torch.float64)
     out = []
     for a, b in spans:
@@ -56,11 +58,23 @@ def word_table(ex, table, how: Merge = "sum"):
     """A token ScoreTable of ``ex`` as a DataFrame of words: text, first and last token, score."""
     import pandas as pd
 
+    from .methods import ScoreTable, token_methods
+
+    if not isinstance(table, ScoreTable):
+        raise InputTypeError(f"word_table takes a ScoreTable of input tokens (e.g. ex.score('saliency')), not "
+                             f"{type(table).__name__}.")
+    checks.choice(how, "how", ("sum", "mean", "max"))
     values = torch.full((ex.n_tokens,), float("nan"), dtype=torch.float64)
     for c, v in zip(table.components, table.scores.tolist()):
         if c.kind != "token":
-            raise ValueError(f"word_table merges token scores; {c.id} is not a token")
+            raise InputError(f"word_table merges token scores; {c.id} of this {table.method} table is not a token. "
+                             f"Use a method that scores tokens: {', '.join(token_methods())}.")
+        if c.position >= ex.n_tokens:
+            raise InputError(f"the table scores token {c.position}, but this prompt has {ex.n_tokens} tokens: the "
+                             "table was made for another prompt.")
         values[c.position] = v
+    if not len(table):
+        raise InputError(f"the {table.method} table is empty: no token scores to merge into words.")
     n = max(c.position for c in table.components) + 1  # words are cut after the last scored token
     roles = None if ex.token_roles is None else ex.token_roles[:n]
     keep = [(a, b) for a, b in word_spans(ex.tokens[:n], roles) if not values[a:b].isnan().all()]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .explain import Explanation
 from .contributions.scores import convention_said
-from .errors import LmttError
+from . import checks
+from .errors import InputTypeError, LmttError
 
 PATCHED = ("head", "mlp")  # the kinds the causal check ablates (embeddings and biases are constants: "n/a")
 
@@ -13,6 +14,10 @@ def text_summary(ex: Explanation, k: int = 5, *, check: bool = True) -> str:
     """Predictions, flow shares, the route's size, signed logit attribution and (``check``) the causal check: exact
     activation patching of the components named above and the route's faithfulness, under mean ablation (a few
     reruns of the model, batched)."""
+    if not isinstance(ex, Explanation):
+        raise InputTypeError(f"text_summary takes an Explanation (from explain(model, prompt)), not "
+                             f"{type(ex).__name__}.")
+    check = checks.flag(check, "check")
     route = ex.route()
     lines = [f"Prompt ({ex.n_tokens} tokens): {''.join(ex.tokens)!r}"]
     lines += [said] if (said := convention_said(ex.scores.convention)) else []

@@ -337,3 +337,27 @@ def test_explain_many_says_which_prompt_failed(lm):
 
     with pytest.raises(PromptError, match=r"prompt 2 of 3: .*lone surrogate"):  # before: no word of which one
         explain_many(lm, ["ab", "cd", "e\ud800"])
+
+
+def test_route_tables_and_summary_refuse_what_would_be_silently_wrong(ex):
+    from lmtt_widgets.errors import SelectionError
+    from lmtt_widgets.granularity import word_table
+    from lmtt_widgets.summary import text_summary
+
+    g, dla = ex.route(), ex.logit_attribution()
+    for nid in (-1, 10**9, 1.5):  # before: a made-up node (layer -1 'mlp', layer 17543859, id 1.5 read as 1)
+        with pytest.raises(InputError, match="node id"):
+            g.describe_node(nid)
+    assert g.describe_node(int(g.nodes[-1]))["token"] == ex.n_tokens - 1
+    with pytest.raises(InputError, match="kind must be one of"):  # before: an empty table
+        dla.of_kind("heads")
+    with pytest.raises(SelectionError, match="outside 1 layers x 1 heads"):  # before: IndexError
+        dla.head_matrix(1, 1)
+    with pytest.raises(InputError, match="not a token. Use a method that scores tokens"):  # before: bare ValueError
+        word_table(ex, dla)
+    with pytest.raises(TypeError, match="takes a ScoreTable"):  # before: AttributeError
+        word_table(ex, 5)
+    with pytest.raises(TypeError, match="check must be True or False"):  # before: 'no' ran the check
+        text_summary(ex, check="no")
+    with pytest.raises(TypeError, match="takes an Explanation"):  # before: AttributeError
+        text_summary(5)

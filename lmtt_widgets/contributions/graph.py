@@ -78,7 +78,9 @@ class Route:
         return np.unique(ids)
 
     def describe_node(self, nid: int) -> dict:
-        kind, layer, token = node_of(int(nid), self.n_tokens)
+        n_ids = (1 + 3 * self.n_layers) * self.n_tokens  # the embeddings, then three kinds of node per layer
+        nid = checks.index(nid, "node id", n_ids, "this graph's node ids (e.g. route.nodes) run")
+        kind, layer, token = node_of(nid, self.n_tokens)
         return {"id": int(nid), "kind": NODE_KINDS[kind], "layer": layer, "token": token,
                 "cancelling": bool(np.isin(int(nid), self.cancelling)),
                 "external_edit": bool(np.isin(int(nid), self.external))}

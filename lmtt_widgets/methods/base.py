@@ -184,15 +184,21 @@ class ScoreTable:
         return [(self.components[i], float(self.scores[i])) for i in idx]
 
     def of_kind(self, kind: str) -> "ScoreTable":
+        checks.choice(kind, "kind", KINDS)  # a misspelt kind would give an empty table, not an error
         keep = [n for n, c in enumerate(self.components) if c.kind == kind]
         return ScoreTable(self.method, self.quantity, self.metric, [self.components[n] for n in keep],
                           self.scores[keep], self.signed, dict(self.extra))
 
     def head_matrix(self, n_layers: int, n_heads: int) -> torch.Tensor:
         """[L, H] scores of the whole-prompt head components (NaN where a head is not scored)."""
+        n_layers, n_heads = checks.count(n_layers, "n_layers", what="rows"), checks.count(n_heads, "n_heads",
+                                                                                          what="columns")
         out = torch.full((n_layers, n_heads), float("nan"))
         for c, v in zip(self.components, self.scores.tolist()):
             if c.kind == "head":
+                if c.layer >= n_layers or c.index >= n_heads:
+                    raise SelectionError(f"this {self.method} table scores {c.id}, outside {n_layers} layers x "
+                                         f"{n_heads} heads; give the model's (ex.n_layers, ex.n_heads).")
                 out[c.layer, c.index] = v
         return out
 
