@@ -361,3 +361,16 @@ def test_route_tables_and_summary_refuse_what_would_be_silently_wrong(ex):
         text_summary(ex, check="no")
     with pytest.raises(TypeError, match="takes an Explanation"):  # before: AttributeError
         text_summary(5)
+
+
+def test_the_widgets_foil_reads_numbers_as_the_api_does(ex):
+    from lmtt_widgets import Explorer
+
+    w = Explorer(ex)
+    for integer in (np.int64(5), torch.tensor(5)):  # before: tensor(5) got traitlets' "expected an int or ..."
+        w.foil = integer
+        assert w.foil == 5 and type(w.foil) is int
+    for number in (5.0, np.float64(5.0)):  # before: read as id 5, where ex.metric(foil=5.0) now refuses it
+        with pytest.raises(InputError, match="foil must be a token id .* a float is not truncated"):
+            w.foil = number
+    assert w.foil == 5

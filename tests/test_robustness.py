@@ -415,7 +415,7 @@ def test_hostile_details_keys_get_an_error_reply(ex, key, match):
     ({"selection": [1, 2]}, "selection"),
     ({"selection": {"kind": "mlp", "token": 0}}, "missing layer"),
     ({"foil": 10**40}, f"foil id {10**40} is out of range"),
-    ({"foil": float("nan")}, "'foil' trait .* expected an int or a unicode string"),
+    ({"foil": float("nan")}, "foil must be a token id .* not nan"),
     ({"head_mode": ["importance"]}, "'head_mode' trait"),
     ({"ablation": None}, "'ablation' trait"),
 ])

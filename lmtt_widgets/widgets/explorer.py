@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import pathlib
 import traceback
 
@@ -62,6 +63,24 @@ class Position(t.Int):
         return super().validate(obj, int(value))
 
 
+class TokenChoice(t.Union):
+    """A token id or a token's text (the foil): integers of every kind (NumPy, 0-d tensors) are one id, floats of
+    every kind refused (traitlets' Int reads 5.0 as 5 and refuses np.float64 and tensors in its own words)."""
+
+    def __init__(self, **kwargs):
+        super().__init__([t.Int(), t.Unicode()], allow_none=True, default_value=None, **kwargs)
+
+    def validate(self, obj, value):
+        if value is None or isinstance(value, str):
+            return super().validate(obj, value)
+        if is_integer(value):
+            return super().validate(obj, int(value))
+        hint = "; a float is not truncated to an id" if isinstance(value, numbers.Real) and value is not True \
+            and value is not False else ""
+        raise WidgetValueError(f"{self.name} must be a token id (an integer) or a token's text such as ' Paris', "
+                               f"not {checks.show(value)} ({type(value).__name__}){hint}.")
+
+
 # The widget's own code and identity (anywidget, ipywidgets): a page that wrote them would have every later view of
 # the widget, and a saved notebook, load its code instead of ours.
 FRAMEWORK_TRAITS = frozenset({"_esm", "_css", "_anywidget_id", "_model_name", "_model_module", "_model_module_version",
@@ -111,7 +130,7 @@ class _ExplanationWidget(anywidget.AnyWidget):
     prompt = t.Unicode("").tag(sync=True)
     static = t.Bool(False).tag(sync=True)
     # the metric the signed methods explain, and what the causal ones patch in (docs/widget-protocol.md)
-    foil = t.Union([t.Int(), t.Unicode()], allow_none=True, default_value=None).tag(sync=True)
+    foil = TokenChoice().tag(sync=True)
     corrupted = t.Unicode("").tag(sync=True)
     ablation = t.Enum(list(ABLATIONS), default_value="corrupted").tag(sync=True)
     head_mode = t.Enum(list(HEAD_MODES), default_value="importance").tag(sync=True)
