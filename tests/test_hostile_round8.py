@@ -374,3 +374,18 @@ def test_the_widgets_foil_reads_numbers_as_the_api_does(ex):
         with pytest.raises(InputError, match="foil must be a token id .* a float is not truncated"):
             w.foil = number
     assert w.foil == 5
+
+
+def test_attribution_options_with_numpy_numbers_still_reach_the_browser(ex):
+    import json
+
+    from lmtt_widgets import Explorer
+
+    w = Explorer(ex)
+    w.attribution_options = {"integrated_gradients": {"steps": np.int64(4), "keep_first": np.bool_(True)},
+                             "occlusion": {"baseline": torch.tensor(5)}}
+    # before: kept as given, and the kernel's JSON packer refused them (TypeError: int64 is not JSON serializable)
+    json.dumps(w._trait_to_json(w.attribution_options, w), allow_nan=False)
+    assert w.attribution_options["integrated_gradients"] == {"steps": 4, "keep_first": True}
+    with pytest.raises(InputError, match="occlusion's baseline must be a number, a text"):
+        w.attribution_options = {"occlusion": {"baseline": [5]}}

@@ -92,6 +92,20 @@ USER_TRAITS = ("target", "foil", "corrupted", "ablation", "attribution_method", 
                "selection", "panes")
 
 
+def _plain(value, name: str):
+    """An option value as the browser's JSON holds it: NumPy and 0-d tensor numbers become Python's (the kernel's
+    JSON packer refuses them, and the widget would stop syncing); anything but numbers, texts, True / False and
+    None is refused."""
+    if isinstance(value, (str, bool, int, float, type(None))):
+        return value
+    if is_integer(value):
+        return int(value)
+    if isinstance(value, numbers.Real) or (getattr(value, "shape", None) == () and hasattr(value, "item")):
+        return value.item() if hasattr(value, "item") else float(value)
+    raise InputTypeError(f"attribution option {name} must be a number, a text, True / False or None (it is sent to "
+                         f"the browser), not {type(value).__name__} {checks.show(value)}.")
+
+
 def _check_option_types(fn, given: dict) -> None:
     """A browser's option value of the wrong kind is refused up front (the method checks the rest when it runs):
     a count where the method's default is an int (steps, batch_size), True / False where it is a bool."""
@@ -353,18 +367,20 @@ class _ExplanationWidget(anywidget.AnyWidget):
     @t.validate("attribution_options")
     def _valid_attribution_options(self, proposal):
         """Per method, a dict of the keyword options that method takes (their values are checked when it runs)."""
+        value = {}
         try:
             for name, opts in proposal["value"].items():
                 scoring.check_attribution(name, opts)
-                given = {k: v for k, v in opts.items() if k not in Settings.METRIC_OPTIONS}
+                given = {k: _plain(v, f"{name}'s {k}") for k, v in opts.items() if k not in Settings.METRIC_OPTIONS}
                 if len(given) < len(opts):
                     raise LmttError(f"attribution options may not set {', '.join(Settings.METRIC_OPTIONS)}: the "
                                     "widget's target and foil do")
                 checks.options(get_method(name).fn, given, f"The method {name!r}")
                 _check_option_types(get_method(name).fn, given)
+                value[name] = given
         except LmttError as exc:
             raise WidgetValueError(str(exc)) from None
-        return proposal["value"]
+        return value
 
     @t.observe("foil", "corrupted", "ablation", "head_mode", "attribution_method", "attribution_options", "panes")
     def _on_score_change(self, change):
