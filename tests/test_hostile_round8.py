@@ -389,3 +389,19 @@ def test_attribution_options_with_numpy_numbers_still_reach_the_browser(ex):
     assert w.attribution_options["integrated_gradients"] == {"steps": 4, "keep_first": True}
     with pytest.raises(InputError, match="occlusion's baseline must be a number, a text"):
         w.attribution_options = {"occlusion": {"baseline": [5]}}
+
+
+def test_load_model_says_what_is_wrong_with_a_device_or_an_overlong_name():
+    from lmtt_widgets import load_model
+    from lmtt_widgets.errors import ModelLoadError, ModelNotFoundError
+    from tiny_models import ToyTokenizer, build
+
+    model = build("llama", dtype=torch.float32)
+    with pytest.raises(ModelLoadError, match="device='meta' holds no data"):  # before: the weights dropped, no error
+        load_model(model, ToyTokenizer(), device="meta")
+    assert not model.lm_head.weight.is_meta
+    bad = "cuda:99" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(ModelLoadError, match=f"Cannot move the model to {bad}"):  # before: AssertionError
+        load_model(model, ToyTokenizer(), device=bad)
+    with pytest.raises(ModelNotFoundError, match="5000 characters"):  # before: OSError File name too long
+        load_model("x" * 5000)

@@ -95,7 +95,14 @@ def load_model(
             device = torch.device(device)
         except (RuntimeError, TypeError):
             raise ModelLoadError(f"Unknown device {device!r}; use e.g. 'cpu', 'cuda' or 'cuda:0'.") from None
-        model.to(device)
+        if device.type == "meta":  # (moving there drops every weight: nothing would be left to explain)
+            raise ModelLoadError("device='meta' holds no data; use e.g. 'cpu' or 'cuda'.")
+        try:
+            model.to(device)
+        except (RuntimeError, AssertionError) as exc:  # no CUDA in this torch, or no such device index
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            cuda = f", cuda:0..cuda:{n - 1}" if n else ""
+            raise ModelLoadError(f"Cannot move the model to {device}: {exc}. Available: cpu{cuda}.") from None
     if dtype is not None and isinstance(source, torch.nn.Module):
         model.to(_as_dtype(dtype))
     model.eval()
@@ -189,7 +196,12 @@ def _has(path: Path, patterns) -> bool:
 def _resolve(name: str, *, need_tokenizer: bool, revision=None) -> str:
     """A local directory checked for config, weights and tokenizer, or a hub name checked against the cache."""
     path = Path(name).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name too long for the filesystem (ENAMETOOLONG) cannot be a directory here
+        raise ModelNotFoundError(f"{name[:80]!r}... ({len(name)} characters) is no usable path ({exc.strerror}) "
+                                 "and no hub name; give 'smollm2', a hub name or a model directory.") from None
+    if exists:
         if not path.is_dir():
             raise ModelNotFoundError(
                 f"{path} is a file; point at the directory that holds config.json and the weights (what "
