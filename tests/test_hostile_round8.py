@@ -405,3 +405,11 @@ def test_load_model_says_what_is_wrong_with_a_device_or_an_overlong_name():
         load_model(model, ToyTokenizer(), device=bad)
     with pytest.raises(ModelNotFoundError, match="5000 characters"):  # before: OSError File name too long
         load_model("x" * 5000)
+
+
+def test_one_threshold_of_any_number_type_is_a_list_of_one(ex):
+    expected = ex.faithfulness(0.04, ablation="mean").kept
+    for tau in (np.float32(0.04), np.float64(0.04), torch.tensor(0.04, dtype=torch.float64)):
+        # before: np.float32 refused as "not a list", a 0-d tensor raised TypeError (iteration over a 0-d tensor)
+        got = ex.faithfulness(tau, ablation="mean")
+        assert got.kept == pytest.approx(expected) and len(got.labels) == 1

@@ -11,6 +11,7 @@ MLPs, neurons, residual nodes and route edges. Exact patching reruns the model p
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -279,7 +280,9 @@ def faithfulness(ex, thresholds=(0.01, 0.02, 0.04, 0.08, 0.16), *, target=None, 
 
 def _thresholds(thresholds) -> list[float]:
     """A non-empty list of thresholds in (0, 1) (one number alone is taken as a list of one)."""
-    if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
+    one = (isinstance(thresholds, numbers.Real) and not isinstance(thresholds, bool)) or \
+        (isinstance(thresholds, torch.Tensor) and thresholds.dim() == 0)  # (NumPy floats and 0-d tensors too)
+    if one:
         thresholds = [thresholds]
     if isinstance(thresholds, (str, bytes, dict)) or not hasattr(thresholds, "__iter__"):
         raise InputTypeError(f"thresholds must be a list of numbers in (0, 1) such as [0.02, 0.04], not "
