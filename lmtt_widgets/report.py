@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import gzip
 import html
 import os
 import pathlib
@@ -43,7 +42,7 @@ from .explain import Explanation
 from .methods.flow_attribution import attention_rollout_tables, flow_attribution_tables
 from .methods.logit_attribution import logit_attribution_tables
 from .methods.targets import make_metric
-from .report_pack import Packer, pack, reduced, text_size, to_text, unpack
+from .report_pack import Packer, gzip_member, pack, reduced, text_size, to_text, unpack
 from .report_vocab import head_projections, mlp_projections, neuron_projections
 from .widgets import payload, protocol, scoring
 from .widgets.codec import decode_array, encode_array, wire_text
@@ -748,9 +747,10 @@ def read_page(path) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _packed_bundle(css: bytes, js: bytes) -> str:
-    # gzip (mtime 0: the same bundle gives the same page), then the state's own text form: no "<" at all, so the
-    # bundle cannot end or re-open its block whatever esbuild emits; about a third of the plain script
-    return to_text(gzip.compress(struct.pack("<I", len(css)) + css + js, 9, mtime=0))
+    # one gzip member (mtime 0: the same bundle gives the same page; libdeflate where installed), then the state's
+    # own text form: no "<" at all, so the bundle cannot end or re-open its block whatever esbuild emits; about a
+    # third of the plain script
+    return to_text(gzip_member(struct.pack("<I", len(css)) + css + js))
 
 
 def _bundle() -> str:

@@ -34,9 +34,13 @@ compresses them better: exponents of nearby values and high bytes of small indic
 The browser inflates every array back to its wire dtype, so the panes see exactly what a kernel would send.
 
 Compression: the arrays are laid out section by section (``SECTIONS``, ``layout``: the rest, the attention
-patterns, the contribution maps), and each section is deflated on its own, ending on a full flush; the gzip member is
-their concatenation (valid deflate: only the last block is final). A section that did not change since the last
-pack is not compressed again (``Packer``), so trying a size ladder costs one deflate of the part that changed.
+patterns, the contribution maps), and the head (length and JSON) and each section are one gzip member of their own
+(``Packer``), deflated by libdeflate at its level 12 where the ``deflate`` package is installed (4-10 % smaller than
+zlib's best: 0.11 MB less at 128 tokens), else by zlib at level 9. The container is ``FRAME`` (4 bytes), the number
+of members and each member's length (4 bytes each, little-endian), then the members: browsers' DecompressionStream
+reads one gzip member only, so the page inflates each on its own and joins them (js/reportcodec.ts
+``readContainer``). A section that did not change since the last pack is not compressed again, so trying a size
+ladder costs one deflate of the part that changed.
 
 Text form (``to_text``): the page holds the container as text inside a ``<script type="text/plain">`` block. Base64
 spends 8 bits of the file on 6 of data; here each character carries 7 bits (``_SEVEN``): every 7-bit group is
@@ -56,6 +60,11 @@ import struct
 import zlib
 
 import numpy as np
+
+try:  # libdeflate: smaller deflate streams than zlib's (optional)
+    import deflate as _libdeflate
+except ImportError:  # pragma: no cover - depends on the environment
+    _libdeflate = None
 
 from .widgets.codec import DTYPES, wire_safe
 
@@ -311,36 +320,65 @@ def _entropy_code(found: list[tuple[str, bytes, dict]], coded: list[int]) -> lis
     return out
 
 
-class Packer:
-    """gzip containers whose sections are deflated one by one and remembered: packing again after a change to one
-    section deflates only that one (and the head). Each section ends on a full flush (byte-aligned, the window
-    reset), so the concatenation is one valid deflate stream whatever came before it."""
+# The container's first bytes: gzip members framed by their lengths (module docstring)
+FRAME = b"LMz1"
+# gzip member header (RFC 1952): magic, deflate, no flags, mtime 0 (the same report gives the same page), maximum
+# compression, unknown OS
+_GZIP_HEAD = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
 
-    def __init__(self, level: int = 9):
+
+def deflate_raw(data: bytes, level: int | None = None) -> bytes:
+    """A raw deflate stream of ``data``: libdeflate (level 12 by default) when installed, else zlib (level 9)."""
+    if _libdeflate is not None:
+        return _libdeflate.deflate_compress(data, 12 if level is None else level)
+    z = zlib.compressobj(9 if level is None else min(level, 9), zlib.DEFLATED, -15, 8)  # memLevel 9 gains nothing
+    return z.compress(data) + z.flush()
+
+
+def gzip_member(data: bytes, level: int | None = None) -> bytes:
+    """``data`` as one gzip member (its CRC lets the browser check what it inflates)."""
+    return _GZIP_HEAD + deflate_raw(data, level) + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+
+
+def frame(members: list[bytes]) -> bytes:
+    """The container: ``FRAME``, the members' count and lengths, the members."""
+    return FRAME + struct.pack(f"<{1 + len(members)}I", len(members), *map(len, members)) + b"".join(members)
+
+
+def unframe(blob: bytes) -> list[bytes]:
+    """``frame``'s members back; a clear error for anything else."""
+    if blob[:4] != FRAME or len(blob) < 8:
+        raise ValueError("not a report container: it does not start with its frame (the file was altered or is "
+                         "from another version of lmtt-widgets)")
+    (n,) = struct.unpack_from("<I", blob, 4)
+    lengths = struct.unpack_from(f"<{n}I", blob, 8)
+    ends = np.cumsum((8 + 4 * n, *lengths))
+    if ends[-1] != len(blob):
+        raise ValueError("a report container's members do not add up to its length: the file was altered")
+    return [blob[a:b] for a, b in zip(ends[:-1], ends[1:])]
+
+
+class Packer:
+    """Containers whose parts (the head and each section) are deflated one by one, each a gzip member, and
+    remembered: packing again after a change to one section deflates only that one (and the head)."""
+
+    def __init__(self, level: int | None = None):
         self.level = level
         self._done: dict[bytes, bytes] = {}
 
-    def _deflate(self, data: bytes, last: bool) -> bytes:
-        key = hashlib.blake2b(data, digest_size=16).digest() + bytes([last])
+    def _member(self, data: bytes) -> bytes:
+        key = hashlib.blake2b(data, digest_size=16).digest()
         if key not in self._done:
-            z = zlib.compressobj(self.level, zlib.DEFLATED, -15, 8)  # memLevel 8: as small as 9 here
-            self._done[key] = z.compress(data) + z.flush(zlib.Z_FINISH if last else zlib.Z_FULL_FLUSH)
+            self._done[key] = gzip_member(data, self.level)
         return self._done[key]
 
     def pack(self, obj) -> bytes:
         head, sections = layout(obj)
-        parts = [head, *sections.values()]
-        crc, n = 0, 0
-        for p in parts:
-            crc, n = zlib.crc32(p, crc), n + len(p)
-        # gzip member (RFC 1952): magic, deflate, no flags, mtime 0, max compression, unknown OS; then the stream
-        header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
-        body = b"".join(self._deflate(p, i == len(parts) - 1) for i, p in enumerate(parts))
-        return header + body + struct.pack("<II", crc, n & 0xFFFFFFFF)
+        return frame([self._member(p) for p in (head, *sections.values())])
 
 
 def pack(obj) -> bytes:
-    """The gzip-compressed container of a JSON-like value holding array dicts (strings made wire-safe)."""
+    """The compressed container of a JSON-like value holding array dicts (strings made wire-safe)."""
     return Packer().pack(obj)
 
 
@@ -396,7 +434,7 @@ def pack_text(obj) -> str:
 def unpack(blob: bytes | str) -> object:
     """Read a container (its bytes, or the page's text) back in Python (tests, tools): arrays become numpy arrays
     of their wire dtype."""
-    raw = gzip.decompress(from_text(blob) if isinstance(blob, str) else blob)
+    raw = b"".join(gzip.decompress(m) for m in unframe(from_text(blob) if isinstance(blob, str) else blob))
     (n,) = struct.unpack_from("<I", raw)
     body = json.loads(raw[4:4 + n].decode())
     base = 4 + n + (-(4 + n) % 8)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmtt_widgets.report_pack import (SECTIONS, Packer, from_text, layout, pack, reduced, text_size, to_text,
-                                      unpack)
+from lmtt_widgets.report_pack import (FRAME, SECTIONS, Packer, from_text, layout, pack, reduced, text_size, to_text,
+                                      unframe, unpack)
 from lmtt_widgets.widgets.codec import encode_array
 
 BUNDLE = Path(__file__).resolve().parent.parent / "lmtt_widgets" / "static" / "widget.js"
@@ -67,19 +67,30 @@ def _maps_report(levels: int) -> dict:
             "note": "<script>\u2028"}
 
 
-def test_sections_deflate_on_their_own_and_make_one_gzip_member():
+def _inflated(blob: bytes) -> bytes:
+    return b"".join(gzip.decompress(m) for m in unframe(blob))
+
+
+def test_sections_deflate_on_their_own_each_a_gzip_member_of_the_frame():
     report = _maps_report(255)
     head, sections = layout(report)
     assert list(sections) == list(SECTIONS) and all(sections.values())
     assert len(sections["pattern"]) >= 4 * 64 * 65 // 2  # the four maps' triangles, together
     blob = pack(report)
-    assert gzip.decompress(blob) == head + b"".join(sections.values())
+    parts = unframe(blob)
+    assert blob.startswith(FRAME) and len(parts) == 1 + len(SECTIONS)
+    # each member is a whole gzip member (what one DecompressionStream reads), the head's and each section's
+    assert [gzip.decompress(m) for m in parts] == [head, *sections.values()]
     back = unpack(blob)
     assert back["note"] == "<script>\u2028" and back["details"]["head:0:2:63"]["pattern"].shape == (64, 64)
     assert np.array_equal(back["vocab"]["ids"], np.frombuffer(report["vocab"]["ids"]["data"], np.uint32))
     # the same bytes deflated in one piece are about as small: the sections' own windows cost little
-    whole = len(zlib.compress(gzip.decompress(blob), 9))
-    assert len(blob) <= whole * 1.02 + 64
+    whole = len(zlib.compress(_inflated(blob), 9))
+    assert len(blob) <= whole * 1.02 + 128
+    with pytest.raises(ValueError, match="frame"):
+        unpack(parts[0])
+    with pytest.raises(ValueError, match="add up"):
+        unpack(blob[:-1])
 
 
 def test_packer_deflates_again_only_what_changed():
@@ -89,7 +100,7 @@ def test_packer_deflates_again_only_what_changed():
     second = packer.pack(_maps_report(15))  # another precision of the patterns: the head and that section
     assert len(packer._done) == 1 + len(SECTIONS) + 2
     assert len(second) < len(first)
-    assert gzip.decompress(second) == b"".join([layout(_maps_report(15))[0], *layout(_maps_report(15))[1].values()])
+    assert _inflated(second) == b"".join([layout(_maps_report(15))[0], *layout(_maps_report(15))[1].values()])
     assert packer.pack(_maps_report(255)) == first and len(packer._done) == 1 + len(SECTIONS) + 2
 
 
