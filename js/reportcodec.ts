@@ -24,6 +24,8 @@ export interface Stored {
   row_bits?: boolean;
   /** f16lo: how many values are float32 (after the float16 planes, in planes too; a NaN float16 marks each) */
   high?: number;
+  /** u16 of an int32 array: what was added to each value to store it */
+  offset?: number;
   /** bytes per number when stored byte plane by byte plane */
   planes?: number;
   /** sqrt triangle, rANS-coded (js/reportrans.ts): its frequency table's place, context shift and bits */
@@ -201,7 +203,8 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
   } else if (d.enc === "f16") {
     for (let i = 0; i < size; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
   } else if (d.enc === "u16") {
-    for (let i = 0; i < size; i++) out[i] = view.getUint16(2 * i, true);
+    const offset = Number(d.offset) || 0; // an int32 array's values were stored plus this
+    for (let i = 0; i < size; i++) out[i] = view.getUint16(2 * i, true) - offset;
   } else if (d.enc === "i16") {
     for (let i = 0; i < size; i++) out[i] = view.getInt16(2 * i, true);
   } else if (d.enc === "sqrt") {

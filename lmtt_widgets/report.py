@@ -356,7 +356,7 @@ class _Content:
         attributions = {name: {t: _attribution_reduced(a) if t != str(self.target) else a for t, a in by_t.items()}
                         for name, by_t in self.attributions.items()}
         return {"version": 2, "state": state, "per_target": per_target, "attributions": attributions,
-                "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
+                "flow": _flow_state_refs(self.flow, self.state.get("block_importance")), "details": details, "vocab": vocab, "texts": list(texts),
                 "omitted": _said(self.coverage, omitted), "budget_omitted": omitted, "default_target": self.target,
                 "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
 
@@ -482,11 +482,11 @@ def _compact_pairs(obj, texts: dict[str, int]):
 
 
 def _lens_reduced(lens: dict) -> dict:
-    """A lens column with ids in 16 bits and probabilities in float16 (shown as percentages)."""
+    """A lens column with ids and ranks in 16 bits and probabilities in float16 (shown as percentages)."""
     if not lens:
         return lens
     return {**lens, "ids": reduced(lens["ids"], "u16"), "probs": reduced(lens["probs"], "f16", delta=True),
-            "rank_prev": reduced(lens["rank_prev"], "i16")}
+            "rank_prev": reduced(lens["rank_prev"], "u16", offset=1)}  # ranks up to the vocabulary's size, -1: none
 
 
 def _reduced_snapshot(snap: dict, lens: bool, head_importance: np.ndarray | None, target: int) -> dict:
@@ -518,8 +518,35 @@ def _state_column(heads: dict, head_importance: np.ndarray | None, target: int) 
     return {_COLUMN_OF: "head_importance", "token": target}
 
 
+# The route scores' per-update arrays that are, value for value, a table of the state's block importance (the same
+# scores, [L, T] laid out as the flow's layer * T + token): held once, there (js/static.ts ``fromStateBlocks``).
+_FLOW_IN_STATE = {"mlp": "mlp", "resid_attn": "residual_attention", "resid_mlp": "residual_mlp"}
+_STATE_OF = "state_of"
+
+
+def _flow_state_refs(flow: dict, blocks: dict | None) -> dict:
+    """``flow`` with each per-update array that equals its block importance table (``_FLOW_IN_STATE``) replaced by
+    a reference to it; an array that differs in any bit stays (the route is traced from exact scores)."""
+    out = dict(flow)
+    for name, key in _FLOW_IN_STATE.items():
+        table = (blocks or {}).get(key)
+        if table is None or name not in flow:
+            continue
+        mine, theirs = decode_array(flow[name]), decode_array(table)
+        if mine.dtype == theirs.dtype and mine.tobytes() == np.ascontiguousarray(theirs).tobytes():
+            out[name] = {_STATE_OF: "block_importance", "key": key}
+    return out
+
+
 def _state_columns(report: dict) -> dict:
-    """``read_report``: the per-target tables held as state columns back as arrays (as the page rebuilds them)."""
+    """``read_report``: the per-target tables held as state columns, and the route scores held as state tables,
+    back as arrays (as the page rebuilds them)."""
+    for name, ref in report.get("flow", {}).items():
+        if isinstance(ref, dict) and ref.get(_STATE_OF) == "block_importance":
+            report["flow"][name] = np.ascontiguousarray(report["state"]["block_importance"][ref["key"]]).reshape(-1)
+    for by_target in report.get("attributions", {}).values():
+        for att in by_target.values():
+            _merged_from_scores(att)
     importance = report["state"].get("head_importance")
     for snap in report.get("per_target", {}).values():
         for table in snap.get("method_scores", {}).values():
@@ -529,15 +556,33 @@ def _state_columns(report: dict) -> dict:
     return report
 
 
+# The word view's merges of a target's scores, left to the page (js/static.ts ``fromScoreMerges``): each word's sum,
+# mean or max of its tokens' scores, which the report already holds (``_attribution_reduced``).
+_MERGED_FROM_SCORES = "from_scores"
+
+
 def _attribution_reduced(att: dict) -> dict:
-    """An attribution pane's trait with its token scores and word merges in float16 (drawn as bars and shown with
-    3 digits); NaN (after the position) keeps the array in float32."""
+    """An attribution pane's trait with its token scores in float16 (drawn as bars and shown with 3 digits; NaN,
+    after the position, keeps the array in float32) and its word merges computed in the page from those scores
+    (granularity.merge's rules: the page's merges of the float16 scores are within float16's rounding of the
+    kernel's), not stored."""
     if not att:
         return att
     out = {**att, "scores": reduced(att["scores"], "f16")}
     if isinstance(att.get("words"), dict):
-        out["words"] = {**att["words"], "merged": {k: reduced(v, "f16") for k, v in att["words"]["merged"].items()}}
+        out["words"] = {**att["words"], "merged": _MERGED_FROM_SCORES}
     return out
+
+
+def _merged_from_scores(att: dict) -> None:
+    """``read_report``: an attribution's word merges, computed from its scores as the page computes them."""
+    from .granularity import merge
+
+    words = att.get("words") if isinstance(att, dict) else None
+    if isinstance(words, dict) and words.get("merged") == _MERGED_FROM_SCORES:
+        spans = [(a, b + 1) for a, b in words["spans"]]
+        values = torch.as_tensor(np.asarray(att["scores"], np.float64))
+        words["merged"] = {how: merge(values, spans, how).numpy().astype(np.float32) for how in words["merges"]}
 
 
 # Steps taken, in order, while a report is over its size: first the attention patterns' precision down to what the

@@ -14,7 +14,8 @@ are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``en
   float16's subnormal range) and the others float32, exact (route scores: τ, never under the floor, compares only those; the small ones show only in an edge's
   breakdown by head, with 3 digits); the float16 plane list then the float32 plane list, a NaN float16 marking
   where the next float32 goes;
-- ``u16`` / ``i16``: uint32 / int32 whose values fit in 16 bits (token ids of a vocabulary under 65,536);
+- ``u16`` / ``i16``: uint32 / int32 whose values fit in 16 bits (token ids of a vocabulary under 65,536); ``u16``
+  of an int32 array: its values plus ``offset`` (1: ranks of a vocabulary under 65,535, -1 for "none");
 - ``fixed``: float32 in steps of ``2**-bits`` (off by at most ``2**-(bits+1)``: logits of vocabulary projections,
   shown with 2 decimals, at ``bits`` 8: 0.002), each as the difference from the one before it along the last axis
   in 16 bits (sorted rows: small differences); a row holding a value under 0.001 but not 0 (which the panes show
@@ -116,7 +117,7 @@ def _fixed_fits(v: np.ndarray, bits: int) -> bool:
 
 
 def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False, rans: bool = False,
-            bits: int = 8, below: float = 0.0) -> dict:
+            bits: int = 8, below: float = 0.0, offset: int = 0) -> dict:
     """Mark the array dict ``a`` to be stored as ``enc`` (``delta``: float16 rows as differences; ``rans``: a
     ``sqrt`` triangle entropy-coded with the others so marked, report_rans.py); falls back to ``raw`` whenever
     ``enc`` would change a value more than it says (out of float16's range, ids past 16 bits, negative or
@@ -130,14 +131,15 @@ def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False, rans: 
         # NaN and ±inf are float16 values too (kept exactly); a finite value past float16's range is not
         "f16": a["dtype"] == "float32" and (v.size == 0 or float(np.abs(np.where(np.isfinite(v), v, 0)).max())
                                             <= _F16_MAX),
-        "u16": a["dtype"] == "uint32" and (v.size == 0 or int(v.max()) < 1 << 16),
+        "u16": (a["dtype"] == "uint32" and not offset or a["dtype"] == "int32") and (
+            v.size == 0 or 0 <= int(v.min()) + offset <= int(v.max()) + offset < 1 << 16),
         "i16": a["dtype"] == "int32" and (v.size == 0 or -(1 << 15) <= int(v.min()) <= int(v.max()) < 1 << 15),
         "sqrt": a["dtype"] == "float32" and finite and (v.size == 0 or float(v.min()) >= 0) and 1 <= levels <= 255,
         "fixed": a["dtype"] == "float32" and finite and _fixed_fits(v, bits),
         "f16lo": a["dtype"] == "float32" and finite and v.ndim == 1 and below > 0,
     }[enc]
     return {**a, "enc": enc if ok else "raw", "levels": levels, "delta": delta and enc == "f16" and ok,
-            "rans": rans and enc == "sqrt" and ok, "bits": bits, "below": below}
+            "rans": rans and enc == "sqrt" and ok, "bits": bits, "below": below, "offset": offset if ok else 0}
 
 
 def _planes(data: np.ndarray) -> tuple[bytes, dict]:
@@ -158,8 +160,9 @@ def _store(a: dict) -> tuple[bytes, dict]:
         data, desc = _planes(bits.reshape(-1))
         return data, {"enc": "f16", **desc, **({"delta": True} if a.get("delta") else {})}
     if enc in ("u16", "i16"):
-        data, desc = _planes(v.astype(np.uint16 if enc == "u16" else np.int16).reshape(-1))
-        return data, {"enc": enc, **desc}
+        offset = int(a.get("offset", 0))
+        data, desc = _planes((v.astype(np.int64) + offset).astype(np.uint16 if enc == "u16" else np.int16).reshape(-1))
+        return data, {"enc": enc, **desc, **({"offset": offset} if offset else {})}
     if enc == "f16lo":
         return _store_f16lo(v, float(a["below"]))
     if enc == "fixed":
@@ -512,7 +515,10 @@ def _inflate(a: dict, data: bytes) -> np.ndarray:
         return (np.cumsum(rows, axis=1) / np.exp2(row_bits)[:, None]).astype(dtype).reshape(shape)
     if enc in ("f16", "u16", "i16"):
         src = {"f16": np.float16, "u16": np.uint16, "i16": np.int16}[enc]
-        return np.frombuffer(data, src).astype(dtype).reshape(shape)
+        values = np.frombuffer(data, src)
+        if d.get("offset"):
+            values = values.astype(np.int64) - d["offset"]
+        return values.astype(dtype).reshape(shape)
     if enc == "sqrt":
         q = np.frombuffer(data, np.uint8).astype(np.float32)
         v = (q / d["levels"]) ** 2 * np.float32(d["max"])

@@ -668,3 +668,33 @@ def test_a_report_that_cannot_be_read_says_so_in_the_page(tmp_path, chromium):
     finally:
         page.close()
     assert errors  # the error still reaches the console
+
+
+def test_route_scores_and_word_merges_are_held_once_and_read_back(tmp_path):
+    """The route scores' per-update arrays that equal the state's block importance tables are references to them,
+    and other targets' word merges are computed from their scores (by the page, and by read_report alike): what
+    the page rebuilds is the kernel's, to float16's rounding for the merges and exactly for the route scores."""
+    from lmtt_widgets import report_pack
+    from lmtt_widgets.report import flow_scores
+    from lmtt_widgets.widgets import scoring
+    from lmtt_widgets.widgets.codec import decode_array
+    from lmtt_widgets.methods.flow_attribution import flow_attribution_tables
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris. It is")
+    page = write_report(ex, tmp_path / "r.html").read_text(encoding="utf-8")
+    state = report_pack.from_text(page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0])
+    raw = gzip.decompress(report_pack.unframe(state)[0])
+    body = json.loads(raw[4:4 + int.from_bytes(raw[:4], "little")])
+    assert body["flow"]["mlp"] == {"state_of": "block_importance", "key": "mlp"}
+    assert body["flow"]["resid_attn"] == {"state_of": "block_importance", "key": "residual_attention"}
+    assert body["attributions"]["flow_attribution"]["0"]["words"]["merged"] == "from_scores"
+    rep = read_report(page)
+    want = flow_scores(ex, rep["flow"]["floor"])
+    for name in ("mlp", "resid_attn", "resid_mlp", "bias_attn"):
+        assert np.array_equal(rep["flow"][name], decode_array(want[name])), name
+    tables = flow_attribution_tables(ex, list(range(ex.n_tokens - 1)))
+    for t in range(ex.n_tokens - 1):
+        words = scoring.attribution_words(ex, tables[t])
+        got = rep["attributions"]["flow_attribution"][str(t)]["words"]["merged"]
+        for how, values in words["merged"].items():
+            np.testing.assert_allclose(got[how], values, rtol=2e-3, atol=1e-6, err_msg=f"{how} at {t}")

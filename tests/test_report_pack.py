@@ -396,3 +396,16 @@ def test_the_lens_estimate_keeps_the_lens_where_it_just_fits(family):
     report, omitted, packed = content.build(budget)
     assert len(packed) <= budget and omitted == _notes(_EXTRAS_STEP - 1), omitted
     assert all("lens" in snap for snap in report["per_target"].values())
+
+
+def test_ranks_past_int16_are_stored_in_16_bits_with_an_offset():
+    """Logit lens ranks run to the vocabulary's size (49,151 on SmolLM2), with -1 for "none": int16 cannot hold
+    them (they were stored as raw int32), 16 bits plus an offset of 1 can, exactly."""
+    ranks = np.array([[-1, 0, 5], [32767, 49151, 65534]], np.int32)
+    a = reduced(encode_array(ranks, "int32"), "u16", offset=1)
+    assert a["enc"] == "u16" and reduced(encode_array(ranks, "int32"), "i16")["enc"] == "raw"
+    back = unpack(pack({"r": a}))["r"]
+    assert back.dtype == np.int32 and np.array_equal(back, ranks)
+    # one past what 16 bits hold with the offset: stored as it is, never wrapped
+    assert reduced(encode_array(np.array([65535], np.int32), "int32"), "u16", offset=1)["enc"] == "raw"
+    assert reduced(encode_array(np.array([-2], np.int32), "int32"), "u16", offset=1)["enc"] == "raw"

@@ -36,6 +36,15 @@ describe("report container arrays", () => {
     expect(Array.from(new Uint32Array((ids.data as DataView).buffer))).toEqual([1, 258, 65535]);
   });
 
+  it("reads int32 ranks stored as 16 bits plus an offset (-1 for none, ranks past 32,767)", () => {
+    // [-1, 0, 49151] + 1 = [0, 1, 49152]: low bytes 0, 1, 0, then high bytes 0, 0, 192
+    const ranks = inflateArray(
+      { dtype: "int32", shape: [3], data: { enc: "u16", at: 0, n: 6, planes: 2, offset: 1 } },
+      bytes([0, 1, 0, 0, 0, 192]),
+    );
+    expect(Array.from(new Int32Array((ranks.data as DataView).buffer))).toEqual([-1, 0, 49151]);
+  });
+
   it("widens 16-bit ids and float16 scores to the wire dtype", () => {
     const ids = inflateArray({ dtype: "uint32", shape: [2], data: { enc: "u16", at: 0, n: 4 } }, bytes([1, 0, 0xff, 0xff]));
     expect(Array.from(new Uint32Array((ids.data as DataView).buffer))).toEqual([1, 65535]);
