@@ -303,6 +303,30 @@ def test_smollm2_128_token_report_is_complete_within_3mb(smollm2, tmp_path):
 
 
 @pytest.mark.smollm2
+def test_smollm2_128_token_report_with_every_extra_is_smaller(smollm2):
+    """The complete 128-token report, the extras included (every held head's projection and the logit lens at every
+    target) with patterns at 127 steps (no visible difference), as the page's text: 3.40 MB before the container's
+    gzip members, libdeflate, the route scores held as state tables, the word merges left to the page and 16-bit
+    ranks; 3.21 MB with them (3.34 MB where the optional ``deflate`` package is missing: zlib). The issue's 3 MB is
+    not met yet (README, "Offline report size")."""
+    from lmtt_widgets import report, report_pack
+    from lmtt_widgets.report import UNSEEN_LEVELS, _FULL, _Content, _page_bytes
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from browser_bench import make_prompt
+
+    ex = explain(smollm2, make_prompt(smollm2, 128))
+    content = _Content(ex, report.DEFAULT_THRESHOLD, "head")
+    content._add_extras()
+    rep, packed = content._packed({**_FULL, "maps": UNSEEN_LEVELS}, [])
+    size = len(packed) + _page_bytes() + 4096  # the page around the state, its note and title at most
+    print(f"128-token SmolLM2 report with every extra at {UNSEEN_LEVELS} steps: {size} bytes")
+    assert len(rep["per_target"]) == 127 and all("lens" in s for s in rep["per_target"].values())
+    assert len(rep["vocab"]["head"]["ids"]) > len(content.route_heads)  # every held head, not the routes' only
+    assert size <= (3_250_000 if report_pack._libdeflate is not None else 3_360_000)
+
+
+@pytest.mark.smollm2
 @pytest.mark.browser
 def test_report_answers_clicks_on_heads_neurons_and_other_targets_offline(smollm2_paris, tmp_path, chromium):
     path = write_report(smollm2_paris, tmp_path / "report.html")

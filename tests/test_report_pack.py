@@ -409,3 +409,28 @@ def test_ranks_past_int16_are_stored_in_16_bits_with_an_offset():
     # one past what 16 bits hold with the offset: stored as it is, never wrapped
     assert reduced(encode_array(np.array([65535], np.int32), "int32"), "u16", offset=1)["enc"] == "raw"
     assert reduced(encode_array(np.array([-2], np.int32), "int32"), "u16", offset=1)["enc"] == "raw"
+
+
+def test_heads_projections_are_not_computed_where_the_lens_step_does_not_fit(monkeypatch):
+    """An estimate that says the lens may fit where it does not (here forced: LENS_ESTIMATE 0) costs the lens's
+    columns and one pack, not the heads' projections at every target too: those are computed only once the step
+    holding the lens (and the routes' heads only) fits."""
+    from lmtt_widgets import explain, report
+    from lmtt_widgets.report import _STEPS, DEFAULT_THRESHOLD, _Content, _EXTRAS_STEP, _notes
+    from tiny_models import loaded
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris. The capital of Italy is Rome.")
+    walk = _Content(ex, DEFAULT_THRESHOLD, "head")
+    walk._packer = Packer()
+    budget = len(walk._packed(_STEPS[_EXTRAS_STEP][0], _notes(_EXTRAS_STEP))[1]) + 100
+    monkeypatch.setattr(report, "LENS_ESTIMATE", 0.0)
+    calls = []
+    real = report.head_projections
+    monkeypatch.setattr(report, "head_projections", lambda e, heads, *a, **k: calls.append(len(heads)) or real(
+        e, heads, *a, **k))
+    content = _Content(ex, DEFAULT_THRESHOLD, "head")
+    n_route = len(calls)  # the routes' heads, computed with the rest of the report
+    rep, omitted, _ = content.build(budget)
+    assert omitted == _notes(_EXTRAS_STEP) and not content.has_extras
+    assert all("lens" in snap for snap in content.per_target.values())  # computed, found not to fit
+    assert len(calls) == n_route == 1, calls
