@@ -317,6 +317,7 @@ def test_smollm2_128_token_report_with_every_extra_is_smaller(smollm2):
 
     ex = explain(smollm2, make_prompt(smollm2, 128))
     content = _Content(ex, report.DEFAULT_THRESHOLD, "head")
+    content._packer = report_pack.Packer()
     content._add_extras()
     rep, packed = content._packed({**_FULL, "maps": UNSEEN_LEVELS}, [])
     size = len(packed) + _page_bytes() + 4096  # the page around the state, its note and title at most
