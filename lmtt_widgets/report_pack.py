@@ -1,4 +1,5 @@
-"""The report's state as one gzip-compressed binary container (js/reportcodec.ts reads it back).
+"""The report's state as one compressed binary container, gzip members framed by their lengths (js/reportcodec.ts
+reads it back).
 
 Layout before compression: a 4-byte little-endian length, the JSON text (UTF-8), zero padding to a multiple of
 8, then the arrays' bytes, each starting at a multiple of 8. In the JSON every array is
