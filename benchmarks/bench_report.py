@@ -60,9 +60,10 @@ def sections(page: str) -> dict[str, tuple[int, int]]:
     import struct
     import zlib
 
-    from lmtt_widgets.report_pack import from_text
+    from lmtt_widgets.report_pack import from_text, unframe
 
-    raw = gzip.decompress(from_text(page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]))
+    state = from_text(page.split('id="lmtt-state">', 1)[1].split("</script>", 1)[0])
+    raw = b"".join(gzip.decompress(m) for m in unframe(state))
     (n,) = struct.unpack_from("<I", raw)
     body = json.loads(raw[4:4 + n])
     arrays = raw[4 + n + (-(4 + n) % 8):]

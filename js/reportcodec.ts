@@ -24,6 +24,8 @@ export interface Stored {
   row_bits?: boolean;
   /** f16lo: how many values are float32 (after the float16 planes, in planes too; a NaN float16 marks each) */
   high?: number;
+  /** u16 of an int32 array: what was added to each value to store it */
+  offset?: number;
   /** bytes per number when stored byte plane by byte plane */
   planes?: number;
   /** sqrt triangle, rANS-coded (js/reportrans.ts): its frequency table's place, context shift and bits */
@@ -95,9 +97,43 @@ export async function gunzip(data: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
+// report_pack.py `frame`: "LMz1", the number of gzip members and each one's length (uint32, little-endian), then
+// the members. DecompressionStream reads a single member, so each is inflated on its own and the parts joined.
+const FRAME = [0x4c, 0x4d, 0x7a, 0x31];
+
+/** The gzip members of a container, in order (throws on a container that is not framed as report_pack writes). */
+export function members(data: Uint8Array): Uint8Array[] {
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  if (data.length < 8 || FRAME.some((b, i) => data[i] !== b)) {
+    throw new Error("the report's data does not start with its frame: the file was altered or is from another version");
+  }
+  const n = view.getUint32(4, true);
+  let at = 8 + 4 * n;
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < n; i++) {
+    const len = at <= data.length ? view.getUint32(8 + 4 * i, true) : 0;
+    out.push(data.subarray(at, at + len));
+    at += len;
+  }
+  if (at !== data.length) throw new Error("the report's data members do not add up to its length: the file was altered");
+  return out;
+}
+
+/** A framed container inflated: its members gunzipped (in parallel) and joined. */
+export async function inflateMembers(data: Uint8Array): Promise<Uint8Array> {
+  const parts = await Promise.all(members(data).map(gunzip));
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** The container's JSON body, its arrays still stored (see `inflateStored`), and the array bytes. */
 export async function readContainer(text: string): Promise<Container> {
-  const raw = await gunzip(textBytes(text));
+  const raw = await inflateMembers(textBytes(text));
   const n = new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(0, true);
   const body = JSON.parse(new TextDecoder().decode(raw.subarray(4, 4 + n)));
   const base = 4 + n + ((8 - ((4 + n) % 8)) % 8);
@@ -167,7 +203,8 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
   } else if (d.enc === "f16") {
     for (let i = 0; i < size; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
   } else if (d.enc === "u16") {
-    for (let i = 0; i < size; i++) out[i] = view.getUint16(2 * i, true);
+    const offset = Number(d.offset) || 0; // an int32 array's values were stored plus this
+    for (let i = 0; i < size; i++) out[i] = view.getUint16(2 * i, true) - offset;
   } else if (d.enc === "i16") {
     for (let i = 0; i < size; i++) out[i] = view.getInt16(2 * i, true);
   } else if (d.enc === "sqrt") {

@@ -133,6 +133,59 @@ export function fromStateColumns(perTarget: Record<string, Record<string, any>>,
   }
 }
 
+/**
+ * The route scores' per-update arrays a report holds as a table of the state's block importance (report.py
+ * `_flow_state_refs`: the same float32 scores, [L, T] read as layer * T + token), put back in place.
+ */
+export function fromStateBlocks(flow: Record<string, any>, state: Record<string, any>): Record<string, any> {
+  for (const [name, ref] of Object.entries(flow)) {
+    if (!ref || typeof ref !== "object" || isArrayDict(ref) || !("state_of" in ref)) continue;
+    const table = decodeArray(state[String(ref.state_of)]?.[String(ref.key)]);
+    if (!table) throw new Error(`the report's route scores refer to a table ${String(ref.state_of)}.${String(ref.key)} it does not hold`);
+    flow[name] = table;
+  }
+  return flow;
+}
+
+/** A word's value from its tokens' (granularity.py `merge`): NaN tokens skipped, NaN when it has none. */
+function mergeWord(values: ArrayLike<number>, first: number, last: number, how: string): number {
+  let sum = 0;
+  let n = 0;
+  let best = NaN;
+  for (let i = first; i <= last && i < values.length; i++) {
+    const v = values[i];
+    if (Number.isNaN(v)) continue;
+    sum += v;
+    n += 1;
+    if (!(Math.abs(v) <= Math.abs(best))) best = v; // the first of the largest magnitude, as argmax
+  }
+  if (!n) return NaN;
+  return how === "max" ? best : how === "mean" ? sum / n : sum;
+}
+
+/**
+ * The word merges a report leaves to the page (report.py `_attribution_reduced`: `merged` is "from_scores"),
+ * computed from the attribution's scores for each merge rule, in place.
+ */
+export function fromScoreMerges(attributions: Record<string, Record<string, any>>): Record<string, Record<string, any>> {
+  for (const byTarget of Object.values(attributions)) {
+    for (const att of Object.values(byTarget ?? {})) {
+      const words = att?.words;
+      if (!words || words.merged !== "from_scores") continue;
+      const scores = decodeArray(att.scores);
+      if (!scores || !Array.isArray(words.spans)) throw new Error("the report's word view lacks the scores it is merged from");
+      const spans = words.spans as [number, number][];
+      words.merged = Object.fromEntries(
+        (words.merges as string[]).map((how) => [
+          how,
+          encodeArray(Float32Array.from(spans, ([a, b]) => mergeWord(scores.data, a, b, how)), [spans.length]),
+        ]),
+      );
+    }
+  }
+  return attributions;
+}
+
 /** Split a decoded report body into the widget state (arrays inflated) and what the page answers from. */
 export function reportParts(body: any, bytes: Uint8Array): { state: Record<string, any>; report: ReportData } {
   const state = inflateTree(body.state ?? {}, bytes);
@@ -140,8 +193,8 @@ export function reportParts(body: any, bytes: Uint8Array): { state: Record<strin
   fromStateColumns(perTarget, state);
   const report: ReportData = {
     perTarget,
-    attributions: inflateTree(body.attributions ?? {}, bytes),
-    flow: body.flow ? flowScores(inflateTree(body.flow, bytes)) : null,
+    attributions: fromScoreMerges(inflateTree(body.attributions ?? {}, bytes)),
+    flow: body.flow ? flowScores(fromStateBlocks(inflateTree(body.flow, bytes), state)) : null,
     details: body.details ?? {},
     bytes,
     defaultTarget: Number(body.default_target ?? state.target),

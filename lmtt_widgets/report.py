@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import gzip
 import html
 import os
 import pathlib
@@ -43,7 +42,7 @@ from .explain import Explanation
 from .methods.flow_attribution import attention_rollout_tables, flow_attribution_tables
 from .methods.logit_attribution import logit_attribution_tables
 from .methods.targets import make_metric
-from .report_pack import Packer, pack, reduced, text_size, to_text, unpack
+from .report_pack import Packer, gzip_member, pack, reduced, text_size, to_text, unpack
 from .report_vocab import head_projections, mlp_projections, neuron_projections
 from .widgets import payload, protocol, scoring
 from .widgets.codec import decode_array, encode_array, wire_text
@@ -78,13 +77,16 @@ HEADS_PER_TARGET = 27
 # ...unless all heads at all targets take at most this many unembedding products (short prompts: a few seconds)
 ALL_HEAD_ROWS = 8192
 # Lens columns computed to estimate whether the lens at every target can fit, before computing them all, and the
-# share of the sample's packed size, scaled to all targets, taken as the lens's cost in the report. The sample
-# packed alone, scaled, against the lens's real cost in the report (the step that holds it less the one without):
-# 1.01-1.03 on SmolLM2 (64 and 128 tokens), 1.10-1.40 on the tiny test models (8-62 tokens: the lens's token strings
-# are shared with the rest of the report, which the sample alone pays for); low, since an estimate too low only
-# costs time, one too high leaves the lens out where it fits (0.85 did, at 1.19 times the room)
+# share of what the sample adds to the report (packed in place: ``_lens_may_fit``), scaled to all targets, taken as
+# the lens's cost. That estimate against the lens's real cost in the report (the step that holds it less the one
+# without): 1.13 and 1.19 on SmolLM2 (64 and 128 tokens), 1.20-1.43 on the tiny test models (31-61 tokens: more
+# columns find more repeats); at most 1 / 1.43, since an estimate too low only costs time (the lens is computed,
+# then the step holding it is packed and found over), one too high leaves the lens out where it fits. At 128 tokens
+# on SmolLM2 the estimate is 0.25 MB of 0.21 MB of room: the lens (seconds) is not computed. (The sample packed
+# alone, the estimate before, was 1.01-1.03 of the real cost on SmolLM2 and up to 1.40 on the tiny models, which
+# pay alone for the token strings the report shares: at 0.6 it had the lens computed at 128 tokens for nothing.)
 LENS_SAMPLE = 8
-LENS_ESTIMATE = 0.6
+LENS_ESTIMATE = 0.68
 _NOT_AT_TARGET = ("not in this report at this target: it runs a backward pass for each target; the report holds it at "
                   "the last target")
 _NEEDS_KERNEL = "not in this report: it runs the model many times; open the notebook with a kernel"
@@ -166,31 +168,44 @@ class _Content:
                         for layer, n, t in alone}
         self.strings = _vocab_strings(ex, self.vocab)
 
-    def _lens_may_fit(self, room: int) -> bool:
-        """Whether the logit lens at every other target may fit in ``room`` bytes of the page's text, from the
-        packed size of a sample of its columns (kept for ``_add_extras``): the lens is most of the extras, and
-        costs a product with the unembedding per residual row (seconds at 128 tokens)."""
+    def _lens_may_fit(self, without: int, max_bytes: int) -> bool:
+        """Whether the logit lens at every other target may fit in ``max_bytes`` of the page's text, the report
+        without it taking ``without``: a sample of its columns is packed in place, with the rest of the report (so
+        tokens' strings and repeats it shares with the rest are not counted twice), and what it adds is scaled to
+        every target. The columns are kept for ``_add_lens``; the lens is most of the extras and costs a product
+        with the unembedding per residual row (seconds at 128 tokens)."""
         positions = list(range(self.ex.n_tokens - 1))
         if not positions:  # a one-token prompt: no other target, no lens to add
             return True
         sample = positions[::max(1, -(-len(positions) // LENS_SAMPLE))]  # at most LENS_SAMPLE, evenly spread
         self._lens = payload.lens_columns(self.ex, sample)
-        packed = len(pack({str(t): _lens_reduced(c) for t, c in self._lens.items()}))
-        return LENS_ESTIMATE * text_size(packed) * len(positions) / len(sample) <= room
+        for t, column in self._lens.items():
+            self.per_target[str(t)]["lens"] = column
+        try:
+            with_sample = len(self._packed(_STEPS[_LENS_STEP][0], _notes(_LENS_STEP))[1])
+        finally:
+            for t in self._lens:
+                self.per_target[str(t)].pop("lens", None)
+        return without + LENS_ESTIMATE * (with_sample - without) * len(positions) / len(sample) <= max_bytes
+
+    def _add_lens(self) -> None:
+        """The logit lens at every target (the sample's columns reused)."""
+        rest = [t for t in range(self.ex.n_tokens - 1) if t not in self._lens]
+        for t, column in {**self._lens, **payload.lens_columns(self.ex, rest)}.items():
+            self.per_target[str(t)]["lens"] = column
+        self._lens = {}
 
     def _add_extras(self) -> None:
         """The extras the ladder cuts first: every held head's projection at the other targets (not only those on
         their routes) and the logit lens at every target. Computed once, when a step that holds them is tried."""
         if self.has_extras:
             return
-        ex, done = self.ex, self._lens
-        rest = [t for t in range(ex.n_tokens - 1) if t not in done]
-        for t, column in {**done, **payload.lens_columns(ex, rest)}.items():
-            self.per_target[str(t)]["lens"] = column
+        if not all("lens" in snap for snap in self.per_target.values()):
+            self._add_lens()
         heads = sorted(self._other_target_heads(self.route_heads))
-        self.vocab["head"] = head_projections(ex, heads)  # the route's rows again: one product, the table sorted
+        self.vocab["head"] = head_projections(self.ex, heads)  # the route's rows again: one product, the table sorted
         self.head_on_route = np.array([x in self.route_heads for x in heads], bool)
-        self.strings = _vocab_strings(ex, self.vocab)
+        self.strings = _vocab_strings(self.ex, self.vocab)
         self.has_extras = True
 
     def _other_target_heads(self, route_heads: set[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
@@ -282,11 +297,14 @@ class _Content:
             return len(packs[step][1]) <= max_bytes
 
         if fits(_EXTRAS_STEP):  # all but the extras fit: the first step that fits is one of those before
-            if self._lens_may_fit(max_bytes - len(packs[_EXTRAS_STEP][1])):
-                self._add_extras()
-                first = _first_fitting(0, _EXTRAS_STEP, fits)
-            else:  # every step before holds the lens at every target, which does not fit: no need to compute it
-                first = _EXTRAS_STEP
+            # every step before holds the lens at every target: computed only if its sample says it may fit, and
+            # the heads' projections only if the step holding the lens but not them fits
+            first = _EXTRAS_STEP
+            if self._lens_may_fit(len(packs[_EXTRAS_STEP][1]), max_bytes):
+                self._add_lens()
+                if fits(_LENS_STEP):
+                    self._add_extras()
+                    first = _first_fitting(0, _LENS_STEP, fits)
             return packs[first][0], _notes(first), packs[first][1]
         first = _first_fitting(_EXTRAS_STEP + 1, _NEURON_STEP, fits)  # the neurons' step: "none of these fits"
         if first < _NEURON_STEP:
@@ -357,7 +375,7 @@ class _Content:
         attributions = {name: {t: _attribution_reduced(a) if t != str(self.target) else a for t, a in by_t.items()}
                         for name, by_t in self.attributions.items()}
         return {"version": 2, "state": state, "per_target": per_target, "attributions": attributions,
-                "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
+                "flow": _flow_state_refs(self.flow, self.state.get("block_importance")), "details": details, "vocab": vocab, "texts": list(texts),
                 "omitted": _said(self.coverage, omitted), "budget_omitted": omitted, "default_target": self.target,
                 "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
 
@@ -483,11 +501,11 @@ def _compact_pairs(obj, texts: dict[str, int]):
 
 
 def _lens_reduced(lens: dict) -> dict:
-    """A lens column with ids in 16 bits and probabilities in float16 (shown as percentages)."""
+    """A lens column with ids and ranks in 16 bits and probabilities in float16 (shown as percentages)."""
     if not lens:
         return lens
     return {**lens, "ids": reduced(lens["ids"], "u16"), "probs": reduced(lens["probs"], "f16", delta=True),
-            "rank_prev": reduced(lens["rank_prev"], "i16")}
+            "rank_prev": reduced(lens["rank_prev"], "u16", offset=1)}  # ranks up to the vocabulary's size, -1: none
 
 
 def _reduced_snapshot(snap: dict, lens: bool, head_importance: np.ndarray | None, target: int) -> dict:
@@ -519,8 +537,35 @@ def _state_column(heads: dict, head_importance: np.ndarray | None, target: int) 
     return {_COLUMN_OF: "head_importance", "token": target}
 
 
+# The route scores' per-update arrays that are, value for value, a table of the state's block importance (the same
+# scores, [L, T] laid out as the flow's layer * T + token): held once, there (js/static.ts ``fromStateBlocks``).
+_FLOW_IN_STATE = {"mlp": "mlp", "resid_attn": "residual_attention", "resid_mlp": "residual_mlp"}
+_STATE_OF = "state_of"
+
+
+def _flow_state_refs(flow: dict, blocks: dict | None) -> dict:
+    """``flow`` with each per-update array that equals its block importance table (``_FLOW_IN_STATE``) replaced by
+    a reference to it; an array that differs in any bit stays (the route is traced from exact scores)."""
+    out = dict(flow)
+    for name, key in _FLOW_IN_STATE.items():
+        table = (blocks or {}).get(key)
+        if table is None or name not in flow:
+            continue
+        mine, theirs = decode_array(flow[name]), decode_array(table)
+        if mine.dtype == theirs.dtype and mine.tobytes() == np.ascontiguousarray(theirs).tobytes():
+            out[name] = {_STATE_OF: "block_importance", "key": key}
+    return out
+
+
 def _state_columns(report: dict) -> dict:
-    """``read_report``: the per-target tables held as state columns back as arrays (as the page rebuilds them)."""
+    """``read_report``: the per-target tables held as state columns, and the route scores held as state tables,
+    back as arrays (as the page rebuilds them)."""
+    for name, ref in report.get("flow", {}).items():
+        if isinstance(ref, dict) and ref.get(_STATE_OF) == "block_importance":
+            report["flow"][name] = np.ascontiguousarray(report["state"]["block_importance"][ref["key"]]).reshape(-1)
+    for by_target in report.get("attributions", {}).values():
+        for att in by_target.values():
+            _merged_from_scores(att)
     importance = report["state"].get("head_importance")
     for snap in report.get("per_target", {}).values():
         for table in snap.get("method_scores", {}).values():
@@ -530,15 +575,33 @@ def _state_columns(report: dict) -> dict:
     return report
 
 
+# The word view's merges of a target's scores, left to the page (js/static.ts ``fromScoreMerges``): each word's sum,
+# mean or max of its tokens' scores, which the report already holds (``_attribution_reduced``).
+_MERGED_FROM_SCORES = "from_scores"
+
+
 def _attribution_reduced(att: dict) -> dict:
-    """An attribution pane's trait with its token scores and word merges in float16 (drawn as bars and shown with
-    3 digits); NaN (after the position) keeps the array in float32."""
+    """An attribution pane's trait with its token scores in float16 (drawn as bars and shown with 3 digits; NaN,
+    after the position, keeps the array in float32) and its word merges computed in the page from those scores
+    (granularity.merge's rules: the page's merges of the float16 scores are within float16's rounding of the
+    kernel's), not stored."""
     if not att:
         return att
     out = {**att, "scores": reduced(att["scores"], "f16")}
     if isinstance(att.get("words"), dict):
-        out["words"] = {**att["words"], "merged": {k: reduced(v, "f16") for k, v in att["words"]["merged"].items()}}
+        out["words"] = {**att["words"], "merged": _MERGED_FROM_SCORES}
     return out
+
+
+def _merged_from_scores(att: dict) -> None:
+    """``read_report``: an attribution's word merges, computed from its scores as the page computes them."""
+    from .granularity import merge
+
+    words = att.get("words") if isinstance(att, dict) else None
+    if isinstance(words, dict) and words.get("merged") == _MERGED_FROM_SCORES:
+        spans = [(a, b + 1) for a, b in words["spans"]]
+        values = torch.as_tensor(np.asarray(att["scores"], np.float64))
+        words["merged"] = {how: merge(values, spans, how).numpy().astype(np.float32) for how in words["merges"]}
 
 
 # Steps taken, in order, while a report is over its size: first the attention patterns' precision down to what the
@@ -580,6 +643,9 @@ _STEPS = [
 # after that step only the one without maps, which it treats on its own)
 _EXTRAS_STEP = next(i for i, (level, _, _) in enumerate(_STEPS) if not level["lens"] and level["heads"] == "route")
 _NEURON_STEP = next(i for i, (level, _, _) in enumerate(_STEPS) if level["neurons"] == "last")
+# the step before: the lens at every target, heads' projections of the routes only (the cheapest step with an extra)
+_LENS_STEP = _EXTRAS_STEP - 1
+assert _STEPS[_LENS_STEP][0]["lens"] and _STEPS[_LENS_STEP][0]["heads"] == "route"
 assert _NEURON_STEP == len(_STEPS) - 2 and _STEPS[-1][0]["maps"] is None
 
 
@@ -748,9 +814,10 @@ def read_page(path) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _packed_bundle(css: bytes, js: bytes) -> str:
-    # gzip (mtime 0: the same bundle gives the same page), then the state's own text form: no "<" at all, so the
-    # bundle cannot end or re-open its block whatever esbuild emits; about a third of the plain script
-    return to_text(gzip.compress(struct.pack("<I", len(css)) + css + js, 9, mtime=0))
+    # one gzip member (mtime 0: the same bundle gives the same page; libdeflate where installed), then the state's
+    # own text form: no "<" at all, so the bundle cannot end or re-open its block whatever esbuild emits; about a
+    # third of the plain script
+    return to_text(gzip_member(struct.pack("<I", len(css)) + css + js))
 
 
 def _bundle() -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmtt_widgets.report_pack import (SECTIONS, Packer, from_text, layout, pack, reduced, text_size, to_text,
-                                      unpack)
+from lmtt_widgets.report_pack import (FRAME, SECTIONS, Packer, from_text, layout, pack, reduced, text_size, to_text,
+                                      unframe, unpack)
 from lmtt_widgets.widgets.codec import encode_array
 
 BUNDLE = Path(__file__).resolve().parent.parent / "lmtt_widgets" / "static" / "widget.js"
@@ -67,19 +67,30 @@ def _maps_report(levels: int) -> dict:
             "note": "<script>\u2028"}
 
 
-def test_sections_deflate_on_their_own_and_make_one_gzip_member():
+def _inflated(blob: bytes) -> bytes:
+    return b"".join(gzip.decompress(m) for m in unframe(blob))
+
+
+def test_sections_deflate_on_their_own_each_a_gzip_member_of_the_frame():
     report = _maps_report(255)
     head, sections = layout(report)
     assert list(sections) == list(SECTIONS) and all(sections.values())
     assert len(sections["pattern"]) >= 4 * 64 * 65 // 2  # the four maps' triangles, together
     blob = pack(report)
-    assert gzip.decompress(blob) == head + b"".join(sections.values())
+    parts = unframe(blob)
+    assert blob.startswith(FRAME) and len(parts) == 1 + len(SECTIONS)
+    # each member is a whole gzip member (what one DecompressionStream reads), the head's and each section's
+    assert [gzip.decompress(m) for m in parts] == [head, *sections.values()]
     back = unpack(blob)
     assert back["note"] == "<script>\u2028" and back["details"]["head:0:2:63"]["pattern"].shape == (64, 64)
     assert np.array_equal(back["vocab"]["ids"], np.frombuffer(report["vocab"]["ids"]["data"], np.uint32))
     # the same bytes deflated in one piece are about as small: the sections' own windows cost little
-    whole = len(zlib.compress(gzip.decompress(blob), 9))
-    assert len(blob) <= whole * 1.02 + 64
+    whole = len(zlib.compress(_inflated(blob), 9))
+    assert len(blob) <= whole * 1.02 + 128
+    with pytest.raises(ValueError, match="frame"):
+        unpack(parts[0])
+    with pytest.raises(ValueError, match="add up"):
+        unpack(blob[:-1])
 
 
 def test_packer_deflates_again_only_what_changed():
@@ -89,7 +100,7 @@ def test_packer_deflates_again_only_what_changed():
     second = packer.pack(_maps_report(15))  # another precision of the patterns: the head and that section
     assert len(packer._done) == 1 + len(SECTIONS) + 2
     assert len(second) < len(first)
-    assert gzip.decompress(second) == b"".join([layout(_maps_report(15))[0], *layout(_maps_report(15))[1].values()])
+    assert _inflated(second) == b"".join([layout(_maps_report(15))[0], *layout(_maps_report(15))[1].values()])
     assert packer.pack(_maps_report(255)) == first and len(packer._done) == 1 + len(SECTIONS) + 2
 
 
@@ -385,3 +396,41 @@ def test_the_lens_estimate_keeps_the_lens_where_it_just_fits(family):
     report, omitted, packed = content.build(budget)
     assert len(packed) <= budget and omitted == _notes(_EXTRAS_STEP - 1), omitted
     assert all("lens" in snap for snap in report["per_target"].values())
+
+
+def test_ranks_past_int16_are_stored_in_16_bits_with_an_offset():
+    """Logit lens ranks run to the vocabulary's size (49,151 on SmolLM2), with -1 for "none": int16 cannot hold
+    them (they were stored as raw int32), 16 bits plus an offset of 1 can, exactly."""
+    ranks = np.array([[-1, 0, 5], [32767, 49151, 65534]], np.int32)
+    a = reduced(encode_array(ranks, "int32"), "u16", offset=1)
+    assert a["enc"] == "u16" and reduced(encode_array(ranks, "int32"), "i16")["enc"] == "raw"
+    back = unpack(pack({"r": a}))["r"]
+    assert back.dtype == np.int32 and np.array_equal(back, ranks)
+    # one past what 16 bits hold with the offset: stored as it is, never wrapped
+    assert reduced(encode_array(np.array([65535], np.int32), "int32"), "u16", offset=1)["enc"] == "raw"
+    assert reduced(encode_array(np.array([-2], np.int32), "int32"), "u16", offset=1)["enc"] == "raw"
+
+
+def test_heads_projections_are_not_computed_where_the_lens_step_does_not_fit(monkeypatch):
+    """An estimate that says the lens may fit where it does not (here forced: LENS_ESTIMATE 0) costs the lens's
+    columns and one pack, not the heads' projections at every target too: those are computed only once the step
+    holding the lens (and the routes' heads only) fits."""
+    from lmtt_widgets import explain, report
+    from lmtt_widgets.report import _STEPS, DEFAULT_THRESHOLD, _Content, _EXTRAS_STEP, _notes
+    from tiny_models import loaded
+
+    ex = explain(loaded("gpt2"), "The capital of France is Paris. The capital of Italy is Rome.")
+    walk = _Content(ex, DEFAULT_THRESHOLD, "head")
+    walk._packer = Packer()
+    budget = len(walk._packed(_STEPS[_EXTRAS_STEP][0], _notes(_EXTRAS_STEP))[1]) + 100
+    monkeypatch.setattr(report, "LENS_ESTIMATE", 0.0)
+    calls = []
+    real = report.head_projections
+    monkeypatch.setattr(report, "head_projections", lambda e, heads, *a, **k: calls.append(len(heads)) or real(
+        e, heads, *a, **k))
+    content = _Content(ex, DEFAULT_THRESHOLD, "head")
+    n_route = len(calls)  # the routes' heads, computed with the rest of the report
+    rep, omitted, _ = content.build(budget)
+    assert omitted == _notes(_EXTRAS_STEP) and not content.has_extras
+    assert all("lens" in snap for snap in content.per_target.values())  # computed, found not to fit
+    assert len(calls) == n_route == 1, calls

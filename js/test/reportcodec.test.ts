@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
-import { halfToFloat, inflateArray, textBytes } from "../reportcodec";
+import { gzipSync } from "node:zlib";
+import { halfToFloat, inflateArray, inflateMembers, members, textBytes } from "../reportcodec";
 import { ransDecode, ransTables } from "../reportrans";
 
 const bytes = (xs: number[]) => Uint8Array.from(xs);
@@ -33,6 +34,15 @@ describe("report container arrays", () => {
     // [1, 258, 65535]: low bytes 1, 2, 255, then high bytes 0, 1, 255
     const ids = inflateArray({ dtype: "uint32", shape: [3], data: { enc: "u16", at: 0, n: 6, planes: 2 } }, bytes([1, 2, 255, 0, 1, 255]));
     expect(Array.from(new Uint32Array((ids.data as DataView).buffer))).toEqual([1, 258, 65535]);
+  });
+
+  it("reads int32 ranks stored as 16 bits plus an offset (-1 for none, ranks past 32,767)", () => {
+    // [-1, 0, 49151] + 1 = [0, 1, 49152]: low bytes 0, 1, 0, then high bytes 0, 0, 192
+    const ranks = inflateArray(
+      { dtype: "int32", shape: [3], data: { enc: "u16", at: 0, n: 6, planes: 2, offset: 1 } },
+      bytes([0, 1, 0, 0, 0, 192]),
+    );
+    expect(Array.from(new Int32Array((ranks.data as DataView).buffer))).toEqual([-1, 0, 49151]);
   });
 
   it("widens 16-bit ids and float16 scores to the wire dtype", () => {
@@ -188,5 +198,33 @@ describe("rANS-coded attention patterns (report_rans.py)", () => {
     const plain = b64(g.maps[0]);
     const want = inflateArray({ dtype: "float32", shape: [rows, rows], data: { enc: "sqrt", at: 0, n: plain.length, max: 2, levels: 255, tril: "cols" } }, plain);
     expect(Array.from(new Float32Array((coded.data as DataView).buffer))).toEqual(Array.from(new Float32Array((want.data as DataView).buffer)));
+  });
+});
+
+describe("the container's gzip members, framed by their lengths (report_pack.py frame)", () => {
+  const framed = (parts: Uint8Array[]) => {
+    const head = new DataView(new ArrayBuffer(8 + 4 * parts.length));
+    [0x4c, 0x4d, 0x7a, 0x31].forEach((b, i) => head.setUint8(i, b));
+    head.setUint32(4, parts.length, true);
+    parts.forEach((p, i) => head.setUint32(8 + 4 * i, p.length, true));
+    const out = new Uint8Array(head.byteLength + parts.reduce((n, p) => n + p.length, 0));
+    out.set(new Uint8Array(head.buffer));
+    let at = head.byteLength;
+    for (const p of parts) (out.set(p, at), (at += p.length));
+    return out;
+  };
+  const texts = ["head and JSON", "", "patterns ".repeat(1000)];
+  const gz = texts.map((t) => new Uint8Array(gzipSync(Buffer.from(t))));
+
+  it("inflates each member on its own and joins them in order (one DecompressionStream reads one member)", async () => {
+    const raw = await inflateMembers(framed(gz));
+    expect(new TextDecoder().decode(raw)).toBe(texts.join(""));
+    expect(members(framed(gz)).map((m) => m.length)).toEqual(gz.map((m) => m.length));
+  });
+
+  it("refuses a container without its frame or whose members do not add up to its length", () => {
+    expect(() => members(gz[0])).toThrow(/frame/);
+    const cut = framed(gz).subarray(0, framed(gz).length - 1);
+    expect(() => members(cut)).toThrow(/add up/);
   });
 });

@@ -7,7 +7,7 @@ import { decodeArray, decodeTree, encodeArray } from "../codec";
 import { FakeModel } from "../dev/fake-model";
 import { fakeDetailsReply, fakeNeurons, makeState, makeVariants, toBase64Tree } from "../dev/fake-data";
 import {
-  base64ToDataView, findVariant, fromStateColumns, inflateState, parseVariants, STATIC_DETAILS_ERROR, STATIC_RUN_ERROR, StaticModel,
+  base64ToDataView, findVariant, fromScoreMerges, fromStateBlocks, fromStateColumns, inflateState, parseVariants, STATIC_DETAILS_ERROR, STATIC_RUN_ERROR, StaticModel,
 } from "../static";
 import { getGraph } from "../state";
 import { tauToSlider } from "../panes/graph";
@@ -395,5 +395,40 @@ describe("per-target tables held as state columns", () => {
     expect(() => fromStateColumns(bad, state)).toThrow(/does not hold/);
     const missing = { "1": { method_scores: { importance: { heads: { column_of: "nothing", token: 1 } } } } };
     expect(() => fromStateColumns(missing, state)).toThrow(/does not hold/);
+  });
+});
+
+describe("route scores held as the state's block importance tables", () => {
+  it("puts the state's [L, T] table back as the flow's per-update array, leaving stored arrays as they are", () => {
+    const mlp = new Float32Array(L * T).map((_, i) => i / 3);
+    const state = { block_importance: { mlp: encodeArray(mlp, [L, T]) } };
+    const own = encodeArray(new Float32Array(L * T).fill(1), [L * T]);
+    const flow = fromStateBlocks({ mlp: { state_of: "block_importance", key: "mlp" }, resid_attn: own, L }, state);
+    expect(Array.from(decodeArray(flow.mlp)!.data)).toEqual(Array.from(mlp));
+    expect(flow.resid_attn).toBe(own);
+    expect(flow.L).toBe(L);
+  });
+
+  it("a reference to a table the report does not hold is an error, not a route traced from nothing", () => {
+    const flow = { resid_mlp: { state_of: "block_importance", key: "residual_mlp" } };
+    expect(() => fromStateBlocks(flow, { block_importance: {} })).toThrow(/does not hold/);
+  });
+});
+
+describe("word merges left to the page", () => {
+  it("merges each word's token scores by sum, mean and max magnitude, skipping NaN, as granularity.merge", () => {
+    const scores = encodeArray(Float32Array.from([1, NaN, -3, 2, 3, NaN]), [6]);
+    const att = { scores, words: { spans: [[0, 1], [2, 4], [5, 5]], merges: ["sum", "mean", "max"], merged: "from_scores" } };
+    const out = fromScoreMerges({ flow_attribution: { "4": att } });
+    const got = (how: string) => Array.from(decodeArray(out.flow_attribution["4"].words.merged[how])!.data);
+    expect(got("sum")).toEqual([1, 2, NaN]);
+    expect(got("mean")).toEqual([1, Math.fround(2 / 3), NaN]);
+    expect(got("max")).toEqual([1, -3, NaN]); // -3 and 3 tie in magnitude: the first, as torch's argmax
+  });
+
+  it("leaves stored merges as they are", () => {
+    const merged = { sum: encodeArray(Float32Array.from([5]), [1]) };
+    const att = { scores: encodeArray(Float32Array.from([5]), [1]), words: { spans: [[0, 0]], merges: ["sum"], merged } };
+    expect(fromScoreMerges({ m: { "0": att } }).m["0"].words.merged).toBe(merged);
   });
 });
