@@ -58,6 +58,7 @@ class Oracle:
         blocks = list(model.get_submodule(blocks_path))
         self.o = [b.get_submodule(o_path) for b in blocks]
         self.f = [b.get_submodule(f_path) for b in blocks]
+        self.blocks = blocks
         self.L, self.H = len(blocks), n_heads
 
     def _embed(self, ids):
@@ -73,6 +74,8 @@ class Oracle:
                 with_kwargs=True))
             handles.append(self.f[l].register_forward_pre_hook(lambda m, a, l=l: acts.__setitem__(("neuron", l), a[0])))
             handles.append(self.f[l].register_forward_hook(lambda m, a, o, l=l: acts.__setitem__(("mlp", l), o)))
+            handles.append(self.blocks[l].register_forward_hook(
+                lambda m, a, o, l=l: acts.__setitem__(("resid", l), o[0] if isinstance(o, tuple) else o)))
         T = ids.numel()
         try:
             with torch.enable_grad():
@@ -104,31 +107,37 @@ class Oracle:
         return {k: v.mean(0, keepdim=True).expand_as(v).clone() for k, v in clean.items()}
 
     def masks(self, runs, T: int, F: list[int]):
-        """Masks per run from component lists: head [B, L, T, H], mlp [B, L, T], neuron list of [B, T, F_l]."""
+        """Masks per run from component lists: head [B, L, T, H], mlp [B, L, T], neuron list of [B, T, F_l],
+        resid [B, L, T]. A component is (kind, layer, index) at every position or (kind, layer, index, position)."""
         B = len(runs)
         head = torch.zeros(B, self.L, T, self.H, dtype=torch.bool)
         mlp = torch.zeros(B, self.L, T, dtype=torch.bool)
+        resid = torch.zeros(B, self.L, T, dtype=torch.bool)
         neu = [torch.zeros(B, T, F[l], dtype=torch.bool) for l in range(self.L)]
         for b, run in enumerate(runs):
             for c in run:
+                p = c[3] if len(c) > 3 else slice(None)
                 if c[0] == "head":
-                    head[b, c[1], :, c[2]] = True
+                    head[b, c[1], p, c[2]] = True
                 elif c[0] == "mlp":
-                    mlp[b, c[1]] = True
+                    mlp[b, c[1], p] = True
+                elif c[0] == "resid":
+                    resid[b, c[1], p] = True
                 else:
-                    neu[c[1]][b, :, c[2]] = True
-        return head, mlp, neu
+                    neu[c[1]][b, p, c[2]] = True
+        return head, mlp, neu, resid
 
     @torch.no_grad()
-    def run_masks(self, ids, ref: dict, head, mlp, neu, metric, chunk: int = 16) -> torch.Tensor:
+    def run_masks(self, ids, ref: dict, head, mlp, neu, metric, resid=None, chunk: int = 16) -> torch.Tensor:
         """The metric (float64 [B]) of the prompt with masked activations replaced by ``ref``."""
         out = []
+        resid = torch.zeros_like(mlp) if resid is None else resid
         for s in range(0, head.shape[0], chunk):
             out.append(self._run_chunk(ids, ref, head[s:s + chunk], mlp[s:s + chunk],
-                                       [n[s:s + chunk] for n in neu], metric))
+                                       [n[s:s + chunk] for n in neu], metric, resid[s:s + chunk]))
         return torch.cat(out)
 
-    def _run_chunk(self, ids, ref, head, mlp, neu, metric):
+    def _run_chunk(self, ids, ref, head, mlp, neu, metric, resid):
         B, T = head.shape[0], ids.numel()
         handles = []
         for l in range(self.L):
@@ -147,14 +156,27 @@ class Oracle:
                 z = torch.where(mlp[:, l, :, None], ref[("mlp", l)].to(o.dtype)[None], o.reshape(B, T, -1))
                 return z.reshape(o.shape)
 
+            def r_post(m, a, o, l=l):
+                h = o[0] if isinstance(o, tuple) else o
+                h = torch.where(resid[:, l, :, None], ref[("resid", l)].to(h.dtype)[None], h)
+                return (h, *o[1:]) if isinstance(o, tuple) else h
+
             handles += [self.o[l].register_forward_pre_hook(o_pre, with_kwargs=True),
-                        self.f[l].register_forward_pre_hook(f_pre), self.f[l].register_forward_hook(f_post)]
+                        self.f[l].register_forward_pre_hook(f_pre), self.f[l].register_forward_hook(f_post),
+                        self.blocks[l].register_forward_hook(r_post)]
         try:
             logits = self.model(input_ids=ids[None].expand(B, -1), use_cache=False).logits
         finally:
             for h in handles:
                 h.remove()
         return metric(logits.double())
+
+
+def component_id(c) -> str:
+    """The library's id of an oracle component tuple (its documented syntax, written out here)."""
+    base = {"head": f"L{c[1]}.H{c[2]}", "mlp": f"L{c[1]}.MLP", "neuron": f"L{c[1]}.N{c[2]}",
+            "resid": f"L{c[1]}.R"}[c[0]]
+    return base if len(c) == 3 else f"{base}@{c[3]}"
 
 
 def metric_fn(position: int, target: int, foil: int | None):
@@ -206,11 +228,13 @@ def compare(ex, model, family, ids, cids, position, target, foil, *, ablations=(
     corrupt = orc.capture(cids)[0]
     F = [clean[("neuron", l)].shape[1] for l in range(L)]
     layers = range(L) if head_layers is None else head_layers
-    comps = [("head", l, h) for l in layers for h in range(H)] + [("mlp", l) for l in range(L)]
+    comps = [("head", l, h) for l in layers for h in range(H)] + [("mlp", l, None) for l in range(L)]
     comps += [("neuron", l, (7 * l + 3 * i) % F[l]) for l in range(L) for i in range(n_neurons)]
-    ids_of = {("head",): lambda c: f"L{c[1]}.H{c[2]}", ("mlp",): lambda c: f"L{c[1]}.MLP",
-              ("neuron",): lambda c: f"L{c[1]}.N{c[2]}"}
-    name = lambda c: ids_of[(c[0],)](c)  # noqa: E731
+    # one position each too (the prompt's 3rd token and the metric's), and residual nodes
+    at = [2, position]
+    comps += [(k, l, i, p) for p in at for k, l, i in [("head", L - 1, H - 1), ("mlp", 0, None),
+                                                       ("neuron", L - 1, 5), ("resid", 0, None)]]
+    name = component_id
     res = {}
 
     def record(key, diff):
@@ -232,13 +256,14 @@ def compare(ex, model, family, ids, cids, position, target, foil, *, ablations=(
         opts = dict(corrupted=corrupted_text if abl == "corrupted" else None, ablation=abl)
         base = float(metric(logits))
         # single components
-        head_m, mlp_m, neu_m = orc.masks([[c] for c in comps], T, F)
-        truth = base - orc.run_masks(ids, ref, head_m, mlp_m, neu_m, metric)
+        head_m, mlp_m, neu_m, res_m = orc.masks([[c] for c in comps], T, F)
+        truth = base - orc.run_masks(ids, ref, head_m, mlp_m, neu_m, metric, res_m)
         tab = ex.patch([name(c) for c in comps], **opts, **kw)
         got = torch.tensor([tab[name(c)] for c in comps], dtype=torch.float64)
-        for kind in ("head", "mlp", "neuron"):
+        for kind in ("head", "mlp", "neuron", "resid"):
             sel = torch.tensor([c[0] == kind for c in comps])
-            record(f"{abl:<9} patch {kind}s ({int(sel.sum())})", (got[sel] - truth[sel]).abs().max())
+            record(f"{abl:<9} patch {kind}s ({int(sel.sum())}, {len(at)} @position)",
+                   (got[sel] - truth[sel]).abs().max())
         if foil is not None:  # the widget's Check: the target is always the prediction there
             pred = int(logits[position].argmax())
             if pred == target:
@@ -247,9 +272,9 @@ def compare(ex, model, family, ids, cids, position, target, foil, *, ablations=(
                 g2 = torch.tensor([chk[name(c)] for c in comps[:H + 1]], dtype=torch.float64)
                 record(f"{abl:<9} widget Check ({H + 1})", (g2 - truth[:H + 1]).abs().max())
         # together: two heads of different layers, the last MLP and a neuron
-        group = [("head", 0, 1 % H), ("head", L - 1, (H - 1)), ("mlp", L - 1), comps[-1]]
+        group = [("head", 0, 1 % H), ("head", L - 1, (H - 1)), ("mlp", L - 1, None), comps[-1], comps[-2]]
         gm = orc.masks([group], T, F)
-        t_eff = base - float(orc.run_masks(ids, ref, *gm, metric)[0])
+        t_eff = base - float(orc.run_masks(ids, ref, *gm[:3], metric, gm[3])[0])
         lib_eff = ex.patch([name(c) for c in group], **opts, **kw, together=True)["effect"]
         record(f"{abl:<9} patch_together ({len(group)})", abs(lib_eff - t_eff))
         # faithfulness of the route at tau
@@ -265,7 +290,7 @@ def compare(ex, model, family, ids, cids, position, target, foil, *, ablations=(
         record(f"{abl:<9} faithfulness fraction", abs(fa.fraction[0] - float(frac)))
         # attribution patching: grad x (clean - ref)
         ap = ex.attribution_patching(**opts, **kw, neurons=True)
-        est = []
+        est, comps_all, comps = [], comps, [c for c in comps if len(c) == 3]  # (AP scores all positions)
         for c in comps:
             k = (c[0], c[1])
             d = (clean[k] - ref[k]) * grads[k]
@@ -275,10 +300,12 @@ def compare(ex, model, family, ids, cids, position, target, foil, *, ablations=(
         for kind in ("head", "mlp", "neuron"):
             sel = torch.tensor([c[0] == kind for c in comps])
             record(f"{abl:<9} attribution patching {kind}s", (got[sel] - est[sel]).abs().max())
+        comps = comps_all
         log(f"  {abl:<9} (scale: max|effect| {truth.abs().max():.3e}, max|estimate| {est.abs().max():.3e}, "
             f"together {abs(t_eff):.3e}, faithfulness kept {float(vals[1]):.3e} of clean {base:.3e})")
-        res[f"{abl}:truth"], res[f"{abl}:attrib"] = truth, est
-    res["comps"] = comps
+        keep = torch.tensor([len(c) == 3 for c in comps])
+        res[f"{abl}:truth"], res[f"{abl}:attrib"] = truth[keep], est
+    res["comps"] = [c for c in comps if len(c) == 3]
     return res
 
 
