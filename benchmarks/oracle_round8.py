@@ -301,6 +301,19 @@ def compare(ex, model, family, ids, cids, position, target, foil, *, ablations=(
             sel = torch.tensor([c[0] == kind for c in comps])
             record(f"{abl:<9} attribution patching {kind}s", (got[sel] - est[sel]).abs().max())
         comps = comps_all
+        # faithfulness_of_top: the table's top-k heads (|score|) kept clean at every position, every other head
+        # ablated, MLPs clean
+        from lmtt_widgets.methods.causal import faithfulness_of_top
+        k = 2
+        heads_ap = [(c, float(v)) for c, v in zip(comps, got) if c[0] == "head"]
+        keep = sorted(heads_ap, key=lambda cv: -abs(cv[1]))[:k]
+        hm = torch.ones(2, L, T, H, dtype=torch.bool)
+        for c, _ in keep:
+            hm[1, c[1], :, c[2]] = False
+        mm = torch.zeros(2, L, T, dtype=torch.bool)
+        vals2 = orc.run_masks(ids, ref, hm, mm, nm, metric)
+        ft = faithfulness_of_top(ex, ap, [k], **opts)
+        record(f"{abl:<9} faithfulness_of_top k={k} kept", abs(ft.kept[0] - float(vals2[1])))
         log(f"  {abl:<9} (scale: max|effect| {truth.abs().max():.3e}, max|estimate| {est.abs().max():.3e}, "
             f"together {abs(t_eff):.3e}, faithfulness kept {float(vals[1]):.3e} of clean {base:.3e})")
         keep = torch.tensor([len(c) == 3 for c in comps])

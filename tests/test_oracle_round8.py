@@ -21,8 +21,9 @@ def test_causal_numbers_match_an_independent_oracle(family, prompt):
     edges = family == "llama"  # (the oracle's edge messages read llama-style v_proj modules)
     res = oracle.tiny_case(family, prompt, log=lines.append, edges=edges)
     diffs = {k: v for k, v in res.items() if isinstance(v, float)}
-    # every comparison ran: 3 metric checks + 3 ablations x (4 patch kinds, Check, together, 3 faithfulness, 3 AP)
-    assert len(diffs) == 3 + 3 * 12 + 4 * edges, lines
+    # every comparison ran: 3 metric checks + 3 ablations x (4 patch kinds, Check, together, 3 faithfulness,
+    # 3 attribution patching, top-k faithfulness) + 4 edge checks
+    assert len(diffs) == 3 + 3 * 13 + 4 * edges, lines
     bad = {k: v for k, v in diffs.items() if not v <= TOL}
     assert not bad, "\n".join(lines)
     for abl in ("zero", "mean", "corrupted"):
