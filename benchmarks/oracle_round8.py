@@ -350,9 +350,14 @@ def edge_compare(ex, model, ids, cids, position, target, foil, corrupted_text, l
     (ac, vc), (ax, vx) = messages(ids), messages(cids)
     base = float(metric(logits))
     res = {}
-    route = ex.route(position, 0.01)
-    pairs = sorted({(int(route.layer[e]), int(route.src[e]) % T, int(route.dst[e]) % T)
-                    for e in range(len(route.src)) if int(route.kind[e]) == 1})[:6]
+    for tau in (0.01, 0.005, 0.002, 0.001):  # the first route with attention edges (tiny random models are sparse)
+        route = ex.route(position, tau)
+        pairs = sorted({(int(route.layer[e]), int(route.src[e]) % T, int(route.dst[e]) % T)
+                        for e in range(len(route.src)) if int(route.kind[e]) == 1})[:6]
+        if pairs:
+            break
+    else:
+        raise AssertionError("no route down to tau=0.001 has an attention edge to check")
     for abl in ("zero", "corrupted"):
         runs, names, ests = [], [], []
         for l, j, i in pairs:
