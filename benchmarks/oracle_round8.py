@@ -14,8 +14,8 @@ Compared, per family / prompt / reference (zero, mean over positions, corrupted 
 and, on SmolLM2 IOI-style prompts, the rank agreement of attribution patching with exact patching over the heads
 (Spearman of the signed scores, top-5 overlap of |score|).
 
-  python benchmarks/oracle_round8.py           # tiny float64 families + SmolLM2 float32
-  python benchmarks/oracle_round8.py --tiny    # tiny families only
+  python benchmarks/oracle_round8.py           # tiny float64 families + SmolLM2 float32 (~40 min, loaded 2 cores)
+  python benchmarks/oracle_round8.py --tiny    # tiny families only (~7 min)
 """
 
 from __future__ import annotations
@@ -431,6 +431,11 @@ SMOL_PROMPTS = [  # (clean, corrupted, foil), IOI-style with names not in the te
 ]
 
 
+# the README's own IOI prompt (its agreement numbers are re-measured here, not an unseen prompt)
+README_PROMPT = ("When Mary and John went to the store, John gave a drink to",
+                 "When Alice and Bob went to the store, Carl gave a drink to", " John")
+
+
 def smol_case(lm, clean, corrupt, foil, log=print, **kw):
     from lmtt_widgets import explain
 
@@ -462,8 +467,8 @@ def main(tiny_only: bool):
     from lmtt_widgets import load_model
 
     lm = load_model("smollm2")
-    for i, (clean, corrupt, foil) in enumerate(SMOL_PROMPTS):
-        ioi = i < 2
+    for i, (clean, corrupt, foil) in enumerate(SMOL_PROMPTS + [README_PROMPT]):
+        ioi = i < 2 or i == len(SMOL_PROMPTS)
         r = smol_case(lm, clean, corrupt, foil, ablations=("corrupted",) if ioi else ("zero", "mean", "corrupted"),
                       head_layers=None if ioi else [0, 15, 29], n_neurons=2)
         if r is None:
@@ -475,6 +480,9 @@ def main(tiny_only: bool):
             print(f"  RANK heads ({int(heads.sum())}, H={H}): Spearman(signed) {spearman(truth, est):.3f}, "
                   f"Spearman(|.|) {spearman(truth.abs(), est.abs()):.3f}, top-5 overlap {top_overlap(truth, est, 5)}"
                   f"/5, top-10 overlap {top_overlap(truth, est, 10)}/10")
+            top = truth.abs().topk(5).indices.tolist()
+            print("  exact top 5 (layer, head), exact, estimate:",
+                  [(divmod(j, H), round(float(truth[j]), 3), round(float(est[j]), 3)) for j in top])
     print(f"total {time.time() - t0:.0f} s")
 
 
