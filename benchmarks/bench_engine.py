@@ -1,6 +1,7 @@
 """Cost of tracing plus the full importance graph, as a ratio against the model's own forward pass.
 
     .venv/bin/python benchmarks/bench_engine.py [--lengths 128 512 2048] [--repeats 3] [--text natural|random]
+                                                [--threads N]
 
 Every figure is measured in the same run on the same model (the embedded SmolLM2-135M unless --model is given), on
 natural text (the repository's own Markdown, repeated as needed) unless --text random:
@@ -121,6 +122,9 @@ def main() -> None:
     parser.add_argument("--slim", action="store_true",
                         help="with --heads: drop per-layer tensors after scoring at any length, as traces past "
                              "rebuild.REBUILD_LIMIT do (~2,300 tokens on SmolLM2), to time what reads them")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for every call (default: torch's). On a shared machine under load, 2 "
+                             "threads stall each other at every operation's barrier; 1 gives stable ratios")
     parser.add_argument("--explain-only", action="store_true",
                         help="skip the plain forwards (their columns show nan): memory of the longest prompts")
     args = parser.parse_args()
@@ -128,6 +132,8 @@ def main() -> None:
     from lmtt_widgets import estimate_memory, explain, load_model
     from lmtt_widgets.tracing.memory import release_freed_memory
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lm = load_model(args.model)
     default = lm.model.config._attn_implementation  # what a user's forward runs (sdpa for SmolLM2)
     vocab = lm.model.get_input_embeddings().weight.shape[0]
