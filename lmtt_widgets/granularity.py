@@ -20,6 +20,7 @@ from . import checks
 from .errors import InputError, InputTypeError
 
 Merge = Literal["sum", "mean", "max"]
+MERGES: tuple[str, ...] = Merge.__args__  # type: ignore[attr-defined]
 MARKERS = ("▁", "Ġ")
 
 
@@ -36,7 +37,7 @@ def word_spans(tokens: list[str], roles: list[str] | None = None) -> list[tuple[
 
 def merge(values: torch.Tensor, spans: list[tuple[int, int]], how: Merge = "sum") -> torch.Tensor:
     """Per-token values [..., T] -> per-word values [..., W]."""
-    checks.choice(how, "how", ("sum", "mean", "max"))
+    checks.choice(how, "how", MERGES)
     values = torch.as_tensor(values, dtype=torch.float64)
     out = []
     for a, b in spans:
@@ -63,7 +64,7 @@ def word_table(ex, table, how: Merge = "sum"):
     if not isinstance(table, ScoreTable):
         raise InputTypeError(f"word_table takes a ScoreTable of input tokens (e.g. ex.score('saliency')), not "
                              f"{type(table).__name__}.")
-    checks.choice(how, "how", ("sum", "mean", "max"))
+    checks.choice(how, "how", MERGES)
     values = torch.full((ex.n_tokens,), float("nan"), dtype=torch.float64)
     for c, v in zip(table.components, table.scores.tolist()):
         if c.kind != "token":

@@ -144,7 +144,9 @@ class _Content:
         w.close()
         self.per_target = self._targets()
         self.state["neurons"] = payload.neuron_rows(ex, self.neuron_nodes)
-        self.flow = flow_scores(ex, min(TAU_FLOOR, threshold))
+        # route scores, with the arrays the state's block importance already holds as references to it (once, not
+        # at every pack of the size ladder)
+        self.flow = _flow_state_refs(flow_scores(ex, min(TAU_FLOOR, threshold)), self.state.get("block_importance"))
         self.heads = dict(zip(*self._head_details()))
         # vocabulary projections as tables (report_vocab.py): MLP blocks on any route, heads at the other targets
         # (the most important ones there and those on its route), the neurons of every route's blocks and of the
@@ -375,7 +377,7 @@ class _Content:
         attributions = {name: {t: _attribution_reduced(a) if t != str(self.target) else a for t, a in by_t.items()}
                         for name, by_t in self.attributions.items()}
         return {"version": 2, "state": state, "per_target": per_target, "attributions": attributions,
-                "flow": _flow_state_refs(self.flow, self.state.get("block_importance")), "details": details, "vocab": vocab, "texts": list(texts),
+                "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
                 "omitted": _said(self.coverage, omitted), "budget_omitted": omitted, "default_target": self.target,
                 "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
 

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 
 from ..errors import LmttError, SelectionError
+# words beside tokens: the pane's "subword / word" control shows these merges (granularity.py's rule)
+from ..granularity import MERGES as WORD_MERGES
 from ..methods import Component, ScoreTable, available_methods, get_method, token_methods
 from ..methods.agreement import pair_agreement, spearman, top_k_overlap
 
@@ -178,10 +180,6 @@ def attribution_agreement(shown: ScoreTable, others: dict) -> dict:
         rows.append(row)
     return {"method": shown.method, "k": k, "n": n, "rows": rows, "measures": AGREEMENT_MEASURES.format(k=k),
             "position": shown.metric.position if shown.metric else int(shown.extra.get("position", n - 1))}
-
-
-# Words beside tokens: the pane's "subword / word" control shows these (granularity.py's rule and merges).
-WORD_MERGES = ("sum", "mean", "max")
 
 
 def attribution_words(ex, table: ScoreTable) -> dict:
