@@ -9,14 +9,14 @@ import type { ArrayDict } from "./codec";
 import { ransDecode, ransTables, type RansTables } from "./reportrans";
 
 export interface Stored {
-  enc: "raw" | "f16" | "u16" | "i16" | "sqrt" | "fixed" | "f16lo";
+  enc: "raw" | "f16" | "u16" | "i16" | "sqrt" | "fixed" | "f16lo" | "prev";
   at: number;
   n: number;
   max?: number;
   levels?: number;
   /** lower triangle only, stored column by column ("cols": column c's rows c..R-1) */
   tril?: "cols";
-  /** f16: each number's 16 bits stored as the difference from the one before it along the last axis (mod 2^16) */
+  /** f16 (its 16 bits), u16: each number stored as the difference from the one before it along the last axis (mod 2^16) */
   delta?: boolean;
   /** fixed: values in steps of 2^-bits, each stored as an int16 difference from the one before it in its row */
   bits?: number;
@@ -24,12 +24,16 @@ export interface Stored {
   row_bits?: boolean;
   /** f16lo: how many values are float32 (after the float16 planes, in planes too; a NaN float16 marks each) */
   high?: number;
+  /** prev: how many values are literals (16 bits, in byte planes after the one-byte codes) */
+  lit?: number;
+  /** u16 of a matrix: stored column by column */
+  cols?: boolean;
   /** u16 of an int32 array: what was added to each value to store it */
   offset?: number;
   /** bytes per number when stored byte plane by byte plane */
   planes?: number;
-  /** sqrt triangle, rANS-coded (js/reportrans.ts): its frequency table's place, context shift and bits */
-  rans?: { table: { at: number; n: number }; shift: number; bits: number };
+  /** sqrt triangle, rANS-coded (js/reportrans.ts): its frequency table's place, the contexts' ranges and bits */
+  rans?: { table: { at: number; n: number; planes?: number }; above: number[]; left: number[]; bits: number };
 }
 
 // The frequency tables already built, by the array part they are in and their place there.
@@ -39,7 +43,10 @@ function tablesFor(r: NonNullable<Stored["rans"]>, bytes: Uint8Array): RansTable
   let byAt = tablesCache.get(bytes);
   if (!byAt) tablesCache.set(bytes, (byAt = new Map()));
   let t = byAt.get(r.table.at);
-  if (!t) byAt.set(r.table.at, (t = ransTables(bytes.subarray(r.table.at, r.table.at + r.table.n), r.shift, r.bits)));
+  if (!t) {
+    const table = bytes.subarray(r.table.at, r.table.at + r.table.n);
+    byAt.set(r.table.at, (t = ransTables(r.table.planes ? unplane(table, r.table.planes) : table, r.above, r.left, r.bits)));
+  }
   return t;
 }
 
@@ -155,6 +162,9 @@ export function halfToFloat(h: number): number {
   return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
+// report_pack.py `_PREV_LITERAL`: a `prev` code saying "the next literal", not a place in the row before
+const PREV_LITERAL = 255;
+
 const WIRE = { float32: Float32Array, uint32: Uint32Array, int32: Int32Array, uint8: Uint8Array } as const;
 
 /** One stored array back as a wire array dict with a fresh, aligned buffer of its wire dtype. */
@@ -200,11 +210,32 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
       acc += view.getInt16(skip + 2 * i, true);
       out[i] = acc * step;
     }
+  } else if (d.enc === "prev") {
+    // each value the one at its code's place in the row before it, or the next literal (report_pack `_store_prev`)
+    const run = a.shape.length ? a.shape[a.shape.length - 1] : 1;
+    const lit = Number(d.lit) || 0;
+    const literals = new DataView(unplane(stored.subarray(size, size + 2 * lit), 2).buffer);
+    let k = 0;
+    for (let i = 0; i < size; i++) {
+      const code = stored[i];
+      if (code === PREV_LITERAL) {
+        if (k >= lit) throw new Error("the report's array has fewer literals than its codes ask: the file was altered");
+        out[i] = literals.getUint16(2 * k++, true);
+      } else if (code < run && i >= run) out[i] = out[i - (i % run) - run + ((i + code) % run)];
+      else throw new Error("the report's array refers to a place its previous row does not have: the file was altered");
+    }
   } else if (d.enc === "f16") {
     for (let i = 0; i < size; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
   } else if (d.enc === "u16") {
     const offset = Number(d.offset) || 0; // an int32 array's values were stored plus this
-    for (let i = 0; i < size; i++) out[i] = view.getUint16(2 * i, true) - offset;
+    // cols: a matrix stored column by column; delta: differences along each stored row (a column then), mod 2^16
+    const [rows, width] = d.cols ? [a.shape[0], a.shape[1]] : [size, 1];
+    const run = d.cols ? rows : a.shape.length ? a.shape[a.shape.length - 1] : 1;
+    let acc = 0;
+    for (let i = 0; i < size; i++) {
+      acc = d.delta ? ((i % run === 0 ? 0 : acc) + view.getUint16(2 * i, true)) & 0xffff : view.getUint16(2 * i, true);
+      out[d.cols ? (i % rows) * width + Math.floor(i / rows) : i] = acc - offset;
+    }
   } else if (d.enc === "i16") {
     for (let i = 0; i < size; i++) out[i] = view.getInt16(2 * i, true);
   } else if (d.enc === "sqrt") {

@@ -186,11 +186,64 @@ export function fromScoreMerges(attributions: Record<string, Record<string, any>
   return attributions;
 }
 
+/**
+ * The logit lens columns a report holds as one table (report.py `_lens_table`, its arrays inflated), back as each
+ * target's `lens`
+ * trait, exactly as the kernel sends it, in place: a token's rank in the row before is its place there when it is
+ * listed there (`rank_rest`: the ranks of the others, in order; `rank_fix_at` / `rank_fix`: where ties made it
+ * otherwise), its string the report's text at its index in `strings` (one per id of the table, ascending).
+ */
+export function fromLensTable(perTarget: Record<string, Record<string, any>>, table: Record<string, any>, texts: readonly string[]): void {
+  const ids = decodeArray(table.ids)!;
+  const [N, R, K] = ids.shape;
+  const probs = floats(table.probs);
+  const rest = decodeArray(table.rank_rest)!.data;
+  const ranks = new Int32Array(N * R * K);
+  let k = 0;
+  for (let n = 0; n < N; n++) {
+    for (let r = 0; r < R; r++) {
+      for (let i = 0; i < K; i++) {
+        const at = (n * R + r) * K + i;
+        let place = -1;
+        if (r > 0) {
+          const prev = at - i - K;
+          for (let j = 0; j < K && place < 0; j++) if (ids.data[prev + j] === ids.data[at]) place = j;
+        }
+        if (place >= 0) ranks[at] = place;
+        else if (k < rest.length) ranks[at] = rest[k++];
+        else throw new Error("the report's lens table lacks ranks: the file was altered");
+      }
+    }
+  }
+  const fixAt = uints(table.rank_fix_at);
+  const fix = decodeArray(table.rank_fix)!.data;
+  fixAt.forEach((at, i) => (ranks[at] = fix[i]));
+  // the table's ids ascending, each with its text
+  const strings = uints(table.strings);
+  const unique = [...new Set(ids.data)].sort((a, b) => a - b);
+  if (unique.length !== strings.length) throw new Error("the report's lens table has another number of strings than of tokens");
+  const textOf = new Map(unique.map((id, i) => [id, texts[strings[i]] ?? `#${strings[i]}`]));
+  (table.tokens as number[]).forEach((t, n) => {
+    const part = (R * K) * n;
+    const colIds = (ids.data as Uint32Array).slice(part, part + R * K);
+    const colStrings: Record<string, string> = {};
+    for (const id of [...new Set(colIds)].sort((a, b) => a - b)) colStrings[String(id)] = textOf.get(id)!;
+    const snap = (perTarget[String(t)] ??= {});
+    snap.lens = {
+      rows: Number(table.rows[n]), token: Number(t), ids: encodeArray(colIds, [R, K]),
+      probs: encodeArray(probs.slice(part, part + R * K), [R, K]), rank_prev: encodeArray(ranks.slice(part, part + R * K), [R, K]),
+      strings: colStrings,
+    };
+  });
+}
+
 /** Split a decoded report body into the widget state (arrays inflated) and what the page answers from. */
 export function reportParts(body: any, bytes: Uint8Array): { state: Record<string, any>; report: ReportData } {
   const state = inflateTree(body.state ?? {}, bytes);
   const perTarget = inflateTree(body.per_target ?? {}, bytes);
   fromStateColumns(perTarget, state);
+  const texts: string[] = Array.isArray(body.texts) ? body.texts.map(String) : [];
+  if (body.lens) fromLensTable(perTarget, inflateTree(body.lens, bytes), texts);
   const report: ReportData = {
     perTarget,
     attributions: fromScoreMerges(inflateTree(body.attributions ?? {}, bytes)),
@@ -199,7 +252,7 @@ export function reportParts(body: any, bytes: Uint8Array): { state: Record<strin
     bytes,
     defaultTarget: Number(body.default_target ?? state.target),
     omitted: Array.isArray(body.omitted) ? body.omitted.map(String) : [],
-    texts: Array.isArray(body.texts) ? body.texts.map(String) : [],
+    texts,
     vocab: Object.fromEntries(Object.entries(body.vocab ?? {}).map(([k, v]) => [k, vocabTable(v, bytes)])),
   };
   return { state, report };

@@ -367,17 +367,20 @@ class _Content:
                  "head": self.vocab["head"] if level["heads"] != "route" else _rows(self.vocab["head"], self.head_on_route),
                  "neuron": self.vocab["neuron"] if level["neurons"] == "routes" else _neuron_subset(
                      self.vocab["neuron"], self.last_blocks if level["neurons"] == "last" else level["neurons"])}
-        texts = _texts_by_use(details, vocab, self.strings)
+        lens = {t: snap["lens"] for t, snap in self.per_target.items() if level["lens"] and "lens" in snap}
+        texts = _texts_by_use(details, vocab, self.strings, lens.values())
         details = _compact_pairs(details, texts)
-        vocab = {name: _stored_table(table, self.strings, texts) for name, table in vocab.items()}
+        vocab = {name: _stored_table(table, self.strings, texts, prev=name == "head") for name, table in vocab.items()}
+        lens_table = _lens_table(lens, texts) if lens else None
         importance = decode_array(self.state["head_importance"]) if self.state.get("head_importance") else None
-        per_target = {t: _reduced_snapshot(snap, level["lens"], importance, int(t)) for t, snap in self.per_target.items()}
+        per_target = {t: _reduced_snapshot(snap, importance, int(t)) for t, snap in self.per_target.items()}
         state = {**self.state, "neurons": _neurons_reduced(self.state["neurons"]), "lens": _lens_reduced(self.state["lens"]),
                  "head_importance": reduced(self.state["head_importance"], "f16")}
         attributions = {name: {t: _attribution_reduced(a) if t != str(self.target) else a for t, a in by_t.items()}
                         for name, by_t in self.attributions.items()}
         return {"version": 2, "state": state, "per_target": per_target, "attributions": attributions,
-                "flow": self.flow, "details": details, "vocab": vocab, "texts": list(texts),
+                "flow": self.flow, "details": details, "vocab": vocab, **({"lens": lens_table} if lens else {}),
+                "texts": list(texts),
                 "omitted": _said(self.coverage, omitted), "budget_omitted": omitted, "default_target": self.target,
                 "pattern_levels": level["maps"]}  # the attention patterns' levels (None: no maps), as the note says
 
@@ -442,25 +445,26 @@ def _vocab_strings(ex: Explanation, vocab: dict) -> dict[int, str]:
     return {int(i): tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in ids}
 
 
-def _stored_table(table: dict, strings: dict[int, str], texts: dict[str, int]) -> dict:
-    """A report_vocab table for the page: token ids as indices into the report's token texts (16 bits), logits in
-    steps of 1/256 (``LOGIT_BITS``; the pane shows 2 decimals), neuron scales (at most 1 in magnitude,
-    report_vocab) in float16, keys in 16 bits."""
+def _stored_table(table: dict, strings: dict[int, str], texts: dict[str, int], prev: bool = False) -> dict:
+    """A report_vocab table for the page: token ids as indices into the report's token texts (16 bits; ``prev``:
+    as references to the row before, report_pack ``prev``: a head's projections at adjacent tokens share half
+    their tokens), logits in steps of 1/256 (``LOGIT_BITS``; the pane shows 2 decimals), neuron scales (at most 1
+    in magnitude, report_vocab) in float16, keys in 16 bits."""
     out = {}
     for name, v in table.items():
         if name == "ids":
             ids, where = np.unique(np.asarray(v, np.int64), return_inverse=True)
             index = np.array([texts.setdefault(strings[int(i)], len(texts)) for i in ids], np.int64)
             v = index[where.reshape(-1)].reshape(np.shape(v))
-            out[name] = reduced(encode_array(v.astype(np.uint32), "uint32"), "u16")
+            out[name] = reduced(encode_array(v.astype(np.uint32), "uint32"), "prev" if prev else "u16")
         elif name == "vals":  # rows of top-k descending, bottom-k ascending (small differences)
             out[name] = reduced(encode_array(np.asarray(v, np.float32)), "fixed", bits=LOGIT_BITS)
         elif name == "scale":
             out[name] = reduced(encode_array(np.asarray(v, np.float32)), "f16")
         elif name == "index":
             out[name] = reduced(encode_array(np.asarray(v).astype(np.int32), "int32"), "i16")
-        else:  # keys
-            out[name] = reduced(encode_array(np.asarray(v).astype(np.uint32), "uint32"), "u16")
+        else:  # keys, sorted: column by column (layers, heads, tokens), as differences
+            out[name] = reduced(encode_array(np.asarray(v).astype(np.uint32), "uint32"), "u16", delta=True, cols=True)
     return out
 
 
@@ -469,9 +473,10 @@ def _is_pairs(obj) -> bool:
         isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], (int, float)) for p in obj)
 
 
-def _texts_by_use(details: dict, vocab: dict, strings: dict[int, str]) -> dict[str, int]:
+def _texts_by_use(details: dict, vocab: dict, strings: dict[int, str], lens=()) -> dict[str, int]:
     """The report's table of token texts, the most used first: the 16-bit indices into it are then mostly small,
-    so the plane of their high bytes (report_pack ``planes``) deflates to little."""
+    so the plane of their high bytes (report_pack ``planes``) deflates to little. Texts used as often are in
+    alphabetical order, so neighbours share their first letters (the table deflates 17 % smaller)."""
     counts: collections.Counter = collections.Counter()
 
     def walk(o):
@@ -486,7 +491,11 @@ def _texts_by_use(details: dict, vocab: dict, strings: dict[int, str]) -> dict[s
         ids, n = np.unique(np.asarray(table["ids"]).reshape(-1), return_counts=True)
         for i, c in zip(ids.tolist(), n.tolist()):
             counts[strings[i]] += c
-    return {text: n for n, (text, _) in enumerate(counts.most_common())}
+    for column in lens:
+        ids, n = np.unique(decode_array(column["ids"]), return_counts=True)
+        for i, c in zip(ids.tolist(), n.tolist()):
+            counts[column["strings"][str(i)]] += c
+    return {text: n for n, (text, _) in enumerate(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
 def _compact_pairs(obj, texts: dict[str, int]):
@@ -510,10 +519,67 @@ def _lens_reduced(lens: dict) -> dict:
             "rank_prev": reduced(lens["rank_prev"], "u16", offset=1)}  # ranks up to the vocabulary's size, -1: none
 
 
-def _reduced_snapshot(snap: dict, lens: bool, head_importance: np.ndarray | None, target: int) -> dict:
-    out = {k: v for k, v in snap.items() if k != "lens" or lens}
-    if "lens" in out:
-        out["lens"] = _lens_reduced(out["lens"])
+# The logit lens at the targets other than the last: one table (``_lens_table``), not a column in each snapshot.
+_LENS_TABLE = "lens"
+
+
+def _lens_rank_guess(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For lens columns' ids [N, R, k]: (the place of each token in its column's row before it, whether it is
+    there). A token listed at place j of the row before has rank j there (the k most probable are listed in
+    order), but for ties (``_lens_table`` stores the ranks where that is not so)."""
+    guess = np.zeros(ids.shape, np.int64)
+    found = np.zeros(ids.shape, bool)
+    if ids.shape[1] > 1:
+        same = ids[:, 1:, :, None] == ids[:, :-1, None, :]
+        found[:, 1:] = same.any(3)
+        guess[:, 1:] = same.argmax(3)
+    return guess, found
+
+
+def _lens_table(columns: dict[str, dict], texts: dict[str, int]) -> dict:
+    """The lens columns of many targets (``payload.lens_columns``) as one table (js/static.ts ``fromLensTable``
+    and ``_lens_columns`` here give the columns back, exactly): ``ids`` [N, R, k] stored as references to the row
+    before (report_pack ``prev``); ``rank_prev`` not stored where it is the token's place in the row before
+    (``_lens_rank_guess``): ``rank_rest`` holds the ranks of the tokens that are not there (row 0's -1 included),
+    ``rank_fix_at`` / ``rank_fix`` the flat places and ranks of those that are but rank otherwise; the tokens'
+    strings as indices into the report's texts, one per id the table holds (ascending), not one dict per column."""
+    tokens = sorted(columns, key=int)
+    cols = [columns[t] for t in tokens]
+    ids = np.stack([decode_array(c["ids"]) for c in cols]).astype(np.int64)
+    ranks = np.stack([decode_array(c["rank_prev"]) for c in cols]).astype(np.int64)
+    guess, found = _lens_rank_guess(ids)
+    fix = found & (ranks != guess)
+    strings = {int(i): text for c in cols for i, text in c["strings"].items()}
+    return {
+        "tokens": [int(t) for t in tokens], "rows": [int(c["rows"]) for c in cols],
+        "ids": reduced(encode_array(ids.astype(np.uint32), "uint32"), "prev"),
+        "probs": reduced(encode_array(np.stack([decode_array(c["probs"]) for c in cols])), "f16", delta=True),
+        "rank_rest": reduced(encode_array(ranks[~found].astype(np.int32), "int32"), "u16", offset=1),
+        "rank_fix_at": encode_array(np.flatnonzero(fix).astype(np.uint32), "uint32"),
+        "rank_fix": encode_array(ranks[fix].astype(np.int32), "int32"),
+        "strings": reduced(encode_array(np.array([texts.setdefault(strings[i], len(texts)) for i in np.unique(ids)],
+                                                 np.int64).astype(np.uint32), "uint32"), "u16"),
+    }
+
+
+def _lens_columns(table: dict, texts: list[str]) -> dict[str, dict]:
+    """``read_report``: the lens columns of a lens table (``_lens_table``), by target, as the kernel sends them."""
+    ids = np.asarray(table["ids"]).astype(np.int64)
+    guess, found = _lens_rank_guess(ids)
+    ranks = np.where(found, guess, 0)
+    ranks[~found] = table["rank_rest"]
+    ranks.reshape(-1)[np.asarray(table["rank_fix_at"], np.int64)] = table["rank_fix"]
+    text_of = dict(zip(np.unique(ids).tolist(), (texts[int(i)] for i in table["strings"])))
+    out = {}
+    for n, (t, rows) in enumerate(zip(table["tokens"], table["rows"])):
+        out[str(t)] = {"rows": rows, "token": t, "ids": ids[n].astype(np.uint32),
+                       "probs": np.asarray(table["probs"][n], np.float32), "rank_prev": ranks[n].astype(np.int32),
+                       "strings": {str(i): text_of[i] for i in np.unique(ids[n]).tolist()}}
+    return out
+
+
+def _reduced_snapshot(snap: dict, head_importance: np.ndarray | None, target: int) -> dict:
+    out = {k: v for k, v in snap.items() if k != "lens"}
     # scores shown with 2-3 digits: float16 keeps 3 significant ones (NaN, "not computed", stays raw); a head table
     # that is the state's head importance at this target is held once, there
     out["method_scores"] = {name: {**t, "heads": _state_column(t["heads"], head_importance, target)
@@ -560,8 +626,11 @@ def _flow_state_refs(flow: dict, blocks: dict | None) -> dict:
 
 
 def _state_columns(report: dict) -> dict:
-    """``read_report``: the per-target tables held as state columns, and the route scores held as state tables,
-    back as arrays (as the page rebuilds them)."""
+    """``read_report``: the per-target tables held as state columns, the route scores held as state tables, and
+    the lens columns held as one table, back as arrays (as the page rebuilds them)."""
+    if isinstance(report.get(_LENS_TABLE), dict):
+        for t, column in _lens_columns(report.pop(_LENS_TABLE), report.get("texts", [])).items():
+            report["per_target"][t]["lens"] = column
     for name, ref in report.get("flow", {}).items():
         if isinstance(ref, dict) and ref.get(_STATE_OF) == "block_importance":
             report["flow"][name] = np.ascontiguousarray(report["state"]["block_importance"][ref["key"]]).reshape(-1)
@@ -760,13 +829,14 @@ def flow_scores(ex: Explanation, floor: float) -> dict:
         **{name: per_update(name) for name in ("resid_attn", "bias_attn", "external_attn", "mlp", "resid_mlp",
                                                 "external_mlp")},
         # scores stay float32 where τ may compare them; indices fit 16 bits up to 65,536 sources
-        "head_ptr": encode_array(head_ptr, "uint32"),
-        "head_col": reduced(encode_array(torch.cat(head_col), "uint32"), "u16"),
+        # (pointers and each row's columns ascend: stored as differences)
+        "head_ptr": reduced(encode_array(head_ptr, "uint32"), "u16", delta=True),
+        "head_col": reduced(encode_array(torch.cat(head_col), "uint32"), "u16", delta=True),
         # the head scores above the floor exact (τ compares them); those kept only for an edge's breakdown by head
         # (at most the floor: never kept, shown with 3 digits) as float16
         "head_val": reduced(encode_array(torch.cat(head_val)), "f16lo", below=floor),
-        "edge_ptr": encode_array(edge_ptr, "uint32"),
-        "edge_src": reduced(encode_array(torch.cat(edge_src), "uint32"), "u16"),
+        "edge_ptr": reduced(encode_array(edge_ptr, "uint32"), "u16", delta=True),
+        "edge_src": reduced(encode_array(torch.cat(edge_src), "uint32"), "u16", delta=True),
         "edge_val": encode_array(torch.cat(edge_val)),
         "cancelling": encode_array(route.cancelling, "int32"), "external": encode_array(route.external, "int32"),
     }

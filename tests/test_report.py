@@ -580,6 +580,52 @@ console.log(JSON.stringify(out));
         _assert_map_precision(rep["details"][key]["pattern"], ex.head_attention(layer, h).numpy(), 255)
 
 
+def test_page_gives_back_the_kernels_lens_column_at_every_target(tmp_path):
+    """The page (the built bundle, run by Node) rebuilds every target's logit lens column from the report's one lens
+    table exactly as the kernel sends it (ids, ranks in the row before and strings exact, probabilities at
+    float16), and ``read_report`` gives the same columns."""
+    from lmtt_widgets.widgets import payload
+    from lmtt_widgets.widgets.codec import decode_array
+
+    ex = explain(loaded("llama"), "The capital of France is Paris. It is the capital")
+    path = write_report(ex, tmp_path / "r.html")
+    rep = read_report(path)
+    assert rep["budget_omitted"] == []
+    want = payload.lens_columns(ex, range(ex.n_tokens - 1))
+    script = """
+import { readFileSync } from "node:fs";
+const [bundle, html] = process.argv.slice(1);
+const mod = await import(bundle);
+const text = readFileSync(html, "utf8").split('id="lmtt-state">')[1].split("</script>")[0];
+const { body, bytes } = await mod.readContainer(text);
+const { report } = mod.reportParts(body, bytes);
+const out = {};
+const Ctor = { uint32: Uint32Array, int32: Int32Array, float32: Float32Array };
+const list = (a) => Array.from(new Ctor[a.dtype](a.data.buffer, a.data.byteOffset, a.data.byteLength / 4));
+for (const [t, snap] of Object.entries(report.perTarget)) {
+  const c = snap.lens;
+  out[t] = { rows: c.rows, token: c.token, dtypes: [c.ids.dtype, c.probs.dtype, c.rank_prev.dtype], shape: c.ids.shape,
+             ids: list(c.ids), probs: list(c.probs), rank_prev: list(c.rank_prev), strings: c.strings };
+}
+console.log(JSON.stringify(out));
+"""
+    proc = subprocess.run(["node", "--input-type=module", "-e", script, BUNDLE.as_uri(), str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert set(got) == {str(t) for t in want} == set(rep["per_target"])
+    for t, column in want.items():
+        page, py = got[str(t)], rep["per_target"][str(t)]["lens"]
+        ids, ranks = decode_array(column["ids"]), decode_array(column["rank_prev"])
+        probs = decode_array(column["probs"]).astype(np.float16).astype(np.float32)
+        assert page["dtypes"] == ["uint32", "float32", "int32"] and page["shape"] == list(ids.shape)
+        assert (page["rows"], page["token"]) == (column["rows"], t) == (py["rows"], py["token"])
+        assert page["ids"] == ids.reshape(-1).tolist() and np.array_equal(py["ids"], ids)
+        assert page["rank_prev"] == ranks.reshape(-1).tolist() and np.array_equal(py["rank_prev"], ranks)
+        assert page["probs"] == probs.reshape(-1).tolist() and np.array_equal(py["probs"], probs)
+        assert page["strings"] == column["strings"] == py["strings"]
+
+
 def test_page_loader_is_the_bundled_textbytes_reader(tmp_path):
     """The page's loader is js/reportloader.ts as built (its bundle read by the state's own textBytes, one decoder
     in one language), and a loader that would end its script block is refused rather than written."""

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
-import { halfToFloat, inflateArray, inflateMembers, members, textBytes } from "../reportcodec";
+import { decodeArray } from "../codec";
+import { halfToFloat, inflateArray, inflateMembers, inflateTree, members, readContainer, textBytes } from "../reportcodec";
+import { fromLensTable } from "../static";
 import { ransDecode, ransTables } from "../reportrans";
 
 const bytes = (xs: number[]) => Uint8Array.from(xs);
@@ -161,21 +163,21 @@ describe("the container's text, 7 bits a character", () => {
 describe("rANS-coded attention patterns (report_rans.py)", () => {
   // streams and tables written by Python (tests/test_report_pack.py keeps this file current)
   const groups = JSON.parse(readFileSync("js/test/fixtures/rans.json", "utf-8")) as {
-    shift: number; bits: number; rows: number[]; table: string; streams: string[]; maps: string[];
+    levels: number; above: number[]; left: number[]; bits: number; rows: number[]; table: string; streams: string[]; maps: string[];
   }[];
   const b64 = (s: string) => Uint8Array.from(Buffer.from(s, "base64"));
 
-  it("decodes Python's streams to exactly the bytes Python coded, at both context shifts", () => {
-    expect(groups.map((g) => g.shift).sort()).toEqual([0, 1]);
+  it("decodes Python's streams to exactly the bytes Python coded, in the contexts of the byte above and the byte left", () => {
+    expect(groups.map((g) => g.levels)).toEqual([255, 127, 45]);
     for (const g of groups) {
-      const t = ransTables(b64(g.table), g.shift, g.bits);
+      const t = ransTables(b64(g.table), g.above, g.left, g.bits);
       g.streams.forEach((s, i) => expect(Array.from(ransDecode(b64(s), t, g.rows[i]))).toEqual(Array.from(b64(g.maps[i]))));
     }
   });
 
   it("throws on an altered stream instead of drawing wrong weights", () => {
     const g = groups[0];
-    const t = ransTables(b64(g.table), g.shift, g.bits);
+    const t = ransTables(b64(g.table), g.above, g.left, g.bits);
     const s = b64(g.streams[0]);
     s[s.length - 1] ^= 1;
     expect(() => ransDecode(s, t, g.rows[0])).toThrow(/altered/);
@@ -190,7 +192,7 @@ describe("rANS-coded attention patterns (report_rans.py)", () => {
     bytes.set(table);
     bytes.set(stream, table.length);
     const rows = g.rows[0];
-    const rans = { table: { at: 0, n: table.length }, shift: g.shift, bits: g.bits };
+    const rans = { table: { at: 0, n: table.length }, above: g.above, left: g.left, bits: g.bits };
     const coded = inflateArray(
       { dtype: "float32", shape: [rows, rows], data: { enc: "sqrt", at: table.length, n: stream.length, max: 2, levels: 255, tril: "cols", rans } },
       bytes,
@@ -226,5 +228,51 @@ describe("the container's gzip members, framed by their lengths (report_pack.py 
     expect(() => members(gz[0])).toThrow(/frame/);
     const cut = framed(gz).subarray(0, framed(gz).length - 1);
     expect(() => members(cut)).toThrow(/add up/);
+  });
+});
+
+describe("the logit lens at every target as one table (report.py _lens_table)", () => {
+  // a container and the columns it must give back, written by Python (tests/test_report_pack.py keeps it current)
+  const fixture = JSON.parse(readFileSync("js/test/fixtures/lens.json", "utf-8")) as {
+    text: string; delta: number[][]; cols: number[][];
+    columns: Record<string, { rows: number; token: number; ids: number[]; probs: number[]; rank_prev: number[]; strings: Record<string, string> }>;
+  };
+
+  it("gives back every target's lens column exactly as the kernel sends it", async () => {
+    const { body, bytes } = await readContainer(fixture.text);
+    expect(body.lens.ids.data.enc).toBe("prev");
+    const perTarget: Record<string, Record<string, any>> = { "3": { meta: "kept" } };
+    fromLensTable(perTarget, inflateTree(body.lens, bytes), body.texts);
+    expect(Object.keys(perTarget).sort()).toEqual(Object.keys(fixture.columns).sort());
+    expect(perTarget["3"].meta).toBe("kept");
+    for (const [t, want] of Object.entries(fixture.columns)) {
+      const got = perTarget[t].lens;
+      expect([got.rows, got.token]).toEqual([want.rows, want.token]);
+      expect(got.ids.dtype).toBe("uint32");
+      expect(got.rank_prev.dtype).toBe("int32");
+      expect(got.ids.shape).toEqual([want.rows, want.ids.length / want.rows]);
+      expect(Array.from(decodeArray(got.ids)!.data)).toEqual(want.ids);
+      expect(Array.from(decodeArray(got.rank_prev)!.data)).toEqual(want.rank_prev);
+      expect(Array.from(decodeArray(got.probs)!.data)).toEqual(want.probs);
+      expect(got.strings).toEqual(want.strings);
+    }
+  });
+
+  it("reads u16 rows stored as differences (mod 2^16), and matrices stored column by column", async () => {
+    const { body, bytes } = await readContainer(fixture.text);
+    expect(Array.from(decodeArray(inflateTree(body.delta, bytes))!.data)).toEqual(fixture.delta.flat());
+    const cols = inflateTree(body.cols, bytes);
+    expect(body.cols.data.cols).toBe(true);
+    expect(cols.shape).toEqual([fixture.cols.length, 3]);
+    expect(Array.from(decodeArray(cols)!.data)).toEqual(fixture.cols.flat());
+  });
+
+  it("throws on a prev code that points past the row before", () => {
+    // two rows of two: row 1's first value refers to place 1 of row 0, its second to place 5 (none)
+    const stored = bytes([255, 255, 1, 5, 3, 4, 0, 0]);
+    expect(() => inflateArray({ dtype: "uint32", shape: [2, 2], data: { enc: "prev", at: 0, n: 8, lit: 2 } }, stored)).toThrow(/altered/);
+    // row 1: its first value is at place 0 + 1 of row 0, its second at place (1 + 1) mod 2
+    const ok = inflateArray({ dtype: "uint32", shape: [2, 2], data: { enc: "prev", at: 0, n: 8, lit: 2 } }, bytes([255, 255, 1, 1, 3, 4, 0, 0]));
+    expect(Array.from(new Uint32Array((ok.data as DataView).buffer))).toEqual([3, 4, 4, 3]);
   });
 });
