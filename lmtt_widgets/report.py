@@ -1,9 +1,10 @@
 """A single self-contained HTML file in which the Explorer still works with no kernel and no network.
 
 The page's state is the Explorer's own: the synced traits of an ``Explorer(ex)`` (whatever traits it has), one
-snapshot per target of the traits that follow the target (lens, predictions, metric, method tables, input
-attribution), and what a kernel would answer to clicks: every head's detail, every MLP block's and neuron's
-vocabulary projection the report can afford, and the route scores (every part of every update above τ = 0.005),
+snapshot per target of the traits that follow the target (predictions, metric, method tables, input attribution;
+the logit lens of every target in one table, ``_lens_table``, from which the page rebuilds each target's), and
+what a kernel would answer to clicks: every head's detail, every MLP block's and neuron's vocabulary projection
+the report can afford, and the route scores (every part of every update above τ = 0.005),
 from which the page traces the route of any target at any τ and granularity itself (js/staticroute.ts), exactly as
 ``Explanation.route`` does. Arrays travel binary, some at reduced precision where the eye cannot tell
 (report_pack.py says which and how), gzip-compressed and written as text of 7 bits a character (report_pack

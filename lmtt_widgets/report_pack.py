@@ -288,7 +288,8 @@ def layout(obj) -> tuple[bytes, dict[str, bytes]]:
     def walk(o, path):
         if is_array(o):
             data, desc = _store(o)
-            stored.append((_field(path), _section(path), data, desc, bool(o.get("rans")) and desc.get("tril") == "cols"))
+            rans = bool(o.get("rans")) and desc.get("tril") == "cols"
+            stored.append((_field(path), _section(path), data, desc, rans))
             return {"dtype": o["dtype"], "shape": list(o["shape"]), "data": desc}
         if isinstance(o, dict):
             return {k: walk(v, path + (k,)) for k, v in o.items()}
@@ -538,7 +539,8 @@ def _rans_decoded(body, at) -> dict[int, bytes]:
         if ref["bits"] != report_rans.PROB_BITS:
             raise ValueError(f"a report's patterns use {ref['bits']}-bit probabilities; this reader knows "
                              f"{report_rans.PROB_BITS}")
-        table = np.frombuffer(at(ref["table"]), np.uint8).reshape(2, -1).T.copy().view("<u2").reshape(-1, report_rans.SYMBOLS)
+        table = np.frombuffer(at(ref["table"]), np.uint8).reshape(2, -1).T.copy().view("<u2")  # byte planes
+        table = table.reshape(-1, report_rans.SYMBOLS)
         streams = [np.frombuffer(at(a["data"]), "<u2") for a in arrays]
         maps = report_rans.decode(streams, table, [a["shape"][0] for a in arrays], (ref["above"], ref["left"]))
         out.update({a["data"]["at"]: m.tobytes() for a, m in zip(arrays, maps)})

@@ -564,4 +564,5 @@ def test_lens_fixture_for_the_page_decoder_is_current():
                        "columns": want, "delta": v.tolist(), "cols": keys.tolist()}, indent=1) + "\n"
     if os.environ.get("LMTT_WRITE_FIXTURES"):
         LENS_FIXTURE.write_text(text, encoding="utf-8")
-    assert LENS_FIXTURE.read_text(encoding="utf-8") == text, "stale: LMTT_WRITE_FIXTURES=1 pytest tests/test_report_pack.py"
+    assert LENS_FIXTURE.read_text(encoding="utf-8") == text, \
+        "stale: LMTT_WRITE_FIXTURES=1 pytest tests/test_report_pack.py"
