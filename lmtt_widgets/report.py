@@ -78,14 +78,14 @@ HEADS_PER_TARGET = 27
 # ...unless all heads at all targets take at most this many unembedding products (short prompts: a few seconds)
 ALL_HEAD_ROWS = 8192
 # Lens columns computed to estimate whether the lens at every target can fit, before computing them all, and the
-# share of what the sample adds to the report (packed in place: ``_lens_may_fit``), scaled to all targets, taken as
-# the lens's cost. That estimate against the lens's real cost in the report (the step that holds it less the one
-# without): 1.13 and 1.19 on SmolLM2 (64 and 128 tokens), 1.20-1.43 on the tiny test models (31-61 tokens: more
-# columns find more repeats); at most 1 / 1.43, since an estimate too low only costs time (the lens is computed,
-# then the step holding it is packed and found over), one too high leaves the lens out where it fits. At 128 tokens
-# on SmolLM2 the estimate is 0.25 MB of 0.21 MB of room: the lens (seconds) is not computed. (The sample packed
-# alone, the estimate before, was 1.01-1.03 of the real cost on SmolLM2 and up to 1.40 on the tiny models, which
-# pay alone for the token strings the report shares: at 0.6 it had the lens computed at 128 tokens for nothing.)
+# share of what the sample adds to the report (packed in place, into the lens table: ``_lens_may_fit``), scaled to
+# all targets, taken as the lens's cost. That estimate against the lens's real cost in the report (the step that
+# holds it less the one without), since the lens is one table (``_lens_table``): 1.18-1.43 on the tiny test models
+# (gpt2, gpt_neox, llama at 31 and 49 tokens); at most 1 / 1.43, since an estimate too low only costs time (the lens
+# is computed, then the step holding it is packed and found over), one too high leaves the lens out where it fits.
+# At 128 tokens on SmolLM2 the lens now fits and is kept. (Before the lens table: 1.13 and 1.19 on SmolLM2 at 64 and
+# 128 tokens, 1.20-1.43 on the tiny models; the sample packed alone, the estimate before that, was 1.01-1.03 of the
+# real cost on SmolLM2 and up to 1.40 on the tiny models, which pay alone for the token strings the report shares.)
 LENS_SAMPLE = 8
 LENS_ESTIMATE = 0.68
 _NOT_AT_TARGET = ("not in this report at this target: it runs a backward pass for each target; the report holds it at "
