@@ -383,6 +383,10 @@ def test_report_answers_clicks_on_heads_neurons_and_other_targets_offline(smollm
         page.locator("canvas.lmtt-heat").press("Escape")  # clear the selection: the focus is the target again
         click_head(0.3, 0.3, 1)  # a head at the new target: maps and importance there
         assert page.locator("li.lmtt-neuron").count() == 10  # the new target's route blocks have their neurons
+        # the logit lens there, rebuilt by the page from the report's lens table: a row per residual stream
+        page.wait_for_function("() => document.querySelector('.lmtt-lens-wrap .lmtt-subtitle').textContent"
+                               ".includes('#1 (')")
+        assert page.locator(".lmtt-lens .lmtt-lensrow").count() == 2 * smollm2_paris.n_layers + 1
         page.screenshot(path=str(ARTIFACTS / "report-other-target.png"), full_page=True)
         assert "(#1)" in page.locator(".lmtt-heads .lmtt-pane-title").inner_text()
         assert causal_btn.is_disabled() and "last target" in causal_btn.get_attribute("title")
@@ -595,11 +599,12 @@ console.log(JSON.stringify(out));
 def test_page_gives_back_the_kernels_lens_column_at_every_target(tmp_path):
     """The page (the built bundle, run by Node) rebuilds every target's logit lens column from the report's one lens
     table exactly as the kernel sends it (ids, ranks in the row before and strings exact, probabilities at
-    float16), and ``read_report`` gives the same columns."""
+    float16), ``read_report`` gives the same columns, and the page's lens rows are the kernel's."""
     from lmtt_widgets.widgets import payload
     from lmtt_widgets.widgets.codec import decode_array
 
     from lmtt_widgets import report_pack
+    from lmtt_widgets.widgets.codec import encode_array
 
     ex = explain(loaded("llama"), "The capital of France is Paris. It is the capital")
     path = write_report(ex, tmp_path / "r.html")
@@ -642,6 +647,17 @@ console.log(JSON.stringify(out));
         assert page["rank_prev"] == ranks.reshape(-1).tolist() and np.array_equal(py["rank_prev"], ranks)
         assert page["probs"] == probs.reshape(-1).tolist() and np.array_equal(py["probs"], probs)
         assert page["strings"] == column["strings"] == py["strings"]
+    # what a click on a lens cell shows there: the page's `lens:<row>:<token>` replies are the kernel's rows
+    # (payload.lens_details), every row of three targets, probabilities at float16
+    targets = (0, ex.n_tokens // 2, ex.n_tokens - 2)
+    keys = [f"lens:{row}:{t}" for t in targets for row in range(want[t]["rows"])]
+    replies = _page_details(path, keys)["replies"]
+    for t in targets:
+        column = want[t]
+        f16 = decode_array(column["probs"]).astype(np.float16).astype(np.float32)
+        rows = payload.lens_details({**column, "probs": encode_array(f16)})
+        for key, row in rows.items():
+            assert replies[key]["ok"] and replies[key]["result"]["top"] == row["top"], key
 
 
 def test_page_loader_is_the_bundled_textbytes_reader(tmp_path):
