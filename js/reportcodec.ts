@@ -9,7 +9,7 @@ import type { ArrayDict } from "./codec";
 import { ransDecode, ransTables, type RansTables } from "./reportrans";
 
 export interface Stored {
-  enc: "raw" | "f16" | "u16" | "i16" | "sqrt" | "fixed" | "f16lo" | "prev";
+  enc: "raw" | "f16" | "u16" | "i16" | "sqrt" | "fixed" | "f16lo" | "prev" | "next";
   at: number;
   n: number;
   max?: number;
@@ -223,6 +223,15 @@ export function inflateArray(a: { dtype: string; shape: number[]; data: Stored }
         out[i] = literals.getUint16(2 * k++, true);
       } else if (code < run && i >= run) out[i] = out[i - (i % run) - run + ((i + code) % run)];
       else throw new Error("the report's array refers to a place its previous row does not have: the file was altered");
+    }
+  } else if (d.enc === "next") {
+    // row indices: 0 is -1 (none), 1 one past the largest so far, c the index c - 2 (report_pack `_store` "next")
+    let top = -1;
+    for (let i = 0; i < size; i++) {
+      const c = view.getUint16(2 * i, true);
+      const v = c === 0 ? -1 : c === 1 ? top + 1 : c - 2;
+      out[i] = v;
+      if (v > top) top = v;
     }
   } else if (d.enc === "f16") {
     for (let i = 0; i < size; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));

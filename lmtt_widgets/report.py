@@ -462,8 +462,8 @@ def _stored_table(table: dict, strings: dict[int, str], texts: dict[str, int], p
             out[name] = reduced(encode_array(np.asarray(v, np.float32)), "fixed", bits=LOGIT_BITS)
         elif name == "scale":
             out[name] = reduced(encode_array(np.asarray(v, np.float32)), "f16")
-        elif name == "index":
-            out[name] = reduced(encode_array(np.asarray(v).astype(np.int32), "int32"), "i16")
+        elif name == "index":  # rows numbered in the order of their first use: mostly one past the largest before
+            out[name] = reduced(encode_array(np.asarray(v).astype(np.int32), "int32"), "next")
         else:  # keys, sorted: column by column (layers, heads, tokens), as differences
             out[name] = reduced(encode_array(np.asarray(v).astype(np.uint32), "uint32"), "u16", delta=True, cols=True)
     return out

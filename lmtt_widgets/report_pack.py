@@ -20,6 +20,9 @@ are what the widget's wire format says (docs/widget-protocol.md, "Arrays"), ``en
   with ``delta``: each as the difference from the one before it along the last axis, mod 2**16 (the first of each
   row as it is; ascending indices and offsets: small differences); ``cols``: a matrix stored column by column (the
   differences then down each column: sorted keys such as (layer, head, token));
+- ``next``: int32 row indices (-1: none) that mostly count up, as rows are added in the order they are first used
+  (the neuron table's ``index``): each as 1 where it is one past the largest before it, 0 for -1, else itself plus
+  2, in 16 bits (byte planes);
 - ``prev``: integers under 2**16 in rows along the last axis (at most 254 a row), each stored as the place (one
   byte) of the same value in the row before it, or 255 and the value in a list of literals (16 bits, byte planes)
   after the codes: the logit lens's rows (at 128 tokens on SmolLM2 87 % of a row's tokens are in the row before),
@@ -79,7 +82,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from .widgets.codec import DTYPES, wire_safe
 
-ENCODINGS = ("raw", "f16", "u16", "i16", "sqrt", "fixed", "f16lo", "prev")
+ENCODINGS = ("raw", "f16", "u16", "i16", "sqrt", "fixed", "f16lo", "prev", "next")
 _F16_MAX = 65504.0
 
 
@@ -149,6 +152,7 @@ def reduced(a: dict, enc: str, levels: int = 255, *, delta: bool = False, rans: 
         "f16lo": a["dtype"] == "float32" and finite and v.ndim == 1 and below > 0,
         "prev": a["dtype"] in ("uint32", "int32") and v.ndim >= 1 and 0 < v.shape[-1] < _PREV_LITERAL and (
             v.size == 0 or 0 <= int(v.min()) <= int(v.max()) < 1 << 16),
+        "next": a["dtype"] == "int32" and (v.size == 0 or -1 <= int(v.min()) <= int(v.max()) < (1 << 16) - 2),
     }[enc]
     return {**a, "enc": enc if ok else "raw", "levels": levels, "delta": delta and enc in ("f16", "u16") and ok,
             "cols": cols and enc == "u16" and ok and v.ndim == 2,
@@ -186,6 +190,12 @@ def _store(a: dict) -> tuple[bytes, dict]:
         return _store_f16lo(v, float(a["below"]))
     if enc == "prev":
         return _store_prev(v)
+    if enc == "next":
+        flat = v.reshape(-1).astype(np.int64)
+        seen = np.maximum.accumulate(np.concatenate([[-1], flat[:-1]]))  # the largest before each (-1: none)
+        codes = np.where(flat < 0, 0, np.where(flat == seen + 1, 1, flat + 2)).astype(np.uint16)
+        data, desc = _planes(codes)
+        return data, {"enc": "next", **desc}
     if enc == "fixed":
         bits = int(a.get("bits", 8))
         if v.size == 0:
@@ -559,6 +569,13 @@ def _inflate(a: dict, data: bytes) -> np.ndarray:
         return out.astype(dtype).reshape(shape)
     if enc == "prev":
         return _inflate_prev(data, int(d["lit"]), shape).astype(dtype)
+    if enc == "next":
+        codes = np.frombuffer(data, np.uint8).reshape(2, -1).T.copy().view("<u2").reshape(-1).astype(np.int64)
+        out, top = np.empty(len(codes), np.int64), -1
+        for i, c in enumerate(codes.tolist()):
+            out[i] = -1 if c == 0 else top + 1 if c == 1 else c - 2
+            top = max(top, out[i])
+        return out.astype(dtype).reshape(shape)
     if d.get("planes"):
         data = np.frombuffer(data, np.uint8).reshape(d["planes"], -1).T.tobytes()
     if enc == "raw":

@@ -542,6 +542,19 @@ def test_u16_delta_round_trips_ascending_indices():
                           ranks)
 
 
+def test_next_stores_row_indices_counting_up_exactly():
+    """``next`` (the neuron table's rows of each (layer, token, rank), numbered as first used): -1, rows one past the
+    largest so far, rows used again, the first value, an empty array come back exactly; past 16 bits stays raw."""
+    index = np.array([[[-1, -1, 0], [1, 2, 0]], [[3, 1, -1], [4, 5, 6]], [[9, 7, 10], [2, -1, 11]]], np.int32)
+    for v in (index, index[:0], np.array([5], np.int32)):
+        a = reduced(encode_array(v, "int32"), "next")
+        assert a["enc"] == "next"
+        back = unpack(pack({"x": a}))["x"]
+        assert back.dtype == np.int32 and back.shape == v.shape and np.array_equal(back, v)
+    assert reduced(encode_array(np.array([65534], np.int32), "int32"), "next")["enc"] == "raw"
+    assert reduced(encode_array(np.array([-2], np.int32), "int32"), "next")["enc"] == "raw"
+
+
 def test_lens_fixture_for_the_page_decoder_is_current():
     """js/test/reportcodec.test.ts reads this container with the page's own decoders (rewrite the file with
     LMTT_WRITE_FIXTURES=1) and must give back these columns."""
@@ -558,10 +571,13 @@ def test_lens_fixture_for_the_page_decoder_is_current():
             for t, c in columns.items()}
     v = np.array([[0, 5, 9, 65535], [65535, 0, 3, 3]], np.uint32)
     keys = np.array([[0, 0, 3], [0, 0, 4], [0, 1, 2], [2, 8, 0], [2, 8, 127]], np.uint32)
+    index = np.array([[-1, -1, 0], [1, 2, 0], [3, 1, -1], [9, 7, 10]], np.int32)
     text = json.dumps({"text": pack_text({"lens": table, "texts": list(texts),
                                           "delta": reduced(encode_array(v, "uint32"), "u16", delta=True),
-                                          "cols": reduced(encode_array(keys, "uint32"), "u16", delta=True, cols=True)}),
-                       "columns": want, "delta": v.tolist(), "cols": keys.tolist()}, indent=1) + "\n"
+                                          "cols": reduced(encode_array(keys, "uint32"), "u16", delta=True, cols=True),
+                                          "next": reduced(encode_array(index, "int32"), "next")}),
+                       "columns": want, "delta": v.tolist(), "cols": keys.tolist(), "next": index.tolist()},
+                      indent=1) + "\n"
     if os.environ.get("LMTT_WRITE_FIXTURES"):
         LENS_FIXTURE.write_text(text, encoding="utf-8")
     assert LENS_FIXTURE.read_text(encoding="utf-8") == text, \

@@ -234,7 +234,7 @@ describe("the container's gzip members, framed by their lengths (report_pack.py 
 describe("the logit lens at every target as one table (report.py _lens_table)", () => {
   // a container and the columns it must give back, written by Python (tests/test_report_pack.py keeps it current)
   const fixture = JSON.parse(readFileSync("js/test/fixtures/lens.json", "utf-8")) as {
-    text: string; delta: number[][]; cols: number[][];
+    text: string; delta: number[][]; cols: number[][]; next: number[][];
     columns: Record<string, { rows: number; token: number; ids: number[]; probs: number[]; rank_prev: number[]; strings: Record<string, string> }>;
   };
 
@@ -265,6 +265,14 @@ describe("the logit lens at every target as one table (report.py _lens_table)", 
     expect(body.cols.data.cols).toBe(true);
     expect(cols.shape).toEqual([fixture.cols.length, 3]);
     expect(Array.from(decodeArray(cols)!.data)).toEqual(fixture.cols.flat());
+  });
+
+  it("reads row indices stored as 'one past the largest so far' (next)", async () => {
+    const { body, bytes } = await readContainer(fixture.text);
+    expect(body.next.data.enc).toBe("next");
+    const next = inflateTree(body.next, bytes);
+    expect(next.dtype).toBe("int32");
+    expect(Array.from(decodeArray(next)!.data)).toEqual(fixture.next.flat());
   });
 
   it("throws on a prev code that points past the row before", () => {
