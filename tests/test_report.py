@@ -596,25 +596,32 @@ console.log(JSON.stringify(out));
         _assert_map_precision(rep["details"][key]["pattern"], ex.head_attention(layer, h).numpy(), 255)
 
 
-def test_page_gives_back_the_kernels_lens_column_at_every_target(tmp_path):
+@pytest.mark.parametrize("vocab", [None, 70_000])
+def test_page_gives_back_the_kernels_lens_column_at_every_target(tmp_path, vocab):
     """The page (the built bundle, run by Node) rebuilds every target's logit lens column from the report's one lens
     table exactly as the kernel sends it (ids, ranks in the row before and strings exact, probabilities at
-    float16), ``read_report`` gives the same columns, and the page's lens rows are the kernel's."""
+    float16), ``read_report`` gives the same columns, and the page's lens rows are the kernel's. A vocabulary past
+    16 bits (ids and ranks that ``prev`` and ``u16`` cannot hold: stored as they are) gives them back as well."""
     from lmtt_widgets.widgets import payload
     from lmtt_widgets.widgets.codec import decode_array
 
     from lmtt_widgets import report_pack
     from lmtt_widgets.widgets.codec import encode_array
 
-    ex = explain(loaded("llama"), "The capital of France is Paris. It is the capital")
+    lm = loaded("llama", config_overrides={"vocab_size": vocab} if vocab else None)
+    ex = explain(lm, "The capital of France is Paris. It is the capital")
     path = write_report(ex, tmp_path / "r.html")
     rep = read_report(path)
     assert rep["budget_omitted"] == []
     # held as one table, its tokens as references to the row before, not as a column in each target's snapshot
     state = path.read_text(encoding="utf-8").split('id="lmtt-state">', 1)[1].split("</script>", 1)[0]
-    body = gzip.decompress(report_pack.unframe(report_pack.from_text(state))[0])[4:].decode("utf-8", "replace")
-    assert '"lens":{"tokens":[0,1,2,' in body and '"enc":"prev"' in body
+    head = gzip.decompress(report_pack.unframe(report_pack.from_text(state))[0])
+    body = json.loads(head[4:4 + int.from_bytes(head[:4], "little")])
+    assert body["lens"]["tokens"][:3] == [0, 1, 2]
+    assert body["lens"]["ids"]["data"]["enc"] == ("raw" if vocab else "prev")
     want = payload.lens_columns(ex, range(ex.n_tokens - 1))
+    if vocab:  # the lens lists ids past 16 bits: the table keeps them raw
+        assert max(int(decode_array(c["ids"]).max()) for c in want.values()) >= 2**16
     script = """
 import { readFileSync } from "node:fs";
 const [bundle, html] = process.argv.slice(1);
