@@ -43,7 +43,7 @@ from .explain import Explanation
 from .methods.flow_attribution import attention_rollout_tables, flow_attribution_tables
 from .methods.logit_attribution import logit_attribution_tables
 from .methods.targets import make_metric
-from .report_pack import Packer, gzip_member, pack, reduced, text_size, to_text, unpack
+from .report_pack import Packer, gzip_member, pack, places_in_row_before, reduced, text_size, to_text, unpack
 from .report_vocab import head_projections, mlp_projections, neuron_projections
 from .widgets import payload, protocol, scoring
 from .widgets.codec import decode_array, encode_array, wire_text
@@ -528,13 +528,7 @@ def _lens_rank_guess(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For lens columns' ids [N, R, k]: (the place of each token in its column's row before it, whether it is
     there). A token listed at place j of the row before has rank j there (the k most probable are listed in
     order), but for ties (``_lens_table`` stores the ranks where that is not so)."""
-    guess = np.zeros(ids.shape, np.int64)
-    found = np.zeros(ids.shape, bool)
-    if ids.shape[1] > 1:
-        same = ids[:, 1:, :, None] == ids[:, :-1, None, :]
-        found[:, 1:] = same.any(3)
-        guess[:, 1:] = same.argmax(3)
-    return guess, found
+    return places_in_row_before(ids)
 
 
 def _lens_table(columns: dict[str, dict], texts: dict[str, int]) -> dict:

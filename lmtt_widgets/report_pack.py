@@ -228,16 +228,25 @@ def _store(a: dict) -> tuple[bytes, dict]:
 _PREV_LITERAL = 255
 
 
+def places_in_row_before(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows [..., R, k]: (the first place of each value in the row before it along axis -2, whether it is there;
+    never in a first row)."""
+    place = np.zeros(rows.shape, np.int64)
+    found = np.zeros(rows.shape, bool)
+    if rows.shape[-2] > 1:
+        same = rows[..., 1:, :, None] == rows[..., :-1, None, :]  # [..., R - 1, k (this row), k (the row before)]
+        found[..., 1:, :] = same.any(-1)
+        place[..., 1:, :] = same.argmax(-1)
+    return place, found
+
+
 def prev_codes(rows: np.ndarray) -> np.ndarray:
     """``prev``'s code of each value of ``rows`` [N, k]: how many places after its own (mod k) the row before it
     first holds the same value (0: at the same place, as half a logit lens's tokens are), ``_PREV_LITERAL`` where
     it holds none (and in the first row)."""
+    place, found = places_in_row_before(rows)
     codes = np.full(rows.shape, _PREV_LITERAL, np.uint8)
-    if len(rows) > 1:
-        same = rows[1:, :, None] == rows[:-1, None, :]  # [N - 1, k (this row), k (the row before)]
-        found = same.any(2)
-        shift = (same.argmax(2) - np.arange(rows.shape[1])) % rows.shape[1]
-        codes[1:][found] = shift[found]
+    codes[found] = ((place - np.arange(rows.shape[-1])) % rows.shape[-1])[found]
     return codes
 
 
