@@ -32,6 +32,7 @@ from .errors import InputTypeError, MemoryEstimateError
 from .models.loading import load_model
 from .models.offload import OffloadMap, input_device
 from .tracing.capture import ATTENTION_ROW_BLOCK
+from .tracing.memory import FREE_LIMIT, reuses_heap
 from .tracing.rebuild import REBUILD_LIMIT, droppable_bytes
 
 # Per-head scores kept per target row and layer (those >= HEAD_FLOOR): ~20-23 measured on SmolLM2 prompts.
@@ -184,6 +185,8 @@ def estimate_memory(model, prompt, *, keep_attention: bool | None = None, budget
         trimmed = not keep_attention and H * T * T >= TRIM_ATTENTION_LIMIT
         parts["allocator slack (CPU heap)"] = int(
             (HEAP_SLACK_TRIMMED if trimmed else HEAP_SLACK) * parts["layer records (residuals, heads, neurons)"])
+        if trimmed and reuses_heap(attention):  # freed memory kept for the next layer, up to FREE_LIMIT (memory.py)
+            parts["allocator slack (CPU heap)"] += max(0, FREE_LIMIT - parts["transient beyond the logits"])
     layer_devices = [_device_of(b, main) for b in blocks]
     return MemoryEstimate(T, keep_attention, str(main), parts, _by_device(parts, layer_devices, str(main)))
 

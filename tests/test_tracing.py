@@ -251,12 +251,13 @@ def test_streamed_trace_frees_each_layers_attention():
 def test_long_traces_hand_freed_memory_back_after_each_layer(monkeypatch):
     import importlib
 
-    from lmtt_widgets.tracing.memory import release_freed_memory
+    from lmtt_widgets.tracing import memory
 
     tracer = importlib.import_module("lmtt_widgets.tracing.tracer")
-    assert release_freed_memory()  # glibc here: a real malloc_trim, not the no-op fallback
+    assert memory.release_freed_memory()  # glibc here: a real malloc_trim, not the no-op fallback
     calls = []
-    monkeypatch.setattr(tracer, "release_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(memory, "REUSE_ATTENTION_LIMIT", 0)  # layers too large to keep freed memory for the next
     lm = loaded("llama")
     n_layers = trace(lm, "the cat", keep_attention=False).n_layers
     assert calls == []  # short prompts: not worth ~10 ms a layer

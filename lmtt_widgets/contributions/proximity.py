@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from . import fused
+
 # Floats allowed in one chunk's temporary tensors (about 64 MB in float32).
 CHUNK_BUDGET = 16 * 2**20
 BUDGET_MEANS = f"floats in one chunk's temporary tensors, default {CHUNK_BUDGET}"  # what budget= says in errors
@@ -91,7 +93,8 @@ def grouped_part_proximity(
     budget: int = CHUNK_BUDGET,
     signed_dot=None,
     reach: torch.Tensor | None = None,
-) -> torch.Tensor:
+    sums: bool = False,
+):
     """Proximities of parts z[b, g, n, j] = coef[b, g, n, j] * scale[b, n] * basis[b, g, j] to y[b, n].
 
     The parts of a row come in G groups of J (attention: heads x sources), and the result keeps that layout
@@ -108,18 +111,23 @@ def grouped_part_proximity(
             rows @ basis[b0:b1, :, :J].T as [b, G, n, J] (attention passes one that goes through W_O and the values,
             1/H of the work).
         reach: optional [B, G, J'] = basis.abs().amax(-1), when the caller already has it.
+        sums: also return the sums over parts of a group and over groups (in the same sweep where compiled).
     Returns:
-        [B, G, N, J] exact proximities (>= 0).
+        [B, G, N, J] exact proximities (>= 0); with ``sums``, (proximities, [B, G, N] their sums over j,
+        [B, N, J] their sums over g).
     """
     B, N, d = y.shape
     G, J = coef.shape[1], coef.shape[3]
-    basis = basis.contiguous()  # parts are read by flat index (a transposed weight would be copied per bucket)
     levels = [c for c in buckets if c < d]
     if reach is None:
         reach = basis.abs().amax(-1)  # [B, G, J'] the largest coordinate of each direction
+    compiled = fused.usable(y, coef, basis, scale, reach)
+    # the compiled sweep reads a coordinate of consecutive parts (free where basis is a transposed weight or
+    # product); the tensor path reads parts by flat index (a transposed weight would be copied per bucket)
+    basis = basis.transpose(-1, -2).contiguous() if compiled else basis.contiguous()
     if signed_dot is None:
         signed_dot = lambda r, b0, b1: torch.matmul(  # noqa: E731
-            r.unsqueeze(1), basis[b0:b1, :, :J].transpose(-1, -2))
+            r.unsqueeze(1), basis[b0:b1, :, :, :J] if compiled else basis[b0:b1, :, :J].transpose(-1, -2))
     rows = max(1, budget // max(1, 4 * G * J))  # rows of [*, G * J] temporaries one chunk may hold
     if rows >= N:  # whole blocks per chunk
         spans = [(b0, min(B, b0 + rows // N), 0, N) for b0 in range(0, B, rows // N)]
@@ -127,41 +135,57 @@ def grouped_part_proximity(
         spans = [(b, b + 1, r0, min(N, r0 + rows)) for b in range(B) for r0 in range(0, N, rows)]
     out = None
     for b0, b1, r0, r1 in spans:
-        prox = _chunk(
+        parts = _chunk(
             y[b0:b1, r0:r1], coef[b0:b1, :, r0:r1], basis[b0:b1], reach[b0:b1],
             None if scale is None else scale[b0:b1, r0:r1], levels, budget,
-            lambda r, b0=b0, b1=b1: signed_dot(r, b0, b1),
+            lambda r, b0=b0, b1=b1: signed_dot(r, b0, b1), sums, compiled,
         )
         if len(spans) == 1:
-            return prox
+            return parts if sums else parts[0]
         if out is None:
-            out = torch.empty(B, G, N, J, dtype=y.dtype, device=y.device)
-        out[b0:b1, :, r0:r1] = prox
-    return out
+            out = (torch.empty(B, G, N, J, dtype=y.dtype, device=y.device),
+                   torch.empty(B, G, N, dtype=y.dtype, device=y.device),
+                   torch.empty(B, N, J, dtype=y.dtype, device=y.device))
+        out[0][b0:b1, :, r0:r1] = parts[0]
+        if sums:
+            out[1][b0:b1, :, r0:r1], out[2][b0:b1, r0:r1] = parts[1], parts[2]
+    return out if sums else out[0]
 
 
-def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
-    """Proximities of one chunk: y [b, m, d], coef [b, G, m, J], basis [b, G, J', d] (contiguous), reach [b, G, J'].
+def _chunk(y, coef, basis, reach, scale, levels, budget, dot, sums, compiled):
+    """Proximities of one chunk: y [b, m, d], coef [b, G, m, J], basis [b, G, J', d] (contiguous; compiled: [b, G,
+    d, J'] transposed), reach [b, G, J'], as (prox, its sums over j, its sums over g) with ``sums``, else (prox,).
 
     Rows are addressed flat below (row R = block * m + r), parts by their row in the basis [b * G * J', d] and
     their position in the result, read as a flat [b * G * m * J]."""
     b, m, d = y.shape
-    G, J, Jb = coef.shape[1], coef.shape[3], basis.shape[2]
+    G, J = coef.shape[1], coef.shape[3]
     # any sign with |s| = 1 works where y_k = 0 (both sides are -|z_k| there), so copysign's sign of -0.0 is fine
     sign = torch.copysign(torch.ones((), dtype=y.dtype, device=y.device), y)
     signed_scale = sign if scale is None else sign * scale
-    prox = dot(signed_scale).contiguous()
-    prox.mul_(coef)  # [b, G, m, J] the linear term, in place
-
-    M = b * m
-    y, signed_scale = y.reshape(M, d), signed_scale.reshape(M, d)
-    scale = None if scale is None else scale.reshape(M, d)
+    prox = dot(signed_scale).contiguous()  # [b, G, m, J] the linear term before each part's coefficient
     absy = y.abs()
     # A coordinate can need the correction only where |z_k| > |y_k|, i.e. |a| |b_k| > |y_k| / |scale_k|.
     # (where scale_k = 0 no part reaches coordinate k: 0/0 is read as inf, which also keeps the bit order below)
     y_eff = absy if scale is None else (absy / scale.abs()).nan_to_num_(nan=float("inf"))
     width = min(d, levels[-1] + 1) if levels else 1
-    edges, order = _smallest(y_eff, width)  # [M, width] ascending
+    edges, order = _smallest(y_eff.reshape(b * m, d), width)  # [M, width] ascending
+    if compiled:  # one compiled sweep instead of the steps below
+        return fused.proximity_in_place(prox, coef, reach, basis, edges.view(b, m, width), order.view(b, m, width),
+                                        signed_scale, absy, sums)
+    prox.mul_(coef)  # the linear term, in place
+    _correct_chunk(prox, y, coef, basis, reach, scale, absy, signed_scale, edges, order, levels, budget)
+    prox.clamp_min_(0)
+    return (prox, prox.sum(-1), prox.sum(1)) if sums else (prox,)
+
+
+def _correct_chunk(prox, y, coef, basis, reach, scale, absy, signed_scale, edges, order, levels, budget):
+    """Subtract the corrections from the linear terms prox [b, G, m, J] of one chunk (see :func:`_chunk`)."""
+    b, m, d = y.shape
+    G, J, Jb = coef.shape[1], coef.shape[3], basis.shape[2]
+    M = b * m
+    y, signed_scale, absy = y.reshape(M, d), signed_scale.reshape(M, d), absy.reshape(M, d)
+    scale = None if scale is None else scale.reshape(M, d)
     # |a| max|b|: the largest |z_k| a part can reach (laid out like prox, whatever coef's strides)
     bound = torch.mul(coef, reach[:, :, None, :J]).abs_().contiguous()
     # Parts below the smallest |y_k| need no correction; nor do those whose linear term is <= 0: the correction
@@ -181,7 +205,6 @@ def _chunk(y, coef, basis, reach, scale, levels, budget, dot):
         a_coef = coef.reshape(b * G, m, J)[g, r, j]
         _correct_parts(prox.view(-1), at, row, part, a_coef, bound_at, basis.view(-1, d), y, absy, scale,
                        signed_scale, edges, order, levels, budget)
-    return prox.clamp_min_(0)
 
 
 def _correct_parts(flat_prox, at, row, part, a_coef, bound, basis_rows, y, absy, scale, signed_scale, edges, order,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..tracing.tracer import LayerRecord, LayerWeights
+from . import fused
 from .proximity import CHUNK_BUDGET, grouped_part_proximity, l1_proximity, scaled_part_proximity
 
 # Per-head scores below this are not stored (the head sums and head-summed edges are kept exactly);
@@ -300,12 +301,13 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         i1 = min(T, i0 + rows_per_chunk)
         m = i1 - i0
         coef = attention[:, :, i0:i1, :i1]  # [B, H, rows, sources]: a view, the kernel reads it in this layout
-        prox = grouped_part_proximity(
+        # [B, H, rows, sources], its sums over sources [B, H, rows] and over heads [B, rows, sources]
+        prox, by_head, by_source = grouped_part_proximity(
             y[:, i0:i1], coef, u, None if scale is None else scale[:, i0:i1], budget=budget, reach=reach,
             signed_dot=lambda rows, b0, b1, j=i1: _through_heads(rows, w_heads[b0:b1], v_heads[b0:b1, :, :j]),
-        )  # [B, H, rows, sources]
+            sums=True,
+        )
         extra = extra_prox[:, i0:i1]
-        by_head = prox.sum(-1)  # [B, H, rows]
         total = extra.sum(-1) + by_head.sum(1)
         cancel = total <= 0
         causal = torch.arange(i1, device=dev)[None, :] <= torch.arange(i0, i1, device=dev)[:, None]  # [rows, sources]
@@ -314,11 +316,11 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
             # chunk's last target (i1..T-1) are all future ones: floor * (T - i1) per head
             extra = torch.maximum(extra, extra_floor[:, i0:i1])
             prox.clamp_min_(floor)
-            by_head = prox.sum(-1) + floor * (T - i1)
+            by_head, by_source = prox.sum(-1) + floor * (T - i1), prox.sum(1)
             total = extra.sum(-1) + by_head.sum(1)
         elif bool(cancel.any()):  # no part is closer to y than 0: an even split over the parts (see normalise)
             _present_parts(cancel, i0, coef, x, reach, records, weights, parallel, extra, prox)
-            by_head = prox.sum(-1)
+            by_head, by_source = prox.sum(-1), prox.sum(1)
             total = extra.sum(-1) + by_head.sum(1)
         cancel_attn[:, i0:i1] = cancel
         inv = 1 / total.clamp_min(torch.finfo(total.dtype).tiny)
@@ -327,7 +329,7 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         # [B, rows, sources] the head-summed edges, exact whatever is stored; each is >= every one of its heads
         # (a float sum of non-negative terms is at least each term), so candidates for the per-head floor are the
         # edges that reach it
-        edges = prox.sum(1).mul_(inv.unsqueeze(-1)).float()
+        edges = by_source.mul_(inv.unsqueeze(-1)).float()
         # only causal pairs are stored (convention "lmtt" gives future ones the floor: never an edge)
         stored = edges if not floor else edges * causal
         if edge_floor > 0:  # ("paper": future sources have importance exactly 0 < floor, only causal pairs pass)
@@ -472,16 +474,25 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def _head_factors(records, weights, n_heads):
     """The parts' factors, head-major: directions u [B, H, T, d] (u[b, h, j] = v_j^{kv(h)} W_O,h), their largest
-    coordinate [B, H, T], W_O per head [B, d, H, dh] and the values repeated per query head [B, H, T, dh] (GQA)."""
+    coordinate [B, H, T], W_O per head [B, d, H, dh] and the values repeated per query head [B, H, T, dh] (GQA).
+
+    Where the compiled sweep runs (fused.py), u is a transposed view of a [B, H, d, T] product: the layout it reads,
+    made by the product itself rather than by a copy."""
     _, T, dh = records[0].values.shape
     d = weights[0].w_o.shape[0]
     v = _stack([rec.values.repeat_interleave(n_heads // rec.values.shape[0], dim=0) for rec in records])
     w = _stack([wt.w_o.view(d, n_heads, dh) for wt in weights])
-    u = torch.empty(len(records), n_heads, T, d, dtype=v.dtype, device=v.device)
+    transposed = fused.usable(v)
+    u = torch.empty(len(records), n_heads, *((d, T) if transposed else (T, d)), dtype=v.dtype, device=v.device)
     for b in range(len(records)):
-        torch.bmm(v[b], w[b].permute(1, 2, 0), out=u[b])  # [H, T, dh] x [H, dh, d]
+        if transposed:
+            torch.bmm(w[b].permute(1, 0, 2), v[b].transpose(1, 2), out=u[b])  # [H, d, dh] x [H, dh, T]
+        else:
+            torch.bmm(v[b], w[b].permute(1, 2, 0), out=u[b])  # [H, T, dh] x [H, dh, d]
+    axis = -2 if transposed else -1
     # max |u| without an |u| copy of u (two plain reductions: ~3x faster than aminmax or abs().amax() on CPU)
-    return u, torch.maximum(u.amax(-1), u.amin(-1).neg_()), w, v
+    reach = torch.maximum(u.amax(axis), u.amin(axis).neg_())
+    return (u.transpose(-1, -2) if transposed else u), reach, w, v
 
 
 def _through_heads(rows: torch.Tensor, w_heads: torch.Tensor, v_heads: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ the model set up and restored exactly however it ends (instrument.py), under a p
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,7 +24,7 @@ from . import edits
 from .capture import AttentionReplay
 from .edits import ExternalEdit
 from .guard import serialised
-from .memory import release_freed_memory
+from .memory import reusing_heap
 from .norms import NormSpec
 from .prompts import read_prompt
 from .versions import ParameterVersions, check_block, hook_state
@@ -283,18 +284,21 @@ def trace(
         layer_weights=list(facts.weights),
         final_norm=facts.final_norm,
     )
-    # a long streamed trace frees a large attention after every layer: hand that memory back as it goes
+    # a long streamed trace frees a large attention after every layer: malloc reuses it for the next layer and hands
+    # it back when much lies free (memory.py)
     trim = not keep_attention and facts.device.type == "cpu" and facts.n_heads * T * T >= TRIM_ATTENTION_LIMIT
     # past REBUILD_LIMIT, per-position tensors are dropped once scored and computed again when read (rebuild.py)
     d, F = facts.weights[0].w_out.shape
     slim = not keep_attention and droppable_bytes(
         facts.n_layers, T, d, facts.weights[0].w_o.shape[1], F, parallel=facts.topology == "parallel",
         post_norms=facts.lm.adapter.attn_post_norm is not None) > REBUILD_LIMIT
-    recorder = LayerRecorder(facts, result, keep_attention=keep_attention, on_layer=on_layer,
-                             after_layer=release_freed_memory if trim else None, slim=slim)
-    with instrumented(facts.net, recorder.hooks(), facts.capture(recorder.record_attention)), \
-            keep_rows(facts.net, logits_at):
-        out = facts.net(input_ids=ids[None].to(facts.device), use_cache=False)
+    attention_bytes = facts.n_heads * T * T * (8 if facts.dtype == torch.float64 else 4)  # as recorded
+    with reusing_heap(attention_bytes) if trim else contextlib.nullcontext() as after_layer:
+        recorder = LayerRecorder(facts, result, keep_attention=keep_attention, on_layer=on_layer,
+                                 after_layer=after_layer, slim=slim)
+        with instrumented(facts.net, recorder.hooks(), facts.capture(recorder.record_attention)), \
+                keep_rows(facts.net, logits_at):
+            out = facts.net(input_ids=ids[None].to(facts.device), use_cache=False)
     recorder.finish(out.logits.detach()[0])
     if logits_at is not None:
         result.logits = LogitRows(result, logits_at, result.logits)

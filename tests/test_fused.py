@@ -1,0 +1,209 @@
+"""Issue 10, point 8: the compiled proximity sweep (contributions/fused.py) gives the tensor path's numbers, and long
+traces reuse the heap across layers (tracing/memory.py) without holding more than they say."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from lmtt_widgets import explain
+from lmtt_widgets.contributions import fused, proximity
+from tiny_models import FAMILIES, build, loaded
+
+PROMPT = "the cat sat on the mat because the mat was warm"
+
+
+def test_numba_is_installed_where_the_tests_run():
+    # the test extra brings numba: without it every comparison below would compare the tensor path with itself
+    assert fused.numba is not None and fused.ENABLED
+
+
+def direct(y, coef, basis, scale):
+    """max(|y|_1 - |y - z|_1, 0) for every part, from the full vectors (the definition)."""
+    z = coef[..., None] * basis[:, :, None, :, :] * (1 if scale is None else scale[:, None, :, None, :])
+    return (y.abs().sum(-1)[:, None, :, None] - (y[:, None, :, None, :] - z).abs().sum(-1)).clamp_min(0)
+
+
+def random_parts(dtype, scaled, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B, G, N, J = 2, 3, 17, 23
+    y = torch.randn(B, N, d, generator=g, dtype=dtype)
+    y[0, 0, : d // 4] = 0  # coordinates where either sign works
+    coef = torch.rand(B, G, N + 2, J + 5, generator=g, dtype=dtype)[:, :, 1 : N + 1, 2 : J + 2]  # strided view
+    coef[1, :, :, 7] = 0  # absent parts
+    basis = torch.randn(B, G, J, d, generator=g, dtype=dtype) * 4  # large against y: many coordinates flip
+    scale = torch.rand(B, N, d, generator=g, dtype=dtype) if scaled else None
+    if scaled:
+        scale[0, 1, :3] = 0  # a frozen post-norm that zeroes coordinates
+    return y, coef, basis, scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("d", [8, 64, 300])  # every coordinate sorted; past the sorted ones; far past them
+def test_compiled_sweep_equals_the_definition_and_the_tensor_path(dtype, scaled, d, monkeypatch):
+    y, coef, basis, scale = random_parts(dtype, scaled, d)
+    calls = []
+    kernel = fused.proximity_in_place
+    monkeypatch.setattr(fused, "proximity_in_place", lambda *a: calls.append(1) or kernel(*a))
+    compiled, by_group, by_part = proximity.grouped_part_proximity(y, coef, basis, scale, sums=True)
+    assert calls  # the compiled sweep ran
+    monkeypatch.setattr(fused, "ENABLED", False)
+    tensor = proximity.grouped_part_proximity(y, coef, basis, scale)
+    want = direct(y, coef, basis, scale)
+    tol = dict(rtol=0, atol=(2e-5 if dtype == torch.float32 else 1e-12) * float(y.abs().sum(-1).max()))
+    torch.testing.assert_close(compiled, want, **tol)
+    torch.testing.assert_close(tensor, want, **tol)
+    assert 0 < int((want > 0).sum()) < want.numel()  # some parts score 0, others not: the cases are exercised
+    assert bool(((want > 0) & (want < coef[..., None].mul(basis[:, :, None]).abs().sum(-1) * 0.99)).any())
+    torch.testing.assert_close(by_group, compiled.sum(-1), **tol)
+    torch.testing.assert_close(by_part, compiled.sum(1), **tol)
+
+
+def test_compiled_sweep_over_row_chunks_and_a_small_budget():
+    y, coef, basis, scale = random_parts(torch.float64, True, 64, seed=3)
+    whole = proximity.grouped_part_proximity(y, coef, basis, scale, sums=True)
+    chunked = proximity.grouped_part_proximity(y, coef, basis, scale, sums=True, budget=3 * 23 * 4 * 5)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_concurrent_calls_are_serialised_and_exact():
+    """Numba's threading layers must not run two parallel kernels at once (the workqueue layer aborts): threads
+    scoring at the same time each get their own exact numbers."""
+    cases = [random_parts(torch.float32, s % 2 == 1, 64, seed=s) for s in range(6)]
+    alone = [proximity.grouped_part_proximity(*c) for c in cases]
+    got, errors = [None] * len(cases), []
+
+    def run(k):
+        try:
+            for _ in range(5):
+                got[k] = proximity.grouped_part_proximity(*cases[k])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for a, b in zip(alone, got):
+        assert torch.equal(a, b)
+
+
+def scores_of(ex):
+    out = []
+    for ls in ex.scores.layers:
+        out += [ls.edge_ptr, ls.edge_col, ls.edge_val, ls.head_total, ls.head_ptr, ls.head_col, ls.head_val,
+                ls.resid_attn, ls.bias_attn, ls.mlp]
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_explain_gives_the_same_scores_with_and_without_the_compiled_sweep(family, monkeypatch):
+    lm = loaded(family)
+    calls = []
+    kernel = fused.proximity_in_place
+    monkeypatch.setattr(fused, "proximity_in_place", lambda *a: calls.append(1) or kernel(*a))
+    with_kernel = explain(lm, PROMPT)
+    assert calls
+    monkeypatch.setattr(fused, "ENABLED", False)
+    without = explain(lm, PROMPT)
+    for a, b in zip(scores_of(with_kernel), scores_of(without)):
+        if a.dtype.is_floating_point:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+        else:
+            assert torch.equal(a, b)
+    assert np.array_equal(with_kernel.route().nodes, without.route().nodes)
+
+
+def test_float32_model_scores_agree_with_the_tensor_path(monkeypatch):
+    from lmtt_widgets import load_model
+    from tiny_models import ToyTokenizer
+
+    lm = load_model(build("llama", dtype=torch.float32), ToyTokenizer())
+    a = explain(lm, PROMPT)
+    monkeypatch.setattr(fused, "ENABLED", False)
+    b = explain(lm, PROMPT)
+    for x, y in zip(scores_of(a), scores_of(b)):
+        if x.dtype.is_floating_point:
+            torch.testing.assert_close(x, y, rtol=0, atol=2e-6)
+
+
+def test_neuron_importance_through_the_compiled_sweep(monkeypatch):
+    ex = explain(loaded("llama"), PROMPT)
+    compiled = [ex.neuron_importance(layer, ex.n_tokens - 1) for layer in range(ex.n_layers)]
+    monkeypatch.setattr(fused, "ENABLED", False)
+    ex._neuron_rows.clear()  # computed again, through the tensor path
+    for layer, got in enumerate(compiled):
+        want = ex.neuron_importance(layer, ex.n_tokens - 1)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
+        assert float(want.abs().sum()) > 0
+
+
+def mmapped_bytes():
+    from lmtt_widgets.tracing import memory
+
+    return int(memory._MALLINFO2().hblkhd)
+
+
+def test_long_traces_serve_large_blocks_from_the_heap_then_mmap_again():
+    """Inside a long trace a large block comes from malloc's heap (the next layer reuses its pages: no fresh page
+    faults); afterwards malloc maps such blocks again, as before. The block is larger than all free heap memory, so
+    that only the mmap setting decides where it comes from (not touched: only its address space is taken)."""
+    from lmtt_widgets.tracing import memory
+
+    def where_a_large_block_comes_from():
+        size = int(memory._MALLINFO2().fordblks) + 64 * 2**20
+        before = mmapped_bytes()
+        block = torch.empty(size, dtype=torch.uint8)
+        mapped = mmapped_bytes() >= before + size
+        del block
+        return "mmap" if mapped else "heap"
+
+    assert where_a_large_block_comes_from() == "mmap"
+    with memory.reusing_heap(memory.REUSE_ATTENTION_LIMIT) as after_layer:
+        assert after_layer is not memory.release_freed_memory
+        assert where_a_large_block_comes_from() == "heap"
+    assert where_a_large_block_comes_from() == "mmap"
+    with memory.reusing_heap(memory.REUSE_ATTENTION_LIMIT + 1) as after_layer:  # layers too large: as malloc does
+        assert after_layer is memory.release_freed_memory
+        assert where_a_large_block_comes_from() == "mmap"
+    memory.release_freed_memory()
+
+
+def test_freed_memory_is_kept_up_to_the_limit_and_then_handed_back(monkeypatch):
+    from lmtt_widgets.tracing import memory, tracer
+
+    trims = []
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: trims.append(1) or True)
+    monkeypatch.setattr(tracer, "TRIM_ATTENTION_LIMIT", 1)  # a tiny prompt traced as a long one
+    lm = loaded("llama")
+    n_layers = len(lm.model.model.layers)
+    tracer.trace(lm, PROMPT, keep_attention=False)
+    assert trims == [1]  # little is free after each layer: handed back once, at the end
+    trims.clear()
+    monkeypatch.setattr(memory, "REUSE_ATTENTION_LIMIT", 0)  # layers too large to keep their memory
+    tracer.trace(lm, PROMPT, keep_attention=False)
+    assert len(trims) == n_layers  # after every layer, malloc's mmap untouched (no final trim of a heap setting)
+
+
+def test_a_layer_that_leaves_much_free_memory_behind_has_it_handed_back(monkeypatch):
+    from lmtt_widgets.tracing import memory
+
+    trims = []
+    real = memory.release_freed_memory
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: trims.append(1) or real())
+    with memory.reusing_heap(0):
+        after_layer = memory.release_when_much_free(limit=100 * 2**20)
+        lenient = memory.release_when_much_free(limit=2**30)
+        assert not after_layer()  # nothing freed yet
+        block = torch.ones(50 * 2**20)  # 200 MB, touched, then freed: resident but free in the heap
+        del block
+        assert not lenient()  # 200 MB < 1 GB: kept for the next layer
+        resident = memory.resident_bytes()
+        assert after_layer()  # 200 MB > 100 MB: handed back
+        assert memory.resident_bytes() < resident - 150 * 2**20
+    assert len(trims) == 2  # the one above and the one as the block ends
