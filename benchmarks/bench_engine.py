@@ -1,6 +1,7 @@
 """Cost of tracing plus the full importance graph, as a ratio against the model's own forward pass.
 
-    .venv/bin/python benchmarks/bench_engine.py [--lengths 128 512 2048] [--repeats 3] [--text natural|random]
+    .venv/bin/python benchmarks/bench_engine.py [--lengths 128 512 2048] [--repeats 3] [--long-repeats 1]
+                                                [--text natural|random]
                                                 [--threads N]
 
 Every figure is measured in the same run on the same model (the embedded SmolLM2-135M unless --model is given), on
@@ -15,7 +16,8 @@ natural text (the repository's own Markdown, repeated as needed) unless --text r
   not hidden), next to what the returned Explanation holds (its tensors, each storage counted once) and
   lmtt_widgets.estimate_memory's estimate for the same run.
 
-Long prompts (past 512 tokens) run explain once: that run gives both the memory and the time. --explain-only skips
+Long prompts (past 512 tokens) run explain --long-repeats times (default once): the first run gives the memory, the
+median the time. --explain-only skips
 the plain forwards (the eager one alone allocates 3·H·T² floats: 7 GB at 8,192 tokens on SmolLM2).
 
     .venv/bin/python benchmarks/bench_engine.py --heads --lengths 2048
@@ -117,6 +119,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--long-repeats", type=int, default=1, help="repeats past 512 tokens")
     parser.add_argument("--text", choices=["natural", "random"], default="natural")
     parser.add_argument("--heads", action="store_true", help="time heads/top_heads/head details after one explain")
     parser.add_argument("--slim", action="store_true",
@@ -170,7 +173,7 @@ def main() -> None:
         estimate = estimate_memory(lm, ids).total / 2**20
         fast, eager, runs, extra = [], [], [], None
         # forwards and explain alternate, so a change in the machine's speed hits both sides of each ratio alike
-        for _ in range(args.repeats if T <= 512 else 1):
+        for _ in range(args.repeats if T <= 512 else args.long_repeats):
             fast.append(float("nan") if args.explain_only else forward(ids, default))
             eager.append(float("nan") if args.explain_only else forward(ids, "eager"))
             lm.model.set_attn_implementation(default)  # explain runs on the model as the user has it

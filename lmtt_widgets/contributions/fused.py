@@ -51,6 +51,8 @@ def proximity_in_place(prox, coef, reach, basis_t, y_sorted, order, signed_scale
     w smallest |y_k| / |scale_k| ascending and their coordinates (a part that reaches past the w-th is corrected on
     every coordinate); signed_scale, abs_y: [b, m, d] sign(y_k) * scale_k and |y_k|."""
     b, G, m, J = prox.shape
+    if prox.numel() == 0:  # nothing to sweep (and no storage span to read coef through)
+        return (prox, prox.new_zeros(b, G, m), prox.new_zeros(b, m, J)) if sums else (prox,)
     if coef.stride(-1) != 1:
         coef = coef.contiguous()
     by_group = prox.new_empty(b, G, m)
@@ -64,8 +66,8 @@ def proximity_in_place(prox, coef, reach, basis_t, y_sorted, order, signed_scale
     kernel = _KERNELS[prox.dtype]
     with _lock:
         threads = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads())))
         try:
+            numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads())))
             kernel(*arrays[:2], *coef.stride()[:3], *arrays[2:], DENSE_COORDS)
         finally:
             numba.set_num_threads(threads)

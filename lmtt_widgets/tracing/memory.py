@@ -30,11 +30,12 @@ FREE_LIMIT = 768 * 2**20
 # takes at most this many bytes (2,048 tokens on SmolLM2: 151 MB). Past it, a layer alone would fill FREE_LIMIT:
 # memory is handed back after every layer, as malloc's own mmap would (4,096 tokens: 604 MB, peak +2.3 GB).
 REUSE_ATTENTION_LIMIT = 256 * 2**20
-# mallopt parameters (malloc.h) and what is put back after the pass: glibc's default mmap count, and twice the
-# largest adaptive mmap threshold (32 MB on 64-bit), the trim threshold glibc adapts to.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+# mallopt parameters (malloc.h) and what is put back after the pass: glibc's default mmap count, the largest
+# adaptive mmap threshold (32 MB on 64-bit) and twice it, the trim threshold glibc adapts to with it.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _DEFAULT_MMAP_MAX = 65536
-_ADAPTED_TRIM_THRESHOLD = 64 * 2**20
+_ADAPTED_MMAP_THRESHOLD = 32 * 2**20
+_ADAPTED_TRIM_THRESHOLD = 2 * _ADAPTED_MMAP_THRESHOLD
 _KEEP_FREED = 2**31 - 1  # an int (mallopt's value): keep up to 2 GB at the top of the heap
 
 
@@ -76,7 +77,9 @@ def resident_bytes() -> int:
 
 
 def malloc_bytes() -> int:
-    """Bytes malloc has handed out and not had back (heap and mmapped blocks, all arenas)."""
+    """Bytes malloc has handed out and not had back (heap and mmapped blocks, all arenas). Where another allocator
+    is preloaded (jemalloc, tcmalloc), glibc's count misses its blocks: everything then looks free and memory is
+    handed back after every layer, as without this module."""
     info = _MALLINFO2()
     return int(info.uordblks) + int(info.hblkhd)
 
@@ -109,17 +112,21 @@ def reusing_heap(attention_bytes: int):
     if not reuses_heap(attention_bytes):
         yield release_freed_memory  # large layers, or no control over the allocator: hand back after every layer
         return
-    with _passes_lock:
-        _passes += 1
-        if _passes == 1:
-            _MALLOPT(_M_MMAP_MAX, 0)
-            _MALLOPT(_M_TRIM_THRESHOLD, _KEEP_FREED)
+    entered = False
     try:
+        with _passes_lock:
+            _passes += 1
+            entered = True
+            if _passes == 1:
+                _MALLOPT(_M_MMAP_MAX, 0)
+                _MALLOPT(_M_TRIM_THRESHOLD, _KEEP_FREED)
         yield release_when_much_free()
     finally:
-        with _passes_lock:
-            _passes -= 1
-            if _passes == 0:
-                _MALLOPT(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                _MALLOPT(_M_TRIM_THRESHOLD, _ADAPTED_TRIM_THRESHOLD)
-                release_freed_memory()
+        if entered:  # (an interrupt before the count went up leaves nothing to put back)
+            with _passes_lock:
+                _passes -= 1
+                if _passes == 0:
+                    _MALLOPT(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                    _MALLOPT(_M_TRIM_THRESHOLD, _ADAPTED_TRIM_THRESHOLD)
+                    _MALLOPT(_M_MMAP_THRESHOLD, _ADAPTED_MMAP_THRESHOLD)
+                    release_freed_memory()
