@@ -14,6 +14,30 @@ from tiny_models import FAMILIES, build, loaded
 PROMPT = "the cat sat on the mat because the mat was warm"
 
 
+@pytest.fixture(autouse=True)
+def sweep_everything(monkeypatch):
+    """Tiny models and parts: the compiled sweep runs whatever the size (it skips small jobs by default)."""
+    monkeypatch.setattr(fused, "MIN_PARTS", 0)
+
+
+def test_small_jobs_take_the_tensor_path_and_a_layer_group_decides_once(monkeypatch):
+    monkeypatch.setattr(fused, "MIN_PARTS", 2**21)
+    calls = []
+    kernel = fused.proximity_in_place
+    monkeypatch.setattr(fused, "proximity_in_place", lambda *a: calls.append(a[0].shape) or kernel(*a))
+    y, coef, basis, scale = random_parts(torch.float32, False, 64)
+    proximity.grouped_part_proximity(y, coef, basis, scale)
+    assert calls == []  # 2 x 3 x 17 x 23 parts: not worth it
+    proximity.grouped_part_proximity(y, coef, basis, scale, compiled=True)
+    assert calls  # a caller that splits a large job decides for all its calls
+    calls.clear()
+    explain(loaded("llama"), PROMPT)
+    assert calls == []  # a short prompt's first explain neither compiles nor loads the kernel
+    monkeypatch.setattr(fused, "MIN_PARTS", 1)
+    explain(loaded("llama"), PROMPT)
+    assert calls
+
+
 def test_numba_is_installed_where_the_tests_run():
     # the test extra brings numba: without it every comparison below would compare the tensor path with itself
     assert fused.numba is not None and fused.ENABLED
@@ -100,11 +124,11 @@ def test_concurrent_calls_under_the_workqueue_layer_do_not_abort():
         "g = torch.Generator().manual_seed(0)\n"
         "y = torch.randn(1, 64, 32, generator=g); c = torch.rand(1, 4, 64, 200, generator=g)\n"
         "b = torch.randn(1, 4, 200, 32, generator=g) * 4\n"
-        "want = proximity.grouped_part_proximity(y, c, b)\n"
+        "want = proximity.grouped_part_proximity(y, c, b, compiled=True)\n"
         "bad = []\n"
         "def run():\n"
         "    for _ in range(30):\n"
-        "        bad.append(not torch.equal(proximity.grouped_part_proximity(y, c, b), want))\n"
+        "        bad.append(not torch.equal(proximity.grouped_part_proximity(y, c, b, compiled=True), want))\n"
         "ts = [threading.Thread(target=run) for _ in range(4)]\n"
         "[t.start() for t in ts]; [t.join() for t in ts]\n"
         "import numba; print(numba.threading_layer(), sum(bad), len(bad))\n"

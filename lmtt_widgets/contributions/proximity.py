@@ -94,6 +94,7 @@ def grouped_part_proximity(
     signed_dot=None,
     reach: torch.Tensor | None = None,
     sums: bool = False,
+    compiled: bool | None = None,
 ):
     """Proximities of parts z[b, g, n, j] = coef[b, g, n, j] * scale[b, n] * basis[b, g, j] to y[b, n].
 
@@ -112,6 +113,8 @@ def grouped_part_proximity(
             1/H of the work).
         reach: optional [B, G, J'] = basis.abs().amax(-1), when the caller already has it.
         sums: also return the sums over parts of a group and over groups (in the same sweep where compiled).
+        compiled: use the compiled sweep (fused.py) where it can run; None: where this call's parts are enough
+            (fused.worth). A caller that splits one job into calls decides once for all of them.
     Returns:
         [B, G, N, J] exact proximities (>= 0); with ``sums``, (proximities, [B, G, N] their sums over j,
         [B, N, J] their sums over g).
@@ -121,7 +124,8 @@ def grouped_part_proximity(
     levels = [c for c in buckets if c < d]
     if reach is None:
         reach = basis.abs().amax(-1)  # [B, G, J'] the largest coordinate of each direction
-    compiled = fused.usable(y, coef, basis, scale, reach)
+    tensors = (y, coef, basis, scale, reach)
+    compiled = fused.worth(B * G * N * J, *tensors) if compiled is None else compiled and fused.usable(*tensors)
     # the compiled sweep reads a coordinate of consecutive parts (free where basis is a transposed weight or
     # product); the tensor path reads parts by flat index (a transposed weight would be copied per bucket)
     basis = basis.transpose(-1, -2).contiguous() if compiled else basis.contiguous()

@@ -267,7 +267,9 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         alpha = head_signal_scale(rec, H)
         attention.append(rec.attention if bool((alpha == 1).all()) else rec.attention * alpha.t().unsqueeze(-1))
     attention = _stack(attention)  # [B, H, T, T]
-    u, reach, w_heads, v_heads = _head_factors(records, weights, H)
+    # one decision for the whole group: its parts are scored in chunks of rows
+    compiled = fused.worth(B * H * T * T, x, attention)
+    u, reach, w_heads, v_heads = _head_factors(records, weights, H, compiled)
 
     # Extra parts besides the heads, columns: residual, bias, (mlp), external edit (last; see tracing/edits.py).
     extra_prox = torch.zeros(B, T, 4 if parallel else 3, dtype=y.dtype, device=dev)
@@ -305,7 +307,7 @@ def score_layers(records: list[LayerRecord], weights: list[LayerWeights], n_head
         prox, by_head, by_source = grouped_part_proximity(
             y[:, i0:i1], coef, u, None if scale is None else scale[:, i0:i1], budget=budget, reach=reach,
             signed_dot=lambda rows, b0, b1, j=i1: _through_heads(rows, w_heads[b0:b1], v_heads[b0:b1, :, :j]),
-            sums=True,
+            sums=True, compiled=compiled,
         )
         extra = extra_prox[:, i0:i1]
         total = extra.sum(-1) + by_head.sum(1)
@@ -472,17 +474,16 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
-def _head_factors(records, weights, n_heads):
+def _head_factors(records, weights, n_heads, transposed: bool):
     """The parts' factors, head-major: directions u [B, H, T, d] (u[b, h, j] = v_j^{kv(h)} W_O,h), their largest
     coordinate [B, H, T], W_O per head [B, d, H, dh] and the values repeated per query head [B, H, T, dh] (GQA).
 
-    Where the compiled sweep runs (fused.py), u is a transposed view of a [B, H, d, T] product: the layout it reads,
-    made by the product itself rather than by a copy."""
+    ``transposed`` (where the compiled sweep runs, fused.py): u is a transposed view of a [B, H, d, T] product, the
+    layout that sweep reads, made by the product itself rather than by a copy."""
     _, T, dh = records[0].values.shape
     d = weights[0].w_o.shape[0]
     v = _stack([rec.values.repeat_interleave(n_heads // rec.values.shape[0], dim=0) for rec in records])
     w = _stack([wt.w_o.view(d, n_heads, dh) for wt in weights])
-    transposed = fused.usable(v)
     u = torch.empty(len(records), n_heads, *((d, T) if transposed else (T, d)), dtype=v.dtype, device=v.device)
     for b in range(len(records)):
         if transposed:
