@@ -40,7 +40,7 @@ def test_small_jobs_take_the_tensor_path_and_a_layer_group_decides_once(monkeypa
 
 def test_numba_is_installed_where_the_tests_run():
     # the test extra brings numba: without it every comparison below would compare the tensor path with itself
-    assert fused.numba is not None and fused.ENABLED
+    assert fused.INSTALLED and fused.ENABLED
 
 
 def direct(y, coef, basis, scale):
@@ -292,3 +292,14 @@ def test_a_layer_that_leaves_much_free_memory_behind_has_it_handed_back(monkeypa
         assert after_layer()  # 200 MB > 100 MB: handed back
         assert memory.resident_bytes() < resident - 150 * 2**20
     assert len(trims) == 2  # the one above and the one as the block ends
+
+
+def test_importing_the_package_does_not_import_numba():
+    """numba takes longer to import than the rest of the package: it is imported by the first job worth it."""
+    import subprocess
+    import sys
+
+    code = "import sys, lmtt_widgets; print('numba' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

@@ -15,19 +15,21 @@ serialised by a lock, and run on as many threads as torch uses.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 
+import numpy as np
 import torch
 
-try:  # an optional extra: everything works without it, only slower on long prompts
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is not installed
-    numba = None
-
+# An optional extra: everything works without it, only slower on long prompts. Imported on first use (importing
+# numba takes ~0.3 s, more than the rest of the package), as are the kernels it compiles.
+INSTALLED = importlib.util.find_spec("numba") is not None
+numba = None
 # LMTT_FUSED=0 turns the compiled pass off (the tensor path is then used everywhere; tests compare the two).
-ENABLED = numba is not None and os.environ.get("LMTT_FUSED", "1") != "0"
+ENABLED = INSTALLED and os.environ.get("LMTT_FUSED", "1") != "0"
 _lock = threading.Lock()
+_KERNELS: dict = {}
 _DTYPES = (torch.float32, torch.float64)
 
 
@@ -74,8 +76,8 @@ def proximity_in_place(prox, coef, reach, basis_t, y_sorted, order, signed_scale
     flat = torch.empty(0, dtype=coef.dtype).set_(coef.untyped_storage(), coef.storage_offset(), (span,), (1,))
     arrays = [t.detach().numpy() for t in (prox, flat, reach, basis_t, y_sorted, order, signed_scale, abs_y,
                                            by_group, by_part)]
-    kernel = _KERNELS[prox.dtype]
     with _lock:
+        kernel = _kernel(prox.dtype)
         threads = numba.get_num_threads()
         try:
             numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads())))
@@ -150,7 +152,12 @@ def _make_kernel(zero):
     return kernel
 
 
-if numba is not None:
-    import numpy as np
+def _kernel(dtype: torch.dtype):
+    """The sweep for one float type, numba imported and the kernel made on first use (called under _lock)."""
+    global numba
+    if dtype not in _KERNELS:
+        import numba as imported
 
-    _KERNELS = {torch.float32: _make_kernel(np.float32(0)), torch.float64: _make_kernel(np.float64(0))}
+        numba = imported  # the kernels' code reads the module global
+        _KERNELS[dtype] = _make_kernel(np.float32(0) if dtype == torch.float32 else np.float64(0))
+    return _KERNELS[dtype]
