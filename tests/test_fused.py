@@ -303,3 +303,26 @@ def test_importing_the_package_does_not_import_numba():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+@needs_glibc
+def test_an_interrupted_long_trace_puts_malloc_back(monkeypatch):
+    """A kernel interrupt inside a long trace (here from on_layer) leaves malloc as it was: mmap allowed again."""
+    from lmtt_widgets.tracing import memory, tracer
+
+    monkeypatch.setattr(tracer, "TRIM_ATTENTION_LIMIT", 1)  # a tiny prompt traced as a long one
+    seen = []
+
+    def interrupt(rec, weights):
+        seen.append(memory._passes)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tracer.trace(loaded("llama"), PROMPT, keep_attention=False, on_layer=interrupt)
+    assert seen == [1]  # the heap setting was on during the pass
+    assert memory._passes == 0
+    size = int(memory._MALLINFO2().fordblks) + 64 * 2**20
+    before = mmapped_bytes()
+    block = torch.empty(size, dtype=torch.uint8)
+    assert mmapped_bytes() >= before + size  # mmap allowed again
+    del block
