@@ -1,5 +1,5 @@
-"""One compiled pass for the proximity of scaled parts (optional: with numba installed, ``pip install
-lmtt-widgets[fast]``); without numba, proximity.py computes the same numbers with tensor operations.
+"""One compiled pass for the proximity of scaled parts (optional: numba, the package's ``fast`` extra); without
+numba, proximity.py computes the same numbers with tensor operations.
 
 Given each part's signed linear term (from a matrix product), the pass multiplies in the part's coefficient, decides
 whether the part can reach past any coordinate of y, and subtracts the exact correction on those coordinates
@@ -9,8 +9,8 @@ over tensors of the size of all parts (products, bounds, masks, sorts, gathers) 
 The numbers are the same identity as proximity.py (see its docstring); only the order of floating-point sums
 within a correction differs (within a few ulps of the tensor path's result).
 
-Numba's default threading layer must not run two parallel kernels at once (it aborts the process): calls are
-serialised by a lock, and run on as many threads as torch uses.
+Numba's workqueue threading layer (used where no OpenMP or TBB runtime is found) must not run two parallel kernels
+at once (it aborts the process): calls are serialised by a lock, and run on as many threads as torch uses.
 """
 
 from __future__ import annotations
