@@ -231,20 +231,24 @@ def mmapped_bytes():
     return int(memory._MALLINFO2().hblkhd)
 
 
+def where_a_large_block_comes_from():
+    """"mmap" or "heap": where malloc takes a block larger than all its free heap memory (so that only the mmap
+    setting decides; not touched: only its address space is taken)."""
+    from lmtt_widgets.tracing import memory
+
+    size = int(memory._MALLINFO2().fordblks) + 64 * 2**20
+    before = mmapped_bytes()
+    block = torch.empty(size, dtype=torch.uint8)
+    mapped = mmapped_bytes() >= before + size
+    del block
+    return "mmap" if mapped else "heap"
+
+
 @needs_glibc
 def test_long_traces_serve_large_blocks_from_the_heap_then_mmap_again():
     """Inside a long trace a large block comes from malloc's heap (the next layer reuses its pages: no fresh page
-    faults); afterwards malloc maps such blocks again, as before. The block is larger than all free heap memory, so
-    that only the mmap setting decides where it comes from (not touched: only its address space is taken)."""
+    faults); afterwards malloc maps such blocks again, as before."""
     from lmtt_widgets.tracing import memory
-
-    def where_a_large_block_comes_from():
-        size = int(memory._MALLINFO2().fordblks) + 64 * 2**20
-        before = mmapped_bytes()
-        block = torch.empty(size, dtype=torch.uint8)
-        mapped = mmapped_bytes() >= before + size
-        del block
-        return "mmap" if mapped else "heap"
 
     assert where_a_large_block_comes_from() == "mmap"
     with memory.reusing_heap(memory.REUSE_ATTENTION_LIMIT) as after_layer:
@@ -321,8 +325,4 @@ def test_an_interrupted_long_trace_puts_malloc_back(monkeypatch):
         tracer.trace(loaded("llama"), PROMPT, keep_attention=False, on_layer=interrupt)
     assert seen == [1]  # the heap setting was on during the pass
     assert memory._passes == 0
-    size = int(memory._MALLINFO2().fordblks) + 64 * 2**20
-    before = mmapped_bytes()
-    block = torch.empty(size, dtype=torch.uint8)
-    assert mmapped_bytes() >= before + size  # mmap allowed again
-    del block
+    assert where_a_large_block_comes_from() == "mmap"  # mmap allowed again
